@@ -1,0 +1,11 @@
+/* gpukit: every public header in one include. */
+#ifndef GPUKIT_GPUKIT_H
+#define GPUKIT_GPUKIT_H
+
+#include "device.h"
+#include "error.h"
+#include "log.h"
+#include "options.h"
+#include "version.h"
+
+#endif

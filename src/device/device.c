@@ -1,0 +1,779 @@
+/* The device layer's public functions: spec dispatch, argument checks, counters, the registry of
+ * live allocations, and the handle lists that gk_device_close() cleans up. The backends
+ * (backend_host.c, backend_sim.c, backend_cuda.c) do the raw work. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "device/device_int.h"
+#include "gpukit/options.h"
+
+static const gk__backend_ops *const backends[] = {&gk__backend_host, &gk__backend_sim,
+                                                  &gk__backend_cuda};
+
+static _Thread_local char open_error[512];
+
+#define COUNT(dev, name, n)                                                                        \
+    atomic_fetch_add_explicit(&(dev)->counters.name, (n), memory_order_relaxed)
+
+uint64_t gk__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void gk__poll_backoff(unsigned *round)
+{
+    unsigned r = *round < 10 ? *round : 10;
+    struct timespec ts = {0, 1000L << r}; /* 1 us .. ~1 ms */
+    nanosleep(&ts, NULL);
+    (*round)++;
+}
+
+double gk__device_timeout(const gk_device *dev, double timeout)
+{
+    return timeout >= 0 ? timeout : dev->cfg.sync_timeout;
+}
+
+int gk__device_error(gk_device *dev, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (dev) {
+        pthread_mutex_lock(&dev->err_lock);
+        vsnprintf(dev->last_error, sizeof dev->last_error, fmt, ap);
+        pthread_mutex_unlock(&dev->err_lock);
+    } else {
+        vsnprintf(open_error, sizeof open_error, fmt, ap);
+    }
+    va_end(ap);
+    return rc;
+}
+
+/* Counts a failure; returns rc unchanged. */
+static int failed(gk_device *dev, int rc)
+{
+    if (rc != 0 && rc != GK_ENOTREADY)
+        COUNT(dev, errors, 1);
+    return rc;
+}
+
+/* --- pointer registry ---------------------------------------------------------------------- */
+
+static size_t ptr_hash(uintptr_t p, size_t cap)
+{
+    uint64_t h = (uint64_t)p * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 17) & (cap - 1);
+}
+
+static int ptrmap_grow(gk__ptrmap *m)
+{
+    size_t ncap = m->cap ? m->cap * 2 : 64;
+    uintptr_t *keys = calloc(ncap, sizeof *keys);
+    size_t *sizes = calloc(ncap, sizeof *sizes);
+    if (!keys || !sizes) {
+        free(keys);
+        free(sizes);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->keys[i] <= 1)
+            continue;
+        size_t j = ptr_hash(m->keys[i], ncap);
+        while (keys[j])
+            j = (j + 1) & (ncap - 1);
+        keys[j] = m->keys[i];
+        sizes[j] = m->sizes[i];
+    }
+    free(m->keys);
+    free(m->sizes);
+    m->keys = keys;
+    m->sizes = sizes;
+    m->cap = ncap;
+    m->used = m->count;
+    return 0;
+}
+
+int gk__ptrmap_put(gk__ptrmap *m, const void *ptr, size_t size)
+{
+    if ((m->used + 1) * 4 >= m->cap * 3) {
+        int rc = ptrmap_grow(m);
+        if (rc)
+            return rc;
+    }
+    uintptr_t k = (uintptr_t)ptr;
+    size_t j = ptr_hash(k, m->cap);
+    while (m->keys[j] > 1)
+        j = (j + 1) & (m->cap - 1);
+    if (m->keys[j] == 0)
+        m->used++;
+    m->keys[j] = k;
+    m->sizes[j] = size;
+    m->count++;
+    return 0;
+}
+
+int gk__ptrmap_take(gk__ptrmap *m, const void *ptr, size_t *size)
+{
+    uintptr_t k = (uintptr_t)ptr;
+    if (!m->cap || k <= 1)
+        return -ENOENT;
+    size_t j = ptr_hash(k, m->cap);
+    while (m->keys[j]) {
+        if (m->keys[j] == k) {
+            if (size)
+                *size = m->sizes[j];
+            m->keys[j] = 1;
+            m->count--;
+            return 0;
+        }
+        j = (j + 1) & (m->cap - 1);
+    }
+    return -ENOENT;
+}
+
+void gk__ptrmap_free(gk__ptrmap *m)
+{
+    free(m->keys);
+    free(m->sizes);
+    memset(m, 0, sizeof *m);
+}
+
+/* --- open and close ------------------------------------------------------------------------ */
+
+void gk_device_config_default(gk_device_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    gk_logger_default(&cfg->logger);
+    cfg->sync_timeout = 60.0;
+    const char *t = getenv("GK_SYNC_TIMEOUT");
+    if (t && *t && gk_parse_duration(t, &cfg->sync_timeout) != 0) {
+        cfg->sync_timeout = 60.0;
+        gk_log(&cfg->logger, GK_LOG_WARN, "device",
+               "GK_SYNC_TIMEOUT: \"%s\" is not a duration (try 30s or 500ms); using 60s", t);
+    }
+}
+
+const char *gk_device_open_error(void)
+{
+    return open_error;
+}
+
+static int open_backend(const gk__backend_ops *ops, const gk__spec *spec, const char *text,
+                        const gk_device_config *cfg, gk_device **out)
+{
+    gk_device *dev = calloc(1, sizeof *dev);
+    if (!dev)
+        return gk__device_error(NULL, -ENOMEM, "device: out of host memory");
+    dev->ops = ops;
+    dev->cfg = *cfg;
+    const char *lib = cfg->cuda_library;
+    if (!lib || !*lib)
+        lib = getenv("GK_CUDA_LIBRARY");
+    if (!lib || !*lib)
+        lib = "libcuda.so.1";
+    snprintf(dev->cuda_library, sizeof dev->cuda_library, "%s", lib);
+    dev->cfg.cuda_library = dev->cuda_library;
+    snprintf(dev->spec, sizeof dev->spec, "%s", text);
+    pthread_mutex_init(&dev->lock, NULL);
+    pthread_mutex_init(&dev->err_lock, NULL);
+    int rc = ops->open(dev, spec);
+    if (rc != 0) {
+        /* The backend wrote the reason into dev->last_error. */
+        snprintf(open_error, sizeof open_error, "%s", dev->last_error);
+        pthread_mutex_destroy(&dev->lock);
+        pthread_mutex_destroy(&dev->err_lock);
+        free(dev);
+        return rc;
+    }
+    dev->last_error[0] = '\0';
+    *out = dev;
+    return 0;
+}
+
+int gk_device_open_ex(const char *spec_text, const gk_device_config *cfg_in, gk_device **out)
+{
+    gk_device_config cfg;
+    gk__spec spec;
+    char err[256];
+    if (!out)
+        return gk__device_error(NULL, -EINVAL, "gk_device_open: out is NULL");
+    *out = NULL;
+    open_error[0] = '\0';
+    if (cfg_in)
+        cfg = *cfg_in;
+    else
+        gk_device_config_default(&cfg);
+    if (!spec_text || !*spec_text)
+        spec_text = getenv("GK_DEVICE");
+    if (!spec_text || !*spec_text)
+        spec_text = "auto";
+    int rc = gk__spec_parse(spec_text, &spec, err, sizeof err);
+    if (rc)
+        return gk__device_error(NULL, rc, "%s", err);
+
+    if (strcmp(spec.kind, "auto") == 0) {
+        if (spec.nkeys || spec.index >= 0)
+            return gk__device_error(NULL, -EINVAL,
+                                    "device spec \"%s\": auto takes no arguments (try auto or "
+                                    "cuda:1)",
+                                    spec_text);
+        gk__spec cuda_spec = spec, host_spec = spec;
+        snprintf(cuda_spec.kind, sizeof cuda_spec.kind, "cuda");
+        cuda_spec.index = 0;
+        snprintf(host_spec.kind, sizeof host_spec.kind, "host");
+        rc = open_backend(&gk__backend_cuda, &cuda_spec, "cuda:0", &cfg, out);
+        if (rc == 0)
+            return 0;
+        char why[512];
+        snprintf(why, sizeof why, "%s", open_error);
+        rc = open_backend(&gk__backend_host, &host_spec, "host", &cfg, out);
+        if (rc)
+            return rc;
+        snprintf((*out)->auto_reason, sizeof(*out)->auto_reason,
+                 "cuda:0 unavailable (%s); using host", why);
+        gk_log(&cfg.logger, GK_LOG_INFO, "device", "auto: %s", (*out)->auto_reason);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+        if (strcmp(spec.kind, backends[i]->name) == 0)
+            return open_backend(backends[i], &spec, spec_text, &cfg, out);
+    }
+    return gk__device_error(NULL, -EINVAL,
+                            "device spec \"%s\": unknown backend \"%s\" (try auto, host, cuda:0 "
+                            "or sim:capacity=16GiB)",
+                            spec_text, spec.kind);
+}
+
+int gk_device_open(const char *spec, gk_device **out)
+{
+    return gk_device_open_ex(spec, NULL, out);
+}
+
+void gk_device_close(gk_device *dev)
+{
+    if (!dev)
+        return;
+    while (dev->streams)
+        (void)gk_stream_destroy(dev, dev->streams);
+    while (dev->events)
+        (void)gk_event_destroy(dev, dev->events);
+    (void)dev->ops->device_sync(dev, gk__device_timeout(dev, -1));
+    size_t leaked = 0, nleaked = 0;
+    for (size_t i = 0; i < dev->dmem.cap; i++) {
+        if (dev->dmem.keys[i] > 1) {
+            leaked += dev->dmem.sizes[i];
+            nleaked++;
+            (void)dev->ops->free(dev, (void *)dev->dmem.keys[i], dev->dmem.sizes[i]);
+        }
+    }
+    if (nleaked)
+        gk_log(&dev->cfg.logger, GK_LOG_WARN, "device",
+               "%s closed with %zu device allocations (%zu bytes) still live; freed them",
+               dev->spec, nleaked, leaked);
+    for (size_t i = 0; i < dev->hmem.cap; i++) {
+        if (dev->hmem.keys[i] > 1)
+            (void)dev->ops->host_free(dev, (void *)dev->hmem.keys[i], dev->hmem.sizes[i]);
+    }
+    dev->ops->close(dev);
+    gk__ptrmap_free(&dev->dmem);
+    gk__ptrmap_free(&dev->hmem);
+    pthread_mutex_destroy(&dev->lock);
+    pthread_mutex_destroy(&dev->err_lock);
+    free(dev);
+}
+
+const char *gk_device_last_error(const gk_device *dev)
+{
+    return dev ? dev->last_error : "";
+}
+
+const char *gk_device_auto_reason(const gk_device *dev)
+{
+    return dev ? dev->auto_reason : "";
+}
+
+int gk_device_get_props(gk_device *dev, gk_device_props *props)
+{
+    if (!dev || !props)
+        return -EINVAL;
+    memset(props, 0, sizeof *props);
+    props->backend = dev->ops->kind;
+    props->backend_name = dev->ops->name;
+    snprintf(props->spec, sizeof props->spec, "%s", dev->spec);
+    return failed(dev, dev->ops->props(dev, props));
+}
+
+int gk_device_mem_info(gk_device *dev, size_t *free_bytes, size_t *total_bytes)
+{
+    size_t f = 0, t = 0;
+    if (!dev)
+        return -EINVAL;
+    int rc = dev->ops->mem_info(dev, &f, &t);
+    if (rc)
+        return failed(dev, rc);
+    if (free_bytes)
+        *free_bytes = f;
+    if (total_bytes)
+        *total_bytes = t;
+    return 0;
+}
+
+/* --- memory ------------------------------------------------------------------------------- */
+
+int gk_device_malloc(gk_device *dev, size_t size, void **ptr)
+{
+    if (!dev || !ptr)
+        return -EINVAL;
+    *ptr = NULL;
+    if (size == 0)
+        return failed(dev, gk__device_error(dev, -EINVAL, "gk_device_malloc: size is 0"));
+    uint64_t t0 = gk__now_ns();
+    void *p = NULL;
+    int rc = dev->ops->malloc(dev, size, &p);
+    COUNT(dev, alloc_ns, gk__now_ns() - t0);
+    COUNT(dev, malloc_calls, 1);
+    if (rc)
+        return failed(dev, rc);
+    pthread_mutex_lock(&dev->lock);
+    rc = gk__ptrmap_put(&dev->dmem, p, size);
+    pthread_mutex_unlock(&dev->lock);
+    if (rc) {
+        (void)dev->ops->free(dev, p, size);
+        return failed(dev, rc);
+    }
+    COUNT(dev, malloc_bytes, size);
+    *ptr = p;
+    return 0;
+}
+
+int gk_device_free(gk_device *dev, void *ptr)
+{
+    size_t size;
+    if (!dev)
+        return -EINVAL;
+    if (!ptr)
+        return 0;
+    pthread_mutex_lock(&dev->lock);
+    int rc = gk__ptrmap_take(&dev->dmem, ptr, &size);
+    pthread_mutex_unlock(&dev->lock);
+    if (rc)
+        return failed(dev, gk__device_error(dev, -EINVAL,
+                                            "gk_device_free: %p is not a live device allocation "
+                                            "(double free or foreign pointer)",
+                                            ptr));
+    uint64_t t0 = gk__now_ns();
+    rc = dev->ops->free(dev, ptr, size);
+    COUNT(dev, alloc_ns, gk__now_ns() - t0);
+    COUNT(dev, free_calls, 1);
+    return failed(dev, rc);
+}
+
+int gk_device_host_alloc(gk_device *dev, size_t size, void **ptr)
+{
+    if (!dev || !ptr)
+        return -EINVAL;
+    *ptr = NULL;
+    if (size == 0)
+        return failed(dev, gk__device_error(dev, -EINVAL, "gk_device_host_alloc: size is 0"));
+    void *p = NULL;
+    int rc = dev->ops->host_alloc(dev, size, &p);
+    COUNT(dev, host_alloc_calls, 1);
+    if (rc)
+        return failed(dev, rc);
+    pthread_mutex_lock(&dev->lock);
+    rc = gk__ptrmap_put(&dev->hmem, p, size);
+    pthread_mutex_unlock(&dev->lock);
+    if (rc) {
+        (void)dev->ops->host_free(dev, p, size);
+        return failed(dev, rc);
+    }
+    *ptr = p;
+    return 0;
+}
+
+int gk_device_host_free(gk_device *dev, void *ptr)
+{
+    size_t size;
+    if (!dev)
+        return -EINVAL;
+    if (!ptr)
+        return 0;
+    pthread_mutex_lock(&dev->lock);
+    int rc = gk__ptrmap_take(&dev->hmem, ptr, &size);
+    pthread_mutex_unlock(&dev->lock);
+    if (rc)
+        return failed(dev, gk__device_error(dev, -EINVAL,
+                                            "gk_device_host_free: %p is not a live pinned "
+                                            "allocation",
+                                            ptr));
+    COUNT(dev, host_free_calls, 1);
+    return failed(dev, dev->ops->host_free(dev, ptr, size));
+}
+
+/* --- streams ------------------------------------------------------------------------------ */
+
+static void *stream_impl(gk_stream *s)
+{
+    return s ? s->impl : NULL;
+}
+
+/* A stream argument must belong to `dev`. */
+static int check_stream(gk_device *dev, gk_stream *s, const char *fn)
+{
+    if (s && s->dev != dev)
+        return gk__device_error(dev, -EINVAL, "%s: the stream belongs to another device", fn);
+    return 0;
+}
+
+int gk_stream_create(gk_device *dev, gk_stream **out)
+{
+    if (!dev || !out)
+        return -EINVAL;
+    *out = NULL;
+    gk_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return failed(dev, gk__device_error(dev, -ENOMEM, "gk_stream_create: out of host memory"));
+    int rc = dev->ops->stream_create(dev, &s->impl);
+    if (rc) {
+        free(s);
+        return failed(dev, rc);
+    }
+    s->dev = dev;
+    pthread_mutex_lock(&dev->lock);
+    s->next = dev->streams;
+    if (dev->streams)
+        dev->streams->prev = s;
+    dev->streams = s;
+    pthread_mutex_unlock(&dev->lock);
+    COUNT(dev, stream_creates, 1);
+    *out = s;
+    return 0;
+}
+
+int gk_stream_destroy(gk_device *dev, gk_stream *s)
+{
+    if (!dev)
+        return -EINVAL;
+    if (!s)
+        return 0;
+    int rc = check_stream(dev, s, "gk_stream_destroy");
+    if (rc)
+        return failed(dev, rc);
+    /* Let the work finish so hooks can hand back memory the stream used. */
+    int sync_rc = dev->ops->stream_sync(dev, s->impl, gk__device_timeout(dev, -1));
+    gk_stream_hook_fn fns[GK__MAX_STREAM_HOOKS];
+    void *users[GK__MAX_STREAM_HOOKS];
+    pthread_mutex_lock(&dev->lock);
+    int n = dev->nhooks;
+    for (int i = 0; i < n; i++) {
+        fns[i] = dev->hooks[i].fn;
+        users[i] = dev->hooks[i].user;
+    }
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        dev->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    pthread_mutex_unlock(&dev->lock);
+    for (int i = 0; i < n; i++)
+        fns[i](users[i], s);
+    rc = dev->ops->stream_destroy(dev, s->impl);
+    free(s);
+    COUNT(dev, stream_destroys, 1);
+    return failed(dev, rc ? rc : sync_rc);
+}
+
+int gk_stream_synchronize(gk_device *dev, gk_stream *s, double timeout)
+{
+    if (!dev)
+        return -EINVAL;
+    int rc = check_stream(dev, s, "gk_stream_synchronize");
+    if (rc)
+        return failed(dev, rc);
+    COUNT(dev, stream_syncs, 1);
+    return failed(dev,
+                  dev->ops->stream_sync(dev, stream_impl(s), gk__device_timeout(dev, timeout)));
+}
+
+int gk_stream_wait_event(gk_device *dev, gk_stream *s, gk_event *ev)
+{
+    if (!dev || !ev)
+        return -EINVAL;
+    int rc = check_stream(dev, s, "gk_stream_wait_event");
+    if (rc)
+        return failed(dev, rc);
+    if (ev->dev != dev)
+        return failed(dev, gk__device_error(dev, -EINVAL,
+                                            "gk_stream_wait_event: the event belongs to another "
+                                            "device"));
+    COUNT(dev, stream_waits, 1);
+    return failed(dev, dev->ops->stream_wait(dev, stream_impl(s), ev->impl));
+}
+
+int gk_stream_host_fn(gk_device *dev, gk_stream *s, void (*fn)(void *user), void *user)
+{
+    if (!dev || !fn)
+        return -EINVAL;
+    int rc = check_stream(dev, s, "gk_stream_host_fn");
+    if (rc)
+        return failed(dev, rc);
+    COUNT(dev, host_fns, 1);
+    return failed(dev, dev->ops->host_fn(dev, stream_impl(s), fn, user));
+}
+
+int gk_device_synchronize(gk_device *dev, double timeout)
+{
+    if (!dev)
+        return -EINVAL;
+    COUNT(dev, stream_syncs, 1);
+    return failed(dev, dev->ops->device_sync(dev, gk__device_timeout(dev, timeout)));
+}
+
+int gk_device_add_stream_hook(gk_device *dev, gk_stream_hook_fn fn, void *user)
+{
+    if (!dev || !fn)
+        return -EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&dev->lock);
+    if (dev->nhooks == GK__MAX_STREAM_HOOKS) {
+        rc = -ENOSPC;
+    } else {
+        dev->hooks[dev->nhooks].fn = fn;
+        dev->hooks[dev->nhooks].user = user;
+        dev->nhooks++;
+    }
+    pthread_mutex_unlock(&dev->lock);
+    return rc;
+}
+
+int gk_device_remove_stream_hook(gk_device *dev, gk_stream_hook_fn fn, void *user)
+{
+    if (!dev || !fn)
+        return -EINVAL;
+    int rc = -ENOENT;
+    pthread_mutex_lock(&dev->lock);
+    for (int i = 0; i < dev->nhooks; i++) {
+        if (dev->hooks[i].fn == fn && dev->hooks[i].user == user) {
+            memmove(&dev->hooks[i], &dev->hooks[i + 1],
+                    (size_t)(dev->nhooks - i - 1) * sizeof dev->hooks[0]);
+            dev->nhooks--;
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&dev->lock);
+    return rc;
+}
+
+/* --- events ------------------------------------------------------------------------------- */
+
+static int check_event(gk_device *dev, gk_event *ev, const char *fn)
+{
+    if (!ev)
+        return gk__device_error(dev, -EINVAL, "%s: event is NULL", fn);
+    if (ev->dev != dev)
+        return gk__device_error(dev, -EINVAL, "%s: the event belongs to another device", fn);
+    return 0;
+}
+
+int gk_event_create(gk_device *dev, gk_event **out)
+{
+    if (!dev || !out)
+        return -EINVAL;
+    *out = NULL;
+    gk_event *ev = calloc(1, sizeof *ev);
+    if (!ev)
+        return failed(dev, gk__device_error(dev, -ENOMEM, "gk_event_create: out of host memory"));
+    int rc = dev->ops->event_create(dev, &ev->impl);
+    if (rc) {
+        free(ev);
+        return failed(dev, rc);
+    }
+    ev->dev = dev;
+    pthread_mutex_lock(&dev->lock);
+    ev->next = dev->events;
+    if (dev->events)
+        dev->events->prev = ev;
+    dev->events = ev;
+    pthread_mutex_unlock(&dev->lock);
+    COUNT(dev, event_creates, 1);
+    *out = ev;
+    return 0;
+}
+
+int gk_event_destroy(gk_device *dev, gk_event *ev)
+{
+    if (!dev)
+        return -EINVAL;
+    if (!ev)
+        return 0;
+    int rc = check_event(dev, ev, "gk_event_destroy");
+    if (rc)
+        return failed(dev, rc);
+    pthread_mutex_lock(&dev->lock);
+    if (ev->prev)
+        ev->prev->next = ev->next;
+    else
+        dev->events = ev->next;
+    if (ev->next)
+        ev->next->prev = ev->prev;
+    pthread_mutex_unlock(&dev->lock);
+    rc = dev->ops->event_destroy(dev, ev->impl);
+    free(ev);
+    COUNT(dev, event_destroys, 1);
+    return failed(dev, rc);
+}
+
+int gk_event_record(gk_device *dev, gk_event *ev, gk_stream *s)
+{
+    if (!dev)
+        return -EINVAL;
+    int rc = check_event(dev, ev, "gk_event_record");
+    if (!rc)
+        rc = check_stream(dev, s, "gk_event_record");
+    if (rc)
+        return failed(dev, rc);
+    COUNT(dev, event_records, 1);
+    return failed(dev, dev->ops->event_record(dev, ev->impl, stream_impl(s)));
+}
+
+int gk_event_query(gk_device *dev, gk_event *ev)
+{
+    if (!dev)
+        return -EINVAL;
+    int rc = check_event(dev, ev, "gk_event_query");
+    if (rc)
+        return failed(dev, rc);
+    COUNT(dev, event_queries, 1);
+    return failed(dev, dev->ops->event_query(dev, ev->impl));
+}
+
+int gk_event_synchronize(gk_device *dev, gk_event *ev, double timeout)
+{
+    if (!dev)
+        return -EINVAL;
+    int rc = check_event(dev, ev, "gk_event_synchronize");
+    if (rc)
+        return failed(dev, rc);
+    COUNT(dev, event_syncs, 1);
+    return failed(dev, dev->ops->event_sync(dev, ev->impl, gk__device_timeout(dev, timeout)));
+}
+
+/* --- copies ------------------------------------------------------------------------------- */
+
+static int copy_async(gk_device *dev, gk__copy_kind kind, void *dst, const void *src, size_t size,
+                      gk_stream *s)
+{
+    if (!dev)
+        return -EINVAL;
+    if (!dst || !src)
+        return failed(dev, gk__device_error(dev, -EINVAL, "memcpy: NULL source or destination"));
+    int rc = check_stream(dev, s, "memcpy");
+    if (rc)
+        return failed(dev, rc);
+    if (size == 0)
+        return 0;
+    switch (kind) {
+    case GK__HTOD:
+        COUNT(dev, copies_htod, 1);
+        break;
+    case GK__DTOH:
+        COUNT(dev, copies_dtoh, 1);
+        break;
+    case GK__DTOD:
+        COUNT(dev, copies_dtod, 1);
+        break;
+    }
+    COUNT(dev, copy_bytes, size);
+    return failed(dev, dev->ops->memcpy_async(dev, kind, dst, src, size, stream_impl(s)));
+}
+
+int gk_memcpy_htod_async(gk_device *dev, void *dst, const void *src, size_t size, gk_stream *s)
+{
+    return copy_async(dev, GK__HTOD, dst, src, size, s);
+}
+
+int gk_memcpy_dtoh_async(gk_device *dev, void *dst, const void *src, size_t size, gk_stream *s)
+{
+    return copy_async(dev, GK__DTOH, dst, src, size, s);
+}
+
+int gk_memcpy_dtod_async(gk_device *dev, void *dst, const void *src, size_t size, gk_stream *s)
+{
+    return copy_async(dev, GK__DTOD, dst, src, size, s);
+}
+
+/* --- virtual memory ----------------------------------------------------------------------- */
+
+static int vm_unavailable(gk_device *dev)
+{
+    return failed(dev, gk__device_error(dev, GK_EUNAVAIL,
+                                        "%s has no virtual-memory API (use sim or a CUDA driver "
+                                        "with cuMemCreate)",
+                                        dev->spec));
+}
+
+int gk_device_vm_reserve(gk_device *dev, size_t size, void **base)
+{
+    if (!dev || !base || size == 0)
+        return -EINVAL;
+    *base = NULL;
+    if (!dev->ops->vm_reserve)
+        return vm_unavailable(dev);
+    COUNT(dev, vm_reserves, 1);
+    return failed(dev, dev->ops->vm_reserve(dev, size, base));
+}
+
+int gk_device_vm_map(gk_device *dev, void *addr, size_t size)
+{
+    if (!dev || !addr || size == 0)
+        return -EINVAL;
+    if (!dev->ops->vm_map)
+        return vm_unavailable(dev);
+    uint64_t t0 = gk__now_ns();
+    int rc = dev->ops->vm_map(dev, addr, size);
+    COUNT(dev, alloc_ns, gk__now_ns() - t0);
+    COUNT(dev, vm_maps, 1);
+    return failed(dev, rc);
+}
+
+int gk_device_vm_unmap(gk_device *dev, void *addr, size_t size)
+{
+    if (!dev || !addr || size == 0)
+        return -EINVAL;
+    if (!dev->ops->vm_unmap)
+        return vm_unavailable(dev);
+    uint64_t t0 = gk__now_ns();
+    int rc = dev->ops->vm_unmap(dev, addr, size);
+    COUNT(dev, alloc_ns, gk__now_ns() - t0);
+    COUNT(dev, vm_unmaps, 1);
+    return failed(dev, rc);
+}
+
+int gk_device_vm_release(gk_device *dev, void *base, size_t size)
+{
+    if (!dev || !base || size == 0)
+        return -EINVAL;
+    if (!dev->ops->vm_release)
+        return vm_unavailable(dev);
+    COUNT(dev, vm_releases, 1);
+    return failed(dev, dev->ops->vm_release(dev, base, size));
+}
+
+int gk_device_get_counters(gk_device *dev, gk_device_counters *out)
+{
+    if (!dev || !out)
+        return -EINVAL;
+#define GK__COUNTER_READ(name, desc)                                                               \
+    out->name = atomic_load_explicit(&dev->counters.name, memory_order_relaxed);
+    GK_DEVICE_COUNTER_MAP(GK__COUNTER_READ)
+#undef GK__COUNTER_READ
+    return 0;
+}

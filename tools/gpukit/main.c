@@ -1,0 +1,97 @@
+/* gpukit: the command-line tool. Dispatches to one subcommand per file (cmd_*.c). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tool.h"
+
+typedef struct tool_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} tool_command;
+
+/* One line per subcommand, in the order `gpukit --help` lists them. */
+static const tool_command commands[] = {
+    {"info", gk_tool_info, "backends, devices, driver and host; what is unavailable and why"},
+};
+
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+void gk_tool_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("gpukit: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int gk_tool_help_or_version(int argc, char **argv, const char *usage)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("gpukit %s\n", gk_version_string());
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void gk_tool_json_escape(FILE *out, const char *s)
+{
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(out, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", out);
+        else if (c == '\t')
+            fputs("\\t", out);
+        else if (c < 0x20)
+            fprintf(out, "\\u%04x", c);
+        else
+            fputc(c, out);
+    }
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: gpukit COMMAND [OPTIONS]\n\n"
+                 "gpukit manages GPU memory, feeds data to the device, watches the GPU and the\n"
+                 "host while work runs, and reports what it saw with advice.\n\ncommands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'gpukit COMMAND --help' describes a command. Settings are listed by\n"
+                 "'gpukit info --settings'.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return GK_TOOL_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return GK_TOOL_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("gpukit %s\n", gk_version_string());
+        return GK_TOOL_OK;
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    }
+    gk_tool_error("unknown command \"%s\" (see 'gpukit --help')", argv[1]);
+    return GK_TOOL_USAGE;
+}

@@ -1,0 +1,31 @@
+/* Shared pieces of the gpukit command-line tool. The tool uses only the public API
+ * (include/gpukit); each subcommand lives in its own cmd_<name>.c and is listed in main.c. */
+#ifndef GK_TOOL_H
+#define GK_TOOL_H
+
+#include <stdio.h>
+
+#include "gpukit/gpukit.h"
+
+/* Exit codes of the tool: 0 success, 1 a failure, 2 a usage error. Subcommands that run a child
+ * (gpukit run) return the child's status instead. */
+enum { GK_TOOL_OK = 0, GK_TOOL_FAIL = 1, GK_TOOL_USAGE = 2 };
+
+/* Prints "gpukit: message" to stderr. */
+void gk_tool_error(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* Handles --help and --version for a subcommand: returns 1 (and prints) when argv[1] is one of
+ * them, 0 otherwise. `usage` is the subcommand's full help text. */
+int gk_tool_help_or_version(int argc, char **argv, const char *usage);
+
+/* JSON string escaping into `out` (quotes not included). */
+void gk_tool_json_escape(FILE *out, const char *s);
+
+/* Subcommands: argv[0] is the subcommand's name. */
+int gk_tool_info(int argc, char **argv);
+
+#endif
