@@ -4,6 +4,7 @@
 
 #include "device.h"
 #include "error.h"
+#include "loader.h"
 #include "log.h"
 #include "options.h"
 #include "version.h"
