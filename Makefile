@@ -3,7 +3,7 @@
 BUILD ?= build/release
 JOBS ?= $(shell nproc)
 
-.PHONY: demo test build bench deps clean format install
+.PHONY: demo test build bench deps clean format install fuzz
 
 demo:
 	@bash scripts/deps.sh demo
@@ -20,6 +20,15 @@ build:
 
 install: build
 	cmake --install $(BUILD)
+
+# Longer fuzzing than CI's: FUZZ_SECONDS per target (default 300).
+FUZZ_SECONDS ?= 300
+fuzz:
+	@bash scripts/deps.sh test
+	cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DGK_FUZZ=ON -DGK_ASAN=ON -DGK_TESTS=OFF >/dev/null
+	cmake --build build/fuzz -j $(JOBS)
+	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/work/$$n; \
+	  echo "== $$n"; $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/work/$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -2 || exit 1; done
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -5,6 +5,7 @@
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build, then ctest
 #   4. ThreadSanitizer build, then ctest -L threads
 #   5. valgrind (ctest -T memcheck) over the unit tests of the gcc build
+#   6. a short libFuzzer run of every fuzz target (clang, ASan+UBSan); `make fuzz` runs longer
 # It runs every stage even after a failure and ends with one line:
 #   N passed, N failed, N skipped
 # (a skipped test is one that exited 77, such as the GPU tests on a machine without a GPU).
@@ -76,7 +77,7 @@ build() {
     return 1
 }
 
-note "1/5 format (clang-format --dry-run --Werror)"
+note "1/6 format (clang-format --dry-run --Werror)"
 mapfile -t cfiles < <(git ls-files '*.c' '*.h' 2>/dev/null; git ls-files -o --exclude-standard '*.c' '*.h' 2>/dev/null)
 if clang-format --dry-run --Werror "${cfiles[@]}" >"$out/format.log" 2>&1; then
     passed=$((passed + 1))
@@ -87,14 +88,14 @@ else
     failures+=("format: run clang-format -i on the files above")
 fi
 
-note "2/5 gcc -Werror build and ctest"
+note "2/6 gcc -Werror build and ctest"
 if build gcc build/ci-gcc -DCMAKE_C_COMPILER=gcc; then
     ctest --test-dir build/ci-gcc -j "$jobs" --output-on-failure --output-junit "$root/$out/gcc.xml" >"$out/gcc-test.log" 2>&1
     grep -E 'Test +#|tests passed|FAILED|Failed' "$out/gcc-test.log" | tail -60
     count_junit gcc "$out/gcc.xml"
 fi
 
-note "3/5 AddressSanitizer + UBSan build and ctest"
+note "3/6 AddressSanitizer + UBSan build and ctest"
 if build asan build/ci-asan -DGK_ASAN=ON; then
     ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --test-dir build/ci-asan -j "$jobs" --output-on-failure --output-junit "$root/$out/asan.xml" >"$out/asan-test.log" 2>&1
@@ -102,7 +103,7 @@ if build asan build/ci-asan -DGK_ASAN=ON; then
     count_junit asan "$out/asan.xml"
 fi
 
-note "4/5 ThreadSanitizer build and ctest -L threads"
+note "4/6 ThreadSanitizer build and ctest -L threads"
 if build tsan build/ci-tsan -DGK_TSAN=ON; then
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
         ctest --test-dir build/ci-tsan -j "$jobs" -L threads --output-on-failure --output-junit "$root/$out/tsan.xml" >"$out/tsan-test.log" 2>&1
@@ -110,7 +111,7 @@ if build tsan build/ci-tsan -DGK_TSAN=ON; then
     count_junit tsan "$out/tsan.xml"
 fi
 
-note "5/5 valgrind (ctest -T memcheck -L unit)"
+note "5/6 valgrind (ctest -T memcheck -L unit)"
 if [ -d build/ci-gcc ] && [ -f build/ci-gcc/DartConfiguration.tcl ]; then
     ctest --test-dir build/ci-gcc -j "$jobs" -T memcheck -L unit --output-on-failure >"$out/valgrind-test.log" 2>&1
     grep -E 'MemCheck +#|tests passed|Defect|FAILED|Failed' "$out/valgrind-test.log" | tail -60
@@ -121,6 +122,26 @@ if [ -d build/ci-gcc ] && [ -f build/ci-gcc/DartConfiguration.tcl ]; then
         failed=$((failed + 1))
         failures+=("valgrind: defects listed in $out/valgrind-test.log")
     fi
+fi
+
+note "6/6 fuzzing (clang libFuzzer, ${GK_FUZZ_SECONDS:-20} s per target)"
+if build fuzz build/ci-fuzz -DCMAKE_C_COMPILER=clang -DGK_FUZZ=ON -DGK_ASAN=ON -DGK_TESTS=OFF; then
+    for bin in build/ci-fuzz/fuzz_*; do
+        [ -x "$bin" ] || continue
+        name=$(basename "$bin")
+        corpus=fuzz/corpus/${name#fuzz_}
+        work=$out/fuzz-${name#fuzz_}
+        mkdir -p "$work"
+        if "$bin" -max_total_time="${GK_FUZZ_SECONDS:-20}" -timeout=10 -rss_limit_mb=2048 \
+            -artifact_prefix="$out/" "$work" "$corpus" >"$out/$name.log" 2>&1; then
+            passed=$((passed + 1))
+            echo "$name: $(grep -o 'Done [0-9]* runs' "$out/$name.log" | tail -1), nothing found"
+        else
+            tail -30 "$out/$name.log"
+            failed=$((failed + 1))
+            failures+=("fuzz: $name found a crash (input saved under $out/)")
+        fi
+    done
 fi
 
 if [ ${#failures[@]} -gt 0 ]; then

@@ -35,7 +35,9 @@ int main(void)
 C
 # pkg-config, shared library.
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
-cc -std=c11 -o "$tmp/app_pc" "$tmp/app.c" $(pkg-config --cflags --libs gpukit)
+san=${GK_SAN_FLAGS:-}
+# shellcheck disable=SC2046,SC2086
+cc -std=c11 $san -o "$tmp/app_pc" "$tmp/app.c" $(pkg-config --cflags --libs gpukit)
 LD_LIBRARY_PATH="$libdir" "$tmp/app_pc" | grep -q "ok$" || fail "pkg-config build does not run"
 # Only gk_ symbols are exported from the shared library.
 if nm -D --defined-only "$libdir"/libgpukit.so | awk '$2 ~ /[TDB]/ {print $3}' | grep -v '^gk_' | grep -q .; then
@@ -52,7 +54,7 @@ find_package(gpukit REQUIRED)
 add_executable(app ../app.c)
 target_link_libraries(app PRIVATE gpukit::gpukit)
 CM
-cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" >"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; fail "find_package"; }
+cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_C_FLAGS="$san" >"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; fail "find_package"; }
 cmake --build "$tmp/cm/build" >>"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; fail "CMake build"; }
 "$tmp/cm/build/app" | grep -q "ok$" || fail "find_package build does not run"
 echo "install: ok"
