@@ -299,13 +299,13 @@ static int inspect(const char *path, int json)
         return GK_TOOL_OK;
     }
     /* Report the error of the format the file claims to be. */
-    if (strstr(err, "bad magic") && !strstr(err2, "bad magic") && !strstr(err2, "shorter"))
-        gk_tool_error("%s", err2);
-    else if (strstr(err, "bad magic") && strstr(err2, "bad magic"))
+    int rec_magic = strstr(err, "bad magic") != NULL;
+    int tok_magic = strstr(err2, "bad magic") || strstr(err2, "shorter than");
+    if (rec_magic && tok_magic)
         gk_tool_error("%s: neither a gpukit record file nor an llm.c token shard (bad magic)",
                       path);
     else
-        gk_tool_error("%s", err);
+        gk_tool_error("%s", rec_magic ? err2 : err);
     return GK_TOOL_FAIL;
 }
 
