@@ -34,7 +34,26 @@ typedef struct slot {
     gk_event *consumed; /* recorded on the caller's stream at release (edge b) */
     int copy_issued;
     gk_stream *stream; /* the stream the batch was delivered on */
+    /* Mirrors of the state for a short spin before sleeping (a futex sleep and wake costs more
+     * than a batch of small items): the last batch begun, made ready and freed here. */
+    _Atomic int64_t begun_seq, ready_seq, free_seq;
 } slot;
+
+#define SPIN_ITERS 1000
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Marks slot s free (under ld->mu). */
+static void slot_set_free(slot *s)
+{
+    s->state = SLOT_FREE;
+    atomic_store_explicit(&s->free_seq, s->seq, memory_order_release);
+}
 
 typedef struct worker {
     gk_loader *ld;
@@ -158,6 +177,7 @@ static void slot_begin(gk_loader *ld, slot *s, int64_t seq)
     uint64_t pos = ld->origin + (uint64_t)seq;
     s->seq = seq;
     s->state = SLOT_FILLING;
+    atomic_store_explicit(&s->begun_seq, seq, memory_order_release);
     s->parts_done = 0;
     s->err = 0;
     s->msg[0] = '\0';
@@ -291,6 +311,7 @@ static void fill_part(gk_loader *ld, worker *w, int64_t seq, unsigned part)
     }
     pthread_mutex_lock(&ld->mu);
     s->state = SLOT_READY;
+    atomic_store_explicit(&s->ready_seq, s->seq, memory_order_release);
     pthread_cond_broadcast(&ld->cv_ready);
     pthread_mutex_unlock(&ld->mu);
 }
@@ -320,6 +341,12 @@ static void *worker_main(void *arg)
         int64_t seq = (int64_t)(u / ld->parts);
         unsigned part = (unsigned)(u % ld->parts);
         slot *s = &ld->slots[seq % ld->K];
+        for (int i = 0; i < SPIN_ITERS; i++) {
+            if (atomic_load_explicit(&s->free_seq, memory_order_acquire) + ld->K == seq ||
+                atomic_load_explicit(&s->begun_seq, memory_order_acquire) == seq)
+                break;
+            cpu_relax();
+        }
         pthread_mutex_lock(&ld->mu);
         if (ld->origin + (uint64_t)seq >= ld->end_pos) {
             while (!ld->stop)
@@ -461,6 +488,9 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
         slot *s = &ld->slots[i];
         s->seq = i - ld->K;
         s->state = SLOT_FREE;
+        atomic_init(&s->free_seq, s->seq);
+        atomic_init(&s->begun_seq, INT64_MIN);
+        atomic_init(&s->ready_seq, INT64_MIN);
         s->indices = calloc((size_t)ld->smp.batch_size, sizeof *s->indices);
         if (!s->indices)
             goto out_nomem;
@@ -650,7 +680,7 @@ static int release_slot(gk_loader *ld, slot *s, gk_stream *stream)
     if (ld->cfg.device)
         e = gk_event_record(ld->cfg.device, s->consumed, stream);
     pthread_mutex_lock(&ld->mu);
-    s->state = SLOT_FREE;
+    slot_set_free(s);
     if (ld->have_held && ld->held_seq == s->seq)
         ld->have_held = 0;
     pthread_cond_broadcast(&ld->cv_work);
@@ -784,6 +814,12 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
             int e = consumer_fill(ld, s, seq);
             if (e)
                 return e;
+        } else {
+            for (int i = 0; i < SPIN_ITERS; i++) {
+                if (atomic_load_explicit(&s->ready_seq, memory_order_acquire) == seq)
+                    break;
+                cpu_relax();
+            }
         }
         pthread_mutex_lock(&ld->mu);
         int e = wait_ready(ld, s, seq, timeout);
@@ -801,7 +837,7 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
                        "skipping batch %" PRIu64 " of epoch %" PRIu64 ": %s", s->index, s->epoch,
                        s->msg);
                 stat_add(&ld->st.skips, 1);
-                s->state = SLOT_FREE;
+                slot_set_free(s);
                 pthread_cond_broadcast(&ld->cv_work);
                 pthread_mutex_unlock(&ld->mu);
                 ld->next_seq++;
@@ -826,7 +862,7 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
             e = gk_stream_wait_event(ld->cfg.device, stream, s->copied);
             if (e) {
                 pthread_mutex_lock(&ld->mu);
-                s->state = SLOT_FREE;
+                s->state = SLOT_READY;
                 ld->have_held = 0;
                 ld->next_seq--;
                 pthread_mutex_unlock(&ld->mu);
@@ -909,7 +945,9 @@ int gk_loader_seek(gk_loader *ld, uint64_t epoch, uint64_t batch)
     drain_copies(ld);
     for (int i = 0; i < ld->K; i++) {
         ld->slots[i].seq = i - ld->K;
-        ld->slots[i].state = SLOT_FREE;
+        slot_set_free(&ld->slots[i]);
+        atomic_store(&ld->slots[i].begun_seq, INT64_MIN);
+        atomic_store(&ld->slots[i].ready_seq, INT64_MIN);
     }
     ld->origin = epoch * ld->smp.batches + batch;
     ld->next_seq = 0;
