@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Loader benchmark: `gpukit loader bench` over 64 B, 4 KiB and 1 MiB record files with 0, 1 and 2
+# workers, shuffled, warm and cold page cache; each cell runs REPEAT times (default 3) and the
+# median is printed, next to the single-core memcpy of the same bytes measured in the same run.
+#
+# usage: bench/loader/run.sh [GPUKIT] [SECONDS]    (GPUKIT defaults to build/rel/gpukit)
+# Files are written under $TMPDIR (448 MiB in all) and removed at the end.
+set -euo pipefail
+gpukit=${1:-build/rel/gpukit}
+seconds=${2:-1}
+repeat=${REPEAT:-3}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/gk-loader-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+make_file() { # record size, records, path
+    head -c $(($1 * $2)) /dev/urandom >"$tmp/raw"
+    "$gpukit" data pack --record-size "$1" "$tmp/raw" "$3" >/dev/null
+    rm -f "$tmp/raw"
+}
+make_file 64 1048576 "$tmp/r64.gkr"
+make_file 4096 32768 "$tmp/r4k.gkr"
+make_file 1048576 256 "$tmp/r1m.gkr"
+
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, kernel $(uname -r)," \
+    "THP $(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled)"
+echo
+echo "| records x batch | workers | cache | items/s | GB/s | us/batch | first batch ms | wait p50/p99 us | memcpy GB/s | % of memcpy |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for cell in "64 B x 256:r64.gkr:256" "4 KiB x 64:r4k.gkr:64" "1 MiB x 8:r1m.gkr:8"; do
+    IFS=: read -r label file batch <<<"$cell"
+    for cache in warm cold; do
+        for w in 0 1 2; do
+            flag=""
+            [ "$cache" = cold ] && flag="--cold"
+            for i in $(seq "$repeat"); do
+                "$gpukit" loader bench --file "$tmp/$file" --batch "$batch" --workers "$w" \
+                    --shuffle $flag --seconds "$seconds" --json
+            done >"$tmp/runs.jsonl"
+            python3 - "$tmp/runs.jsonl" "$label" "$w" "$cache" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+med = lambda k: statistics.median(r[k] for r in runs)
+ips = med("items_per_s")
+ips = "%.2f M" % (ips / 1e6) if ips >= 1e6 else "%.1f k" % (ips / 1e3)
+print("| %s | %s | %s | %s | %.2f | %.1f | %.2f | %.1f / %.1f | %.1f | %.0f%% |" % (
+    sys.argv[2], sys.argv[3], sys.argv[4], ips,
+    med("bytes_per_s") / 1e9, med("us_per_batch"), med("first_batch_s") * 1e3,
+    med("wait_p50_us"), med("wait_p99_us"), med("memcpy_bytes_per_s") / 1e9,
+    100 * med("ratio_to_memcpy")))
+PY
+        done
+    done
+done
