@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "loader/loader_int.h"
 
@@ -76,6 +77,7 @@ struct gk_loader {
     size_t item_size, slot_bytes;
     int K;
     unsigned parts;
+    int spin; /* iterations to spin before sleeping: 0 when the threads outnumber the CPUs */
     slot *slots;
     worker *workers;
     int nworkers;
@@ -341,7 +343,7 @@ static void *worker_main(void *arg)
         int64_t seq = (int64_t)(u / ld->parts);
         unsigned part = (unsigned)(u % ld->parts);
         slot *s = &ld->slots[seq % ld->K];
-        for (int i = 0; i < SPIN_ITERS; i++) {
+        for (int i = 0; i < ld->spin; i++) {
             if (atomic_load_explicit(&s->free_seq, memory_order_acquire) + ld->K == seq ||
                 atomic_load_explicit(&s->begun_seq, memory_order_acquire) == seq)
                 break;
@@ -593,6 +595,10 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
     ld->slot_bytes = (size_t)cfg.batch_size * ds->item_size;
     ld->K = cfg.depth;
     ld->nworkers = cfg.workers;
+    /* Spinning helps only when every thread (workers and the consumer) has a CPU; otherwise a
+     * spinning worker keeps the consumer, which would free its slot, off the CPU. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    ld->spin = cfg.workers + 1 <= cpus ? SPIN_ITERS : 0;
     ld->parts = 1;
     if (cfg.workers > 1 && cfg.split_bytes && ld->slot_bytes >= cfg.split_bytes)
         ld->parts = (unsigned)(cfg.batch_size < (uint64_t)cfg.workers ? cfg.batch_size
@@ -815,7 +821,7 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
             if (e)
                 return e;
         } else {
-            for (int i = 0; i < SPIN_ITERS; i++) {
+            for (int i = 0; i < ld->spin; i++) {
                 if (atomic_load_explicit(&s->ready_seq, memory_order_acquire) == seq)
                     break;
                 cpu_relax();
