@@ -32,6 +32,13 @@ static inline uint64_t gk__mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* Header parsers over bytes already read (`got` of them) from a file of `file_size` bytes named
+ * `path` (for messages). Same returns as gk_records_inspect / gk_tokens_inspect. */
+int gk__records_parse(const char *path, const unsigned char *h, size_t got, uint64_t file_size,
+                      gk_records_info *info, char *err, size_t len);
+int gk__tokens_parse(const char *path, const unsigned char *h, size_t got, uint64_t file_size,
+                     gk_tokens_info *info, char *err, size_t len);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t gk__loader_now_ns(void);
 

@@ -41,9 +41,8 @@ static int open_error(const char *path, int e, char *err, size_t len)
     return e == ENOENT || e == EACCES ? -e : -EIO;
 }
 
-/* Parses and checks a header read from a file of `file_size` bytes. */
-static int parse_header(const char *path, const unsigned char *h, size_t got, uint64_t file_size,
-                        gk_records_info *info, char *err, size_t len)
+int gk__records_parse(const char *path, const unsigned char *h, size_t got, uint64_t file_size,
+                      gk_records_info *info, char *err, size_t len)
 {
     memset(info, 0, sizeof *info);
     if (got < HEADER_USED || memcmp(h, GK_RECORDS_MAGIC, 8) != 0) {
@@ -112,7 +111,7 @@ static int read_header_fd(int fd, const char *path, gk_records_info *info, char 
         snprintf(err, len, "%s: cannot read the header: %s", path, strerror(errno));
         return -EIO;
     }
-    return parse_header(path, h, (size_t)got, (uint64_t)st.st_size, info, err, len);
+    return gk__records_parse(path, h, (size_t)got, (uint64_t)st.st_size, info, err, len);
 }
 
 int gk_records_inspect(const char *path, gk_records_info *info, char *err, size_t err_len)

@@ -11,26 +11,18 @@
 
 #include "loader/loader_int.h"
 
-static int check_header(const char *path, int fd, gk_tokens_info *info, char *err, size_t len)
+int gk__tokens_parse(const char *path, const unsigned char *bytes, size_t got, uint64_t file_size,
+                     gk_tokens_info *info, char *err, size_t len)
 {
     memset(info, 0, sizeof *info);
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        snprintf(err, len, "%s: cannot stat: %s", path, strerror(errno));
-        return -EIO;
-    }
-    info->file_size = (uint64_t)st.st_size;
+    info->file_size = file_size;
     int32_t h[3];
-    ssize_t got = pread(fd, h, sizeof h, 0);
-    if (got < 0) {
-        snprintf(err, len, "%s: cannot read the header: %s", path, strerror(errno));
-        return -EIO;
-    }
-    if (info->file_size < GK_TOKENS_HEADER_BYTES || got < (ssize_t)sizeof h) {
+    if (file_size < GK_TOKENS_HEADER_BYTES || got < sizeof h) {
         snprintf(err, len, "%s: %llu bytes is shorter than the %d-byte token shard header", path,
-                 (unsigned long long)info->file_size, GK_TOKENS_HEADER_BYTES);
+                 (unsigned long long)file_size, GK_TOKENS_HEADER_BYTES);
         return GK_ECORRUPT;
     }
+    memcpy(h, bytes, sizeof h);
     info->magic = h[0];
     info->version = h[1];
     if (h[0] == GK_TOKENS_MAGIC && (h[1] == 1 || h[1] == 2)) {
@@ -61,6 +53,23 @@ static int check_header(const char *path, int fd, gk_tokens_info *info, char *er
         return GK_ECORRUPT;
     }
     return 0;
+}
+
+static int check_header(const char *path, int fd, gk_tokens_info *info, char *err, size_t len)
+{
+    memset(info, 0, sizeof *info);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, len, "%s: cannot stat: %s", path, strerror(errno));
+        return -EIO;
+    }
+    unsigned char h[12];
+    ssize_t got = pread(fd, h, sizeof h, 0);
+    if (got < 0) {
+        snprintf(err, len, "%s: cannot read the header: %s", path, strerror(errno));
+        return -EIO;
+    }
+    return gk__tokens_parse(path, h, (size_t)got, (uint64_t)st.st_size, info, err, len);
 }
 
 int gk_tokens_inspect(const char *path, gk_tokens_info *info, char *err, size_t err_len)
