@@ -16,19 +16,21 @@
 static const char loader_usage[] =
     "usage: gpukit loader bench [--file F | --record-size N --records M] [--batch B]\n"
     "                           [--workers W] [--depth K] [--shuffle] [--cold] [--seconds S]\n"
-    "                           [--device SPEC] [--json]\n\n"
+    "                           [--step-us T] [--device SPEC] [--json]\n\n"
     "Delivers batches from a gpukit record file (or a generated one of M records of N bytes,\n"
     "removed afterwards) for S seconds (default 2) and prints items/s, GB/s, microseconds per\n"
     "batch, time to first batch, wait p50/p99 in next(), and a single-core memcpy of the same\n"
     "bytes measured in the same run, with the ratio. --cold drops the file from the page cache\n"
     "first (posix_fadvise DONTNEED); otherwise the file is read once to warm it. --device copies\n"
-    "each batch to that device (host, sim:..., cuda:N) on the loader's copy stream.\n";
+    "each batch to that device (host, sim:..., cuda:N) on the loader's copy stream. --step-us T\n"
+    "emulates a training step: the consumer spins T microseconds per batch, and the stall\n"
+    "(time waiting in next() over wait plus step time) is reported.\n";
 
 typedef struct bench_opts {
     const char *file;
     uint64_t record_size, records, batch;
     int workers, depth, shuffle, cold, json;
-    double seconds;
+    double seconds, step_us;
     const char *device;
 } bench_opts;
 
@@ -209,7 +211,7 @@ static int run_bench(const bench_opts *o, const char *path)
         goto out;
     }
     gk_batch b;
-    double t0 = now_s(), t = 0;
+    double t0 = now_s(), t = 0, wait_total = 0;
     uint64_t items = 0, bytes = 0;
     while (t < o->seconds || n < 20) {
         double w0 = now_s();
@@ -237,7 +239,13 @@ static int run_bench(const bench_opts *o, const char *path)
         waits[n++] = us > 4e9 ? 4000000000u : (uint32_t)us;
         items += b.count;
         bytes += b.bytes;
-        t = w1 - t0;
+        wait_total += w1 - w0;
+        if (o->step_us > 0) {
+            double until = w1 + o->step_us / 1e6;
+            while (now_s() < until)
+                ;
+        }
+        t = now_s() - t0;
     }
     gk_loader_stats st;
     gk_loader_get_stats(ld, &st);
@@ -249,6 +257,7 @@ static int run_bench(const bench_opts *o, const char *path)
     double base = memcpy_gbps(path, (size_t)(o->batch * gk_dataset_item_size(ds)),
                               o->seconds / 2 > 0.2 ? o->seconds / 2 : 0.2);
     double ratio = base > 0 ? gbps / base : 0;
+    double stall = wait_total / t;
     if (o->json) {
         printf("{\"file\":\"");
         gk_tool_json_escape(stdout, path);
@@ -261,9 +270,9 @@ static int run_bench(const bench_opts *o, const char *path)
         printf("\",\"seconds\":%.3f,\"batches\":%zu,\"items_per_s\":%.0f,\"bytes_per_s\":%.0f,"
                "\"us_per_batch\":%.2f,\"first_batch_s\":%.6f,\"wait_p50_us\":%.2f,"
                "\"wait_p99_us\":%.2f,\"memcpy_bytes_per_s\":%.0f,\"ratio_to_memcpy\":%.3f,"
-               "\"worker_busy_s\":%.3f}\n",
+               "\"worker_busy_s\":%.3f,\"step_us\":%.1f,\"stall\":%.4f}\n",
                t, n, items_s, gbps * 1e9, t / (double)n * 1e6, (double)st.first_batch_ns / 1e9, p50,
-               p99, base * 1e9, ratio, (double)st.worker_busy_ns / 1e9);
+               p99, base * 1e9, ratio, (double)st.worker_busy_ns / 1e9, o->step_us, stall);
     } else {
         printf("loader bench: %llu records of %zu bytes, batch %llu, %d workers, depth %d, %s, "
                "%s cache%s%s\n",
@@ -278,6 +287,9 @@ static int run_bench(const bench_opts *o, const char *path)
         printf("  wait p50 / p99   %.2f / %.2f us\n", p50, p99);
         printf("  memcpy 1 core    %.3f GB/s (same bytes per batch, same run)\n", base);
         printf("  ratio            %.1f%% of memcpy\n", ratio * 100);
+        if (o->step_us > 0)
+            printf("  stall            %.1f%% of the run waiting in next() (step %.0f us)\n",
+                   stall * 100, o->step_us);
     }
     rc = GK_TOOL_OK;
 out:
@@ -334,6 +346,10 @@ int gk_tool_loader(int argc, char **argv)
             if (parse_num(a, argv[++i], 2, 1024, &v))
                 return GK_TOOL_USAGE;
             o.depth = (int)v;
+        } else if (strcmp(a, "--step-us") == 0 && has) {
+            if (parse_num(a, argv[++i], 0, 1e7, &v))
+                return GK_TOOL_USAGE;
+            o.step_us = v;
         } else if (strcmp(a, "--seconds") == 0 && has) {
             if (parse_num(a, argv[++i], 0.01, 3600, &v))
                 return GK_TOOL_USAGE;
