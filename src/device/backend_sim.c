@@ -1,9 +1,8 @@
 /* The sim backend: a simulated GPU with a set capacity, a first-fit address space (optionally
- * backed by real host memory), virtual-memory reservations, a latency model, fault injection,
- * and streams that are real FIFO queues executed lazily: work runs only when the host forces it
- * (a synchronize, an event reaching its K-th poll), so a missing ordering edge in a caller shows
- * up as wrong data in its tests. One mutex guards the state; it is dropped while a copy or a
- * host function runs and while a real-clock latency is spent. */
+ * backed by real host memory), virtual-memory reservations, a latency model and fault injection.
+ * Its streams and events (sim_stream.c) run work lazily, so a missing ordering edge in a caller
+ * shows up as wrong data in its tests. One mutex guards the state; it is never held while a
+ * real-clock latency is spent. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,71 +17,6 @@
 /* Device addresses of an unbacked sim: bit 55 set, so they are non-canonical on x86-64 and in
  * the kernel half on arm64; dereferencing one faults instead of touching host memory. */
 #define FAKE_BASE (1ull << 55)
-
-enum op_kind { OP_COPY, OP_HOST_FN, OP_RECORD, OP_WAIT };
-
-typedef struct sim_stream sim_stream;
-
-typedef struct sim_op {
-    int kind;
-    union {
-        struct {
-            void *dst;
-            const void *src;
-            size_t size;
-        } copy;
-        struct {
-            void (*fn)(void *);
-            void *user;
-        } host;
-        struct {
-            sim_stream *stream; /* holds a reference */
-            uint64_t seq;       /* the waited stream's position when the wait was queued */
-        } wait;
-    } u;
-} sim_op;
-
-/* Positions count ops since creation: ops [popped, enq) are queued, [done, popped) running. */
-struct sim_stream {
-    sim_op *ring; /* capacity mask + 1, a power of two; NULL until first use */
-    size_t mask;
-    uint64_t enq, popped, done;
-    int refs; /* the handle, events recorded on it, queued waits, running forces */
-    int busy; /* an op of this stream is running (or a wait of it is being resolved) */
-    pthread_t owner;
-    sim_stream *next, *prev; /* s->streams while not destroyed */
-};
-
-typedef struct sim_event {
-    sim_stream *stream; /* NULL: never recorded; else holds a reference */
-    uint64_t seq;       /* complete when stream->done >= seq */
-    uint64_t polls;     /* queries since the record */
-} sim_event;
-
-typedef struct sim_reservation {
-    uint64_t base, size;
-    uint64_t *bits;   /* one bit per granule: mapped */
-    uint64_t nmapped; /* granules mapped */
-} sim_reservation;
-
-typedef struct sim {
-    gk__sim_config cfg;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* an op finished or a stream stopped being busy */
-    int waiters;
-    gk__sim_space heap, va;
-    uint64_t used;        /* live allocations (rounded) + mapped chunks */
-    sim_reservation *res; /* sorted by base */
-    size_t nres, rescap;
-    sim_stream *streams;
-    sim_stream *default_stream;
-    uint64_t alloc_calls, event_queries, prng; /* fault state, reset by set_faults */
-    uint64_t alloc_latency_ns, free_latency_ns;
-    _Atomic uint64_t clock_ns;
-    void *map; /* backed=1: the host memory behind the device */
-    size_t map_len;
-    size_t page;
-} sim;
 
 static uint64_t round_up(uint64_t v, uint64_t align)
 {
@@ -109,7 +43,7 @@ static double mib(uint64_t bytes)
 
 /* Spends a latency: always on the clock, and in real time unless clock=virtual. Called without
  * the lock. Short waits spin (nanosleep overshoots them by tens of microseconds). */
-static void spend(sim *s, uint64_t ns)
+static void spend(gk__sim *s, uint64_t ns)
 {
     if (!ns)
         return;
@@ -131,7 +65,7 @@ static void spend(sim *s, uint64_t ns)
 
 /* Decides, with the lock held, whether an allocation-type call (malloc, vm_map) of `size` bytes
  * may take memory. Returns 0 or GK_EDEVOOM with the reason in last_error. */
-static int admit(gk_device *dev, sim *s, uint64_t size, const char *what)
+static int admit(gk_device *dev, gk__sim *s, uint64_t size, const char *what)
 {
     const gk__sim_faults *f = &s->cfg.faults;
     uint64_t n = ++s->alloc_calls;
@@ -172,49 +106,7 @@ static int admit(gk_device *dev, sim *s, uint64_t size, const char *what)
 
 /* --- open, close, properties -------------------------------------------------------------- */
 
-static sim_stream *stream_new(void)
-{
-    sim_stream *st = calloc(1, sizeof *st);
-    if (st)
-        st->refs = 1;
-    return st;
-}
-
-static void stream_link(sim *s, sim_stream *st)
-{
-    st->prev = NULL;
-    st->next = s->streams;
-    if (s->streams)
-        s->streams->prev = st;
-    s->streams = st;
-}
-
-static void stream_unlink(sim *s, sim_stream *st)
-{
-    if (st->prev)
-        st->prev->next = st->next;
-    else
-        s->streams = st->next;
-    if (st->next)
-        st->next->prev = st->prev;
-    st->next = st->prev = NULL;
-}
-
-/* Drops a reference; the last one frees the stream and the references its queued waits hold. */
-static void stream_unref(sim_stream *st)
-{
-    if (--st->refs > 0)
-        return;
-    for (uint64_t i = st->popped; i < st->enq; i++) {
-        sim_op *op = &st->ring[i & st->mask];
-        if (op->kind == OP_WAIT)
-            stream_unref(op->u.wait.stream);
-    }
-    free(st->ring);
-    free(st);
-}
-
-static void sim_free_state(sim *s)
+static void sim_free_state(gk__sim *s)
 {
     for (size_t i = 0; i < s->nres; i++)
         free(s->res[i].bits);
@@ -227,7 +119,7 @@ static void sim_free_state(sim *s)
 }
 
 /* Lays out device memory then the VM range, in host memory (backed) or at FAKE_BASE. */
-static int sim_layout(gk_device *dev, sim *s)
+static int sim_layout(gk_device *dev, gk__sim *s)
 {
     const gk__sim_config *c = &s->cfg;
     uint64_t heap = c->capacity & ~(c->alignment - 1);
@@ -260,7 +152,7 @@ static int sim_open(gk_device *dev, const gk__spec *spec)
                                 "device spec \"%s\": sim takes key=value settings, not a device "
                                 "index (try sim or sim:capacity=16GiB)",
                                 dev->spec);
-    sim *s = calloc(1, sizeof *s);
+    gk__sim *s = calloc(1, sizeof *s);
     if (!s)
         return gk__device_error(dev, -ENOMEM, "sim: out of host memory");
     gk__sim_config_default(&s->cfg);
@@ -272,12 +164,10 @@ static int sim_open(gk_device *dev, const gk__spec *spec)
     rc = sim_layout(dev, s);
     if (rc)
         goto out_free;
-    s->default_stream = stream_new();
-    if (!s->default_stream) {
+    if (gk__sim_streams_init(s) != 0) {
         rc = gk__device_error(dev, -ENOMEM, "sim: out of host memory");
         goto out_free;
     }
-    stream_link(s, s->default_stream);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -300,19 +190,14 @@ out_free:
 
 static void sim_close(gk_device *dev)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     if (!s)
         return;
     if (s->nres)
         gk_log(&dev->cfg.logger, GK_LOG_WARN, "device",
                "%s closed with %zu virtual-memory reservations still held; released them",
                dev->spec, s->nres);
-    /* device.c destroyed every stream and synchronized; only the default stream is left. */
-    while (s->streams) {
-        sim_stream *st = s->streams;
-        stream_unlink(s, st);
-        stream_unref(st);
-    }
+    gk__sim_streams_fini(s);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     sim_free_state(s);
@@ -321,7 +206,7 @@ static void sim_close(gk_device *dev)
 
 static int sim_props(gk_device *dev, gk_device_props *p)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     snprintf(p->name, sizeof p->name, "%s", s->cfg.name[0] ? s->cfg.name : "gpukit sim");
     p->index = 0;
     p->total_memory = s->cfg.capacity;
@@ -334,7 +219,7 @@ static int sim_props(gk_device *dev, gk_device_props *p)
 
 static int sim_mem_info(gk_device *dev, size_t *free_bytes, size_t *total_bytes)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     pthread_mutex_lock(&s->mu);
     *free_bytes = (size_t)(s->cfg.capacity - s->used);
     pthread_mutex_unlock(&s->mu);
@@ -346,7 +231,7 @@ static int sim_mem_info(gk_device *dev, size_t *free_bytes, size_t *total_bytes)
 
 static int sim_malloc(gk_device *dev, size_t size, void **ptr)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     uint64_t rsize = size > s->cfg.capacity ? size : round_up(size, s->cfg.alignment);
     pthread_mutex_lock(&s->mu);
     int rc = admit(dev, s, rsize, "malloc");
@@ -375,7 +260,7 @@ static int sim_malloc(gk_device *dev, size_t size, void **ptr)
 
 static int sim_free(gk_device *dev, void *ptr, size_t size)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     uint64_t rsize = round_up(size, s->cfg.alignment);
     pthread_mutex_lock(&s->mu);
     int rc = gk__sim_space_free(&s->heap, (uint64_t)(uintptr_t)ptr, rsize);
@@ -410,7 +295,7 @@ static int sim_host_free(gk_device *dev, void *ptr, size_t size)
 /* --- virtual memory ----------------------------------------------------------------------- */
 
 /* Index of the reservation containing addr, or -1. */
-static long find_reservation(const sim *s, uint64_t addr)
+static long find_reservation(const gk__sim *s, uint64_t addr)
 {
     size_t lo = 0, hi = s->nres;
     while (lo < hi) {
@@ -426,8 +311,8 @@ static long find_reservation(const sim *s, uint64_t addr)
 }
 
 /* Whether every granule of [addr, addr + size) in r is mapped (want 1) or unmapped (want 0). */
-static int granules_are(const sim *s, const sim_reservation *r, uint64_t addr, uint64_t size,
-                        int want)
+static int granules_are(const gk__sim *s, const gk__sim_reservation *r, uint64_t addr,
+                        uint64_t size, int want)
 {
     uint64_t g = s->cfg.granularity;
     uint64_t first = (addr - r->base) / g, last = (addr + size - 1 - r->base) / g;
@@ -439,7 +324,8 @@ static int granules_are(const sim *s, const sim_reservation *r, uint64_t addr, u
     return 1;
 }
 
-static void set_granules(const sim *s, sim_reservation *r, uint64_t addr, uint64_t size, int on)
+static void set_granules(const gk__sim *s, gk__sim_reservation *r, uint64_t addr, uint64_t size,
+                         int on)
 {
     uint64_t g = s->cfg.granularity;
     uint64_t first = (addr - r->base) / g, n = size / g;
@@ -462,7 +348,7 @@ static int vm_off(gk_device *dev)
                             dev->spec);
 }
 
-static int check_granular(gk_device *dev, sim *s, const char *fn, const void *addr, size_t size)
+static int check_granular(gk_device *dev, gk__sim *s, const char *fn, const void *addr, size_t size)
 {
     uint64_t g = s->cfg.granularity;
     if (((uint64_t)(uintptr_t)addr | size) & (g - 1))
@@ -475,7 +361,7 @@ static int check_granular(gk_device *dev, sim *s, const char *fn, const void *ad
 
 static int sim_vm_reserve(gk_device *dev, size_t size, void **base)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     if (!s->cfg.va_size)
         return vm_off(dev);
     int rc = check_granular(dev, s, "vm_reserve", NULL, size);
@@ -488,7 +374,7 @@ static int sim_vm_reserve(gk_device *dev, size_t size, void **base)
     pthread_mutex_lock(&s->mu);
     if (s->nres == s->rescap) {
         size_t ncap = s->rescap ? s->rescap * 2 : 8;
-        sim_reservation *r = realloc(s->res, ncap * sizeof *r);
+        gk__sim_reservation *r = realloc(s->res, ncap * sizeof *r);
         if (!r) {
             rc = gk__device_error(dev, -ENOMEM, "sim: out of host memory");
             goto out_unlock;
@@ -514,7 +400,7 @@ static int sim_vm_reserve(gk_device *dev, size_t size, void **base)
     while ((size_t)at < s->nres && s->res[at].base < addr)
         at++;
     memmove(&s->res[at + 1], &s->res[at], (s->nres - (size_t)at) * sizeof s->res[0]);
-    s->res[at] = (sim_reservation){.base = addr, .size = size, .bits = bits, .nmapped = 0};
+    s->res[at] = (gk__sim_reservation){.base = addr, .size = size, .bits = bits, .nmapped = 0};
     s->nres++;
     bits = NULL;
     *base = (void *)(uintptr_t)addr;
@@ -525,8 +411,8 @@ out_unlock:
 }
 
 /* The reservation holding all of [addr, addr + size), or NULL with last_error set. */
-static sim_reservation *reservation_for(gk_device *dev, sim *s, const char *fn, uint64_t addr,
-                                        uint64_t size)
+static gk__sim_reservation *reservation_for(gk_device *dev, gk__sim *s, const char *fn,
+                                            uint64_t addr, uint64_t size)
 {
     long i = find_reservation(s, addr);
     if (i < 0 || addr + size > s->res[i].base + s->res[i].size) {
@@ -541,7 +427,7 @@ static sim_reservation *reservation_for(gk_device *dev, sim *s, const char *fn, 
 
 static int sim_vm_map(gk_device *dev, void *addr, size_t size)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     if (!s->cfg.va_size)
         return vm_off(dev);
     int rc = check_granular(dev, s, "vm_map", addr, size);
@@ -549,7 +435,7 @@ static int sim_vm_map(gk_device *dev, void *addr, size_t size)
         return rc;
     uint64_t a = (uint64_t)(uintptr_t)addr;
     pthread_mutex_lock(&s->mu);
-    sim_reservation *r = reservation_for(dev, s, "vm_map", a, size);
+    gk__sim_reservation *r = reservation_for(dev, s, "vm_map", a, size);
     if (!r) {
         rc = -EINVAL;
     } else if (!granules_are(s, r, a, size, 0)) {
@@ -572,7 +458,7 @@ static int sim_vm_map(gk_device *dev, void *addr, size_t size)
 
 static int sim_vm_unmap(gk_device *dev, void *addr, size_t size)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     if (!s->cfg.va_size)
         return vm_off(dev);
     int rc = check_granular(dev, s, "vm_unmap", addr, size);
@@ -580,7 +466,7 @@ static int sim_vm_unmap(gk_device *dev, void *addr, size_t size)
         return rc;
     uint64_t a = (uint64_t)(uintptr_t)addr;
     pthread_mutex_lock(&s->mu);
-    sim_reservation *r = reservation_for(dev, s, "vm_unmap", a, size);
+    gk__sim_reservation *r = reservation_for(dev, s, "vm_unmap", a, size);
     if (!r) {
         rc = -EINVAL;
     } else if (!granules_are(s, r, a, size, 1)) {
@@ -604,7 +490,7 @@ static int sim_vm_unmap(gk_device *dev, void *addr, size_t size)
 
 static int sim_vm_release(gk_device *dev, void *base, size_t size)
 {
-    sim *s = dev->impl;
+    gk__sim *s = dev->impl;
     if (!s->cfg.va_size)
         return vm_off(dev);
     uint64_t a = (uint64_t)(uintptr_t)base;
@@ -641,7 +527,7 @@ out_unlock:
 }
 
 /* Whether [p, p + size) is live device memory: inside an allocation, or mapped VM. */
-static int is_device_memory(const sim *s, const void *p, size_t size)
+int gk__sim_is_device_memory(const gk__sim *s, const void *p, size_t size)
 {
     uint64_t a = (uint64_t)(uintptr_t)p;
     if (a >= s->heap.base && a - s->heap.base < s->heap.size)
@@ -650,326 +536,6 @@ static int is_device_memory(const sim *s, const void *p, size_t size)
     if (i < 0 || size > s->res[i].base + s->res[i].size - a)
         return 0;
     return granules_are(s, &s->res[i], a, size, 1);
-}
-
-/* --- streams ------------------------------------------------------------------------------ */
-
-static sim_stream *stream_of(sim *s, void *impl)
-{
-    return impl ? impl : s->default_stream;
-}
-
-static int push(gk_device *dev, sim_stream *st, const sim_op *op)
-{
-    size_t cap = st->ring ? st->mask + 1 : 0;
-    if (st->enq - st->popped == cap) {
-        size_t ncap = cap ? cap * 2 : 16;
-        sim_op *ring = malloc(ncap * sizeof *ring);
-        if (!ring)
-            return gk__device_error(dev, -ENOMEM, "sim: out of host memory queueing work");
-        for (uint64_t i = st->popped; i < st->enq; i++)
-            ring[i & (ncap - 1)] = st->ring[i & st->mask];
-        free(st->ring);
-        st->ring = ring;
-        st->mask = ncap - 1;
-    }
-    st->ring[st->enq & st->mask] = *op;
-    st->enq++;
-    return 0;
-}
-
-static uint64_t deadline_after(double seconds)
-{
-    if (seconds > 1e9)
-        seconds = 1e9;
-    return gk__now_ns() + (uint64_t)(seconds * 1e9);
-}
-
-/* Waits, with the lock held, until another thread finishes an op. */
-static int wait_other(gk_device *dev, sim *s, sim_stream *st, uint64_t deadline)
-{
-    struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
-    s->waiters++;
-    int e = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-    s->waiters--;
-    if (e == ETIMEDOUT && st->busy)
-        return gk__device_error(dev, -ETIMEDOUT,
-                                "sim: timed out waiting for another thread that is running work "
-                                "of stream %p (a slow host function?)",
-                                (void *)st);
-    return 0;
-}
-
-static void wake(sim *s)
-{
-    if (s->waiters)
-        pthread_cond_broadcast(&s->cv);
-}
-
-static void run_op(const sim *s, const sim_op *op)
-{
-    if (op->kind == OP_HOST_FN)
-        op->u.host.fn(op->u.host.user);
-    else if (op->kind == OP_COPY && s->map)
-        memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.size);
-}
-
-/* Runs the ops of `st` in order until st->done >= upto. Called and returns with the lock held;
- * drops it while a host function or a backed copy runs. A wait first runs the waited stream up
- * to the captured position. Other threads may run ops of the same stream in between; ops of one
- * stream never overlap. */
-static int force(gk_device *dev, sim *s, sim_stream *st, uint64_t upto, uint64_t deadline)
-{
-    int rc = 0;
-    pthread_t self = pthread_self();
-    st->refs++;
-    while (st->done < upto) {
-        if (st->busy) {
-            if (pthread_equal(st->owner, self)) {
-                rc = gk__device_error(dev, -EPERM,
-                                      "sim: a host function queued on stream %p called a device "
-                                      "function that waits for that stream",
-                                      (void *)st);
-                break;
-            }
-            rc = wait_other(dev, s, st, deadline);
-            if (rc)
-                break;
-            continue;
-        }
-        sim_op op = st->ring[st->popped & st->mask];
-        st->busy = 1;
-        st->owner = self;
-        if (op.kind == OP_WAIT && op.u.wait.stream->done < op.u.wait.seq) {
-            /* The op stays queued (and keeps its reference) while the other stream runs. */
-            rc = force(dev, s, op.u.wait.stream, op.u.wait.seq, deadline);
-            st->busy = 0;
-            wake(s);
-            if (rc)
-                break;
-            continue;
-        }
-        st->popped++;
-        if (op.kind == OP_HOST_FN || (op.kind == OP_COPY && s->map)) {
-            pthread_mutex_unlock(&s->mu);
-            run_op(s, &op);
-            pthread_mutex_lock(&s->mu);
-        } else if (op.kind == OP_WAIT) {
-            stream_unref(op.u.wait.stream);
-        }
-        st->done++;
-        st->busy = 0;
-        wake(s);
-    }
-    stream_unref(st);
-    return rc;
-}
-
-static int sim_stream_create(gk_device *dev, void **impl)
-{
-    sim *s = dev->impl;
-    sim_stream *st = stream_new();
-    if (!st)
-        return gk__device_error(dev, -ENOMEM, "sim: out of host memory");
-    pthread_mutex_lock(&s->mu);
-    stream_link(s, st);
-    pthread_mutex_unlock(&s->mu);
-    *impl = st;
-    return 0;
-}
-
-static int sim_stream_destroy(gk_device *dev, void *impl)
-{
-    sim *s = dev->impl;
-    sim_stream *st = impl;
-    pthread_mutex_lock(&s->mu);
-    int rc = force(dev, s, st, st->enq, deadline_after(dev->cfg.sync_timeout));
-    stream_unlink(s, st);
-    stream_unref(st);
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static int sim_stream_sync(gk_device *dev, void *impl, double timeout)
-{
-    sim *s = dev->impl;
-    pthread_mutex_lock(&s->mu);
-    sim_stream *st = stream_of(s, impl);
-    int rc = force(dev, s, st, st->enq, deadline_after(timeout));
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static int sim_device_sync(gk_device *dev, double timeout)
-{
-    sim *s = dev->impl;
-    uint64_t deadline = deadline_after(timeout);
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
-    size_t n = 0;
-    for (sim_stream *st = s->streams; st; st = st->next)
-        n++;
-    sim_stream **all = malloc(n * sizeof *all);
-    uint64_t *upto = malloc(n * sizeof *upto);
-    if (!all || !upto) {
-        rc = gk__device_error(dev, -ENOMEM, "sim: out of host memory");
-        goto out_unlock;
-    }
-    n = 0;
-    for (sim_stream *st = s->streams; st; st = st->next) {
-        st->refs++; /* the list may change while the lock is dropped */
-        all[n] = st;
-        upto[n++] = st->enq;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (rc == 0)
-            rc = force(dev, s, all[i], upto[i], deadline);
-        stream_unref(all[i]);
-    }
-out_unlock:
-    pthread_mutex_unlock(&s->mu);
-    free(all);
-    free(upto);
-    return rc;
-}
-
-static int sim_host_fn(gk_device *dev, void *impl, void (*fn)(void *), void *user)
-{
-    sim *s = dev->impl;
-    sim_op op = {.kind = OP_HOST_FN, .u.host = {fn, user}};
-    pthread_mutex_lock(&s->mu);
-    int rc = push(dev, stream_of(s, impl), &op);
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static int sim_memcpy(gk_device *dev, gk__copy_kind kind, void *dst, const void *src, size_t size,
-                      void *impl)
-{
-    static const char *const names[] = {"htod", "dtoh", "dtod"};
-    sim *s = dev->impl;
-    sim_op op = {.kind = OP_COPY, .u.copy = {dst, src, size}};
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
-    if (kind != GK__HTOD && !is_device_memory(s, src, size))
-        rc = gk__device_error(dev, -EINVAL,
-                              "sim: %s copy of %zu bytes: the source %p is not live device "
-                              "memory of %s",
-                              names[kind], size, src, dev->spec);
-    else if (kind != GK__DTOH && !is_device_memory(s, dst, size))
-        rc = gk__device_error(dev, -EINVAL,
-                              "sim: %s copy of %zu bytes: the destination %p is not live device "
-                              "memory of %s",
-                              names[kind], size, dst, dev->spec);
-    else
-        rc = push(dev, stream_of(s, impl), &op);
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-/* --- events ------------------------------------------------------------------------------- */
-
-static int sim_event_create(gk_device *dev, void **impl)
-{
-    sim_event *ev = calloc(1, sizeof *ev);
-    if (!ev)
-        return gk__device_error(dev, -ENOMEM, "sim: out of host memory");
-    *impl = ev;
-    return 0;
-}
-
-static int sim_event_destroy(gk_device *dev, void *impl)
-{
-    sim *s = dev->impl;
-    sim_event *ev = impl;
-    pthread_mutex_lock(&s->mu);
-    if (ev->stream)
-        stream_unref(ev->stream);
-    pthread_mutex_unlock(&s->mu);
-    free(ev);
-    return 0;
-}
-
-static int sim_event_record(gk_device *dev, void *event_impl, void *stream_impl)
-{
-    sim *s = dev->impl;
-    sim_event *ev = event_impl;
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
-    sim_stream *st = stream_of(s, stream_impl);
-    /* Back-to-back records share one marker: nothing runs between them. */
-    int merge = st->enq > st->popped && st->ring[(st->enq - 1) & st->mask].kind == OP_RECORD;
-    if (!merge) {
-        sim_op op = {.kind = OP_RECORD};
-        rc = push(dev, st, &op);
-    }
-    if (rc == 0) {
-        st->refs++;
-        if (ev->stream)
-            stream_unref(ev->stream);
-        ev->stream = st;
-        ev->seq = st->enq;
-        ev->polls = 0;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static int event_done(const sim_event *ev)
-{
-    return !ev->stream || ev->stream->done >= ev->seq;
-}
-
-static int sim_stream_wait(gk_device *dev, void *stream_impl, void *event_impl)
-{
-    sim *s = dev->impl;
-    sim_event *ev = event_impl;
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
-    sim_stream *st = stream_of(s, stream_impl);
-    /* Nothing to wait for: never recorded, already complete, or the stream's own order. */
-    if (!event_done(ev) && ev->stream != st) {
-        sim_op op = {.kind = OP_WAIT, .u.wait = {ev->stream, ev->seq}};
-        rc = push(dev, st, &op);
-        if (rc == 0)
-            ev->stream->refs++;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static int sim_event_query(gk_device *dev, void *impl)
-{
-    sim *s = dev->impl;
-    sim_event *ev = impl;
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
-    uint64_t n = ++s->event_queries, nth = s->cfg.faults.event_query_nth;
-    if (nth && n == nth) {
-        rc = gk__device_error(dev, GK_EDRIVER,
-                              "sim: injected fault: event query #%llu fails "
-                              "(fail_event_query_nth=%llu)",
-                              (unsigned long long)n, (unsigned long long)nth);
-    } else if (!event_done(ev)) {
-        if (++ev->polls < s->cfg.event_polls)
-            rc = GK_ENOTREADY;
-        else
-            rc = force(dev, s, ev->stream, ev->seq, deadline_after(dev->cfg.sync_timeout));
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static int sim_event_sync(gk_device *dev, void *impl, double timeout)
-{
-    sim *s = dev->impl;
-    sim_event *ev = impl;
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
-    if (!event_done(ev))
-        rc = force(dev, s, ev->stream, ev->seq, deadline_after(timeout));
-    pthread_mutex_unlock(&s->mu);
-    return rc;
 }
 
 const gk__backend_ops gk__backend_sim = {
@@ -983,18 +549,18 @@ const gk__backend_ops gk__backend_sim = {
     .free = sim_free,
     .host_alloc = sim_host_alloc,
     .host_free = sim_host_free,
-    .stream_create = sim_stream_create,
-    .stream_destroy = sim_stream_destroy,
-    .stream_sync = sim_stream_sync,
-    .stream_wait = sim_stream_wait,
-    .host_fn = sim_host_fn,
-    .device_sync = sim_device_sync,
-    .event_create = sim_event_create,
-    .event_destroy = sim_event_destroy,
-    .event_record = sim_event_record,
-    .event_query = sim_event_query,
-    .event_sync = sim_event_sync,
-    .memcpy_async = sim_memcpy,
+    .stream_create = gk__sim_stream_create,
+    .stream_destroy = gk__sim_stream_destroy,
+    .stream_sync = gk__sim_stream_sync,
+    .stream_wait = gk__sim_stream_wait,
+    .host_fn = gk__sim_host_fn,
+    .device_sync = gk__sim_device_sync,
+    .event_create = gk__sim_event_create,
+    .event_destroy = gk__sim_event_destroy,
+    .event_record = gk__sim_event_record,
+    .event_query = gk__sim_event_query,
+    .event_sync = gk__sim_event_sync,
+    .memcpy_async = gk__sim_memcpy,
     .vm_reserve = sim_vm_reserve,
     .vm_map = sim_vm_map,
     .vm_unmap = sim_vm_unmap,
@@ -1003,7 +569,7 @@ const gk__backend_ops gk__backend_sim = {
 
 /* --- sim-only public functions ------------------------------------------------------------ */
 
-static sim *sim_of(gk_device *dev)
+static gk__sim *sim_of(gk_device *dev)
 {
     return dev && dev->ops == &gk__backend_sim ? dev->impl : NULL;
 }
@@ -1014,7 +580,7 @@ int gk_device_sim_set_faults(gk_device *dev, const char *faults)
     gk__spec spec;
     if (!dev)
         return -EINVAL;
-    sim *s = sim_of(dev);
+    gk__sim *s = sim_of(dev);
     if (!s)
         return gk__device_error(dev, GK_EUNAVAIL,
                                 "gk_device_sim_set_faults: %s is not a sim device", dev->spec);
@@ -1041,13 +607,13 @@ int gk_device_sim_set_faults(gk_device *dev, const char *faults)
 
 uint64_t gk_device_sim_clock_ns(gk_device *dev)
 {
-    sim *s = sim_of(dev);
+    gk__sim *s = sim_of(dev);
     return s ? atomic_load_explicit(&s->clock_ns, memory_order_relaxed) : 0;
 }
 
 size_t gk_device_sim_used(gk_device *dev)
 {
-    sim *s = sim_of(dev);
+    gk__sim *s = sim_of(dev);
     if (!s)
         return 0;
     pthread_mutex_lock(&s->mu);

@@ -1,9 +1,11 @@
-/* Private pieces of the sim backend shared by its files: the parsed configuration (sim_spec.c)
- * and the first-fit address space used for device memory and for virtual-memory reservations
- * (sim_space.c). backend_sim.c ties them to the device layer. */
+/* Private pieces of the sim backend shared by its files: the parsed configuration (sim_spec.c),
+ * the first-fit address space used for device memory and for virtual-memory reservations
+ * (sim_space.c), the device state (backend_sim.c) and its streams and events (sim_stream.c). */
 #ifndef GK_SIM_INT_H
 #define GK_SIM_INT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -81,5 +83,56 @@ int gk__sim_space_is_allocated(const gk__sim_space *sp, uint64_t addr, uint64_t 
 
 /* The largest free range in bytes (for error messages). */
 uint64_t gk__sim_space_largest_free(const gk__sim_space *sp);
+
+/* A reserved virtual address range and which of its granules are mapped. */
+typedef struct gk__sim_reservation {
+    uint64_t base, size;
+    uint64_t *bits;   /* one bit per granule: mapped */
+    uint64_t nmapped; /* granules mapped */
+} gk__sim_reservation;
+
+typedef struct gk__sim_stream gk__sim_stream;
+
+/* The state of one sim device (dev->impl). `mu` guards everything but clock_ns and the
+ * read-only cfg fields; lock order: mu, then the device's err_lock (via gk__device_error). */
+typedef struct gk__sim {
+    gk__sim_config cfg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* an op finished or a stream stopped being busy (CLOCK_MONOTONIC) */
+    int waiters;
+    gk__sim_space heap, va;
+    uint64_t used;            /* live allocations (rounded) + mapped chunks */
+    gk__sim_reservation *res; /* sorted by base */
+    size_t nres, rescap;
+    gk__sim_stream *streams; /* every live stream, the default one included */
+    gk__sim_stream *default_stream;
+    uint64_t alloc_calls, event_queries, prng; /* fault state, reset by set_faults */
+    uint64_t alloc_latency_ns, free_latency_ns;
+    _Atomic uint64_t clock_ns;
+    void *map; /* backed=1: the host memory behind the device */
+    size_t map_len;
+    size_t page;
+} gk__sim;
+
+/* Whether [p, p + size) is live device memory: inside an allocation, or mapped VM. Lock held. */
+int gk__sim_is_device_memory(const gk__sim *s, const void *p, size_t size);
+
+/* Streams and events (sim_stream.c). init creates the default stream; fini frees the streams
+ * left, after device.c destroyed the user's streams and synchronized. */
+int gk__sim_streams_init(gk__sim *s);
+void gk__sim_streams_fini(gk__sim *s);
+int gk__sim_stream_create(gk_device *dev, void **impl);
+int gk__sim_stream_destroy(gk_device *dev, void *impl);
+int gk__sim_stream_sync(gk_device *dev, void *impl, double timeout);
+int gk__sim_stream_wait(gk_device *dev, void *stream_impl, void *event_impl);
+int gk__sim_host_fn(gk_device *dev, void *impl, void (*fn)(void *), void *user);
+int gk__sim_device_sync(gk_device *dev, double timeout);
+int gk__sim_memcpy(gk_device *dev, gk__copy_kind kind, void *dst, const void *src, size_t size,
+                   void *impl);
+int gk__sim_event_create(gk_device *dev, void **impl);
+int gk__sim_event_destroy(gk_device *dev, void *impl);
+int gk__sim_event_record(gk_device *dev, void *event_impl, void *stream_impl);
+int gk__sim_event_query(gk_device *dev, void *impl);
+int gk__sim_event_sync(gk_device *dev, void *impl, double timeout);
 
 #endif
