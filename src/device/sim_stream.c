@@ -146,8 +146,14 @@ static uint64_t deadline_after(double seconds)
 }
 
 /* Waits, with the lock held, until another thread finishes an op. */
+/* NO_WAIT as a deadline: a query must not block, so work another thread is running makes the
+ * event not ready yet instead. */
+#define NO_WAIT 0
+
 static int wait_other(gk_device *dev, gk__sim *s, sim_stream *st, uint64_t deadline)
 {
+    if (deadline == NO_WAIT)
+        return GK_ENOTREADY;
     struct timespec ts = {(time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u)};
     s->waiters++;
     int e = pthread_cond_timedwait(&s->cv, &s->mu, &ts);
@@ -414,7 +420,7 @@ int gk__sim_event_query(gk_device *dev, void *impl)
         if (++ev->polls < s->cfg.event_polls)
             rc = GK_ENOTREADY;
         else
-            rc = force(dev, s, ev->stream, ev->seq, deadline_after(dev->cfg.sync_timeout));
+            rc = force(dev, s, ev->stream, ev->seq, NO_WAIT);
     }
     pthread_mutex_unlock(&s->mu);
     return rc;

@@ -1209,6 +1209,9 @@ static void test_timeout_on_busy_stream(void **state)
     GK_ASSERT_CONTAINS(gk_device_last_error(dev), "timed out");
     GK_ASSERT_ERR(gk_event_synchronize(dev, e, 0.02), -ETIMEDOUT);
     GK_ASSERT_ERR(gk_device_synchronize(dev, 0.02), -ETIMEDOUT);
+    /* A query never blocks: work another thread is running means not ready yet. */
+    GK_ASSERT_ERR(gk_event_query(dev, e), GK_ENOTREADY);
+    GK_ASSERT_ERR(gk_event_query(dev, e), GK_ENOTREADY);
     atomic_store(&b.release, 1);
     pthread_join(t, NULL);
     GK_ASSERT_OK(arg.rc);
