@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "device/sim_int.h"
+#include "gpukit/options.h"
 
 /* Device addresses of an unbacked sim: bit 55 set, so they are non-canonical on x86-64 and in
  * the kernel half on arm64; dereferencing one faults instead of touching host memory. */
@@ -36,10 +37,10 @@ static double draw(uint64_t *state)
     return (double)(splitmix64(state) >> 11) * 0x1.0p-53;
 }
 
-static double mib(uint64_t bytes)
-{
-    return (double)bytes / (1024.0 * 1024.0);
-}
+/* Bytes for people, in one of the buffers of a message. */
+typedef struct human {
+    char a[32], b[32], c[32];
+} human;
 
 /* Spends a latency: always on the clock, and in real time unless clock=virtual. Called without
  * the lock. Short waits spin (nanosleep overshoots them by tens of microseconds). */
@@ -94,13 +95,16 @@ static int admit(gk_device *dev, gk__sim *s, uint64_t size, const char *what)
                                 "fail_after_bytes=%llu (%llu bytes in use; capacity %llu)",
                                 what, (unsigned long long)size, (unsigned long long)f->after_bytes,
                                 (unsigned long long)s->used, (unsigned long long)cap);
-    if (size > avail)
+    if (size > avail) {
+        human h;
         return gk__device_error(dev, GK_EDEVOOM,
-                                "sim: device full: %s of %llu bytes (%.2f MiB) requested, %llu "
-                                "bytes (%.2f MiB) free of %llu capacity (%.2f MiB)",
-                                what, (unsigned long long)size, mib(size),
-                                (unsigned long long)avail, mib(avail), (unsigned long long)cap,
-                                mib(cap));
+                                "sim: device full: %s of %llu bytes (%s) requested, %llu bytes "
+                                "(%s) free of %llu (%s) capacity",
+                                what, (unsigned long long)size,
+                                gk_format_size(size, h.a, sizeof h.a), (unsigned long long)avail,
+                                gk_format_size(avail, h.b, sizeof h.b), (unsigned long long)cap,
+                                gk_format_size(cap, h.c, sizeof h.c));
+    }
     return 0;
 }
 
@@ -241,13 +245,16 @@ static int sim_malloc(gk_device *dev, size_t size, void **ptr)
             rc = gk__device_error(dev, rc, "sim: out of host memory");
         } else if (!addr) {
             uint64_t avail = s->cfg.capacity - s->used;
-            rc = gk__device_error(dev, GK_EDEVOOM,
-                                  "sim: device full: malloc of %llu bytes (%.2f MiB) requested, "
-                                  "%llu bytes free of %llu capacity but the largest free range "
-                                  "is %llu bytes (fragmented)",
-                                  (unsigned long long)rsize, mib(rsize), (unsigned long long)avail,
-                                  (unsigned long long)s->cfg.capacity,
-                                  (unsigned long long)gk__sim_space_largest_free(&s->heap));
+            human h;
+            rc = gk__device_error(
+                dev, GK_EDEVOOM,
+                "sim: device full: malloc of %llu bytes (%s) requested, %llu "
+                "bytes free of %llu capacity but the largest free range is %llu "
+                "bytes (%s): fragmented",
+                (unsigned long long)rsize, gk_format_size(rsize, h.a, sizeof h.a),
+                (unsigned long long)avail, (unsigned long long)s->cfg.capacity,
+                (unsigned long long)gk__sim_space_largest_free(&s->heap),
+                gk_format_size(gk__sim_space_largest_free(&s->heap), h.b, sizeof h.b));
         } else {
             s->used += rsize;
             *ptr = (void *)(uintptr_t)addr;

@@ -145,11 +145,11 @@ static uint64_t deadline_after(double seconds)
     return gk__now_ns() + (uint64_t)(seconds * 1e9);
 }
 
-/* Waits, with the lock held, until another thread finishes an op. */
 /* NO_WAIT as a deadline: a query must not block, so work another thread is running makes the
  * event not ready yet instead. */
 #define NO_WAIT 0
 
+/* Waits, with the lock held, until another thread finishes an op (or the deadline passes). */
 static int wait_other(gk_device *dev, gk__sim *s, sim_stream *st, uint64_t deadline)
 {
     if (deadline == NO_WAIT)

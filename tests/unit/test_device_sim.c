@@ -233,7 +233,8 @@ static void test_capacity_exhaustion(void **state)
     assert_null(b);
     GK_ASSERT_CONTAINS(gk_device_last_error(dev), "device full");
     GK_ASSERT_CONTAINS(gk_device_last_error(dev), "256 bytes");
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "0 bytes (0.00 MiB) free of 1048576 capacity");
+    GK_ASSERT_CONTAINS(gk_device_last_error(dev),
+                       "0 bytes (0 B) free of 1048576 (1.00 MiB) capacity");
     GK_ASSERT_ERR(gk_device_malloc(dev, (size_t)-1, &b), GK_EDEVOOM);
     GK_ASSERT_OK(gk_device_free(dev, a));
     GK_ASSERT_OK(gk_device_malloc(dev, 256, &b));
@@ -248,7 +249,8 @@ static void test_capacity_exhaustion(void **state)
     GK_ASSERT_OK(gk_device_free(dev, p[0]));
     GK_ASSERT_OK(gk_device_free(dev, p[2]));
     GK_ASSERT_ERR(gk_device_malloc(dev, 512, &a), GK_EDEVOOM);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "largest free range is 256 bytes (fragmented)");
+    GK_ASSERT_CONTAINS(gk_device_last_error(dev),
+                       "largest free range is 256 bytes (256 B): fragmented");
     gk_device_counters ctr;
     GK_ASSERT_OK(gk_device_get_counters(dev, &ctr));
     assert_true(ctr.errors == 1);
