@@ -358,6 +358,11 @@ static int vm_off(gk_device *dev)
 static int check_granular(gk_device *dev, gk__sim *s, const char *fn, const void *addr, size_t size)
 {
     uint64_t g = s->cfg.granularity;
+    if (!addr && (size & (g - 1)))
+        return gk__device_error(dev, -EINVAL,
+                                "sim: %s of %zu bytes: the size must be a multiple of the "
+                                "granularity (%llu bytes)",
+                                fn, size, (unsigned long long)g);
     if (((uint64_t)(uintptr_t)addr | size) & (g - 1))
         return gk__device_error(dev, -EINVAL,
                                 "sim: %s(%p, %zu): address and size must be multiples of the "
@@ -374,6 +379,11 @@ static int sim_vm_reserve(gk_device *dev, size_t size, void **base)
     int rc = check_granular(dev, s, "vm_reserve", NULL, size);
     if (rc)
         return rc;
+    if (size > s->cfg.va_size)
+        return gk__device_error(dev, -ENOSPC,
+                                "sim: vm_reserve of %zu bytes: larger than the whole %llu-byte "
+                                "virtual address space; raise va_size",
+                                size, (unsigned long long)s->cfg.va_size);
     uint64_t words = (size / s->cfg.granularity + 63) / 64;
     uint64_t *bits = calloc((size_t)words, sizeof *bits);
     if (!bits)
@@ -422,7 +432,7 @@ static gk__sim_reservation *reservation_for(gk_device *dev, gk__sim *s, const ch
                                             uint64_t addr, uint64_t size)
 {
     long i = find_reservation(s, addr);
-    if (i < 0 || addr + size > s->res[i].base + s->res[i].size) {
+    if (i < 0 || size > s->res[i].base + s->res[i].size - addr) {
         gk__device_error(dev, -EINVAL,
                          "sim: %s(%p, %llu): the range is not inside one reserved range "
                          "(reserve it first with gk_device_vm_reserve)",
