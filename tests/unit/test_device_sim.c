@@ -1075,6 +1075,7 @@ typedef struct stress_arg {
     gk_device *dev;
     int id;
     atomic_int *host_fns_run;
+    gk_event **shared; /* one per thread, recorded by its owner, waited on by its neighbour */
     int failures;
 } stress_arg;
 
@@ -1109,7 +1110,10 @@ static void *stress_thread(void *p)
         memset(src, (arg->id * 31 + it) & 0xFF, n);
         int rc = gk_memcpy_htod_async(dev, d, src, n, copy);
         rc = rc ? rc : gk_event_record(dev, ready, copy);
+        rc = rc ? rc : gk_event_record(dev, arg->shared[arg->id], copy);
         rc = rc ? rc : gk_stream_wait_event(dev, use, ready);
+        /* A cross-thread edge: forcing `use` may run the neighbour's copy stream. */
+        rc = rc ? rc : gk_stream_wait_event(dev, use, arg->shared[(arg->id + 1) % STRESS_THREADS]);
         rc = rc ? rc : gk_memcpy_dtod_async(dev, d2, d, n, use);
         rc = rc ? rc : gk_memcpy_dtoh_async(dev, out, d2, n, use);
         rc = rc ? rc : gk_stream_host_fn(dev, NULL, count_fn, arg->host_fns_run);
@@ -1145,8 +1149,11 @@ static void test_threads_stress(void **state)
     atomic_int host_fns_run = 0;
     pthread_t t[STRESS_THREADS];
     stress_arg args[STRESS_THREADS];
+    gk_event *shared[STRESS_THREADS];
+    for (int i = 0; i < STRESS_THREADS; i++)
+        GK_ASSERT_OK(gk_event_create(dev, &shared[i]));
     for (int i = 0; i < STRESS_THREADS; i++) {
-        args[i] = (stress_arg){dev, i, &host_fns_run, 0};
+        args[i] = (stress_arg){dev, i, &host_fns_run, shared, 0};
         assert_int_equal(pthread_create(&t[i], NULL, stress_thread, &args[i]), 0);
     }
     for (int i = 0; i < STRESS_THREADS; i++) {
@@ -1154,6 +1161,10 @@ static void test_threads_stress(void **state)
         assert_int_equal(args[i].failures, 0);
     }
     GK_ASSERT_OK(gk_device_synchronize(dev, -1));
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        GK_ASSERT_OK(gk_event_query(dev, shared[i]));
+        GK_ASSERT_OK(gk_event_destroy(dev, shared[i]));
+    }
     assert_int_equal(atomic_load(&host_fns_run), STRESS_THREADS * STRESS_ITERS);
     assert_int_equal(gk_device_sim_used(dev), 0);
     gk_device_counters c;
