@@ -123,7 +123,7 @@ static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
     return atomic_load(&bad);
 }
 
-#define SIM "sim:backed=1"
+#define SIM "sim:capacity=16MiB,va_size=16MiB,backed=1"
 
 /* The same runs with every edge in place see no wrong bytes (so a failure below is the edge's). */
 static void test_control(void **state)

@@ -120,7 +120,7 @@ static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
     return atomic_load(&bad);
 }
 
-#define SIM "sim:backed=1"
+#define SIM "sim:capacity=16MiB,va_size=16MiB,backed=1"
 
 static void test_all_edges_hold(void **state)
 {
