@@ -3,10 +3,14 @@
 # workers, shuffled, warm and cold page cache; each cell runs REPEAT times (default 3) and the
 # median is printed, next to the single-core memcpy of the same bytes measured in the same run.
 #
-# usage: bench/loader/run.sh [GPUKIT] [SECONDS]    (GPUKIT defaults to build/rel/gpukit)
+# A second table emulates a training step (the consumer spins STEP_US microseconds per batch,
+# default 100) and reports the stall: the share of the run spent waiting in next().
+#
+# usage: bench/loader/run.sh [GPUKIT | BUILD_DIR] [SECONDS]   (default build/rel/gpukit)
 # Files are written under $TMPDIR (448 MiB in all) and removed at the end.
 set -euo pipefail
 gpukit=${1:-build/rel/gpukit}
+[ -d "$gpukit" ] && gpukit=$gpukit/gpukit
 seconds=${2:-1}
 repeat=${REPEAT:-3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gk-loader-bench.XXXXXX")
@@ -28,7 +32,7 @@ echo "| records x batch | workers | cache | items/s | GB/s | us/batch | first ba
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for cell in "64 B x 256:r64.gkr:256" "4 KiB x 64:r4k.gkr:64" "1 MiB x 8:r1m.gkr:8"; do
     IFS=: read -r label file batch <<<"$cell"
-    for cache in warm cold; do
+    for cache in ${CACHES:-warm cold}; do
         for w in 0 1 2; do
             flag=""
             [ "$cache" = cold ] && flag="--cold"
@@ -49,5 +53,28 @@ print("| %s | %s | %s | %s | %.2f | %.1f | %.2f | %.1f / %.1f | %.1f | %.0f%% |"
     100 * med("ratio_to_memcpy")))
 PY
         done
+    done
+done
+
+step=${STEP_US:-100}
+echo
+echo "Consumer step of $step us per batch (warm cache, shuffled):"
+echo
+echo "| records x batch | workers | step us | stall | us/batch |"
+echo "|---|---|---|---|---|"
+for cell in "64 B x 256:r64.gkr:256" "4 KiB x 64:r4k.gkr:64" "1 MiB x 8:r1m.gkr:8"; do
+    IFS=: read -r label file batch <<<"$cell"
+    for w in 0 1 2; do
+        for i in $(seq "$repeat"); do
+            "$gpukit" loader bench --file "$tmp/$file" --batch "$batch" --workers "$w" --shuffle \
+                --seconds "$seconds" --step-us "$step" --json
+        done >"$tmp/runs.jsonl"
+        python3 - "$tmp/runs.jsonl" "$label" "$w" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+med = lambda k: statistics.median(r[k] for r in runs)
+print("| %s | %s | %.0f | %.1f%% | %.1f |" % (sys.argv[2], sys.argv[3], med("step_us"),
+      100 * med("stall"), med("us_per_batch")))
+PY
     done
 done
