@@ -389,7 +389,9 @@ typedef struct gk_loader_stats {
 GK_API int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *st);
 
 /* Stops the workers (joins every thread) and waits for the copy stream; the loader then delivers
- * nothing (next returns -ECANCELED). Idempotent; works mid-epoch. Consumer thread only. */
+ * nothing (next returns -ECANCELED). Idempotent; works mid-epoch. Workers stop between reads, so
+ * a read in progress is waited for (a read callback that never returns blocks stop). Consumer
+ * thread only. */
 GK_API void gk_loader_stop(gk_loader *ld);
 
 /* Stops (as above) and frees everything in reverse order of creation. NULL is a no-op. */
