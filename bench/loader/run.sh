@@ -78,3 +78,20 @@ print("| %s | %s | %.0f | %.1f%% | %.1f |" % (sys.argv[2], sys.argv[3], med("ste
 PY
     done
 done
+
+echo
+py=""
+for cand in python3 /usr/bin/python3; do
+    if "$cand" -c "import torch, numpy" 2>/dev/null; then
+        py=$cand
+        break
+    fi
+done
+if [ -n "$py" ]; then
+    echo "PyTorch DataLoader on the same files (bench/loader/torch_compare.py):"
+    echo
+    "$py" "$(dirname "$0")/torch_compare.py" "$gpukit" "$seconds"
+else
+    echo "PyTorch comparison skipped: python3-torch and python3-numpy are not installed" \
+        "(scripts/deps.sh bench installs them)"
+fi
