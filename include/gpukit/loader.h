@@ -378,6 +378,7 @@ typedef struct gk_loader_stats {
     uint64_t fill_ns, fill_max_ns;  /* worker time filling a batch (sum of its parts) */
     uint64_t copy_ns, copy_max_ns;  /* time issuing each batch's host-to-device copy */
     uint64_t worker_busy_ns;        /* all workers' time inside reads */
+    uint64_t worker_idle_ns;        /* all workers' time waiting for a free slot */
     uint64_t occupancy_sum;         /* ready batches in the ring, summed at each next */
     uint32_t ring_ready;            /* ready batches now */
     uint32_t depth;                 /* K */

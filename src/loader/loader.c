@@ -99,7 +99,7 @@ struct gk_loader {
     char last_error[768];
     struct {
         _Atomic uint64_t items, bytes, batches, skips, wait_ns, wait_max_ns, fill_ns, fill_max_ns,
-            copy_ns, copy_max_ns, busy_ns, occupancy_sum, first_batch_ns;
+            copy_ns, copy_max_ns, busy_ns, idle_ns, occupancy_sum, first_batch_ns;
         _Atomic uint64_t wait_hist[32];
     } st;
 };
@@ -343,6 +343,7 @@ static void *worker_main(void *arg)
         int64_t seq = (int64_t)(u / ld->parts);
         unsigned part = (unsigned)(u % ld->parts);
         slot *s = &ld->slots[seq % ld->K];
+        uint64_t idle0 = gk__loader_now_ns();
         for (int i = 0; i < ld->spin; i++) {
             if (atomic_load_explicit(&s->free_seq, memory_order_acquire) + ld->K == seq ||
                 atomic_load_explicit(&s->begun_seq, memory_order_acquire) == seq)
@@ -363,6 +364,7 @@ static void *worker_main(void *arg)
         if (s->seq != seq)
             slot_begin(ld, s, seq);
         pthread_mutex_unlock(&ld->mu);
+        stat_add(&ld->st.idle_ns, gk__loader_now_ns() - idle0);
         fill_part(ld, w, seq, part);
     }
     if (ops->worker_close)
@@ -1044,6 +1046,7 @@ int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *out)
     out->copy_ns = LOAD(copy_ns);
     out->copy_max_ns = LOAD(copy_max_ns);
     out->worker_busy_ns = LOAD(busy_ns);
+    out->worker_idle_ns = LOAD(idle_ns);
     out->occupancy_sum = LOAD(occupancy_sum);
     out->first_batch_ns = LOAD(first_batch_ns);
     for (int i = 0; i < 32; i++)

@@ -270,9 +270,10 @@ static int run_bench(const bench_opts *o, const char *path)
         printf("\",\"seconds\":%.3f,\"batches\":%zu,\"items_per_s\":%.0f,\"bytes_per_s\":%.0f,"
                "\"us_per_batch\":%.2f,\"first_batch_s\":%.6f,\"wait_p50_us\":%.2f,"
                "\"wait_p99_us\":%.2f,\"memcpy_bytes_per_s\":%.0f,\"ratio_to_memcpy\":%.3f,"
-               "\"worker_busy_s\":%.3f,\"step_us\":%.1f,\"stall\":%.4f}\n",
+               "\"worker_busy_s\":%.3f,\"worker_idle_s\":%.3f,\"step_us\":%.1f,\"stall\":%.4f}\n",
                t, n, items_s, gbps * 1e9, t / (double)n * 1e6, (double)st.first_batch_ns / 1e9, p50,
-               p99, base * 1e9, ratio, (double)st.worker_busy_ns / 1e9, o->step_us, stall);
+               p99, base * 1e9, ratio, (double)st.worker_busy_ns / 1e9,
+               (double)st.worker_idle_ns / 1e9, o->step_us, stall);
     } else {
         printf("loader bench: %llu records of %zu bytes, batch %llu, %d workers, depth %d, %s, "
                "%s cache%s%s\n",
