@@ -279,13 +279,17 @@ typedef struct gk_loader_config {
     gk_device *device;    /* NULL: host only (batch.device is NULL); else pinned slots, device
                              slots and a copy stream on this device (borrowed) */
     double timeout;       /* seconds next waits when given timeout < 0 (default 300) */
-    gk_loader_error_policy on_error;
+    gk_loader_error_policy on_error; /* default GK_LOADER_FAIL */
     uint64_t max_skips; /* SKIP: batches that may be skipped before failing (default 16) */
-    int auto_release;   /* next releases the previous batch on the stream it was given
-                           (default 1); 0: the caller releases every batch itself */
-    size_t split_bytes; /* batches of at least this many bytes are split across workers by
-                           item ranges (default 4 MiB; 0 never splits) */
-    int readahead;      /* pass the next batch's items to the dataset's will_need (default 1) */
+    /* 1 (default): next releases the previous batch on the stream it was delivered on; 0: the
+     * caller releases every batch itself. */
+    int auto_release;
+    /* Batches of at least this many bytes are split across workers by item ranges (default
+     * 4 MiB; 0 never splits). */
+    size_t split_bytes;
+    /* 1 (default): after filling batch n, pass the items of batch n+K to the dataset's
+     * will_need (for items of at least 4 KiB). */
+    int readahead;
     unsigned test_drop_edges; /* tests only: GK_LOADER_DROP_EDGE_* (default 0) */
 } gk_loader_config;
 

@@ -35,9 +35,9 @@ typedef struct slot {
     gk_event *consumed; /* recorded on the caller's stream at release (edge b) */
     int copy_issued;
     gk_stream *stream; /* the stream the batch was delivered on */
-    /* Mirrors of the state for a short spin before sleeping (a futex sleep and wake costs more
-     * than a batch of small items): the last batch begun, made ready and freed here. */
-    _Atomic int64_t begun_seq, ready_seq, free_seq;
+    /* The last batch made ready here, for the consumer's short spin before sleeping (a futex
+     * sleep and wake costs more than a batch of small items). */
+    _Atomic int64_t ready_seq;
 } slot;
 
 #define SPIN_ITERS 1000
@@ -53,7 +53,6 @@ static inline void cpu_relax(void)
 static void slot_set_free(slot *s)
 {
     s->state = SLOT_FREE;
-    atomic_store_explicit(&s->free_seq, s->seq, memory_order_release);
 }
 
 typedef struct worker {
@@ -77,7 +76,7 @@ struct gk_loader {
     size_t item_size, slot_bytes;
     int K;
     unsigned parts;
-    int spin; /* iterations to spin before sleeping: 0 when the threads outnumber the CPUs */
+    int spin; /* consumer spins before sleeping: 0 when the threads outnumber the CPUs */
     slot *slots;
     worker *workers;
     int nworkers;
@@ -179,7 +178,6 @@ static void slot_begin(gk_loader *ld, slot *s, int64_t seq)
     uint64_t pos = ld->origin + (uint64_t)seq;
     s->seq = seq;
     s->state = SLOT_FILLING;
-    atomic_store_explicit(&s->begun_seq, seq, memory_order_release);
     s->parts_done = 0;
     s->err = 0;
     s->msg[0] = '\0';
@@ -314,8 +312,10 @@ static void fill_part(gk_loader *ld, worker *w, int64_t seq, unsigned part)
     pthread_mutex_lock(&ld->mu);
     s->state = SLOT_READY;
     atomic_store_explicit(&s->ready_seq, s->seq, memory_order_release);
-    pthread_cond_broadcast(&ld->cv_ready);
     pthread_mutex_unlock(&ld->mu);
+    /* After unlocking: a woken consumer does not then block on the mutex. Safe because a waiter
+     * checks the state and starts waiting under the mutex. */
+    pthread_cond_broadcast(&ld->cv_ready);
 }
 
 static int slot_free_for(const gk_loader *ld, const slot *s, int64_t seq)
@@ -343,13 +343,9 @@ static void *worker_main(void *arg)
         int64_t seq = (int64_t)(u / ld->parts);
         unsigned part = (unsigned)(u % ld->parts);
         slot *s = &ld->slots[seq % ld->K];
+        /* No spinning here: a worker waiting for a free slot is ahead of the consumer, and a spin
+         * would only take the CPU from it. */
         uint64_t idle0 = gk__loader_now_ns();
-        for (int i = 0; i < ld->spin; i++) {
-            if (atomic_load_explicit(&s->free_seq, memory_order_acquire) + ld->K == seq ||
-                atomic_load_explicit(&s->begun_seq, memory_order_acquire) == seq)
-                break;
-            cpu_relax();
-        }
         pthread_mutex_lock(&ld->mu);
         if (ld->origin + (uint64_t)seq >= ld->end_pos) {
             while (!ld->stop)
@@ -492,8 +488,6 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
         slot *s = &ld->slots[i];
         s->seq = i - ld->K;
         s->state = SLOT_FREE;
-        atomic_init(&s->free_seq, s->seq);
-        atomic_init(&s->begun_seq, INT64_MIN);
         atomic_init(&s->ready_seq, INT64_MIN);
         s->indices = calloc((size_t)ld->smp.batch_size, sizeof *s->indices);
         if (!s->indices)
@@ -573,7 +567,12 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
     ld->cfg = cfg;
     ld->ds = ds;
     ld->created_ns = ld->seek_ns = gk__loader_now_ns();
-    pthread_mutex_init(&ld->mu, NULL);
+    /* Adaptive: spins briefly on a held mutex before sleeping; the critical sections are short. */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&ld->mu, &ma);
+    pthread_mutexattr_destroy(&ma);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -597,8 +596,8 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
     ld->slot_bytes = (size_t)cfg.batch_size * ds->item_size;
     ld->K = cfg.depth;
     ld->nworkers = cfg.workers;
-    /* Spinning helps only when every thread (workers and the consumer) has a CPU; otherwise a
-     * spinning worker keeps the consumer, which would free its slot, off the CPU. */
+    /* Spinning helps only when every thread (workers and the consumer) has a CPU; otherwise the
+     * spinning consumer keeps the worker that fills its batch off the CPU. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     ld->spin = cfg.workers + 1 <= cpus ? SPIN_ITERS : 0;
     ld->parts = 1;
@@ -691,8 +690,8 @@ static int release_slot(gk_loader *ld, slot *s, gk_stream *stream)
     slot_set_free(s);
     if (ld->have_held && ld->held_seq == s->seq)
         ld->have_held = 0;
-    pthread_cond_broadcast(&ld->cv_work);
     pthread_mutex_unlock(&ld->mu);
+    pthread_cond_broadcast(&ld->cv_work); /* after unlocking, as in fill_part */
     if (e)
         return set_error(ld, e, "loader: recording the release of batch %" PRIu64 ": %s", s->index,
                          gk_device_last_error(ld->cfg.device));
@@ -954,7 +953,6 @@ int gk_loader_seek(gk_loader *ld, uint64_t epoch, uint64_t batch)
     for (int i = 0; i < ld->K; i++) {
         ld->slots[i].seq = i - ld->K;
         slot_set_free(&ld->slots[i]);
-        atomic_store(&ld->slots[i].begun_seq, INT64_MIN);
         atomic_store(&ld->slots[i].ready_seq, INT64_MIN);
     }
     ld->origin = epoch * ld->smp.batches + batch;
