@@ -6,6 +6,7 @@
 #include "error.h"
 #include "log.h"
 #include "options.h"
+#include "pool.h"
 #include "version.h"
 
 #endif
