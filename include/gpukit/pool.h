@@ -2,8 +2,9 @@
  * hands them out again without a device call.
  *
  * Rules (each one a setting in gk_pool_config; docs/pool.md explains them with figures):
- *   - Requests round up to a multiple of `round_bytes` (512 B), or to one of `divisions` equal steps
- *     between two powers of two when divisions > 1 and the request is above round_bytes*divisions.
+ *   - Requests round up to a multiple of `round_bytes` (512 B), or to one of `divisions` equal
+ * steps between two powers of two when divisions > 1 and the request is above
+ * round_bytes*divisions.
  *   - Rounded requests of at most `small_max` (1 MiB) come from the small pool, packed into
  *     `small_segment` (2 MiB) segments; larger ones from the large pool, in `large_segment`
  *     (20 MiB) segments when below `min_large_alloc` (10 MiB), else in a segment of their own size
@@ -61,24 +62,24 @@ typedef struct gk_pool gk_pool;
 /* Settings. Start from gk_pool_config_default() or gk_pool_config_preset(); sizes in bytes. The
  * string keys accepted by gk_pool_config_set() are given per field. */
 typedef struct gk_pool_config {
-    gk_logger logger;               /* where the pool logs; default gk_logger_default() */
-    size_t round_bytes;             /* "round": request rounding; a power of two >= 256 (512) */
-    unsigned divisions;             /* "divisions": power-of-two divisions; 0 or 1 = off */
-    size_t small_max;               /* "small_max": largest small request (1 MiB) */
-    size_t small_segment;           /* "small_segment": small-pool segment size (2 MiB) */
-    size_t large_segment;           /* "large_segment": segment for mid requests (20 MiB) */
-    size_t min_large_alloc;         /* "min_large_alloc": own segment from here (10 MiB) */
-    size_t round_large;             /* "round_large": rounding of own segments (2 MiB) */
-    size_t max_split_size;          /* "max_split_size": SIZE_MAX = unlimited (the default) */
-    size_t max_non_split_rounding;  /* "max_non_split_rounding": oversize slack (20 MiB) */
-    int expandable_segments;        /* "expandable_segments": 0/1; ignored without has_vm */
-    size_t page_size;               /* "page_size": expandable large-pool page (2 MiB) */
-    size_t limit_bytes;             /* "limit": hard cap on reserved bytes; 0 = none */
-    double limit_fraction;          /* "fraction": cap as a fraction of total memory; 0 = none */
-    double gc_threshold;            /* "gc_threshold": in (0,1) to collect old blocks; 0 = off */
+    gk_logger logger;                 /* where the pool logs; default gk_logger_default() */
+    size_t round_bytes;               /* "round": request rounding; a power of two >= 256 (512) */
+    unsigned divisions;               /* "divisions": power-of-two divisions; 0 or 1 = off */
+    size_t small_max;                 /* "small_max": largest small request (1 MiB) */
+    size_t small_segment;             /* "small_segment": small-pool segment size (2 MiB) */
+    size_t large_segment;             /* "large_segment": segment for mid requests (20 MiB) */
+    size_t min_large_alloc;           /* "min_large_alloc": own segment from here (10 MiB) */
+    size_t round_large;               /* "round_large": rounding of own segments (2 MiB) */
+    size_t max_split_size;            /* "max_split_size": SIZE_MAX = unlimited (the default) */
+    size_t max_non_split_rounding;    /* "max_non_split_rounding": oversize slack (20 MiB) */
+    int expandable_segments;          /* "expandable_segments": 0/1; ignored without has_vm */
+    size_t page_size;                 /* "page_size": expandable large-pool page (2 MiB) */
+    size_t limit_bytes;               /* "limit": hard cap on reserved bytes; 0 = none */
+    double limit_fraction;            /* "fraction": cap as a fraction of total memory; 0 = none */
+    double gc_threshold;              /* "gc_threshold": in (0,1) to collect old blocks; 0 = off */
     int release_lock_on_device_alloc; /* "release_lock": backend segment allocation unlocked (1) */
-    size_t history;                 /* "history": history ring entries; 0 = off */
-    int track;                      /* "track": keep tags of live blocks (1) */
+    size_t history;                   /* "history": history ring entries; 0 = off */
+    int track;                        /* "track": keep tags of live blocks (1) */
 } gk_pool_config;
 
 /* Fills `cfg` with the `default` preset. */
@@ -155,7 +156,8 @@ GK_API int gk_pool_remove_pressure_callback(gk_pool *pool, gk_pool_pressure_fn f
 /* The text of the last out-of-memory report ("" when none): the requested and rounded sizes, the
  * stream, the device's total and free memory, allocated, reserved and reserved-but-unallocated
  * bytes, the limit, the largest free block, external fragmentation, the five largest live blocks
- * with their tags, and a hint. Copies it into buf (truncated to len) and returns its full length. */
+ * with their tags, and a hint. Copies it into buf (truncated to len) and returns its full length.
+ */
 GK_API size_t gk_pool_oom_report(gk_pool *pool, char *buf, size_t len);
 
 /* The last error detail on this pool (device error text, invalid free). Valid until the next
@@ -168,7 +170,7 @@ GK_API const char *gk_pool_last_error(gk_pool *pool);
  * large_pool): XX(name, description). */
 #define GK_POOL_STAT_MAP(XX)                                                                       \
     XX(allocation, "blocks handed out")                                                            \
-    XX(segment, "segments reserved from the device")                                              \
+    XX(segment, "segments reserved from the device")                                               \
     XX(active, "blocks allocated or waiting on events")                                            \
     XX(inactive_split, "free blocks inside split segments")                                        \
     XX(allocated_bytes, "bytes handed out (rounded)")                                              \
@@ -193,7 +195,7 @@ GK_API const char *gk_pool_last_error(gk_pool *pool);
 enum { GK_POOL_ALL = 0, GK_POOL_SMALL = 1, GK_POOL_LARGE = 2, GK_POOL_KINDS = 3 };
 
 typedef struct gk_pool_stat {
-    int64_t current, peak;    /* value now, highest value since the last peak reset */
+    int64_t current, peak;     /* value now, highest value since the last peak reset */
     uint64_t allocated, freed; /* sums of increases and decreases since the last reset */
 } gk_pool_stat;
 
@@ -261,6 +263,97 @@ GK_API int gk_pool_snapshot_json(gk_pool *pool, FILE *out);
 /* Lists the live blocks (address, size, requested size, stream, tag), largest first, one per line.
  * Returns the number of live blocks, or -EIO. */
 GK_API long gk_pool_report_live(gk_pool *pool, FILE *out);
+
+/* --- allocation traces (RMM CSV) -------------------------------------------------------------- */
+
+typedef enum gk_trace_action {
+    GK_TRACE_ALLOCATE = 0,
+    GK_TRACE_FREE = 1,
+    GK_TRACE_ALLOCATE_FAILURE = 2
+} gk_trace_action;
+
+typedef struct gk_trace_event {
+    uint64_t thread;
+    double time; /* seconds (RMM's H:M:S.f times are converted) */
+    gk_trace_action action;
+    uint64_t ptr;
+    uint64_t size;
+    uint64_t stream; /* 0 = default stream */
+} gk_trace_event;
+
+typedef struct gk_trace {
+    gk_trace_event *events;
+    size_t count;
+} gk_trace;
+
+/* Reads an RMM CSV log (header "Thread,Time,Action,Pointer,Size,Stream"; actions allocate, free,
+ * allocate failure; pointers and streams hex with 0x or decimal; blank lines skipped). On a
+ * malformed line returns GK_ESYNTAX and writes "NAME:LINE: what is wrong" into err; -ENOENT or
+ * -EIO when the file cannot be read; -ENOMEM. The caller frees *out with gk_trace_free. */
+GK_API int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen);
+GK_API int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen);
+GK_API void gk_trace_free(gk_trace *trace);
+
+/* Writes the trace as RMM CSV (the format gk_trace_read reads). Returns 0 or -EIO. */
+GK_API int gk_trace_write(const gk_trace *trace, FILE *out);
+
+/* L_peak: the largest sum of live requested bytes over the trace (the lower bound on any
+ * allocator's capacity). */
+GK_API uint64_t gk_trace_live_peak(const gk_trace *trace);
+
+typedef struct gk_replay_result {
+    size_t allocs, frees; /* events replayed */
+    size_t failed_allocs; /* allocations the pool refused */
+    size_t unknown_frees; /* frees of pointers the trace never allocated */
+    size_t leaks;         /* allocations still live at the end of the trace */
+    uint64_t leak_bytes;
+    uint64_t live_peak; /* L_peak of the events replayed */
+    uint64_t alloc_ns_p50, alloc_ns_p99, free_ns_p50, free_ns_p99; /* 0 unless timed */
+    gk_pool_stats stats; /* the pool's statistics after the replay */
+} gk_replay_result;
+
+/* Replays the trace through `pool` in order (the default stream for stream 0; one stream created
+ * per other stream value, at most 64). With `stop_on_oom` the replay ends at the first refused
+ * allocation; else it goes on and frees of refused allocations are skipped. With `timed` the
+ * latency percentiles are measured. Live allocations are freed at the end (and counted as leaks).
+ * Returns 0 (also when allocations failed: see failed_allocs) or -ENOMEM / -ENOSPC. */
+GK_API int gk_trace_replay(const gk_trace *trace, gk_pool *pool, int stop_on_oom, int timed,
+                           gk_replay_result *out);
+
+typedef struct gk_fcap_result {
+    uint64_t c_min;          /* smallest capacity (multiple of 2 MiB) that replays the trace */
+    uint64_t l_peak;         /* gk_trace_live_peak */
+    double f_cap;            /* c_min / l_peak */
+    uint64_t peak_reserved;  /* at c_min */
+    uint64_t peak_allocated; /* at c_min */
+    int probes;              /* replays run */
+} gk_fcap_result;
+
+/* Finds C_min by bisection at 2 MiB resolution. `spec` names the device: a sim spec gets
+ * capacity=C appended for each probe (so the sim's own address space is the device); any other
+ * device gets the pool limit set to C instead. Returns 0, -EINVAL, -ERANGE when even 64 x L_peak
+ * does not replay, or the device's open error. */
+GK_API int gk_trace_fcap(const gk_trace *trace, const char *spec, const gk_pool_config *cfg,
+                         gk_fcap_result *out);
+
+/* A synthetic transformer training trace (GPT-like, fp32 weights and Adam state, fp16
+ * activations without flash attention): parameters, embeddings and optimizer state stay live;
+ * each step draws its sequence length uniformly in [vary*seq, seq] (multiple of 8), allocates the
+ * activations kept for backward layer by layer with short-lived temporaries, the logits, then
+ * frees activations in reverse order while gradients are allocated, runs the optimizer with one
+ * temporary per parameter, and frees the gradients. */
+typedef struct gk_synth_config {
+    int layers, hidden, heads, seq, batch, steps, vocab;
+    double vary;   /* in (0,1]: the shortest sequence as a fraction of seq */
+    uint64_t seed; /* sequence-length draws */
+} gk_synth_config;
+
+/* layers 12, hidden 768, heads 12, seq 1024, batch 8, steps 4, vocab 32000, vary 0.5, seed 1. */
+GK_API void gk_synth_config_default(gk_synth_config *cfg);
+
+/* Builds the trace. Returns 0, -EINVAL for a non-positive field or hidden not divisible by heads,
+ * -ENOMEM. The caller frees *out with gk_trace_free. */
+GK_API int gk_trace_synth_transformer(const gk_synth_config *cfg, gk_trace **out);
 
 #ifdef __cplusplus
 }

@@ -123,8 +123,7 @@ int gk__expand_map(gk_pool *p, gk__segment *s, uintptr_t addr, size_t size, int 
         rc = gk_device_vm_map(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page);
         p->stats.backend_ns += gk__pool_now_ns() - t0;
         if (rc != 0) {
-            snprintf(p->last_error, sizeof p->last_error, "map: %s",
-                     gk_device_last_error(p->dev));
+            snprintf(p->last_error, sizeof p->last_error, "map: %s", gk_device_last_error(p->dev));
             break;
         }
         for (size_t k = i; k < j; k++)

@@ -7,8 +7,8 @@
 #include "pool/pool_int.h"
 
 static const char *const action_names[] = {
-    "alloc",       "free_requested", "free_completed", "segment_alloc",
-    "segment_free", "segment_map",   "segment_unmap",  "oom"};
+    "alloc",        "free_requested", "free_completed", "segment_alloc",
+    "segment_free", "segment_map",    "segment_unmap",  "oom"};
 
 const char *gk__action_name(gk__action a)
 {
@@ -124,7 +124,9 @@ int gk_pool_snapshot_json(gk_pool *p, FILE *out)
 static int by_size_desc(const void *a, const void *b)
 {
     const gk__block *x = *(const gk__block *const *)a, *y = *(const gk__block *const *)b;
-    return x->size < y->size ? 1 : x->size > y->size ? -1 : (x->addr > y->addr) - (x->addr < y->addr);
+    return x->size < y->size   ? 1
+           : x->size > y->size ? -1
+                               : (x->addr > y->addr) - (x->addr < y->addr);
 }
 
 long gk__pool_live_blocks(gk_pool *p, gk__block ***out)

@@ -14,8 +14,7 @@ typedef struct sbuf {
     size_t len, cap;
 } sbuf;
 
-static void sb_printf(sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void sb_printf(sbuf *b, const char *fmt, ...)
 {
@@ -51,19 +50,23 @@ void gk__pool_build_oom_report(gk_pool *p, const gk__request *r)
     int64_t allocated = p->stats.allocated_bytes[GK_POOL_ALL].current;
     int64_t reserved = p->stats.reserved_bytes[GK_POOL_ALL].current;
     double frag = free_bytes ? 1.0 - (double)largest / (double)free_bytes : 0.0;
-    sb_printf(&b, "out of device memory. Tried to allocate %s (requested %zu B, rounded %zu B, %s pool) "
-                  "on stream %#llx.\n",
-              gk_format_size(r->rsize, s1, sizeof s1), r->size, r->rsize,
-              r->kind == GK_POOL_SMALL ? "small" : "large", (unsigned long long)r->stream);
+    sb_printf(
+        &b,
+        "out of device memory. Tried to allocate %s (requested %zu B, rounded %zu B, %s pool) "
+        "on stream %#llx.\n",
+        gk_format_size(r->rsize, s1, sizeof s1), r->size, r->rsize,
+        r->kind == GK_POOL_SMALL ? "small" : "large", (unsigned long long)r->stream);
     sb_printf(&b, "Device %s has a total capacity of %s of which %s is free. ", p->props.spec,
               gk_format_size(dev_total, s1, sizeof s1), gk_format_size(dev_free, s2, sizeof s2));
     if (p->limit)
         sb_printf(&b, "%s allowed (pool limit); ", gk_format_size(p->limit, s3, sizeof s3));
-    sb_printf(&b, "Of the reserved memory %s is allocated by the pool and %s is reserved but "
-                  "unallocated.\n",
+    sb_printf(&b,
+              "Of the reserved memory %s is allocated by the pool and %s is reserved but "
+              "unallocated.\n",
               gk_format_size((uint64_t)allocated, s3, sizeof s3),
               gk_format_size((uint64_t)(reserved - allocated), s4, sizeof s4));
-    sb_printf(&b, "Largest free block: %s of %s free in the cache (external fragmentation %.1f%%).\n",
+    sb_printf(&b,
+              "Largest free block: %s of %s free in the cache (external fragmentation %.1f%%).\n",
               gk_format_size(largest, s1, sizeof s1), gk_format_size(free_bytes, s2, sizeof s2),
               100.0 * frag);
     gk__block **v = NULL;

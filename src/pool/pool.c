@@ -18,7 +18,6 @@ uint64_t gk__pool_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-
 /* --- sizes -------------------------------------------------------------------------------- */
 
 static size_t round_up(size_t v, size_t m)

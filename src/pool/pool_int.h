@@ -18,12 +18,12 @@ typedef struct gk__block {
     size_t requested; /* bytes asked for (allocated blocks) */
     uintptr_t stream; /* stream key: the gk_stream pointer, 0 for the default stream */
     gk__segment *seg;
-    struct gk__block *prev, *next; /* neighbours in the segment, by address */
+    struct gk__block *prev, *next;  /* neighbours in the segment, by address */
     struct gk__block *left, *right; /* free tree (treap) */
     uint32_t prio;
-    bool allocated;   /* handed out (or waiting on events) */
+    bool allocated; /* handed out (or waiting on events) */
     bool in_tree;
-    int event_count;  /* pending events before the block is free */
+    int event_count;    /* pending events before the block is free */
     uint64_t free_tick; /* pool->ticks when cached, for GC ages */
     gk_stream **uses;   /* streams recorded with record_stream */
     int nuses, cap_uses;
@@ -37,11 +37,11 @@ struct gk__segment {
     int kind;    /* GK_POOL_SMALL or GK_POOL_LARGE */
     uintptr_t stream;
     bool expandable;
-    size_t page;          /* expandable: page size */
-    size_t npages;        /* expandable: pages in the range */
-    uint8_t *mapped;      /* expandable: 1 per mapped page */
+    size_t page;     /* expandable: page size */
+    size_t npages;   /* expandable: pages in the range */
+    uint8_t *mapped; /* expandable: 1 per mapped page */
     size_t mapped_pages;
-    gk__block *head;      /* first block by address */
+    gk__block *head; /* first block by address */
     gk__segment *next, *prev;
 };
 
@@ -121,8 +121,8 @@ struct gk_pool {
     gk__segment *segments;
     size_t nsegments;
     gk__ptrmap map;
-    size_t limit;     /* effective cap; 0 = none */
-    size_t reserved;  /* reserved bytes (mirrors stats) plus in-flight device allocations */
+    size_t limit;    /* effective cap; 0 = none */
+    size_t reserved; /* reserved bytes (mirrors stats) plus in-flight device allocations */
     uint64_t ticks[GK_POOL_KINDS]; /* best-fit lookups per pool, for GC ages */
     gk__pending *pending;
     size_t npending, cap_pending;
@@ -179,6 +179,17 @@ int gk__pool_config_check(gk_pool_config *c, char *err, size_t errlen);
 
 /* oom.c */
 void gk__pool_build_oom_report(gk_pool *p, const gk__request *r);
+
+/* trace.c: a map from trace pointers (+2; 0 and 1 are reserved) to a value and a size. put
+ * returns 1 when it replaced a key, 0 when it added one, -ENOMEM. */
+typedef struct gk__tmap {
+    uint64_t *keys, *vals, *sizes;
+    size_t cap, count, used;
+} gk__tmap;
+int gk__tmap_init(gk__tmap *m, size_t expect);
+void gk__tmap_fini(gk__tmap *m);
+int gk__tmap_put(gk__tmap *m, uint64_t key, uint64_t val, uint64_t size);
+int gk__tmap_take(gk__tmap *m, uint64_t key, uint64_t *val, uint64_t *size);
 
 /* stats.c */
 void gk__stat_add(gk_pool *p, gk_pool_stat *arr, int kind, int64_t delta);

@@ -68,9 +68,9 @@ void gk__pool_free_figures(gk_pool *p, uint64_t *largest, uint64_t *free_bytes)
 static void fill_derived(gk_pool *p, gk_pool_stats *out)
 {
     gk__pool_free_figures(p, &out->largest_free_block, &out->free_cached_bytes);
-    out->frag_external = out->free_cached_bytes
-                             ? 1.0 - (double)out->largest_free_block / (double)out->free_cached_bytes
-                             : 0.0;
+    out->frag_external = out->free_cached_bytes ? 1.0 - (double)out->largest_free_block /
+                                                            (double)out->free_cached_bytes
+                                                : 0.0;
     out->limit = p->limit;
     out->max_split_size = p->cfg.max_split_size;
 }
@@ -238,7 +238,8 @@ int gk_pool_stats_table(const gk_pool_stats *s, FILE *out)
 {
     if (!s || !out)
         return -EINVAL;
-    const char *eq = "|===========================================================================|\n";
+    const char *eq =
+        "|===========================================================================|\n";
     const char *dash =
         "|---------------------------------------------------------------------------|\n";
     char l[64], r[64];

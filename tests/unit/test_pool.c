@@ -110,8 +110,8 @@ static void test_large_pool_segments(void **state)
     fx f;
     open_pool(&f, "pytorch", NULL);
     void *a, *b, *c;
-    GK_ASSERT_OK(gk_pool_malloc(f.pool, 11 * MIB + 1, NULL, &b)); /* own 12 MiB segment */
-    GK_ASSERT_OK(gk_pool_malloc(f.pool, 3 * MIB, NULL, &a));      /* 20 MiB segment */
+    GK_ASSERT_OK(gk_pool_malloc(f.pool, 11 * MIB + 1, NULL, &b));         /* own 12 MiB segment */
+    GK_ASSERT_OK(gk_pool_malloc(f.pool, 3 * MIB, NULL, &a));              /* 20 MiB segment */
     GK_ASSERT_OK(gk_pool_malloc(f.pool, 19 * MIB + 512 * KIB, NULL, &c)); /* another 20 MiB */
     gk_pool_stats s = st(f.pool);
     assert_int_equal(s.segment[GK_POOL_LARGE].current, 3);
@@ -459,7 +459,8 @@ static void test_summary_json_snapshot(void **state)
     FILE *m = open_memstream(&buf, &len);
     GK_ASSERT_OK(gk_pool_summary(f.pool, m));
     fclose(m);
-    GK_ASSERT_CONTAINS(buf, "Allocated memory      |   3072 KiB |   3072 KiB |   3072 KiB |      0 B   |");
+    GK_ASSERT_CONTAINS(
+        buf, "Allocated memory      |   3072 KiB |   3072 KiB |   3072 KiB |      0 B   |");
     GK_ASSERT_CONTAINS(buf, "GPU reserved memory   |  20480 KiB |");
     /* Every line of the table is 77 characters. */
     for (char *line = buf; *line;) {
