@@ -2,11 +2,13 @@
 #ifndef GPUKIT_GPUKIT_H
 #define GPUKIT_GPUKIT_H
 
+#include "batch.h"
 #include "device.h"
 #include "error.h"
 #include "log.h"
 #include "options.h"
 #include "pool.h"
+#include "pressure.h"
 #include "version.h"
 
 #endif

@@ -143,6 +143,14 @@ GK_API int gk_pool_trim(gk_pool *pool, size_t target, size_t *released);
  * back here (call gk_pool_trim). Returns 0. */
 GK_API int gk_pool_set_limit(gk_pool *pool, size_t bytes);
 
+/* The device the pool was created on. */
+GK_API gk_device *gk_pool_device(gk_pool *pool);
+
+/* Frees cached unsplit large blocks, oldest (by allocations since they were cached) first, until
+ * reserved bytes are at most `target`; the same pass the ladder's GC rung runs. *released (may be
+ * NULL) receives the bytes given back. Returns 0 or a device error. */
+GK_API int gk_pool_collect(gk_pool *pool, size_t target, size_t *released);
+
 /* The effective cap in bytes: the smaller of limit_bytes and fraction * total; 0 = none. */
 GK_API size_t gk_pool_get_limit(gk_pool *pool);
 

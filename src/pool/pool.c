@@ -424,16 +424,12 @@ out_sync:
 
 /* --- giving memory back ----------------------------------------------------------------------- */
 
-/* Rung 3: frees the oldest cached unsplit large blocks until reserved <= gc_threshold * limit. */
-static void collect_garbage(gk_pool *p)
+/* Frees the oldest cached unsplit large blocks (age: best-fit lookups on the large pool since the
+ * block was cached; each round frees those at least as old as the average) until reserved bytes
+ * are at most `threshold`. */
+static int collect_to(gk_pool *p, size_t threshold)
 {
-    if (p->cfg.gc_threshold <= 0)
-        return;
-    size_t lim = p->limit ? p->limit : p->total_memory;
-    size_t threshold = (size_t)(p->cfg.gc_threshold * (double)lim);
-    if (p->reserved <= threshold)
-        return;
-    p->stats.num_gc_runs++;
+    int first = 0;
     while (p->reserved > threshold) {
         uint64_t now = p->ticks[GK_POOL_LARGE], sum = 0, n = 0;
         for (gk__segment *s = p->segments; s; s = s->next) {
@@ -443,18 +439,59 @@ static void collect_garbage(gk_pool *p)
             }
         }
         if (n == 0)
-            return;
+            break;
         uint64_t avg = sum / n;
         bool freed = false;
         for (gk__segment *s = p->segments, *next; s && p->reserved > threshold; s = next) {
             next = s->next;
-            if (s->kind == GK_POOL_LARGE && releasable(s) && now - s->head->free_tick >= avg &&
-                release_segment(p, s) == 0)
+            if (s->kind != GK_POOL_LARGE || !releasable(s) || now - s->head->free_tick < avg)
+                continue;
+            int rc = release_segment(p, s);
+            if (rc == 0)
                 freed = true;
+            else if (!first)
+                first = rc;
         }
         if (!freed)
-            return;
+            break;
     }
+    return first;
+}
+
+/* Rung 3: collects when reserved bytes exceed gc_threshold * limit (the device's total memory
+ * when no limit is set). */
+static void collect_garbage(gk_pool *p)
+{
+    if (p->cfg.gc_threshold <= 0)
+        return;
+    size_t lim = p->limit ? p->limit : p->total_memory;
+    size_t threshold = (size_t)(p->cfg.gc_threshold * (double)lim);
+    if (p->reserved <= threshold)
+        return;
+    p->stats.num_gc_runs++;
+    collect_to(p, threshold);
+}
+
+int gk_pool_collect(gk_pool *p, size_t target, size_t *released)
+{
+    if (released)
+        *released = 0;
+    if (!p)
+        return -EINVAL;
+    pthread_mutex_lock(&p->lock);
+    size_t before = p->reserved;
+    process_events(p);
+    p->stats.num_gc_runs++;
+    int rc = collect_to(p, target);
+    if (released)
+        *released = before - p->reserved;
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+gk_device *gk_pool_device(gk_pool *p)
+{
+    return p ? p->dev : NULL;
 }
 
 /* Rung 5: frees cached oversize blocks of r's stream: the smallest that covers the request, else
