@@ -4,7 +4,8 @@
  * The application gives a trial callback that runs a few steps at batch size b and says whether
  * they fit. Modes:
  *   model      (default) two short trials at b1 and b2, each measuring its peak allocated bytes,
- *              fit peak(b) = a + k*b, predict the largest b with peak(b) <= budget*(1-margin),
+ *              fit peak(b) = a + k*b, predict the largest b whose per-sample part k*b stays
+ *              within (budget - a)*(1-margin),
  *              verify it with one trial, and bisect between the last size that fit and the
  *              prediction when it does not. Usually 3 trials.
  *   power      Lightning's "power": start at init, double while it fits, stop at the first

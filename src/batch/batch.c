@@ -15,7 +15,7 @@ void gk_batch_config_default(gk_batch_config *c)
     c->mode = GK_BATCH_MODEL;
     c->b1 = 2;
     c->b2 = 8;
-    c->margin = 0.05;
+    c->margin = 0.04;
     c->max_batch = 65535;
     c->multiple = 1;
     c->max_trials = 25;
@@ -158,12 +158,12 @@ static int find_model(search *s)
     double a = (double)p1 - k * (double)c->b1;
     s->out->fit_a = a;
     s->out->fit_k = k;
-    double budget = (double)budget_of(c) * (1.0 - c->margin);
+    double budget = (double)budget_of(c);
     long pred;
     if (k <= 0)
         pred = c->max_batch > 0 ? c->max_batch : c->b2 * 2;
     else
-        pred = (long)floor((budget - a) / k);
+        pred = (long)floor((budget - a) * (1.0 - c->margin) / k);
     pred = clamp_round(c, pred);
     s->out->predicted = pred;
     if (pred <= c->b2) {
