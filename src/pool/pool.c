@@ -154,7 +154,7 @@ static int new_segment(gk_pool *p, const gk__request *r, gk__block **out)
 }
 
 /* Gives an unsplit classic segment (its single block cached) back to the device. */
-static int release_segment(gk_pool *p, gk__segment *s)
+int gk__release_segment(gk_pool *p, gk__segment *s)
 {
     gk__block *b = s->head;
     uint64_t t0 = gk__pool_now_ns();
@@ -178,7 +178,7 @@ static int release_segment(gk_pool *p, gk__segment *s)
     return 0;
 }
 
-static bool releasable(const gk__segment *s)
+bool gk__releasable(const gk__segment *s)
 {
     return !s->expandable && !s->head->next && s->head->in_tree;
 }
@@ -361,7 +361,7 @@ static void event_return(gk_pool *p, gk_event *ev)
     p->events[p->nevents++] = ev;
 }
 
-static void pending_done(gk_pool *p, size_t i)
+void gk__pending_done(gk_pool *p, size_t i)
 {
     gk__pending e = p->pending[i];
     p->pending[i] = p->pending[--p->npending];
@@ -371,23 +371,23 @@ static void pending_done(gk_pool *p, size_t i)
 }
 
 /* Polls every pending event (no head-of-line wait: each is looked at). */
-static void process_events(gk_pool *p)
+void gk__process_events(gk_pool *p)
 {
     for (size_t i = 0; i < p->npending;) {
         if (gk_event_query(p->dev, p->pending[i].event) == 0)
-            pending_done(p, i);
+            gk__pending_done(p, i);
         else
             i++;
     }
 }
 
 /* Waits for every pending event. An event that cannot be waited for stays pending. */
-static void sync_events(gk_pool *p)
+void gk__sync_events(gk_pool *p)
 {
     p->stats.num_sync_all_streams++;
     for (size_t i = 0; i < p->npending;) {
         if (gk_event_synchronize(p->dev, p->pending[i].event, -1) == 0)
-            pending_done(p, i);
+            gk__pending_done(p, i);
         else
             i++;
     }
@@ -422,121 +422,6 @@ out_sync:
     gk_stream_synchronize(p->dev, stream, -1);
 }
 
-/* --- giving memory back ----------------------------------------------------------------------- */
-
-/* Frees the oldest cached unsplit large blocks (age: best-fit lookups on the large pool since the
- * block was cached; each round frees those at least as old as the average) until reserved bytes
- * are at most `threshold`. */
-static int collect_to(gk_pool *p, size_t threshold)
-{
-    int first = 0;
-    while (p->reserved > threshold) {
-        uint64_t now = p->ticks[GK_POOL_LARGE], sum = 0, n = 0;
-        for (gk__segment *s = p->segments; s; s = s->next) {
-            if (s->kind == GK_POOL_LARGE && releasable(s)) {
-                sum += now - s->head->free_tick;
-                n++;
-            }
-        }
-        if (n == 0)
-            break;
-        uint64_t avg = sum / n;
-        bool freed = false;
-        for (gk__segment *s = p->segments, *next; s && p->reserved > threshold; s = next) {
-            next = s->next;
-            if (s->kind != GK_POOL_LARGE || !releasable(s) || now - s->head->free_tick < avg)
-                continue;
-            int rc = release_segment(p, s);
-            if (rc == 0)
-                freed = true;
-            else if (!first)
-                first = rc;
-        }
-        if (!freed)
-            break;
-    }
-    return first;
-}
-
-/* Rung 3: collects when reserved bytes exceed gc_threshold * limit (the device's total memory
- * when no limit is set). */
-static void collect_garbage(gk_pool *p)
-{
-    if (p->cfg.gc_threshold <= 0)
-        return;
-    size_t lim = p->limit ? p->limit : p->total_memory;
-    size_t threshold = (size_t)(p->cfg.gc_threshold * (double)lim);
-    if (p->reserved <= threshold)
-        return;
-    p->stats.num_gc_runs++;
-    collect_to(p, threshold);
-}
-
-int gk_pool_collect(gk_pool *p, size_t target, size_t *released)
-{
-    if (released)
-        *released = 0;
-    if (!p)
-        return -EINVAL;
-    pthread_mutex_lock(&p->lock);
-    size_t before = p->reserved;
-    process_events(p);
-    p->stats.num_gc_runs++;
-    int rc = collect_to(p, target);
-    if (released)
-        *released = before - p->reserved;
-    pthread_mutex_unlock(&p->lock);
-    return rc;
-}
-
-gk_device *gk_pool_device(gk_pool *p)
-{
-    return p ? p->dev : NULL;
-}
-
-/* Rung 5: frees cached oversize blocks of r's stream: the smallest that covers the request, else
- * the largest ones until enough is free. */
-static void release_oversize(gk_pool *p, const gk__request *r)
-{
-    for (;;) {
-        gk__segment *best = NULL, *largest = NULL;
-        for (gk__segment *s = p->segments; s; s = s->next) {
-            if (s->kind != r->kind || s->stream != r->stream || !releasable(s) ||
-                s->size < p->cfg.max_split_size)
-                continue;
-            if (s->size >= r->alloc && (!best || s->size < best->size))
-                best = s;
-            if (!largest || s->size > largest->size)
-                largest = s;
-        }
-        if (best) {
-            release_segment(p, best);
-            return;
-        }
-        if (!largest || release_segment(p, largest) != 0)
-            return;
-    }
-}
-
-/* Rung 6 and empty_cache: waits for events, frees every unsplit cached block, unmaps free pages
- * and drops empty address ranges. Returns the first device error. */
-static int release_cached(gk_pool *p)
-{
-    int first = 0;
-    sync_events(p);
-    for (gk__segment *s = p->segments, *next; s; s = next) {
-        next = s->next;
-        int rc = 0;
-        if (s->expandable)
-            rc = gk__expand_release(p, s, true, true);
-        else if (releasable(s))
-            rc = release_segment(p, s);
-        if (rc && !first)
-            first = rc;
-    }
-    return first;
-}
-
 /* --- public --------------------------------------------------------------------------------- */
 
 const char *gk_pool_create_error(void)
@@ -554,8 +439,6 @@ static size_t effective_limit(const gk_pool_config *c, size_t total)
     }
     return lim;
 }
-
-static void stream_hook(void *user, gk_stream *stream);
 
 int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
 {
@@ -605,7 +488,7 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
         goto out_mutex;
     if (p->cfg.history && (rc = gk_pool_record_history(p, p->cfg.history)) != 0)
         goto out_map;
-    rc = gk_device_add_stream_hook(dev, stream_hook, p);
+    rc = gk_device_add_stream_hook(dev, gk__stream_hook, p);
     if (rc) {
         snprintf(create_error, sizeof create_error, "gk_pool_create: stream hook: %s",
                  gk_strerror(rc));
@@ -629,9 +512,9 @@ void gk_pool_destroy(gk_pool *p)
     if (!p)
         return;
     if (p->hook_added)
-        gk_device_remove_stream_hook(p->dev, stream_hook, p);
+        gk_device_remove_stream_hook(p->dev, gk__stream_hook, p);
     pthread_mutex_lock(&p->lock);
-    sync_events(p);
+    gk__sync_events(p);
     size_t leaks = 0, leak_bytes = 0;
     for (gk__segment *s = p->segments, *next; s; s = next) {
         next = s->next;
@@ -689,19 +572,19 @@ static int ladder(gk_pool *p, gk__request *r, gk__block **b)
     if (rc == 0 || rc == -ENOMEM)
         return rc;
     if (p->npressure && run_pressure(p, r->rsize)) {
-        process_events(p);
+        gk__process_events(p);
         if ((rc = try_cache(p, r, b)) == 0)
             return 0;
     }
-    collect_garbage(p);
+    gk__collect_garbage(p);
     if ((rc = try_backend(p, r, b)) == 0 || rc == -ENOMEM)
         return rc;
     if (p->cfg.max_split_size != SIZE_MAX && !r->expandable) {
-        release_oversize(p, r);
+        gk__release_oversize(p, r);
         if ((rc = try_backend(p, r, b)) == 0 || rc == -ENOMEM)
             return rc;
     }
-    release_cached(p);
+    gk__release_cached(p);
     p->stats.num_alloc_retries++;
     if ((rc = try_cache(p, r, b)) == 0)
         return 0;
@@ -724,7 +607,7 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
     r.expandable = p->cfg.expandable_segments != 0;
     gk__block *b = NULL;
     pthread_mutex_lock(&p->lock);
-    process_events(p);
+    gk__process_events(p);
     int rc = ladder(p, &r, &b);
     if (rc != 0) {
         if (rc != -ENOMEM) {
@@ -845,179 +728,4 @@ int gk_pool_record_stream(gk_pool *p, void *ptr, gk_stream *stream)
 out_unlock:
     pthread_mutex_unlock(&p->lock);
     return rc;
-}
-
-/* A stream is being destroyed (its work is done): forget it as a user of live blocks, give its
- * unsplit cached segments back to the device, and re-key the rest of its segments to the default
- * stream so the memory is not stranded. */
-static void stream_hook(void *user, gk_stream *stream)
-{
-    gk_pool *p = user;
-    uintptr_t key = (uintptr_t)stream;
-    if (!key)
-        return;
-    pthread_mutex_lock(&p->lock);
-    for (size_t i = 0; i < p->npending;) {
-        if (gk_event_query(p->dev, p->pending[i].event) == 0)
-            pending_done(p, i);
-        else
-            i++;
-    }
-    for (gk__segment *s = p->segments, *next; s; s = next) {
-        next = s->next;
-        for (gk__block *b = s->head; b; b = b->next) {
-            for (int i = 0; i < b->nuses;) {
-                if (b->uses[i] == stream)
-                    b->uses[i] = b->uses[--b->nuses];
-                else
-                    i++;
-            }
-        }
-        if (s->stream != key)
-            continue;
-        if (releasable(s) && release_segment(p, s) == 0)
-            continue;
-        if (s->expandable)
-            gk__expand_release(p, s, false, false);
-        s->stream = 0;
-        for (gk__block *b = s->head; b; b = b->next) {
-            bool cached = b->in_tree;
-            if (cached)
-                gk__tree_remove(&p->free[s->kind], b);
-            b->stream = 0;
-            if (cached)
-                gk__tree_insert(&p->free[s->kind], b);
-        }
-    }
-    pthread_mutex_unlock(&p->lock);
-}
-
-int gk_pool_empty_cache(gk_pool *p)
-{
-    if (!p)
-        return -EINVAL;
-    pthread_mutex_lock(&p->lock);
-    int rc = release_cached(p);
-    pthread_mutex_unlock(&p->lock);
-    return rc;
-}
-
-int gk_pool_trim(gk_pool *p, size_t target, size_t *released)
-{
-    if (released)
-        *released = 0;
-    if (!p)
-        return -EINVAL;
-    pthread_mutex_lock(&p->lock);
-    size_t before = p->reserved;
-    int first = 0;
-    process_events(p);
-    while (p->reserved > target) {
-        gk__segment *largest = NULL;
-        for (gk__segment *s = p->segments; s; s = s->next)
-            if (releasable(s) && (!largest || s->size > largest->size))
-                largest = s;
-        if (!largest)
-            break;
-        int rc = release_segment(p, largest);
-        if (rc) {
-            first = rc;
-            break;
-        }
-    }
-    for (gk__segment *s = p->segments; s && p->reserved > target; s = s->next) {
-        if (s->expandable) {
-            int rc = gk__expand_release(p, s, true, false);
-            if (rc && !first)
-                first = rc;
-        }
-    }
-    if (released)
-        *released = before - p->reserved;
-    pthread_mutex_unlock(&p->lock);
-    return first;
-}
-
-int gk_pool_set_limit(gk_pool *p, size_t bytes)
-{
-    if (!p)
-        return -EINVAL;
-    pthread_mutex_lock(&p->lock);
-    p->cfg.limit_bytes = bytes;
-    p->cfg.limit_fraction = 0;
-    p->limit = bytes;
-    pthread_mutex_unlock(&p->lock);
-    return 0;
-}
-
-size_t gk_pool_get_limit(gk_pool *p)
-{
-    if (!p)
-        return 0;
-    pthread_mutex_lock(&p->lock);
-    size_t lim = p->limit;
-    pthread_mutex_unlock(&p->lock);
-    return lim;
-}
-
-int gk_pool_add_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *user)
-{
-    if (!p || !fn)
-        return -EINVAL;
-    int rc = 0;
-    pthread_mutex_lock(&p->lock);
-    if (p->npressure == GK__MAX_PRESSURE) {
-        rc = -ENOSPC;
-    } else {
-        p->pressure[p->npressure].fn = fn;
-        p->pressure[p->npressure].user = user;
-        p->npressure++;
-    }
-    pthread_mutex_unlock(&p->lock);
-    return rc;
-}
-
-int gk_pool_remove_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *user)
-{
-    if (!p)
-        return -EINVAL;
-    int rc = -ENOENT;
-    pthread_mutex_lock(&p->lock);
-    for (int i = 0; i < p->npressure; i++) {
-        if (p->pressure[i].fn == fn && p->pressure[i].user == user) {
-            p->pressure[i] = p->pressure[--p->npressure];
-            rc = 0;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&p->lock);
-    return rc;
-}
-
-const char *gk_pool_last_error(gk_pool *p)
-{
-    return p ? p->last_error : "";
-}
-
-int gk_pool_set_trace_log(gk_pool *p, FILE *out)
-{
-    if (!p)
-        return -EINVAL;
-    pthread_mutex_lock(&p->lock);
-    p->trace = out;
-    int rc = 0;
-    if (out && fputs("Thread,Time,Action,Pointer,Size,Stream\n", out) == EOF)
-        rc = -EIO;
-    pthread_mutex_unlock(&p->lock);
-    return rc;
-}
-
-void gk__pool_trace_line(gk_pool *p, const char *action, uintptr_t addr, size_t size,
-                         uintptr_t stream)
-{
-    if (!p->trace)
-        return;
-    double t = (double)(gk__pool_now_ns() - p->t0_ns) / 1e9;
-    fprintf(p->trace, "%ld,%.9f,%s,0x%lx,%zu,0x%lx\n", (long)gettid(), t, action,
-            (unsigned long)addr, size, (unsigned long)stream);
 }

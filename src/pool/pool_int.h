@@ -160,6 +160,17 @@ typedef struct gk__request {
 size_t gk__pool_round_size(const gk_pool_config *c, size_t size);
 void gk__cache_insert(gk_pool *p, gk__block *b);
 void gk__cache_remove(gk_pool *p, gk__block *b);
+int gk__release_segment(gk_pool *p, gk__segment *s);
+bool gk__releasable(const gk__segment *s);
+void gk__process_events(gk_pool *p);
+void gk__sync_events(gk_pool *p);
+void gk__pending_done(gk_pool *p, size_t i);
+
+/* release.c (called with the pool lock held, except the hook, which takes it) */
+void gk__collect_garbage(gk_pool *p);
+void gk__release_oversize(gk_pool *p, const gk__request *r);
+int gk__release_cached(gk_pool *p);
+void gk__stream_hook(void *user, gk_stream *stream);
 
 /* expand.c: expandable segments. new_segment reserves an address range and returns its single
  * free block (not cached yet); map maps the pages under [addr, addr+size) (*mapped set when it
