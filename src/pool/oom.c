@@ -49,13 +49,16 @@ void gk__pool_build_oom_report(gk_pool *p, const gk__request *r)
     gk__pool_free_figures(p, &largest, &free_bytes);
     int64_t allocated = p->stats.allocated_bytes[GK_POOL_ALL].current;
     int64_t reserved = p->stats.reserved_bytes[GK_POOL_ALL].current;
+    char stream_name[40] = "the default stream";
+    if (r->stream)
+        snprintf(stream_name, sizeof stream_name, "stream %#llx", (unsigned long long)r->stream);
     double frag = free_bytes ? 1.0 - (double)largest / (double)free_bytes : 0.0;
     sb_printf(
         &b,
         "out of device memory. Tried to allocate %s (requested %zu B, rounded %zu B, %s pool) "
-        "on stream %#llx.\n",
+        "on %s.\n",
         gk_format_size(r->rsize, s1, sizeof s1), r->size, r->rsize,
-        r->kind == GK_POOL_SMALL ? "small" : "large", (unsigned long long)r->stream);
+        r->kind == GK_POOL_SMALL ? "small" : "large", stream_name);
     sb_printf(&b, "Device %s has a total capacity of %s of which %s is free. ", p->props.spec,
               gk_format_size(dev_total, s1, sizeof s1), gk_format_size(dev_free, s2, sizeof s2));
     if (p->limit)
@@ -89,6 +92,10 @@ void gk__pool_build_oom_report(gk_pool *p, const gk__request *r)
                      "memory) or max_split_size to keep large blocks whole";
     else if (p->limit && (size_t)reserved + r->rsize > p->limit)
         hint = "the pool limit is reached: raise limit/fraction or use a smaller batch";
+    else if (dev_free >= r->rsize && !p->cfg.expandable_segments)
+        hint = "the device has enough free bytes but not in one piece (its memory is fragmented "
+               "by segments of different sizes): set expandable_segments=1 on a device with "
+               "virtual memory, or allocate the largest blocks first";
     else
         hint = "the device is full: use a smaller batch, free tensors earlier, or turn on "
                "activation checkpointing";

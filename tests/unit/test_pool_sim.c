@@ -99,6 +99,9 @@ static void test_expandable_beats_fragmented_device(void **state)
     char rep[2048];
     gk_pool_oom_report(p, rep, sizeof rep);
     GK_ASSERT_CONTAINS(rep, "Tried to allocate 42.00 MiB");
+    GK_ASSERT_CONTAINS(rep, "on the default stream");
+    GK_ASSERT_CONTAINS(rep, "of which 44.00 MiB is free");
+    GK_ASSERT_CONTAINS(rep, "Hint: the device has enough free bytes but not in one piece");
     gk_pool_free(p, b);
     gk_pool_destroy(p);
     gk_device_close(dev);
