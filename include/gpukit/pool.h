@@ -82,12 +82,15 @@ typedef struct gk_pool_config {
     int track;                        /* "track": keep tags of live blocks (1) */
 } gk_pool_config;
 
-/* Fills `cfg` with the `default` preset. */
+/* Fills `cfg` with the `default` preset, then applies GK_POOL_CONF ("key=value,..." with the keys
+ * of gk_pool_config_set); a bad GK_POOL_CONF is logged through cfg->logger and ignored from the
+ * bad key on. */
 GK_API void gk_pool_config_default(gk_pool_config *cfg);
 
 /* Fills `cfg` with a named preset: "default" (PyTorch's rules with expandable segments of 2 MiB
  * pages where the device has virtual memory) or "pytorch" (PyTorch's documented default policy:
- * the rules above with no expandable segments, no limit, no GC). Returns 0 or -EINVAL. */
+ * the rules above with no expandable segments, no limit, no GC), then applies GK_POOL_CONF as
+ * gk_pool_config_default does. Returns 0 or -EINVAL. */
 GK_API int gk_pool_config_preset(gk_pool_config *cfg, const char *name);
 
 /* Sets one field by its key ("max_split_size", "limit", ... as listed in gk_pool_config) from

@@ -31,6 +31,18 @@ enum key_type { K_SIZE, K_UINT, K_BOOL, K_DOUBLE };
     XX("history", history, K_SIZE)                                                                 \
     XX("track", track, K_BOOL)
 
+/* Applies GK_POOL_CONF on top of a preset; a bad value is logged (naming the variable and the
+ * fix) and the settings before it are kept. */
+static void apply_env(gk_pool_config *c)
+{
+    const char *env = getenv("GK_POOL_CONF");
+    if (!env || !*env)
+        return;
+    char err[256] = "";
+    if (gk_pool_config_parse(c, env, err, sizeof err) != 0)
+        gk_log(&c->logger, GK_LOG_WARN, "pool", "GK_POOL_CONF: %s; the rest is ignored", err);
+}
+
 static void pytorch_rules(gk_pool_config *c)
 {
     gk_logger_default(&c->logger);
@@ -61,6 +73,7 @@ void gk_pool_config_default(gk_pool_config *c)
     pytorch_rules(c);
     c->expandable_segments = 1;
     c->page_size = 2 * MIB;
+    apply_env(c);
 }
 
 int gk_pool_config_preset(gk_pool_config *c, const char *name)
@@ -74,6 +87,7 @@ int gk_pool_config_preset(gk_pool_config *c, const char *name)
     if (strcmp(name, "pytorch") == 0) {
         memset(c, 0, sizeof *c);
         pytorch_rules(c);
+        apply_env(c);
         return 0;
     }
     return -EINVAL;

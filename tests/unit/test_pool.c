@@ -517,6 +517,30 @@ static void test_config_errors(void **state)
     gk_device_close(dev);
 }
 
+static void test_env_settings(void **state)
+{
+    (void)state;
+    gk_pool_config c;
+    gk_test_setenv("GK_POOL_CONF", "max_split_size=64MiB,limit=1GiB");
+    gk_pool_config_default(&c);
+    assert_int_equal(c.max_split_size, 64 * MIB);
+    assert_int_equal(c.limit_bytes, 1024 * MIB);
+    GK_ASSERT_OK(gk_pool_config_preset(&c, "pytorch"));
+    assert_int_equal(c.max_split_size, 64 * MIB);
+    assert_int_equal(c.expandable_segments, 0);
+    /* A bad entry: logged, and the entries before it kept. */
+    gk_test_setenv("GK_POOL_CONF", "gc_threshold=0.8,limit=lots,fraction=0.5");
+    gk_test_setenv("GK_LOG", "off");
+    gk_pool_config_default(&c);
+    assert_true(c.gc_threshold > 0.79 && c.gc_threshold < 0.81);
+    assert_int_equal(c.limit_bytes, 0);
+    assert_true(c.limit_fraction == 0);
+    gk_test_setenv("GK_POOL_CONF", NULL);
+    gk_test_setenv("GK_LOG", "error");
+    gk_pool_config_default(&c);
+    assert_int_equal(c.max_split_size, SIZE_MAX);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -537,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_scopes_and_resets),
         cmocka_unit_test(test_summary_json_snapshot),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_env_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
