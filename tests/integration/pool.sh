@@ -27,6 +27,20 @@ assert d["alloc_ns_p99"] >= d["alloc_ns_p50"] > 0, d
 assert d["stats"]["allocation.all.current"] == 1, d["stats"]
 PY
 
+"$GPUKIT" pool replay "$trace" --device sim:capacity=1GiB --snapshot "$tmp/snap.json" >/dev/null
+python3 - "$tmp/snap.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["segments"], d
+seg = d["segments"][0]
+for key in ("address", "total_size", "stream", "segment_type", "allocated_size", "active_size", "blocks"):
+    assert key in seg, seg
+assert seg["blocks"][0]["state"] in ("active_allocated", "active_awaiting_free", "inactive"), seg
+acts = {e["action"] for e in d["device_traces"][0]}
+assert {"alloc", "free_requested", "free_completed", "segment_map"} <= acts, acts
+assert 5000 < len(d["device_traces"][0]) <= 10000, len(d["device_traces"][0])
+PY
+
 "$GPUKIT" pool fcap "$trace" --preset pytorch --json >"$tmp/py.json"
 "$GPUKIT" pool fcap "$trace" --json >"$tmp/def.json"
 python3 - "$tmp/py.json" "$tmp/def.json" <<'PY'

@@ -5,6 +5,7 @@
  * a usable pool. */
 /* gk-labels: unit */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gk_test.h"
@@ -70,6 +71,40 @@ static void test_expandable_map_and_unmap(void **state)
     /* empty_cache also gives the address ranges back. */
     GK_ASSERT_OK(gk_pool_empty_cache(p));
     assert_int_equal(st(p).segment[GK_POOL_ALL].current, 0);
+    gk_pool_destroy(p);
+    gk_device_close(dev);
+}
+
+static void test_history_ring(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open("sim:capacity=64MiB", &dev));
+    gk_pool *p = make_pool(dev, "default", "history=4");
+    void *a;
+    GK_ASSERT_OK(gk_pool_malloc(p, 3 * MIB, NULL, &a)); /* segment_map, alloc */
+    GK_ASSERT_OK(gk_pool_free(p, a));                   /* free_requested, free_completed */
+    GK_ASSERT_OK(gk_pool_empty_cache(p));               /* segment_unmap (the 5th: ring of 4) */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    GK_ASSERT_OK(gk_pool_snapshot_json(p, m));
+    fclose(m);
+    GK_ASSERT_CONTAINS(buf, "\"device_traces\":[[{\"action\":\"alloc\"");
+    GK_ASSERT_CONTAINS(buf, "{\"action\":\"free_requested\"");
+    GK_ASSERT_CONTAINS(buf, "{\"action\":\"free_completed\"");
+    GK_ASSERT_CONTAINS(buf, "{\"action\":\"segment_unmap\"");
+    assert_null(strstr(buf, "segment_map\""));
+    free(buf);
+    /* OOM entries. */
+    GK_ASSERT_OK(gk_pool_record_history(p, 8));
+    GK_ASSERT_ERR(gk_pool_malloc(p, 65 * MIB, NULL, &a), GK_EDEVOOM);
+    m = open_memstream(&buf, &len);
+    GK_ASSERT_OK(gk_pool_snapshot_json(p, m));
+    fclose(m);
+    GK_ASSERT_CONTAINS(buf, "{\"action\":\"oom\"");
+    free(buf);
+    GK_ASSERT_OK(gk_pool_record_history(p, 0));
     gk_pool_destroy(p);
     gk_device_close(dev);
 }
@@ -295,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_expandable_beats_fragmented_device),
         cmocka_unit_test(test_cross_stream_reuse_waits_for_event),
         cmocka_unit_test(test_fraction_limit),
+        cmocka_unit_test(test_history_ring),
         cmocka_unit_test(test_fault_every_allocation_pytorch),
         cmocka_unit_test(test_fault_every_allocation_expandable),
         cmocka_unit_test(test_fault_every_event_query),

@@ -9,6 +9,7 @@
 
 static const char pool_usage[] =
     "usage: gpukit pool replay TRACE.csv [--device SPEC] [--preset NAME] [--set k=v,...] [--json]\n"
+    "                          [--snapshot FILE]\n"
     "       gpukit pool fcap TRACE.csv [--device SPEC] [--preset NAME] [--set k=v,...] [--json]\n"
     "       gpukit pool synth --model transformer [--layers L] [--hidden H] [--heads A]\n"
     "                         [--seq S] [--vary F] [--batch B] [--steps K] [--seed N] [--out "
@@ -18,6 +19,8 @@ static const char pool_usage[] =
     "        the device (default sim) and prints peak reserved, allocated and requested bytes,\n"
     "        device allocations and frees, retries, out-of-memory failures, allocation and free\n"
     "        latency (p50, p99 in ns) and the allocations still live at the end (leaks).\n"
+    "        --snapshot FILE writes the pool's snapshot at the end (JSON: segments, blocks and\n"
+    "        the last 10,000 history entries, PyTorch's field and action names).\n"
     "fcap    finds C_min, the smallest sim capacity (2 MiB steps) on which the trace replays\n"
     "        without failure, L_peak (peak of live requested bytes) and F_cap = C_min / L_peak;\n"
     "        with a non-sim --device the pool limit plays the capacity.\n"
@@ -34,7 +37,7 @@ static const char pool_usage[] =
     "or device cannot be used, 2 on a usage error.\n";
 
 typedef struct pool_args {
-    const char *trace, *device, *preset, *set, *out, *model;
+    const char *trace, *device, *preset, *set, *out, *model, *snapshot;
     int json;
     long layers, hidden, heads, seq, batch, steps, seed;
     double vary;
@@ -79,6 +82,8 @@ static int parse_args(int argc, char **argv, pool_args *a)
             str = &a->set;
         else if (strcmp(s, "--out") == 0)
             str = &a->out;
+        else if (strcmp(s, "--snapshot") == 0)
+            str = &a->snapshot;
         else if (strcmp(s, "--model") == 0)
             str = &a->model;
         else if (strcmp(s, "--layers") == 0)
@@ -157,6 +162,8 @@ static int cmd_replay(const pool_args *a)
     gk_pool_config cfg;
     if (!make_config(a, &cfg))
         return GK_TOOL_USAGE;
+    if (a->snapshot && cfg.history == 0)
+        cfg.history = 10000;
     gk_trace *t = load_trace(a->trace);
     if (!t)
         return GK_TOOL_FAIL;
@@ -176,6 +183,16 @@ static int cmd_replay(const pool_args *a)
     if (rc != 0) {
         gk_tool_error("replay of %s: %s", a->trace, gk_strerror(rc));
         goto out_pool;
+    }
+    if (a->snapshot) {
+        FILE *f = fopen(a->snapshot, "w");
+        int src = f ? gk_pool_snapshot_json(pool, f) : -errno;
+        if (f && fclose(f) != 0)
+            src = -EIO;
+        if (src) {
+            gk_tool_error("--snapshot %s: cannot write (%s)", a->snapshot, gk_strerror(src));
+            goto out_pool;
+        }
     }
     const gk_pool_stats *s = &r.stats;
     if (a->json) {
