@@ -143,15 +143,14 @@ static void *run(void *arg)
     return NULL;
 }
 
-static void test_threads(void **state)
+static void stress(const char *spec, const char *preset)
 {
-    (void)state;
     shared sh;
     memset(&sh, 0, sizeof sh);
     pthread_mutex_init(&sh.handoff_lock, NULL);
-    GK_ASSERT_OK(gk_device_open("host", &sh.dev));
+    GK_ASSERT_OK(gk_device_open(spec, &sh.dev));
     gk_pool_config c;
-    gk_pool_config_preset(&c, "pytorch");
+    gk_pool_config_preset(&c, preset);
     c.logger.level = GK_LOG_OFF;
     c.limit_bytes = (size_t)512 << 20;
     c.gc_threshold = 0.6;
@@ -186,8 +185,22 @@ static void test_threads(void **state)
     pthread_mutex_destroy(&sh.handoff_lock);
 }
 
+static void test_threads_host(void **state)
+{
+    (void)state;
+    stress("host", "pytorch");
+}
+
+/* Expandable segments, events that need two polls, real bytes behind device addresses. */
+static void test_threads_sim(void **state)
+{
+    (void)state;
+    stress("sim:capacity=768MiB,backed=1,va_size=2GiB,event_polls=2", "default");
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_threads)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_threads_host),
+                                       cmocka_unit_test(test_threads_sim)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
