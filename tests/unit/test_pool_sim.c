@@ -189,6 +189,36 @@ static void test_cross_stream_reuse_waits_for_event(void **state)
     gk_device_close(dev);
 }
 
+/* A block waiting on an event of a stream that is then destroyed: the destroy finishes the
+ * stream's work, the hook completes the event and the block is free for the default stream. */
+static void test_stream_destroy_completes_pending(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open("sim:capacity=64MiB,event_polls=5", &dev));
+    gk_pool *p = make_pool(dev, "pytorch", NULL);
+    gk_stream *s1, *s2;
+    GK_ASSERT_OK(gk_stream_create(dev, &s1));
+    GK_ASSERT_OK(gk_stream_create(dev, &s2));
+    void *a, *b, *c;
+    GK_ASSERT_OK(gk_pool_malloc(p, 64 * KIB, s2, &a));
+    GK_ASSERT_OK(gk_pool_malloc(p, 64 * KIB, s2, &c)); /* keeps s2's segment split */
+    GK_ASSERT_OK(gk_pool_record_stream(p, a, s1));
+    GK_ASSERT_OK(gk_pool_free(p, a));
+    assert_int_equal(st(p).active[GK_POOL_ALL].current, 2);
+    GK_ASSERT_OK(gk_stream_destroy(dev, s1));
+    assert_int_equal(st(p).active[GK_POOL_ALL].current, 1);
+    /* s2 goes too: its segment (still holding c) moves to the default stream. */
+    GK_ASSERT_OK(gk_stream_destroy(dev, s2));
+    GK_ASSERT_OK(gk_pool_malloc(p, 64 * KIB, NULL, &b));
+    assert_ptr_equal(a, b);
+    gk_pool_free(p, b);
+    gk_pool_free(p, c);
+    gk_pool_destroy(p);
+    assert_int_equal(gk_device_sim_used(dev), 0);
+    gk_device_close(dev);
+}
+
 static void test_fraction_limit(void **state)
 {
     (void)state;
@@ -329,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_expandable_map_and_unmap),
         cmocka_unit_test(test_expandable_beats_fragmented_device),
         cmocka_unit_test(test_cross_stream_reuse_waits_for_event),
+        cmocka_unit_test(test_stream_destroy_completes_pending),
         cmocka_unit_test(test_fraction_limit),
         cmocka_unit_test(test_history_ring),
         cmocka_unit_test(test_fault_every_allocation_pytorch),
