@@ -21,9 +21,10 @@ static size_t page_for(const gk_pool *p, int kind)
 int gk__expand_new_segment(gk_pool *p, const gk__request *r, gk__block **out)
 {
     size_t page = page_for(p, r->kind);
+    size_t need = round_up(r->rsize, page);
     size_t va = round_up(p->total_memory / 8 * 9, page);
-    if (va < round_up(r->rsize, page))
-        va = round_up(r->rsize, page);
+    if (va < need)
+        va = need;
     gk__segment *s = calloc(1, sizeof *s);
     gk__block *b = calloc(1, sizeof *b);
     uint8_t *mapped = calloc(va / page, 1);
@@ -33,10 +34,20 @@ int gk__expand_new_segment(gk_pool *p, const gk__request *r, gk__block **out)
         free(mapped);
         return -ENOMEM;
     }
+    /* Address space is plentiful on a GPU but may be tight (a sim has 4 x its capacity): when
+     * the full range cannot be reserved, halve it down to what this request needs. */
     void *base = NULL;
-    uint64_t t0 = gk__pool_now_ns();
-    int rc = gk_device_vm_reserve(p->dev, va, &base);
-    p->stats.backend_ns += gk__pool_now_ns() - t0;
+    int rc;
+    for (;;) {
+        uint64_t t0 = gk__pool_now_ns();
+        rc = gk_device_vm_reserve(p->dev, va, &base);
+        p->stats.backend_ns += gk__pool_now_ns() - t0;
+        if (rc == 0 || va == need)
+            break;
+        va = round_up(va / 2, page);
+        if (va < need)
+            va = need;
+    }
     if (rc != 0) {
         snprintf(p->last_error, sizeof p->last_error, "address reserve: %s",
                  gk_device_last_error(p->dev));

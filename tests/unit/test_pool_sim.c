@@ -109,6 +109,31 @@ static void test_history_ring(void **state)
     gk_device_close(dev);
 }
 
+/* Little address space (the sim's va_size): later ranges are reserved smaller, not refused. */
+static void test_expandable_tight_address_space(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open("sim:capacity=64MiB,va_size=100MiB", &dev));
+    gk_pool *p = make_pool(dev, "default", NULL);
+    gk_stream *s[3];
+    void *a[3];
+    for (int i = 0; i < 3; i++) {
+        GK_ASSERT_OK(gk_stream_create(dev, &s[i]));
+        GK_ASSERT_OK(gk_pool_malloc(p, 8 * MIB, s[i], &a[i]));
+    }
+    assert_int_equal(st(p).segment[GK_POOL_LARGE].current, 3);
+    assert_int_equal(gk_device_sim_used(dev), 24 * MIB);
+    for (int i = 0; i < 3; i++) {
+        gk_pool_free(p, a[i]);
+        GK_ASSERT_OK(gk_stream_destroy(dev, s[i]));
+    }
+    GK_ASSERT_OK(gk_pool_empty_cache(p));
+    assert_int_equal(st(p).segment[GK_POOL_ALL].current, 0);
+    gk_pool_destroy(p);
+    gk_device_close(dev);
+}
+
 /* A: 40 MiB, B: 20 MiB, free A, then 42 MiB on a 64 MiB device. */
 static int fragmenting_sequence(gk_pool *p, void **b, void **c)
 {
@@ -360,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_expandable_beats_fragmented_device),
         cmocka_unit_test(test_cross_stream_reuse_waits_for_event),
         cmocka_unit_test(test_stream_destroy_completes_pending),
+        cmocka_unit_test(test_expandable_tight_address_space),
         cmocka_unit_test(test_fraction_limit),
         cmocka_unit_test(test_history_ring),
         cmocka_unit_test(test_fault_every_allocation_pytorch),
