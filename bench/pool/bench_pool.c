@@ -103,8 +103,10 @@ static int seq_from_trace(const gk_trace *t, const char *name, seq *s)
  * live bytes capped at 16,000 MiB; 2N steps. */
 static int seq_random(size_t n, size_t max_size, seq *s)
 {
-    static char name[64];
-    snprintf(name, sizeof name, "rmm random %zu x <=%zu MiB", n, max_size >> 20);
+    char *name = malloc(64);
+    if (!name)
+        return -1;
+    snprintf(name, 64, "RMM random allocations, %zu x up to %zu MiB", n, max_size >> 20);
     s->name = name;
     s->ops = malloc((2 * n + n) * sizeof *s->ops);
     unsigned *live = malloc(2 * n * sizeof *live);
@@ -393,12 +395,14 @@ int main(int argc, char **argv)
     sc.steps = 8;
     if (gk_trace_synth_transformer(&sc, &tf) != 0)
         return 1;
-    seq seqs[4];
+    seq seqs[5];
     if (seq_from_trace(cnn, "CNN training (real)", &seqs[0]) ||
         seq_from_trace(tf, "transformer (synthetic)", &seqs[1]) ||
-        seq_random(10000, (size_t)4 << 20, &seqs[2]))
+        seq_random(10000, (size_t)4 << 20, &seqs[2]) ||
+        seq_random(10000, (size_t)64 << 20, &seqs[3]) ||
+        seq_random(10000, (size_t)1024 << 20, &seqs[4]))
         return 1;
-    size_t nseq = 3;
+    size_t nseq = 5;
     if (malloc_only) {
         for (size_t i = 0; i < NPAIR; i++) {
             pair_fig f = pairs_malloc(pair_sizes[i]);
@@ -473,8 +477,11 @@ int main(int argc, char **argv)
     fcap_row(tf, "transformer (synthetic)");
     printf("\nD. batch finder: answer and trials per mode (model margin 4%%)\n");
     batch_table();
-    for (size_t i = 0; i < nseq; i++)
+    for (size_t i = 0; i < nseq; i++) {
         free(seqs[i].ops);
+        if (i >= 2)
+            free((char *)seqs[i].name);
+    }
     gk_trace_free(cnn);
     gk_trace_free(tf);
     return 0;
