@@ -16,6 +16,9 @@ expect "$tmp/out" "usage: gpukit pool replay"
 expect "$tmp/out" "(2561 allocations, 2560 frees)"
 expect "$tmp/out" "leaks            1 allocations"
 expect "$tmp/out" "0 out of memory"
+"$GPUKIT" pool replay "$trace" --device sim:capacity=4GiB --summary >"$tmp/out"
+expect "$tmp/out" "| Allocated memory      |"
+expect "$tmp/out" "| External frag."
 "$GPUKIT" pool replay "$trace" --preset pytorch --json >"$tmp/replay.json"
 python3 - "$tmp/replay.json" <<'PY'
 import json, sys

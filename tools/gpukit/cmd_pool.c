@@ -9,7 +9,7 @@
 
 static const char pool_usage[] =
     "usage: gpukit pool replay TRACE.csv [--device SPEC] [--preset NAME] [--set k=v,...] [--json]\n"
-    "                          [--snapshot FILE]\n"
+    "                          [--snapshot FILE] [--summary]\n"
     "       gpukit pool fcap TRACE.csv [--device SPEC] [--preset NAME] [--set k=v,...] [--json]\n"
     "       gpukit pool synth --model transformer [--layers L] [--hidden H] [--heads A]\n"
     "                         [--seq S] [--vary F] [--batch B] [--steps K] [--seed N] [--out "
@@ -20,7 +20,8 @@ static const char pool_usage[] =
     "        device allocations and frees, retries, out-of-memory failures, allocation and free\n"
     "        latency (p50, p99 in ns) and the allocations still live at the end (leaks).\n"
     "        --snapshot FILE writes the pool's snapshot at the end (JSON: segments, blocks and\n"
-    "        the last 10,000 history entries, PyTorch's field and action names).\n"
+    "        the last 10,000 history entries, PyTorch's field and action names); --summary\n"
+    "        adds the memory_summary table of the pool at the end of the trace.\n"
     "fcap    finds C_min, the smallest sim capacity (2 MiB steps) on which the trace replays\n"
     "        without failure, L_peak (peak of live requested bytes) and F_cap = C_min / L_peak;\n"
     "        with a non-sim --device the pool limit plays the capacity.\n"
@@ -38,7 +39,7 @@ static const char pool_usage[] =
 
 typedef struct pool_args {
     const char *trace, *device, *preset, *set, *out, *model, *snapshot;
-    int json;
+    int json, summary;
     long layers, hidden, heads, seq, batch, steps, seed;
     double vary;
 } pool_args;
@@ -70,6 +71,10 @@ static int parse_args(int argc, char **argv, pool_args *a)
         const char *s = argv[i];
         if (strcmp(s, "--json") == 0) {
             a->json = 1;
+            continue;
+        }
+        if (strcmp(s, "--summary") == 0) {
+            a->summary = 1;
             continue;
         }
         const char **str = NULL;
@@ -240,6 +245,10 @@ static int cmd_replay(const pool_args *a)
             (unsigned long long)r.free_ns_p50, (unsigned long long)r.free_ns_p99);
         printf("leaks            %zu allocations, %s still live at the end\n", r.leaks,
                gk_format_size(r.leak_bytes, b1, sizeof b1));
+        if (a->summary) {
+            printf("\n");
+            gk_pool_stats_table(s, stdout);
+        }
     }
     ret = GK_TOOL_OK;
 out_pool:
