@@ -84,35 +84,40 @@ rm -f "$LOGS/cmocka-probe"
 say "cmake: $([ $HAVE_CMAKE = 1 ] && cmake --version | head -n1 || echo missing); cmocka: $([ $HAVE_CMOCKA = 1 ] && echo yes || echo 'missing (only the smoke check runs)')"
 
 # --- build ---------------------------------------------------------------------------------------
-LIB=""
-TOOL=""
-if [ "$HAVE_CMAKE" = 1 ]; then
-    TESTS=OFF
-    [ "$HAVE_CMOCKA" = 1 ] && TESTS=ON
-    if step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGK_TESTS=$TESTS &&
-        step build 240 cmake --build "$BUILD" -j "$JOBS"; then
-        LIB="$BUILD/libgpukit.a"
-        TOOL="$BUILD/gpukit"
-    fi
-else
-    # No cmake: compile the library and the tool straight with cc.
+# build_cc: compiles the library and the tool straight with cc (no cmake needed).
+build_cc() {
     mkdir -p "$BUILD/cc"
-    if step build-cc 240 bash -c "cd '$BUILD/cc' && rm -f *.o &&
+    step build-cc 240 bash -c "cd '$BUILD/cc' && rm -f *.o &&
         for f in '$ROOT'/src/*/*.c; do
             o=\$(echo \"\$f\" | sed 's|.*/src/||; s|/|_|g; s|\\.c\$|.o|')
             cc -std=c11 -O2 -D_GNU_SOURCE -fPIC -fvisibility=hidden -I'$ROOT/include' -I'$ROOT/src' \
                 -c \"\$f\" -o \"\$o\" || exit 1
         done && ar rcs ../libgpukit.a *.o &&
         cc -std=c11 -O2 -D_GNU_SOURCE -I'$ROOT/include' '$ROOT'/tools/gpukit/*.c ../libgpukit.a \
-            -ldl -lpthread -lm -o ../gpukit"; then
-        LIB="$BUILD/libgpukit.a"
-        TOOL="$BUILD/gpukit"
+            -ldl -lpthread -lm -o ../gpukit"
+}
+
+LIB=""
+TOOL=""
+BUILT_WITH_CMAKE=0
+if [ "$HAVE_CMAKE" = 1 ]; then
+    TESTS=OFF
+    [ "$HAVE_CMOCKA" = 1 ] && TESTS=ON
+    if step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGK_TESTS=$TESTS &&
+        step build 240 cmake --build "$BUILD" -j "$JOBS"; then
+        BUILT_WITH_CMAKE=1
+    else
+        say "   the cmake build failed; trying a plain cc build"
     fi
+fi
+if [ "$BUILT_WITH_CMAKE" = 1 ] || build_cc; then
+    LIB="$BUILD/libgpukit.a"
+    TOOL="$BUILD/gpukit"
 fi
 
 # --- checks --------------------------------------------------------------------------------------
 if [ -n "$LIB" ]; then
-    if [ "$HAVE_CMAKE" = 1 ] && [ "$HAVE_CMOCKA" = 1 ]; then
+    if [ "$BUILT_WITH_CMAKE" = 1 ] && [ "$HAVE_CMOCKA" = 1 ]; then
         if step ctest-gpu 180 ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 150; then
             if grep -qE 'Not Run|\*\*\*Skipped|No tests were found' "$LOGS/ctest-gpu.log"; then
                 say "   but the gpu tests were skipped or missing:"
