@@ -2,9 +2,11 @@
  * machines without cmocka (scripts/gpu-check.sh builds it with cc against the static library).
  * Uses only the public API. Prints one line per check; exits 0 when all pass, 1 when any fails,
  * 77 when there is no GPU. Usage: gpu_smoke [SPEC] (default cuda:0). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gpukit/gpukit.h"
 
@@ -35,6 +37,13 @@ static void fill(unsigned char *p, size_t n, unsigned seed)
 {
     for (size_t i = 0; i < n; i++)
         p[i] = (unsigned char)((i * 2654435761u + seed) >> 13);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int order[4], norder;
@@ -119,15 +128,40 @@ static void vm_checks(gk_device *dev, const gk_device_props *p)
     CHECK_OK(gk_device_vm_reserve(dev, 8 * g, &base), "vm_reserve 8 granules");
     if (!base)
         goto out;
-    for (int i = 0; i < 4; i++)
-        CHECK_OK(gk_device_vm_map(dev, (char *)base + (size_t)i * g, g), "vm_map one granule");
+    CHECK_OK(gk_device_vm_map(dev, base, 2 * g), "vm_map two granules");
+    CHECK_OK(gk_device_vm_map(dev, (char *)base + 2 * g, g), "vm_map one granule");
+    CHECK_OK(gk_device_vm_map(dev, (char *)base + 3 * g, g), "vm_map one granule");
     fill(src, n, 9);
     CHECK_OK(gk_memcpy_htod_async(dev, base, src, n, NULL), "htod into mapped memory");
     CHECK_OK(gk_memcpy_dtoh_async(dev, dst, base, n, NULL), "dtoh from mapped memory");
     CHECK_OK(gk_stream_synchronize(dev, NULL, 30), "default stream synchronize");
     check(memcmp(src, dst, n) == 0, "round trip across 4 mapped granules", dev, 0);
+    CHECK_OK(gk_device_vm_unmap(dev, (char *)base + g, g), "vm_unmap the middle of a mapping");
+    memset(dst, 0, n);
+    CHECK_OK(gk_memcpy_dtoh_async(dev, dst, base, g, NULL), "dtoh from the granule kept");
+    CHECK_OK(gk_stream_synchronize(dev, NULL, 30), "default stream synchronize");
+    check(memcmp(src, dst, g) == 0, "the granule kept keeps its contents", dev, 0);
+    CHECK_OK(gk_device_vm_map(dev, (char *)base + g, g), "vm_map the granule again");
     CHECK_OK(gk_device_vm_unmap(dev, base, n), "vm_unmap 4 granules at once");
     CHECK_OK(gk_device_vm_release(dev, base, 8 * g), "vm_release");
+
+    /* How long mapping and unmapping 1 GiB takes (one driver allocation per granule). */
+    size_t big = (size_t)1 << 30;
+    base = NULL;
+    CHECK_OK(gk_device_vm_reserve(dev, big, &base), "vm_reserve 1 GiB");
+    if (base) {
+        double t0 = now_s();
+        int rc = gk_device_vm_map(dev, base, big);
+        double t1 = now_s();
+        check(rc == 0, "vm_map 1 GiB", dev, rc);
+        if (rc == 0) {
+            rc = gk_device_vm_unmap(dev, base, big);
+            check(rc == 0, "vm_unmap 1 GiB", dev, rc);
+            printf("INFO  vm_map of 1 GiB (%zu granules): %.1f ms; vm_unmap: %.1f ms\n", big / g,
+                   (t1 - t0) * 1e3, (now_s() - t1) * 1e3);
+        }
+        CHECK_OK(gk_device_vm_release(dev, base, big), "vm_release 1 GiB");
+    }
 
     size_t want = ((size_t)p->total_memory / g + 2) * g;
     base = NULL;

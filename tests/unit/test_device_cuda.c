@@ -429,7 +429,7 @@ static void test_timeouts(void **state)
 static void test_vm(void **state)
 {
     (void)state;
-    fk.fakecuda_set_total_memory(16 * MiB);
+    fk.fakecuda_set_total_memory(16 * MiB); /* 8 granules */
     gk_device *dev = open_cuda("cuda:0");
     void *base = NULL;
     GK_ASSERT_OK(gk_device_vm_reserve(dev, 16 * GRAN, &base));
@@ -440,8 +440,10 @@ static void test_vm(void **state)
     GK_ASSERT_OK(gk_device_vm_map(dev, b + GRAN, GRAN));
     GK_ASSERT_OK(gk_device_vm_map(dev, b + 2 * GRAN, 2 * GRAN));
     assert_int_equal(fk.fakecuda_used_memory(), 4 * GRAN);
+    assert_int_equal(fk.fakecuda_calls("cuMemCreate"), 4); /* one allocation per granule */
+    assert_int_equal(fk.fakecuda_calls("cuMemSetAccess"), 4);
 
-    /* Copy across the three pieces and back. */
+    /* Copy across the four granules and back. */
     size_t n = 4 * GRAN;
     unsigned char *src = malloc(n), *dst = calloc(1, n);
     assert_non_null(src);
@@ -456,21 +458,35 @@ static void test_vm(void **state)
     /* Bad arguments change nothing. */
     GK_ASSERT_ERR(gk_device_vm_map(dev, b + 100, GRAN), -EINVAL);
     GK_ASSERT_CONTAINS(gk_device_last_error(dev), "multiples of the granularity 2097152");
-    GK_ASSERT_ERR(gk_device_vm_unmap(dev, b + 8 * GRAN, GRAN), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "whole pieces");
-    GK_ASSERT_ERR(gk_device_vm_unmap(dev, b + 2 * GRAN, GRAN), -EINVAL); /* half a piece */
-    GK_ASSERT_ERR(gk_device_vm_map(dev, b, GRAN), GK_EDRIVER);           /* already mapped */
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "cuMemMap(");
-    assert_int_equal(fk.fakecuda_used_memory(), 4 * GRAN); /* the new handle was released */
+    GK_ASSERT_ERR(gk_device_vm_unmap(dev, b + 3 * GRAN, 2 * GRAN), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "part of the range is not mapped");
+    GK_ASSERT_ERR(gk_device_vm_map(dev, b + 3 * GRAN, 2 * GRAN), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "part of the range is already mapped");
+    assert_int_equal(fk.fakecuda_calls("cuMemCreate"), 4);
 
-    /* No physical memory left: 4 of 8 granules used. */
+    /* More than is free fails at once: 4 of 8 granules are in use. */
     GK_ASSERT_ERR(gk_device_vm_map(dev, b + 4 * GRAN, 6 * GRAN), GK_EDEVOOM);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev),
-                       "cuMemCreate(12582912): CUDA_ERROR_OUT_OF_MEMORY: out of memory");
+    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "out of memory: 8388608 bytes free on cuda:0");
+    assert_int_equal(fk.fakecuda_calls("cuMemCreate"), 4);
 
-    /* Two pieces in one call, then the last one. */
+    /* A failure half way leaves the range as it was, with the driver's reason. */
+    fk.fakecuda_fail("cuMemCreate", 2, CUDA_ERROR_OUT_OF_MEMORY);
+    GK_ASSERT_ERR(gk_device_vm_map(dev, b + 4 * GRAN, 2 * GRAN), GK_EDEVOOM);
+    GK_ASSERT_CONTAINS(gk_device_last_error(dev),
+                       "cuMemCreate(2097152): CUDA_ERROR_OUT_OF_MEMORY: out of memory");
+    assert_int_equal(fk.fakecuda_used_memory(), 4 * GRAN);
+    GK_ASSERT_ERR(gk_device_vm_unmap(dev, b + 4 * GRAN, GRAN), -EINVAL);
+
+    /* Any granule can go on its own, even from the middle of one map call; the rest keeps its
+     * contents. */
+    GK_ASSERT_OK(gk_device_vm_unmap(dev, b + 2 * GRAN, GRAN));
+    memset(dst, 0, n);
+    GK_ASSERT_OK(gk_memcpy_dtoh_async(dev, dst, b + 3 * GRAN, GRAN, NULL));
+    GK_ASSERT_OK(gk_stream_synchronize(dev, NULL, 1.0));
+    assert_memory_equal(src + 3 * GRAN, dst, GRAN);
+    GK_ASSERT_ERR(gk_memcpy_htod_async(dev, b + 2 * GRAN, src, GRAN, NULL), GK_EDRIVER);
     GK_ASSERT_OK(gk_device_vm_unmap(dev, b, 2 * GRAN));
-    GK_ASSERT_OK(gk_device_vm_unmap(dev, b + 2 * GRAN, 2 * GRAN));
+    GK_ASSERT_OK(gk_device_vm_unmap(dev, b + 3 * GRAN, GRAN));
     assert_int_equal(fk.fakecuda_used_memory(), 0);
     GK_ASSERT_ERR(gk_device_vm_release(dev, base, 8 * GRAN), -EINVAL);
     GK_ASSERT_CONTAINS(gk_device_last_error(dev), "reserved with size");
@@ -480,13 +496,13 @@ static void test_vm(void **state)
     gk_device_counters c;
     GK_ASSERT_OK(gk_device_get_counters(dev, &c));
     assert_int_equal(c.vm_reserves, 1);
-    assert_int_equal(c.vm_maps, 6);
-    assert_int_equal(c.vm_unmaps, 4);
+    assert_int_equal(c.vm_maps, 7);
+    assert_int_equal(c.vm_unmaps, 5);
     assert_int_equal(c.vm_releases, 3);
 
     /* What is left mapped or reserved at close is given back. */
     GK_ASSERT_OK(gk_device_vm_reserve(dev, 4 * GRAN, &base));
-    GK_ASSERT_OK(gk_device_vm_map(dev, base, GRAN));
+    GK_ASSERT_OK(gk_device_vm_map(dev, base, 2 * GRAN));
     gk_device_close(dev);
     assert_int_equal(fk.fakecuda_used_memory(), 0);
     free(src);
