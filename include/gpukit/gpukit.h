@@ -2,11 +2,14 @@
 #ifndef GPUKIT_GPUKIT_H
 #define GPUKIT_GPUKIT_H
 
+#include "batch.h"
 #include "device.h"
 #include "error.h"
 #include "loader.h"
 #include "log.h"
 #include "options.h"
+#include "pool.h"
+#include "pressure.h"
 #include "version.h"
 
 #endif

@@ -15,6 +15,8 @@ typedef struct tool_command {
 /* One line per subcommand, in the order `gpukit --help` lists them. */
 static const tool_command commands[] = {
     {"info", gk_tool_info, "backends, devices, driver and host; what is unavailable and why"},
+    {"batch", gk_tool_batch, "find the largest batch that fits a simulated device"},
+    {"pool", gk_tool_pool, "replay allocation traces through the caching pool; F_cap; traces"},
     {"data", gk_tool_data, "pack record files, inspect record files and token shards"},
     {"loader", gk_tool_loader, "benchmark the prefetching data loader on a file"},
 };
