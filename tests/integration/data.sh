@@ -96,6 +96,14 @@ TMPDIR="$tmp" "$GPUKIT" loader bench --record-size 64 --records 1000 --batch 10 
     --seconds 0.05 >"$tmp/out"
 expect "$tmp/out" "items/s"
 expect "$tmp/out" "of memcpy"
+# Through a simulated device whose copies really move bytes (lazily executed streams).
+"$GPUKIT" loader bench --file "$tmp/raw.gkr" --batch 2 --workers 1 --seconds 0.05 \
+    --device "sim:capacity=16MiB,va_size=16MiB,backed=1" --step-us 10 --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["device"].startswith("sim:") and d["batches"] >= 20 and 0 <= d["stall"] <= 1, d'
+if "$GPUKIT" loader bench --file "$tmp/raw.gkr" --device bogus 2>"$tmp/err"; then fail "bad device"; fi
+expect "$tmp/err" "unknown backend \"bogus\""
 if "$GPUKIT" loader bench --batch 3 2>"$tmp/err"; then fail "bench without a file"; fi
 expect "$tmp/err" "give --file F"
 echo "ok"
