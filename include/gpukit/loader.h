@@ -325,9 +325,10 @@ typedef struct gk_batch {
 #define GK_LOADER_END 1 /* returned by next after cfg.epochs epochs */
 
 /* Delivers the next batch in order. With a device, enqueues on `stream` (NULL = the device's
- * default stream) a wait for the batch's copy (edge a): work queued on `stream` afterwards may read
- * b->device. With auto_release, first releases the previously delivered batch on the stream it was
- * given. `timeout` in seconds (< 0: cfg.timeout; 0: do not wait).
+ * default stream) a wait for the batch's copy (edge a): work queued on `stream` afterwards may
+ * read b->device. With auto_release, first releases the previously delivered batch on the stream
+ * it was given. `timeout` in seconds (< 0: cfg.timeout; 0: do not wait); without workers the
+ * batch is read inside this call, and the timeout covers only the wait, not the read.
  * Returns 0; GK_LOADER_END after the configured epochs; -ETIMEDOUT with a diagnostic in
  * gk_loader_last_error (batch, worker, dataset index, time spent in the read); the batch's read
  * error (e.g. GK_ECORRUPT, -EIO) exactly when the failing batch is reached, with the dataset's
@@ -393,10 +394,11 @@ typedef struct gk_loader_stats {
 /* A snapshot of the statistics. Any thread. */
 GK_API int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *st);
 
-/* Stops the workers (joins every thread) and waits for the copy stream; the loader then delivers
- * nothing (next returns -ECANCELED). Idempotent; works mid-epoch. Workers stop between reads, so
- * a read in progress is waited for (a read callback that never returns blocks stop). Consumer
- * thread only. */
+/* Stops the workers (joins every thread), waits for the copy stream, and (with a device) waits
+ * until the caller's work queued before each release is done; batches still held count as
+ * released on the stream they were delivered on. The loader then delivers nothing (next returns
+ * -ECANCELED). Idempotent; works mid-epoch. Workers stop between reads, so a read in progress is
+ * waited for (a read callback that never returns blocks stop). Consumer thread only. */
 GK_API void gk_loader_stop(gk_loader *ld);
 
 /* Stops (as above) and frees everything in reverse order of creation. NULL is a no-op. */

@@ -658,12 +658,39 @@ out_release:
     return rc;
 }
 
+/* Records the release of every batch still held, on the stream it was delivered on. */
+static void release_held(gk_loader *ld)
+{
+    for (int i = 0; i < ld->K; i++) {
+        slot *s = &ld->slots[i];
+        if (s->state == SLOT_HELD && ld->cfg.device)
+            gk_event_record(ld->cfg.device, s->consumed, s->stream);
+    }
+}
+
+/* Waits until the caller's work queued before each release is done, so freeing the device slots
+ * cannot pull memory from under it. */
+static void drain_releases(gk_loader *ld)
+{
+    if (!ld->cfg.device)
+        return;
+    for (int i = 0; i < ld->K; i++) {
+        int e = gk_event_synchronize(ld->cfg.device, ld->slots[i].consumed, ld->cfg.timeout);
+        if (e)
+            gk_log(&ld->cfg.logger, GK_LOG_WARN, "loader",
+                   "waiting for the caller's work on slot %d: %s", i,
+                   gk_device_last_error(ld->cfg.device));
+    }
+}
+
 void gk_loader_stop(gk_loader *ld)
 {
     if (!ld || ld->stopped)
         return;
     join_workers(ld);
+    release_held(ld);
     drain_copies(ld);
+    drain_releases(ld);
     if (ld->consumer_open) {
         ld->ds->ops.worker_close(ld->ds->ctx, 0, ld->consumer.state);
         ld->consumer_open = 0;
@@ -944,11 +971,7 @@ int gk_loader_seek(gk_loader *ld, uint64_t epoch, uint64_t batch)
                          batch, ld->smp.batches);
     join_workers(ld);
     /* Outstanding batches count as released on the stream they were delivered on. */
-    for (int i = 0; i < ld->K; i++) {
-        slot *s = &ld->slots[i];
-        if (s->state == SLOT_HELD && ld->cfg.device)
-            gk_event_record(ld->cfg.device, s->consumed, s->stream);
-    }
+    release_held(ld);
     drain_copies(ld);
     for (int i = 0; i < ld->K; i++) {
         ld->slots[i].seq = i - ld->K;

@@ -131,10 +131,61 @@ static void test_all_edges_hold(void **state)
     }
 }
 
+/* Destroy mid-epoch waits for the caller's queued work that reads a slot (released or still held)
+ * before it frees the device slots: the checks have run, on the right bytes, before destroy
+ * returns. */
+static void test_destroy_waits_for_caller(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open(SIM, &dev));
+    gk_stream *stream;
+    GK_ASSERT_OK(gk_stream_create(dev, &stream));
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_create(&synth_ops, NULL, "synth", &ds));
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.batch_size = BATCH;
+    cfg.workers = 1;
+    cfg.depth = 3;
+    cfg.seed = 3;
+    cfg.rank = 0;
+    cfg.world = 1;
+    cfg.device = dev;
+    gk_loader *ld;
+    GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    static check checks[2];
+    atomic_int bad, ran;
+    atomic_init(&bad, 0);
+    atomic_init(&ran, 0);
+    for (int k = 0; k < 2; k++) {
+        gk_batch b;
+        GK_ASSERT_OK(gk_loader_next(ld, stream, -1, &b));
+        check *c = &checks[k];
+        c->dev = b.device;
+        c->seed = cfg.seed;
+        c->epoch = b.epoch;
+        c->count = b.count;
+        memcpy(c->indices, b.indices, b.count * sizeof(uint64_t));
+        c->bad = &bad;
+        c->ran = &ran;
+        GK_ASSERT_OK(gk_stream_host_fn(dev, stream, check_fn, c));
+    }
+    assert_int_equal(atomic_load(&ran), 0); /* lazily queued */
+    gk_loader_destroy(ld);
+    assert_int_equal(atomic_load(&ran), 2);
+    assert_int_equal(atomic_load(&bad), 0);
+    GK_ASSERT_OK(gk_stream_synchronize(dev, stream, 20));
+    gk_dataset_destroy(ds);
+    GK_ASSERT_OK(gk_stream_destroy(dev, stream));
+    gk_device_close(dev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_edges_hold),
+        cmocka_unit_test(test_destroy_waits_for_caller),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
