@@ -30,6 +30,8 @@ if "$GPUKIT" data pack --record-size 300 "$tmp/raw.bin" "$tmp/x.gkr" 2>"$tmp/err
 fi
 expect "$tmp/err" "not a whole number of 300-byte records"
 set +e
+"$GPUKIT" data pack --record-size 100 "$tmp/raw.bin" "$tmp/raw.bin" 2>"$tmp/err"; [ $? = 2 ] || fail "pack onto its input"
+expect "$tmp/err" "is both the input and the output"
 "$GPUKIT" data pack --record-size 0 "$tmp/raw.bin" "$tmp/x.gkr" 2>/dev/null; [ $? = 2 ] || fail "usage exit code"
 "$GPUKIT" data pack "$tmp/raw.bin" "$tmp/x.gkr" 2>/dev/null; [ $? = 2 ] || fail "usage exit code"
 set -e

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tool.h"
 
@@ -361,6 +362,13 @@ int gk_tool_data(int argc, char **argv)
         }
         if (npos != 2 || (npy && rs) || (!npy && !rs)) {
             gk_tool_error("data pack: give --record-size N IN OUT or --npy IN.npy OUT");
+            return GK_TOOL_USAGE;
+        }
+        struct stat a, b;
+        if (stat(pos[0], &a) == 0 && stat(pos[1], &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino) {
+            gk_tool_error("data pack: %s is both the input and the output (name another OUT)",
+                          pos[1]);
             return GK_TOOL_USAGE;
         }
         return npy ? pack_npy(pos[0], pos[1]) : pack_raw(rs, pos[0], pos[1]);
