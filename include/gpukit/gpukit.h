@@ -5,6 +5,7 @@
 #include "device.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "version.h"
 
