@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "options.h"
+#include "telemetry.h"
 #include "version.h"
 
 #endif

@@ -1,0 +1,177 @@
+/* Telemetry: readers of the machine.
+ *
+ *   NVML   GPU state through libnvidia-ml.so.1, loaded at run time with dlopen (GK_NVML_LIBRARY
+ *          or gk_nvml_config.library overrides). No NVIDIA header or library is needed to build.
+ *          Newest symbol versions are tried first (memory _v2, clocks-event reasons, processes
+ *          _v3), with fallbacks for older drivers.
+ *   host   CPU, memory, swap, load, filesystems, disks, network and a process tree from /proc
+ *          and statvfs (GK_PROC_ROOT or gk_host_config.proc_root replaces "/proc" for tests).
+ *
+ * Every GPU metric has a validity bit: a reading that failed is not valid in that sample; a
+ * metric whose call answered NOT_SUPPORTED (or whose symbol is missing) is disabled for good and
+ * never asked again; GPU_IS_LOST marks the device lost, and the other devices keep working. The
+ * reason of every failure is kept per device and metric (gk_nvml_field_reason). Units are base
+ * units: bytes, ratios 0-1, degrees Celsius, watts, joules, hertz. */
+#ifndef GPUKIT_TELEMETRY_H
+#define GPUKIT_TELEMETRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- NVML ---------------------------------------------------------------------------------- */
+
+typedef struct gk_nvml gk_nvml;
+
+/* The GPU metrics: XX(ENUM, short name, tier, NVML call). Tiers: 0 fast (every tick), 1 slow
+ * (every few ticks), 2 opt-in (PCIe throughput: each counter blocks for 20 ms). */
+#define GK_GPU_FIELD_MAP(XX)                                                                       \
+    XX(MEMORY, "memory", 0, "nvmlDeviceGetMemoryInfo")                                             \
+    XX(UTILIZATION, "utilization", 0, "nvmlDeviceGetUtilizationRates")                             \
+    XX(TEMPERATURE, "temperature", 0, "nvmlDeviceGetTemperature")                                  \
+    XX(POWER, "power", 0, "nvmlDeviceGetPowerUsage")                                               \
+    XX(POWER_LIMIT, "power_limit", 1, "nvmlDeviceGetEnforcedPowerLimit")                           \
+    XX(CLOCK_SM, "clock_sm", 0, "nvmlDeviceGetClockInfo")                                          \
+    XX(CLOCK_MEM, "clock_mem", 0, "nvmlDeviceGetClockInfo")                                        \
+    XX(CLOCK_GRAPHICS, "clock_graphics", 0, "nvmlDeviceGetClockInfo")                              \
+    XX(CLOCK_EVENTS, "clock_events", 0, "nvmlDeviceGetCurrentClocksEventReasons")                  \
+    XX(FAN, "fan", 0, "nvmlDeviceGetFanSpeed")                                                     \
+    XX(ENERGY, "energy", 1, "nvmlDeviceGetTotalEnergyConsumption")                                 \
+    XX(ECC, "ecc", 1, "nvmlDeviceGetTotalEccErrors")                                               \
+    XX(PROCESSES, "processes", 1, "nvmlDeviceGetComputeRunningProcesses")                          \
+    XX(MIG, "mig", 1, "nvmlDeviceGetMigMode")                                                      \
+    XX(PCIE, "pcie", 2, "nvmlDeviceGetPcieThroughput")
+
+typedef enum gk_gpu_field {
+#define GK__GPU_FIELD_ENUM(e, name, tier, call) GK_GPU_##e,
+    GK_GPU_FIELD_MAP(GK__GPU_FIELD_ENUM)
+#undef GK__GPU_FIELD_ENUM
+        GK_GPU_NFIELDS
+} gk_gpu_field;
+
+/* Tier masks for gk_nvml_sample. */
+enum { GK_TIER_FAST = 1u << 0, GK_TIER_SLOW = 1u << 1, GK_TIER_PCIE = 1u << 2 };
+
+#define GK_GPU_MAX_PROCESSES 64
+
+typedef struct gk_gpu_process {
+    uint32_t pid;                 /* host pid as NVML reports it */
+    uint64_t used_memory;         /* bytes; valid when has_memory */
+    int has_memory;               /* 0 when NVML gave "not available" */
+    uint32_t gpu_instance_id;     /* 0xFFFFFFFF when MIG is off or unknown */
+    uint32_t compute_instance_id; /* 0xFFFFFFFF when MIG is off or unknown */
+} gk_gpu_process;
+
+/* One reading of one GPU. Fields are meaningful only where (valid >> GK_GPU_x) & 1. */
+typedef struct gk_gpu_sample {
+    unsigned index;      /* NVML index */
+    char name[96];       /* "NVIDIA A100-SXM4-40GB" */
+    char uuid[96];       /* "GPU-..." */
+    char pci_bus_id[32]; /* "00000000:07:00.0" */
+    int lost;            /* the device answered GPU_IS_LOST; nothing else is read */
+    uint32_t valid;      /* bit per gk_gpu_field read successfully in this sample */
+    int64_t t_ns;        /* CLOCK_REALTIME of the reading, ns */
+    uint64_t memory_total, memory_used, memory_free, memory_reserved; /* bytes */
+    int memory_v2; /* 1 when read with the _v2 call (used excludes the reserve) */
+    double utilization_gpu, utilization_memory; /* 0-1 */
+    double temperature_celsius;
+    double power_watts, power_limit_watts;
+    double energy_joules; /* since the driver loaded (a counter) */
+    double clock_sm_hz, clock_mem_hz, clock_graphics_hz;
+    uint64_t clock_event_reasons; /* NVML bitmask (0x4 SW power cap, 0x20 SW thermal, ...) */
+    double fan_ratio;             /* 0-1 */
+    uint64_t ecc_corrected, ecc_uncorrected; /* volatile totals (counters) */
+    double pcie_tx_bytes_per_second, pcie_rx_bytes_per_second;
+    unsigned mig_current, mig_pending; /* 1 enabled, 0 disabled */
+    unsigned nprocesses;               /* entries in processes[] */
+    unsigned processes_total;          /* processes NVML reported (may exceed the array) */
+    gk_gpu_process processes[GK_GPU_MAX_PROCESSES];
+} gk_gpu_sample;
+
+typedef struct gk_nvml_config {
+    const char *library; /* NULL: GK_NVML_LIBRARY if set, else "libnvidia-ml.so.1" (copied) */
+    gk_logger logger;    /* where failures are logged (debug level) */
+} gk_nvml_config;
+
+/* What is known about NVML: for `gpukit info` and logs. */
+typedef struct gk_nvml_info {
+    int available;           /* 1 when the library loaded and nvmlInit succeeded */
+    char library[256];       /* the path or name given to dlopen */
+    char reason[256];        /* why it is unavailable ("" when available) */
+    char driver_version[80]; /* "550.54.15"; "" when unknown */
+    char nvml_version[80];   /* "12.550.54.15"; "" when unknown */
+    int cuda_driver_version; /* 12040 for CUDA 12.4; 0 when unknown */
+    unsigned device_count;
+} gk_nvml_info;
+
+/* Fills `cfg` with the defaults (library from GK_NVML_LIBRARY, logger gk_logger_default()). */
+GK_API void gk_nvml_config_default(gk_nvml_config *cfg);
+
+/* Loads NVML, initialises it and reads each device's identity. On success *out is a handle
+ * (close with gk_nvml_close) and 0 is returned. Failures: GK_ENOGPU (library not found, a
+ * required symbol missing, or nvmlInit failed: no driver, no permission...), -EINVAL, -ENOMEM;
+ * *out is then NULL. `info` (may be NULL) is filled either way, with the reason on failure, e.g.
+ * "libnvidia-ml.so.1 not found (no NVIDIA driver); GPU metrics are off". A device whose handle
+ * or identity cannot be read is counted but marked lost. `cfg` may be NULL. */
+GK_API int gk_nvml_open(const gk_nvml_config *cfg, gk_nvml **out, gk_nvml_info *info);
+
+/* Shuts NVML down and unloads it. NULL is a no-op. */
+GK_API void gk_nvml_close(gk_nvml *n);
+
+/* The info of an open handle (thread-safe). */
+GK_API void gk_nvml_get_info(gk_nvml *n, gk_nvml_info *out);
+
+/* Devices found at open. */
+GK_API unsigned gk_nvml_device_count(const gk_nvml *n);
+
+/* Reads device `dev`: identity always, then the metrics of the tiers in `tiers` (GK_TIER_*)
+ * that are still supported. Returns 0 (check out->valid per metric), GK_EDEVLOST when the device
+ * is lost (now or before; out->lost is 1), -ERANGE for a bad index or -EINVAL. Thread-safe
+ * (serialised by the handle's mutex); PCIe blocks about 40 ms. */
+GK_API int gk_nvml_sample(gk_nvml *n, unsigned dev, unsigned tiers, gk_gpu_sample *out);
+
+/* 1 while `field` of device `dev` may still be read; 0 once disabled (NOT_SUPPORTED, missing
+ * symbol) or when the device is lost or out of range. Thread-safe. */
+GK_API int gk_nvml_field_supported(gk_nvml *n, unsigned dev, gk_gpu_field field);
+
+/* The last failure of `field` on `dev` as text ("nvmlDeviceGetPowerUsage: Not Supported (3)"),
+ * copied into buf; "" when it never failed. Returns buf. Thread-safe. */
+GK_API char *gk_nvml_field_reason(gk_nvml *n, unsigned dev, gk_gpu_field field, char *buf,
+                                  size_t len);
+
+/* Why device `dev` is lost ("" when it is not). Copies into buf; returns buf. Thread-safe. */
+GK_API char *gk_nvml_device_reason(gk_nvml *n, unsigned dev, char *buf, size_t len);
+
+/* Count of failed NVML calls since open (self-metric). Thread-safe. */
+GK_API uint64_t gk_nvml_error_count(gk_nvml *n);
+
+/* Failed calls grouped by NVML function and return code. */
+typedef struct gk_nvml_error_stat {
+    char call[64]; /* NVML function name */
+    int code;      /* nvmlReturn_t value */
+    uint64_t count;
+} gk_nvml_error_stat;
+
+/* Copies up to `cap` groups into buf; returns how many exist (may exceed cap). Thread-safe. */
+GK_API size_t gk_nvml_error_stats(gk_nvml *n, gk_nvml_error_stat *buf, size_t cap);
+
+/* The short name of a field ("memory", "power"); "unknown" when out of range. */
+GK_API const char *gk_gpu_field_name(gk_gpu_field field);
+
+/* NVML's text for a return code ("Not Supported"), from gpukit's own table. Static storage. */
+GK_API const char *gk_nvml_code_name(int code);
+
+/* Probes NVML for `gpukit info`: opens it with `cfg` (NULL: defaults), fills `out` (availability,
+ * reason, versions, device count) and closes it. Returns what gk_nvml_open returned. */
+GK_API int gk_nvml_probe(const gk_nvml_config *cfg, gk_nvml_info *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
