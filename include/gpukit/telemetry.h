@@ -171,6 +171,114 @@ GK_API const char *gk_nvml_code_name(int code);
  * reason, versions, device count) and closes it. Returns what gk_nvml_open returned. */
 GK_API int gk_nvml_probe(const gk_nvml_config *cfg, gk_nvml_info *out);
 
+/* --- host ---------------------------------------------------------------------------------- */
+
+typedef struct gk_host gk_host;
+
+#define GK_HOST_MAX_CPUS  512
+#define GK_HOST_MAX_FS    32
+#define GK_HOST_MAX_DISKS 32
+#define GK_HOST_MAX_NETS  32
+
+/* Sections of a host sample (bits of gk_host_sample.valid and of the `what` argument). */
+enum {
+    GK_HOST_CPU = 1u << 0,    /* /proc/stat */
+    GK_HOST_MEMORY = 1u << 1, /* /proc/meminfo */
+    GK_HOST_LOAD = 1u << 2,   /* /proc/loadavg */
+    GK_HOST_FS = 1u << 3,     /* /proc/mounts + statvfs */
+    GK_HOST_DISK = 1u << 4,   /* /proc/diskstats */
+    GK_HOST_NET = 1u << 5,    /* /proc/net/dev */
+    GK_HOST_ALL = 0x3F
+};
+
+/* CPU time by mode, in seconds (counters since boot). */
+typedef struct gk_cpu_times {
+    double user, nice, system, idle, iowait, irq, softirq, steal;
+} gk_cpu_times;
+
+typedef struct gk_fs_stat {
+    char mountpoint[256];
+    char device[128];
+    char fstype[32];
+    uint64_t size_bytes;  /* f_blocks * f_frsize */
+    uint64_t free_bytes;  /* f_bfree * f_frsize (root's view) */
+    uint64_t avail_bytes; /* f_bavail * f_frsize (users' view) */
+} gk_fs_stat;
+
+typedef struct gk_disk_stat {
+    char name[32];
+    uint64_t reads, writes;             /* completed operations (counters) */
+    uint64_t read_bytes, written_bytes; /* sectors * 512 (counters) */
+    double io_time_seconds;             /* time spent doing I/O (counter) */
+} gk_disk_stat;
+
+typedef struct gk_net_stat {
+    char name[32];
+    uint64_t rx_bytes, tx_bytes, rx_packets, tx_packets; /* counters */
+} gk_net_stat;
+
+/* One host reading. Sections are meaningful where (valid & GK_HOST_x). */
+typedef struct gk_host_sample {
+    uint32_t valid;
+    int64_t t_ns;                                                         /* CLOCK_REALTIME, ns */
+    gk_cpu_times cpu;                                                     /* all CPUs together */
+    uint64_t mem_total, mem_free, mem_available, mem_buffers, mem_cached; /* bytes */
+    uint64_t swap_total, swap_free;                                       /* bytes */
+    double load1, load5, load15;
+    unsigned ncpus;  /* entries in per_cpu */
+    unsigned nfs;    /* entries in fs */
+    unsigned ndisks; /* entries in disks */
+    unsigned nnets;  /* entries in nets */
+    gk_cpu_times per_cpu[GK_HOST_MAX_CPUS];
+    gk_fs_stat fs[GK_HOST_MAX_FS];
+    gk_disk_stat disks[GK_HOST_MAX_DISKS];
+    gk_net_stat nets[GK_HOST_MAX_NETS];
+} gk_host_sample;
+
+/* A process and all its descendants, summed. */
+typedef struct gk_proc_tree {
+    int root_pid;
+    char root_comm[64]; /* the root's command name */
+    unsigned nprocs;    /* the root plus its descendants */
+    unsigned children;  /* descendants (all generations) */
+    double cpu_seconds; /* user + system time of every process (counter) */
+    uint64_t rss_bytes; /* resident set sizes added up (shared pages counted per process) */
+    uint64_t pss_bytes; /* proportional set sizes of the processes whose smaps_rollup was read */
+    int pss_complete;   /* 1 when PSS was readable for every process */
+    unsigned threads;
+    uint64_t read_bytes, write_bytes; /* storage I/O of the processes whose io file was read */
+    int io_complete;                  /* 1 when /proc/PID/io was readable for every process */
+} gk_proc_tree;
+
+typedef struct gk_host_config {
+    const char *proc_root; /* NULL: GK_PROC_ROOT if set, else "/proc" (copied) */
+} gk_host_config;
+
+/* Fills `cfg` with the defaults. */
+GK_API void gk_host_config_default(gk_host_config *cfg);
+
+/* Creates a host reader. Returns 0, -ENOENT when proc_root/stat cannot be read (the message is
+ * not kept: the path is the reason), -EINVAL or -ENOMEM. `cfg` may be NULL. Close with
+ * gk_host_close. */
+GK_API int gk_host_open(const gk_host_config *cfg, gk_host **out);
+
+/* Frees the reader; NULL is a no-op. */
+GK_API void gk_host_close(gk_host *h);
+
+/* The proc root in use ("/proc"). */
+GK_API const char *gk_host_proc_root(const gk_host *h);
+
+/* Reads the sections in `what` (GK_HOST_*) into `out` (which is zeroed first). Returns 0 when
+ * every asked section was read, or the error of the first that failed (-ENOENT, -EIO, GK_ECORRUPT
+ * for an unparsable file); sections read are still marked in out->valid. Not thread-safe per
+ * handle (it reuses a buffer); use one handle per thread. */
+GK_API int gk_host_sample_read(gk_host *h, unsigned what, gk_host_sample *out);
+
+/* Sums the process tree rooted at `pid` (the root and every descendant found by scanning
+ * proc_root/[0-9]*). Returns 0, -ENOENT when the root does not exist, -EINVAL or -ENOMEM.
+ * Processes that exit during the scan are skipped. Not thread-safe per handle. */
+GK_API int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out);
+
 #ifdef __cplusplus
 }
 #endif
