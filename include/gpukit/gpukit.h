@@ -6,6 +6,7 @@
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
+#include "monitor.h"
 #include "options.h"
 #include "telemetry.h"
 #include "version.h"
