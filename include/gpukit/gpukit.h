@@ -4,6 +4,7 @@
 
 #include "device.h"
 #include "error.h"
+#include "export.h"
 #include "log.h"
 #include "metrics.h"
 #include "monitor.h"

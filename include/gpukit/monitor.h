@@ -146,6 +146,9 @@ typedef struct gk_monitor_stats {
     double last_tick_seconds; /* duration of the last tick */
     double max_tick_seconds;
     double total_tick_seconds; /* all ticks together (the monitor's sampling cost) */
+    double interval;           /* the configured fast-tier period, seconds */
+    int running;               /* 1 while the sampler thread runs */
+    double seconds_since_tick; /* since the last tick ended; -1 before the first */
 } gk_monitor_stats;
 
 /* Copies the self-metrics. Thread-safe. */

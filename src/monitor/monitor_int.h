@@ -75,6 +75,7 @@ struct gk_monitor {
     uint64_t tickno;
     int64_t tick_t_ns; /* realtime stamp of the tick being published */
     int64_t tick_mono_ns;
+    int64_t last_tick_end_ns; /* monotonic; 0 before the first tick */
 
     gk_metric *duration_hist; /* gpukit_sampler_duration_seconds */
 

@@ -168,7 +168,13 @@ void gk_monitor_get_stats(gk_monitor *m, gk_monitor_stats *out)
         return;
     pthread_mutex_lock(&m->lock);
     *out = m->stats;
+    int64_t last = m->last_tick_end_ns;
     pthread_mutex_unlock(&m->lock);
+    out->interval = m->cfg.interval;
+    out->seconds_since_tick = last ? (double)(gk__mono_ns() - last) / 1e9 : -1.0;
+    pthread_mutex_lock(&m->run_lock);
+    out->running = m->running;
+    pthread_mutex_unlock(&m->run_lock);
 }
 
 /* --- publishing ----------------------------------------------------------------------------- */
@@ -437,6 +443,7 @@ static void run_tick(gk_monitor *m)
     if (secs > m->stats.max_tick_seconds)
         m->stats.max_tick_seconds = secs;
     m->stats.total_tick_seconds += secs;
+    m->last_tick_end_ns = gk__mono_ns();
     pthread_mutex_unlock(&m->lock);
     gk_histogram_observe(m->duration_hist, secs);
     if (events) {
