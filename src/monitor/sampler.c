@@ -94,8 +94,7 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
             snprintf(m->gpu_reason, sizeof m->gpu_reason, "%s", info.reason);
             if (cfg.gpu == GK_MONITOR_GPU_REQUIRE)
                 goto out_destroy;
-            gk_log(&m->cfg.logger, GK_LOG_WARN, "monitor", "%s; monitoring the host only",
-                   info.reason);
+            gk_log(&m->cfg.logger, GK_LOG_WARN, "monitor", "%s", info.reason);
         } else if (gk_nvml_device_count(m->nvml) > 0) {
             m->gpu = calloc(gk_nvml_device_count(m->nvml), sizeof *m->gpu);
             if (!m->gpu) {

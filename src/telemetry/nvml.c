@@ -369,7 +369,10 @@ int gk_nvml_open(const gk_nvml_config *cfg_in, gk_nvml **out, gk_nvml_info *info
     n->lib = dlopen(cfg.library, RTLD_NOW | RTLD_LOCAL);
     if (!n->lib) {
         const char *err = dlerror();
-        set_reason(info, "%s not found (no NVIDIA driver?): %s; GPU metrics are off", cfg.library,
+        size_t ll = strlen(cfg.library);
+        if (err && strncmp(err, cfg.library, ll) == 0 && strncmp(err + ll, ": ", 2) == 0)
+            err += ll + 2; /* dlerror repeats the name */
+        set_reason(info, "no NVIDIA driver: %s not found (%s); GPU metrics are off", cfg.library,
                    err ? err : "dlopen failed");
         goto out_free;
     }

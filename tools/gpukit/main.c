@@ -14,6 +14,8 @@ typedef struct tool_command {
 /* One line per subcommand, in the order `gpukit --help` lists them. */
 static const tool_command commands[] = {
     {"info", gk_tool_info, "backends, devices, driver and host; what is unavailable and why"},
+    {"sample", gk_tool_sample, "one line per GPU per sample, like nvidia-smi --query-gpu / dmon"},
+    {"serve", gk_tool_serve, "Prometheus /metrics endpoint or textfile for GPU and host metrics"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
