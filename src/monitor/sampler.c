@@ -291,7 +291,7 @@ static void publish_host(gk_monitor *m, const gk_host_sample *h)
             const char *l[] = {"mode", modes[i], NULL};
             PUBC("gpukit_cpu_seconds_total", "CPU time of all cores by mode.", l, v[i]);
         }
-        PUB("gpukit_cpu_count", "Online CPUs.", NULL, (double)h->ncpus);
+        PUB("gpukit_cpus_online", "Online CPUs.", NULL, (double)h->ncpus);
     }
     if (h->valid & GK_HOST_MEMORY) {
         PUB("gpukit_memory_total_bytes", "Host memory in total.", NULL, (double)h->mem_total);
