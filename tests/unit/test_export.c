@@ -1,6 +1,6 @@
 /* Tests of the exporter: /metrics with content negotiation, /healthz, /, errors, listen-address
  * parsing and bind failures, over real loopback sockets; and the atomic textfile. */
-/* gk-labels: unit */
+/* gk-labels: unit threads */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
