@@ -2,7 +2,7 @@
  * the same run:
  *   - one full host sample (gk_host_sample_read: CPU, memory, load, filesystems, disks, network)
  *     against the raw read (open/read/close, no parsing) of the same /proc files plus statvfs of
- *     the same mountpoints;
+ *     the same mountpoints, and against psutil's equivalent calls (psutil_host.py);
  *   - one host-only monitor tick (publishing into a registry) and the CPU share it implies at a
  *     1 s interval;
  *   - ns per counter add, gauge set and histogram observe, with 1 and 2 threads on the same
@@ -160,7 +160,22 @@ int main(void)
            hs->nfs, hs->ndisks, hs->nnets);
     printf("  gk_host_sample_read          %8.1f us\n", sample_us);
     printf("  raw read of the same files   %8.1f us\n", raw_us);
-    printf("  ratio (gpukit / raw)         %8.2f\n\n", sample_us / raw_us);
+    printf("  ratio (gpukit / raw)         %8.2f\n", sample_us / raw_us);
+    /* psutil doing the same reads, when python3-psutil is installed. */
+    FILE *py = popen("python3 " GK_BENCH_PSUTIL_SCRIPT
+                     " 2>/dev/null || /usr/bin/python3 " GK_BENCH_PSUTIL_SCRIPT " 2>/dev/null",
+                     "r");
+    double psutil_us = 0;
+    if (py) {
+        if (fscanf(py, "%lf", &psutil_us) != 1)
+            psutil_us = 0;
+        pclose(py);
+    }
+    if (psutil_us > 0)
+        printf("  psutil, same reads           %8.1f us (psutil / gpukit: %.1fx)\n\n", psutil_us,
+               psutil_us / sample_us);
+    else
+        printf("  psutil, same reads           (python3-psutil not installed)\n\n");
 
     gk_metrics *reg = NULL;
     gk_metrics_create(NULL, &reg);
