@@ -59,6 +59,15 @@ typedef enum gk_gpu_field {
 enum { GK_TIER_FAST = 1u << 0, GK_TIER_SLOW = 1u << 1, GK_TIER_PCIE = 1u << 2 };
 
 #define GK_GPU_MAX_PROCESSES 64
+#define GK_GPU_MAX_MIG       8
+
+/* One MIG device (a GPU instance with a compute instance) of a GPU in MIG mode. */
+typedef struct gk_mig_instance {
+    unsigned gpu_instance_id, compute_instance_id;
+    char uuid[96];                                   /* "MIG-..." ("" when unreadable) */
+    int has_memory;                                  /* 1 when the memory fields were read */
+    uint64_t memory_total, memory_used, memory_free; /* bytes */
+} gk_mig_instance;
 
 typedef struct gk_gpu_process {
     uint32_t pid;                 /* host pid as NVML reports it */
@@ -89,8 +98,10 @@ typedef struct gk_gpu_sample {
     uint64_t ecc_corrected, ecc_uncorrected; /* volatile totals (counters) */
     double pcie_tx_bytes_per_second, pcie_rx_bytes_per_second;
     unsigned mig_current, mig_pending; /* 1 enabled, 0 disabled */
-    unsigned nprocesses;               /* entries in processes[] */
-    unsigned processes_total;          /* processes NVML reported (may exceed the array) */
+    unsigned nmig;                     /* MIG devices found (with the MIG field, mode on) */
+    gk_mig_instance mig[GK_GPU_MAX_MIG];
+    unsigned nprocesses;      /* entries in processes[] */
+    unsigned processes_total; /* processes NVML reported (may exceed the array) */
     gk_gpu_process processes[GK_GPU_MAX_PROCESSES];
 } gk_gpu_sample;
 

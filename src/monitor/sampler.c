@@ -277,8 +277,24 @@ static void publish_gpu(gk_monitor *m, const gk_gpu_sample *g, const char *drive
         PUB("gpukit_gpu_process_memory_used_bytes", "Device memory of the compute processes.", base,
             used);
     }
-    if (VALID(g, GK_GPU_MIG))
+    if (VALID(g, GK_GPU_MIG)) {
         PUB("gpukit_gpu_mig_mode", "1 when MIG mode is enabled.", base, (double)g->mig_current);
+        for (unsigned i = 0; i < g->nmig; i++) {
+            const gk_mig_instance *mi = &g->mig[i];
+            if (!mi->has_memory)
+                continue;
+            char gi[16], ci[16];
+            snprintf(gi, sizeof gi, "%u", mi->gpu_instance_id);
+            snprintf(ci, sizeof ci, "%u", mi->compute_instance_id);
+            const char *l[] = {
+                "gpu", idx, "uuid", g->uuid, "gpu_instance_id", gi, "compute_instance_id",
+                ci,    NULL};
+            PUB("gpukit_gpu_mig_memory_used_bytes", "Device memory in use by a MIG instance.", l,
+                (double)mi->memory_used);
+            PUB("gpukit_gpu_mig_memory_total_bytes", "Device memory of a MIG instance.", l,
+                (double)mi->memory_total);
+        }
+    }
 }
 
 static void publish_host(gk_monitor *m, const gk_host_sample *h)

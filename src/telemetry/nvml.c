@@ -31,6 +31,7 @@ typedef gk__nvmlReturn_t (*fn_dev_util)(dev_t_, gk__nvmlUtilization_t *);
 typedef gk__nvmlReturn_t (*fn_dev_ecc)(dev_t_, int, int, unsigned long long *);
 typedef gk__nvmlReturn_t (*fn_dev_procs)(dev_t_, unsigned *, void *);
 typedef gk__nvmlReturn_t (*fn_dev_mig)(dev_t_, unsigned *, unsigned *);
+typedef gk__nvmlReturn_t (*fn_dev_uint_dev)(dev_t_, unsigned, dev_t_ *);
 
 enum { PROC_V3, PROC_V2, PROC_V1, PROC_NONE };
 static const char *const proc_names[] = {"nvmlDeviceGetComputeRunningProcesses_v3",
@@ -55,6 +56,8 @@ typedef struct nvml_syms {
     fn_dev_ecc ecc;
     fn_dev_procs procs[3];
     fn_dev_mig mig;
+    fn_dev_uint mig_max, gi_id, ci_id;
+    fn_dev_uint_dev mig_handle;
 } nvml_syms;
 
 #define REASON_LEN 160
@@ -252,6 +255,10 @@ static void resolve(gk_nvml *n)
     for (int i = 0; i < 3; i++)
         *(void **)&s->procs[i] = sym(l, proc_names[i]);
     *(void **)&s->mig = sym(l, "nvmlDeviceGetMigMode");
+    *(void **)&s->mig_max = sym(l, "nvmlDeviceGetMaxMigDeviceCount");
+    *(void **)&s->mig_handle = sym(l, "nvmlDeviceGetMigDeviceHandleByIndex");
+    *(void **)&s->gi_id = sym(l, "nvmlDeviceGetGpuInstanceId");
+    *(void **)&s->ci_id = sym(l, "nvmlDeviceGetComputeInstanceId");
 }
 
 /* Reads identity and notes missing symbols for one device. */
@@ -593,6 +600,63 @@ static int read_processes(gk_nvml *n, nvml_device *d, gk_gpu_sample *o)
     return 0;
 }
 
+/* Enumerates the MIG devices of a GPU in MIG mode: ids, UUID and memory of each. Slots without
+ * a device answer NOT_FOUND. A failure is counted and kept as the MIG field's reason without
+ * invalidating the mode. Returns 1 when the parent GPU was lost. */
+static int read_mig(gk_nvml *n, nvml_device *d, gk_gpu_sample *o)
+{
+    if (!n->s.mig_max || !n->s.mig_handle)
+        return 0;
+    unsigned max = 0;
+    int rc = n->s.mig_max(d->h, &max);
+    if (rc != GK__NVML_SUCCESS) {
+        count_error(n, "nvmlDeviceGetMaxMigDeviceCount", rc);
+        return rc == GK__NVML_ERROR_GPU_IS_LOST &&
+               field_failed(n, d, GK_GPU_MIG, "nvmlDeviceGetMaxMigDeviceCount", rc);
+    }
+    for (unsigned i = 0; i < max && o->nmig < GK_GPU_MAX_MIG; i++) {
+        dev_t_ h;
+        rc = n->s.mig_handle(d->h, i, &h);
+        if (rc == GK__NVML_ERROR_NOT_FOUND || rc == GK__NVML_ERROR_INVALID_ARGUMENT)
+            continue; /* empty slot */
+        if (rc != GK__NVML_SUCCESS) {
+            if (field_failed(n, d, GK_GPU_MIG, "nvmlDeviceGetMigDeviceHandleByIndex", rc))
+                return 1;
+            continue;
+        }
+        gk_mig_instance *mi = &o->mig[o->nmig++];
+        memset(mi, 0, sizeof *mi);
+        mi->gpu_instance_id = mi->compute_instance_id = 0xFFFFFFFFu;
+        if (n->s.gi_id && (rc = n->s.gi_id(h, &mi->gpu_instance_id)) != GK__NVML_SUCCESS)
+            count_error(n, "nvmlDeviceGetGpuInstanceId", rc);
+        if (n->s.ci_id && (rc = n->s.ci_id(h, &mi->compute_instance_id)) != GK__NVML_SUCCESS)
+            count_error(n, "nvmlDeviceGetComputeInstanceId", rc);
+        if (n->s.uuid && (rc = n->s.uuid(h, mi->uuid, sizeof mi->uuid)) != GK__NVML_SUCCESS) {
+            count_error(n, "nvmlDeviceGetUUID", rc);
+            mi->uuid[0] = '\0';
+        }
+        gk__nvmlMemory_v2_t m2;
+        memset(&m2, 0, sizeof m2);
+        m2.version = GK__NVML_MEMORY_V2_VERSION;
+        gk__nvmlMemory_t m1;
+        if (!d->mem_v1_only && n->s.mem2 && n->s.mem2(h, &m2) == GK__NVML_SUCCESS) {
+            mi->memory_total = m2.total;
+            mi->memory_used = m2.used;
+            mi->memory_free = m2.free;
+            mi->has_memory = 1;
+        } else if ((rc = n->s.mem1 ? n->s.mem1(h, &m1) : GK__NVML_ERROR_FUNCTION_NOT_FOUND) ==
+                   GK__NVML_SUCCESS) {
+            mi->memory_total = m1.total;
+            mi->memory_used = m1.used;
+            mi->memory_free = m1.free;
+            mi->has_memory = 1;
+        } else {
+            count_error(n, "nvmlDeviceGetMemoryInfo", rc);
+        }
+    }
+    return 0;
+}
+
 /* Reads one simple field through `call`; returns 1 when the device was lost. */
 #define READ_FIELD(field, callname, expr, on_ok)                                                   \
     do {                                                                                           \
@@ -672,6 +736,8 @@ static int sample_device(gk_nvml *n, nvml_device *d, unsigned tiers, gk_gpu_samp
         o->mig_current = u;
         o->mig_pending = u2;
     });
+    if (((o->valid >> GK_GPU_MIG) & 1u) && o->mig_current == 1 && read_mig(n, d, o))
+        goto out_lost;
     if (enabled(d, GK_GPU_PCIE, tiers)) {
         int rc = n->s.pcie(d->h, GK__NVML_PCIE_TX_BYTES, &u);
         if (rc == GK__NVML_SUCCESS)

@@ -15,6 +15,7 @@
 #define EXPORT __attribute__((visibility("default")))
 
 #define MAX_DEV   8
+#define MAX_MIG   7
 #define MAX_FAILS 32
 #define MAX_CALLS 64
 
@@ -25,10 +26,11 @@ struct gk__nvmlDevice_st {
 /* The scripted keys. */
 #define FAKE_KEYS(XX)                                                                              \
     XX(mem_total)                                                                                  \
-    XX(mem_used) XX(mem_free) XX(mem_reserved) XX(util_gpu) XX(util_mem) XX(temp) XX(power_mw)     \
+    XX(mem_used)                                                                                   \
+    XX(mem_free) XX(mem_reserved) XX(util_gpu) XX(util_mem) XX(temp) XX(power_mw)                  \
         XX(power_limit_mw) XX(energy_mj) XX(clock_sm) XX(clock_mem) XX(clock_gr) XX(events)        \
             XX(fan) XX(ecc_corr) XX(ecc_uncorr) XX(pcie_tx_kb) XX(pcie_rx_kb) XX(mig_cur)          \
-                XX(mig_pending) XX(nproc) XX(proc_mem_na)
+                XX(mig_pending) XX(nproc) XX(proc_mem_na) XX(mig_count)
 
 enum {
 #define FAKE_KEY_ENUM(k) K_##k,
@@ -57,6 +59,8 @@ typedef struct fake_call {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct gk__nvmlDevice_st devs[MAX_DEV];
+/* MIG devices: migs[d][k] has idx 1000 + d * MAX_MIG + k. */
+static struct gk__nvmlDevice_st migs[MAX_DEV][MAX_MIG];
 static unsigned ndev = 2;
 static int initialized;
 static int init_code;
@@ -99,6 +103,9 @@ static void defaults(void)
         v[K_mig_pending] = 0;
         v[K_nproc] = 2;
         v[K_proc_mem_na] = 0;
+        v[K_mig_count] = 2;
+        for (unsigned k = 0; k < MAX_MIG; k++)
+            migs[d][k].idx = 1000 + d * MAX_MIG + k;
     }
 }
 
@@ -237,6 +244,16 @@ static int dev_of(gk__nvmlDevice_t h)
     if (!h || h < devs || h >= devs + MAX_DEV || h->idx >= ndev)
         return -1;
     return (int)h->idx;
+}
+
+/* For a MIG handle: its parent's index and slot; -1 for anything else. */
+static int mig_of(gk__nvmlDevice_t h, unsigned *slot)
+{
+    if (!h || h < &migs[0][0] || h >= &migs[0][0] + MAX_DEV * MAX_MIG)
+        return -1;
+    unsigned off = h->idx - 1000;
+    *slot = off % MAX_MIG;
+    return (int)(off / MAX_MIG);
 }
 
 /* Common prologue of a device query: lock, validate, count, inject. */
@@ -408,6 +425,16 @@ gk__nvmlReturn_t nvmlDeviceGetName(gk__nvmlDevice_t h, char *buf, unsigned len)
 
 gk__nvmlReturn_t nvmlDeviceGetUUID(gk__nvmlDevice_t h, char *buf, unsigned len)
 {
+    unsigned slot;
+    int parent = mig_of(h, &slot);
+    if (parent >= 0 && buf && len >= GK__NVML_DEVICE_UUID_BUFFER_SIZE) {
+        pthread_mutex_lock(&lock);
+        int rc = enter("nvmlDeviceGetUUID", parent);
+        if (rc == 0)
+            snprintf(buf, len, "MIG-fake-%d-%u", parent, slot);
+        pthread_mutex_unlock(&lock);
+        return rc;
+    }
     DEVICE_CALL("nvmlDeviceGetUUID", h, buf && len >= GK__NVML_DEVICE_UUID_BUFFER_SIZE);
     snprintf(buf, len, "GPU-fake-%04u", dev);
     DEVICE_DONE();
@@ -423,8 +450,27 @@ gk__nvmlReturn_t nvmlDeviceGetPciInfo_v3(gk__nvmlDevice_t h, gk__nvmlPciInfo_t *
     DEVICE_DONE();
 }
 
+/* Memory of a MIG device: 10 GiB, (slot + 1) * 256 MiB used. */
+static void mig_memory(unsigned slot, unsigned long long *total, unsigned long long *used,
+                       unsigned long long *free_)
+{
+    *total = 10ULL << 30;
+    *used = (slot + 1ULL) << 28;
+    *free_ = *total - *used;
+}
+
 gk__nvmlReturn_t nvmlDeviceGetMemoryInfo(gk__nvmlDevice_t h, gk__nvmlMemory_t *m)
 {
+    unsigned slot;
+    int parent = mig_of(h, &slot);
+    if (parent >= 0 && m) {
+        pthread_mutex_lock(&lock);
+        int rc = enter("nvmlDeviceGetMemoryInfo", parent);
+        if (rc == 0)
+            mig_memory(slot, &m->total, &m->used, &m->free);
+        pthread_mutex_unlock(&lock);
+        return rc;
+    }
     DEVICE_CALL("nvmlDeviceGetMemoryInfo", h, m);
     m->total = take(dev, K_mem_total);
     /* v1 counts the driver reserve as used. */
@@ -556,6 +602,56 @@ gk__nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(gk__nvmlDevice_t h, unsign
     return rc;
 }
 
+EXPORT gk__nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(gk__nvmlDevice_t h, unsigned *n);
+EXPORT gk__nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(gk__nvmlDevice_t h, unsigned i,
+                                                            gk__nvmlDevice_t *out);
+EXPORT gk__nvmlReturn_t nvmlDeviceGetGpuInstanceId(gk__nvmlDevice_t h, unsigned *id);
+EXPORT gk__nvmlReturn_t nvmlDeviceGetComputeInstanceId(gk__nvmlDevice_t h, unsigned *id);
+
+gk__nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(gk__nvmlDevice_t h, unsigned *n)
+{
+    DEVICE_CALL("nvmlDeviceGetMaxMigDeviceCount", h, n);
+    *n = dev < MAX_DEV ? MAX_MIG : 0;
+    DEVICE_DONE();
+}
+
+gk__nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(gk__nvmlDevice_t h, unsigned i,
+                                                     gk__nvmlDevice_t *out)
+{
+    DEVICE_CALL("nvmlDeviceGetMigDeviceHandleByIndex", h, out);
+    if (!values[dev][K_mig_cur] || i >= values[dev][K_mig_count] || i >= MAX_MIG) {
+        pthread_mutex_unlock(&lock);
+        return GK__NVML_ERROR_NOT_FOUND;
+    }
+    *out = &migs[dev][i];
+    DEVICE_DONE();
+}
+
+/* Instance ids answer only on MIG handles, as on real hardware. */
+static int instance_id(const char *name, gk__nvmlDevice_t h, unsigned *id, int gpu_instance)
+{
+    unsigned slot;
+    pthread_mutex_lock(&lock);
+    int parent = mig_of(h, &slot);
+    int rc = enter(name, parent);
+    if (rc == 0 && (parent < 0 || !id))
+        rc = GK__NVML_ERROR_NOT_SUPPORTED;
+    if (rc == 0)
+        *id = gpu_instance ? slot + 1 : 0;
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+gk__nvmlReturn_t nvmlDeviceGetGpuInstanceId(gk__nvmlDevice_t h, unsigned *id)
+{
+    return instance_id("nvmlDeviceGetGpuInstanceId", h, id, 1);
+}
+
+gk__nvmlReturn_t nvmlDeviceGetComputeInstanceId(gk__nvmlDevice_t h, unsigned *id)
+{
+    return instance_id("nvmlDeviceGetComputeInstanceId", h, id, 0);
+}
+
 #ifndef FAKE_NVML_OLD
 EXPORT gk__nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(gk__nvmlDevice_t h, gk__nvmlMemory_v2_t *m);
 EXPORT gk__nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(gk__nvmlDevice_t h,
@@ -567,6 +663,20 @@ EXPORT gk__nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(gk__nvmlDevice_t
 
 gk__nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(gk__nvmlDevice_t h, gk__nvmlMemory_v2_t *m)
 {
+    unsigned slot;
+    int parent = mig_of(h, &slot);
+    if (parent >= 0 && m) {
+        pthread_mutex_lock(&lock);
+        int rc = enter("nvmlDeviceGetMemoryInfo_v2", parent);
+        if (rc == 0 && m->version != GK__NVML_MEMORY_V2_VERSION)
+            rc = GK__NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+        if (rc == 0) {
+            mig_memory(slot, &m->total, &m->used, &m->free);
+            m->reserved = 0;
+        }
+        pthread_mutex_unlock(&lock);
+        return rc;
+    }
     DEVICE_CALL("nvmlDeviceGetMemoryInfo_v2", h, m);
     /* The real library checks the struct version: nvtop's "version = 2" fails here. */
     if (m->version != GK__NVML_MEMORY_V2_VERSION) {

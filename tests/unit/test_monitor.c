@@ -206,6 +206,12 @@ static void test_gpu_series(void **state)
                              "1\",pci_bus_id=\"00000000:08:00.0\",driver_version=\"550.54.15\"} 1");
     GK_ASSERT_CONTAINS(text, "gpukit_nvml_up 1\n");
     free(text);
+    /* MIG instances get their own memory series. */
+    fake.set(1, "mig_cur", 1, 0);
+    GK_ASSERT_OK(gk_monitor_tick(m));
+    assert_true(last_value(m, "gpukit_gpu_mig_memory_used_bytes",
+                           "gpu=\"1\",uuid=\"GPU-fake-0001\",gpu_instance_id=\"2\","
+                           "compute_instance_id=\"0\"") == 512.0 * 1048576);
     /* GPU 1 lost: marked, and GPU 0 keeps being read. */
     fake.inject("nvmlDeviceGetPowerUsage", 1, 15, 0);
     GK_ASSERT_OK(gk_monitor_tick(m));

@@ -443,6 +443,45 @@ static void test_processes(void **state)
     gk_nvml_close(n);
 }
 
+static void test_mig(void **state)
+{
+    (void)state;
+    gk_nvml *n = open_lib(GK_TEST_FAKE_NVML);
+    gk_gpu_sample s;
+    GK_ASSERT_OK(gk_nvml_sample(n, 0, GK_TIER_SLOW, &s));
+    assert_true(VALID(s, GK_GPU_MIG));
+    assert_int_equal(s.mig_current, 0);
+    assert_int_equal(s.nmig, 0);
+    assert_int_equal(fake.calls("nvmlDeviceGetMaxMigDeviceCount"), 0); /* not asked with MIG off */
+    fake.set(0, "mig_cur", 1, 0);
+    fake.set(0, "mig_count", 3, 0);
+    GK_ASSERT_OK(gk_nvml_sample(n, 0, GK_TIER_SLOW, &s));
+    assert_int_equal(s.nmig, 3);
+    assert_int_equal(s.mig[2].gpu_instance_id, 3);
+    assert_int_equal(s.mig[2].compute_instance_id, 0);
+    assert_string_equal(s.mig[2].uuid, "MIG-fake-0-2");
+    assert_int_equal(s.mig[2].has_memory, 1);
+    assert_true(s.mig[2].memory_used == 3ULL << 28 && s.mig[2].memory_total == 10ULL << 30);
+    /* A failing slot is skipped with its reason kept; the mode stays valid. */
+    fake.inject("nvmlDeviceGetMigDeviceHandleByIndex", 0, GK__NVML_ERROR_UNKNOWN, 1);
+    fake.inject("nvmlDeviceGetGpuInstanceId", 0, GK__NVML_ERROR_NO_PERMISSION, 1);
+    GK_ASSERT_OK(gk_nvml_sample(n, 0, GK_TIER_SLOW, &s));
+    assert_true(VALID(s, GK_GPU_MIG));
+    assert_int_equal(s.nmig, 2);
+    assert_true(s.mig[0].gpu_instance_id == 0xFFFFFFFFu);
+    char why[200];
+    GK_ASSERT_CONTAINS(gk_nvml_field_reason(n, 0, GK_GPU_MIG, why, sizeof why),
+                       "nvmlDeviceGetMigDeviceHandleByIndex: Unknown Error (999)");
+    /* Memory of a MIG device through v1 when _v2 fails. */
+    fake.inject("nvmlDeviceGetMemoryInfo_v2", 0, GK__NVML_ERROR_UNKNOWN, 3);
+    GK_ASSERT_OK(gk_nvml_sample(n, 0, GK_TIER_SLOW, &s));
+    assert_int_equal(s.nmig, 3);
+    assert_int_equal(s.mig[1].has_memory, 1);
+    fake.inject("nvmlDeviceGetMaxMigDeviceCount", 0, GK__NVML_ERROR_GPU_IS_LOST, 1);
+    GK_ASSERT_ERR(gk_nvml_sample(n, 0, GK_TIER_SLOW, &s), GK_EDEVLOST);
+    gk_nvml_close(n);
+}
+
 static void test_tiers(void **state)
 {
     (void)state;
@@ -480,6 +519,7 @@ int main(void)
         cmocka_unit_test_setup(test_transient_errors, setup),
         cmocka_unit_test_setup(test_gpu_lost, setup),
         cmocka_unit_test_setup(test_processes, setup),
+        cmocka_unit_test_setup(test_mig, setup),
         cmocka_unit_test_setup(test_tiers, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
