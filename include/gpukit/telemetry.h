@@ -196,7 +196,7 @@ enum {
     GK_HOST_CPU = 1u << 0,    /* /proc/stat */
     GK_HOST_MEMORY = 1u << 1, /* /proc/meminfo */
     GK_HOST_LOAD = 1u << 2,   /* /proc/loadavg */
-    GK_HOST_FS = 1u << 3,     /* /proc/mounts + statvfs */
+    GK_HOST_FS = 1u << 3,     /* /proc/mounts + statvfs (pseudo and network filesystems skipped) */
     GK_HOST_DISK = 1u << 4,   /* /proc/diskstats */
     GK_HOST_NET = 1u << 5,    /* /proc/net/dev */
     GK_HOST_ALL = 0x3F

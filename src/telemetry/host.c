@@ -210,7 +210,8 @@ static int read_load(gk_host *h, gk_host_sample *o)
     return 0;
 }
 
-/* Filesystems that hold no user data. */
+/* Filesystems that hold no user data, and network filesystems (statvfs on a dead server can
+ * block for minutes, and the sampler must not). */
 static int pseudo_fs(const char *type)
 {
     static const char *const skip[] = {
