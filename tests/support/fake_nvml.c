@@ -24,13 +24,13 @@ struct gk__nvmlDevice_st {
 };
 
 /* The scripted keys. */
+/* clang-format off */
 #define FAKE_KEYS(XX)                                                                              \
-    XX(mem_total)                                                                                  \
-    XX(mem_used)                                                                                   \
-    XX(mem_free) XX(mem_reserved) XX(util_gpu) XX(util_mem) XX(temp) XX(power_mw)                  \
-        XX(power_limit_mw) XX(energy_mj) XX(clock_sm) XX(clock_mem) XX(clock_gr) XX(events)        \
-            XX(fan) XX(ecc_corr) XX(ecc_uncorr) XX(pcie_tx_kb) XX(pcie_rx_kb) XX(mig_cur)          \
-                XX(mig_pending) XX(nproc) XX(proc_mem_na) XX(mig_count)
+    XX(mem_total) XX(mem_used) XX(mem_free) XX(mem_reserved) XX(util_gpu) XX(util_mem)            \
+    XX(temp) XX(power_mw) XX(power_limit_mw) XX(energy_mj) XX(clock_sm) XX(clock_mem)             \
+    XX(clock_gr) XX(events) XX(fan) XX(ecc_corr) XX(ecc_uncorr) XX(pcie_tx_kb) XX(pcie_rx_kb)     \
+    XX(mig_cur) XX(mig_pending) XX(nproc) XX(proc_mem_na) XX(mig_count)
+/* clang-format on */
 
 enum {
 #define FAKE_KEY_ENUM(k) K_##k,
