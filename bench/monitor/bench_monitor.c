@@ -22,6 +22,11 @@
 
 #define ROUNDS 9
 
+/* psutil's side of the host-sample comparison; `make bench` runs from the source root. */
+#ifndef GK_BENCH_PSUTIL_SCRIPT
+#define GK_BENCH_PSUTIL_SCRIPT "bench/monitor/psutil_host.py"
+#endif
+
 static double now_ns(void)
 {
     struct timespec ts;

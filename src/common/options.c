@@ -86,18 +86,18 @@ int gk_parse_size(const char *text, uint64_t *out)
             continue;
         if (units[i].shift == 0 && frac)
             return -EINVAL; /* "1.5" bytes is not a size */
-        double bytes = ldexp(v, units[i].shift);
-        if (bytes >= 18446744073709551616.0)
-            return -ERANGE;
         if (!frac && units[i].shift == 0) {
             /* Exact path for plain integers (a double loses precision above 2^53). */
-            char *end;
-            unsigned long long u = strtoull(skip_space(text), &end, 10);
-            if (u == ULLONG_MAX && bytes > 1.8e19)
+            errno = 0;
+            unsigned long long u = strtoull(skip_space(text), NULL, 10);
+            if (errno == ERANGE)
                 return -ERANGE;
             *out = (uint64_t)u;
             return 0;
         }
+        double bytes = ldexp(v, units[i].shift);
+        if (bytes >= 18446744073709551616.0)
+            return -ERANGE;
         *out = (uint64_t)bytes;
         return 0;
     }
@@ -293,7 +293,8 @@ static int set_row(gk_options *o, size_t i, const char *shown_key, const char *v
     }
     if (rc != 0) {
         if (err && errlen)
-            snprintf(err, errlen, "%s: \"%s\" %s", shown_key, value,
+            snprintf(err, errlen, "%s: \"%.48s%s\" %s", shown_key, value,
+                     strlen(value) > 48 ? "..." : "",
                      rc == -ERANGE ? "is out of range" : type_hint(option_rows[i].type));
         rc = -EINVAL;
     }

@@ -1,6 +1,7 @@
 /* gpukit: the command-line tool. Dispatches to one subcommand per file (cmd_*.c). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tool.h"
@@ -66,17 +67,68 @@ void gk_tool_json_escape(FILE *out, const char *s)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: gpukit COMMAND [OPTIONS]\n\n"
+    fprintf(out, "usage: gpukit [SETTINGS] COMMAND [OPTIONS]\n\n"
                  "gpukit manages GPU memory, feeds data to the device, watches the GPU and the\n"
                  "host while work runs, and reports what it saw with advice.\n\ncommands:\n");
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'gpukit COMMAND --help' describes a command. Settings are listed by\n"
-                 "'gpukit info --settings'.\n");
+    fprintf(out, "\nSettings (GK_* variables, or flags before COMMAND such as --log debug) are\n"
+                 "listed by 'gpukit info --settings'. 'gpukit COMMAND --help' describes a "
+                 "command.\n");
+}
+
+/* Applies the settings given before the subcommand (`gpukit --log debug info`) by exporting their
+ * GK_* variables, so the library and every subcommand see one value; then checks every GK_*
+ * variable. Returns the index of the subcommand in argv, or -1 after printing an error. */
+static int apply_settings(int argc, char **argv)
+{
+    gk_options o;
+    char err[512];
+    int i = 1;
+    gk_options_default(&o);
+    while (i < argc && strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i], "--help") != 0 &&
+           strcmp(argv[i], "--version") != 0) {
+        const char *flag = argv[i], *value = NULL;
+        char name[64];
+        const char *eq = strchr(flag, '=');
+        if (eq) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - flag), flag);
+            value = eq + 1;
+            i++;
+        } else {
+            snprintf(name, sizeof name, "%s", flag);
+            if (i + 1 >= argc) {
+                gk_tool_error("%s needs a value (see 'gpukit info --settings')", name);
+                return -1;
+            }
+            value = argv[i + 1];
+            i += 2;
+        }
+        int rc = gk_options_set(&o, name, value, err, sizeof err);
+        if (rc) {
+            gk_tool_error("%s", err);
+            return -1;
+        }
+        for (size_t k = 0; k < gk_option_count(); k++) {
+            if (strcmp(gk_option_at(k)->flag, name) == 0)
+                setenv(gk_option_at(k)->env, value, 1);
+        }
+    }
+    if (gk_options_from_env(&o, err, sizeof err) != 0) {
+        gk_tool_error("%s", err);
+        return -1;
+    }
+    return i;
 }
 
 int main(int argc, char **argv)
 {
+    int first = apply_settings(argc, argv);
+    if (first < 0)
+        return GK_TOOL_USAGE;
+    argv[first - 1] = argv[0];
+    argc -= first - 1;
+    argv += first - 1;
     if (argc < 2) {
         usage(stderr);
         return GK_TOOL_USAGE;

@@ -1,0 +1,41 @@
+# gpukit's front door. `make demo` and `make test` install what is missing (Debian packages),
+# configure, build and run; the other targets are for day-to-day work.
+BUILD ?= build/release
+JOBS ?= $(shell nproc)
+
+.PHONY: demo test build bench deps clean format install fuzz
+
+demo:
+	@bash scripts/deps.sh demo
+	@bash scripts/demo.sh
+
+test:
+	@bash scripts/deps.sh test
+	@bash scripts/ci.sh
+
+build:
+	@bash scripts/deps.sh demo
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+install: build
+	cmake --install $(BUILD)
+
+# Longer fuzzing than CI's: FUZZ_SECONDS per target (default 300).
+FUZZ_SECONDS ?= 300
+fuzz:
+	@bash scripts/deps.sh test
+	cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DGK_FUZZ=ON -DGK_ASAN=ON -DGK_TESTS=OFF >/dev/null
+	cmake --build build/fuzz -j $(JOBS)
+	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/work/$$n; \
+	  echo "== $$n"; $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/work/$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -2 || exit 1; done
+
+bench:
+	@bash scripts/deps.sh bench
+	@bash scripts/bench.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
