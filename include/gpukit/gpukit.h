@@ -2,6 +2,7 @@
 #ifndef GPUKIT_GPUKIT_H
 #define GPUKIT_GPUKIT_H
 
+#include "batch.h"
 #include "device.h"
 #include "error.h"
 #include "export.h"
@@ -9,6 +10,8 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "options.h"
+#include "pool.h"
+#include "pressure.h"
 #include "telemetry.h"
 #include "version.h"
 

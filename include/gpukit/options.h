@@ -41,7 +41,9 @@ typedef enum gk_option_type {
     XX(nvml_library, "nvml.library", "GK_NVML_LIBRARY", "--nvml-library", GK_OPT_STRING,           \
        "libnvidia-ml.so.1", "NVML library loaded with dlopen (GPU metrics)")                       \
     XX(sync_timeout, "sync.timeout", "GK_SYNC_TIMEOUT", "--sync-timeout", GK_OPT_DURATION, "60s",  \
-       "longest wait of a blocking device call (event or stream synchronize)")
+       "longest wait of a blocking device call (event or stream synchronize)")                     \
+    XX(pool_conf, "pool.conf", "GK_POOL_CONF", "--pool-conf", GK_OPT_STRING, "",                   \
+       "caching-pool settings key=value,... applied on top of a preset (docs/pool.md)")
 
 /* The settings, one field per table row. Strings are stored inline (no ownership). Field types
  * follow the row's type: STRING char[GK_OPT_STRING_MAX], SIZE uint64_t, DURATION and DOUBLE
@@ -52,6 +54,7 @@ typedef struct gk_options {
     char cuda_library[GK_OPT_STRING_MAX];
     char nvml_library[GK_OPT_STRING_MAX];
     double sync_timeout; /* seconds */
+    char pool_conf[GK_OPT_STRING_MAX];
 } gk_options;
 
 /* A row of the table, for tools that list or document the settings. */
