@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error.h"
 #include "log.h"
 #include "metrics.h"
 #include "telemetry.h"
