@@ -128,8 +128,9 @@ GK_API void gk_nvml_config_default(gk_nvml_config *cfg);
  * (close with gk_nvml_close) and 0 is returned. Failures: GK_ENOGPU (library not found, a
  * required symbol missing, or nvmlInit failed: no driver, no permission...), -EINVAL, -ENOMEM;
  * *out is then NULL. `info` (may be NULL) is filled either way, with the reason on failure, e.g.
- * "libnvidia-ml.so.1 not found (no NVIDIA driver); GPU metrics are off". A device whose handle
- * or identity cannot be read is counted but marked lost. `cfg` may be NULL. */
+ * "no NVIDIA driver: libnvidia-ml.so.1 not found (...); GPU metrics are off". A device whose
+ * handle cannot be obtained, or that answers GPU_IS_LOST while its identity is read, is counted
+ * but marked lost; a name or UUID that cannot be read is left empty. `cfg` may be NULL. */
 GK_API int gk_nvml_open(const gk_nvml_config *cfg, gk_nvml **out, gk_nvml_info *info);
 
 /* Shuts NVML down and unloads it. NULL is a no-op. */
