@@ -81,8 +81,8 @@ GK_API gk_metrics *gk_metrics_default(void);
  * registration of a name fixes its type and help (help may be NULL); a later call with the same
  * name and labels returns the same series. Returns 0 and sets *out (owned by the registry),
  * -EINVAL (bad name, label name, odd label array, type clash with the name's suffix), -EEXIST
- * (the name exists with another type or other label names), -ENOSPC (a cap in the config
- * reached) or -ENOMEM. Thread-safe. */
+ * (the name exists with another type or other label names, or is a logged name, or a logged
+ * name's _sum/_count), -ENOSPC (a cap in the config reached) or -ENOMEM. Thread-safe. */
 GK_API int gk_metrics_counter(gk_metrics *m, const char *name, const char *help,
                               const char *const *labels, gk_metric **out);
 GK_API int gk_metrics_gauge(gk_metrics *m, const char *name, const char *help,
@@ -111,9 +111,10 @@ GK_API uint64_t gk_metric_count(const gk_metric *s);
 GK_API int gk_metrics_check_name(const char *name);
 GK_API int gk_metrics_check_label_name(const char *name);
 
-/* Renders every family in registration order (series in registration order) into a malloc'd,
- * NUL-terminated buffer: *out (free() it) and *len (without the NUL). OpenMetrics output ends
- * with "# EOF". Returns 0, -EINVAL or -ENOMEM. Thread-safe (takes the registry's mutex; updates
+/* Renders every family in registration order (series in registration order), then every logged
+ * name as a summary (quantiles 0.5, 0.9, 0.99 with _sum and _count, over all values logged), into
+ * a malloc'd, NUL-terminated buffer: *out (free() it) and *len (without the NUL). OpenMetrics
+ * output ends with "# EOF". Returns 0, -EINVAL or -ENOMEM. Thread-safe (takes the registry's mutex; updates
  * continue meanwhile, so a render is not an atomic snapshot across series). */
 GK_API int gk_metrics_render(gk_metrics *m, gk_metrics_format fmt, char **out, size_t *len);
 
@@ -130,8 +131,10 @@ GK_API gk_metrics_format gk_metrics_negotiate(const char *accept);
 
 /* Logs `value` under `name` with the current realtime timestamp: keeps the point in a ring of
  * cfg.log_capacity points (the oldest dropped) and adds it to the name's running summary (which
- * covers every value ever logged). Returns 0, -EINVAL (bad name or NaN), -ENOSPC (max_logs names
- * reached) or -ENOMEM. Thread-safe (a mutex per registry). */
+ * covers every value ever logged; gk_metrics_render exports it as a Prometheus summary). Returns
+ * 0, -EINVAL (bad name, a name ending in _total, _sum, _count, _bucket or _created, NaN or an
+ * infinity), -EEXIST (a metric family has that name), -ENOSPC (max_logs names reached) or
+ * -ENOMEM. Thread-safe (a mutex per registry). */
 GK_API int gk_metrics_log(gk_metrics *m, const char *name, double value);
 
 /* gk_metrics_log on gk_metrics_default(); -ENOMEM if that registry cannot be made. */

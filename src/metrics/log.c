@@ -34,6 +34,15 @@ void gk__metrics_logs_free(gk_metrics *m)
     m->nlogs = m->logs_cap = 0;
 }
 
+int gk__metrics_has_log(gk_metrics *m, const char *name)
+{
+    for (size_t i = 0; i < m->nlogs; i++) {
+        if (strcmp(m->logs[i]->name, name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static gk__log *find_log(gk_metrics *m, const char *name)
 {
     for (size_t i = 0; i < m->nlogs; i++) {
@@ -69,9 +78,22 @@ static int new_log(gk_metrics *m, const char *name, gk__log **out)
     return 0;
 }
 
+/* Names whose summary samples would look like another type's. */
+static int reserved_suffix(const char *name)
+{
+    static const char *const suffixes[] = {"_total", "_sum", "_count", "_bucket", "_created"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n >= k && strcmp(name + n - k, suffixes[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int gk_metrics_log(gk_metrics *m, const char *name, double value)
 {
-    if (!m || gk_metrics_check_name(name) != 0 || !isfinite(value))
+    if (!m || gk_metrics_check_name(name) != 0 || reserved_suffix(name) || !isfinite(value))
         return -EINVAL;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -80,7 +102,16 @@ int gk_metrics_log(gk_metrics *m, const char *name, double value)
     pthread_mutex_lock(&m->log_lock);
     gk__log *l = find_log(m, name);
     if (!l) {
-        rc = new_log(m, name, &l);
+        /* A new name: check it against the families, taking the locks in order. */
+        pthread_mutex_unlock(&m->log_lock);
+        pthread_mutex_lock(&m->lock);
+        pthread_mutex_lock(&m->log_lock);
+        l = find_log(m, name);
+        if (!l && gk__metrics_has_family(m, name))
+            rc = -EEXIST;
+        else if (!l)
+            rc = new_log(m, name, &l);
+        pthread_mutex_unlock(&m->lock);
         if (rc)
             goto out_unlock;
     }
@@ -92,6 +123,33 @@ int gk_metrics_log(gk_metrics *m, const char *name, double value)
 out_unlock:
     pthread_mutex_unlock(&m->log_lock);
     return rc;
+}
+
+void gk__metrics_render_logs(gk_metrics *m, FILE *out, gk_metrics_format fmt)
+{
+    char num[64];
+    pthread_mutex_lock(&m->log_lock);
+    for (size_t i = 0; i < m->nlogs; i++) {
+        const gk__log *l = m->logs[i];
+        gk_summary_stats st;
+        gk_summary_get(l->summary, &st);
+        if (fmt == GK_METRICS_OPENMETRICS)
+            fprintf(out, "# TYPE %s summary\n# HELP %s Values logged with gk_metric_log.\n",
+                    l->name, l->name);
+        else
+            fprintf(out, "# HELP %s Values logged with gk_metric_log.\n# TYPE %s summary\n",
+                    l->name, l->name);
+        const double qs[] = {st.p50, st.p90, st.p99};
+        const char *const qn[] = {"0.5", "0.9", "0.99"};
+        for (int q = 0; q < 3; q++) {
+            gk__metrics_format_number(qs[q], num, sizeof num);
+            fprintf(out, "%s{quantile=\"%s\"} %s\n", l->name, qn[q], num);
+        }
+        gk__metrics_format_number(st.sum, num, sizeof num);
+        fprintf(out, "%s_sum %s\n", l->name, num);
+        fprintf(out, "%s_count %llu\n", l->name, (unsigned long long)st.count);
+    }
+    pthread_mutex_unlock(&m->log_lock);
 }
 
 int gk_metric_log(const char *name, double value)

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "gpukit/metrics.h"
 
@@ -37,7 +38,7 @@ struct gk_metrics {
     pthread_mutex_t lock; /* families and their series lists */
     gk__family **fams;
     size_t nfams, cap;
-    pthread_mutex_t log_lock; /* logged values; never held together with lock */
+    pthread_mutex_t log_lock; /* logged values; lock order: lock, then log_lock */
     gk__log **logs;
     size_t nlogs, logs_cap;
 };
@@ -48,6 +49,16 @@ uint64_t gk__double_to_bits(double v);
 
 /* Writes a number the way Prometheus parses it: shortest round-trip form, "+Inf", "-Inf", "NaN". */
 void gk__metrics_format_number(double v, char *buf, size_t len);
+
+/* 1 when `name` is a family's base name. Caller holds m->lock. */
+int gk__metrics_has_family(gk_metrics *m, const char *name);
+
+/* 1 when `name` is a logged name. Caller holds m->log_lock. */
+int gk__metrics_has_log(gk_metrics *m, const char *name);
+
+/* Renders the logged names as summaries (quantiles 0.5, 0.9, 0.99, _sum, _count). Caller holds
+ * m->lock; takes m->log_lock. */
+void gk__metrics_render_logs(gk_metrics *m, FILE *out, gk_metrics_format fmt);
 
 /* Frees the value log of a registry (called by gk_metrics_destroy). */
 void gk__metrics_logs_free(gk_metrics *m);

@@ -3,6 +3,7 @@
  * of a double; counters and sums add with a compare-and-swap loop). */
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -211,6 +212,35 @@ static char *dup_str(const char *s)
     return strdup(s ? s : "");
 }
 
+/* 1 when a logged name would clash with a family named `base` (the same name, or the name of
+ * a log's _sum/_count sample). Caller holds m->lock. */
+static int clashes_with_log(gk_metrics *m, const char *base)
+{
+    char stem[256];
+    snprintf(stem, sizeof stem, "%s", base);
+    pthread_mutex_lock(&m->log_lock);
+    int clash = gk__metrics_has_log(m, stem);
+    static const char *const suffixes[] = {"_sum", "_count"};
+    for (size_t i = 0; i < 2 && !clash; i++) {
+        if (ends_with(base, suffixes[i])) {
+            stem[strlen(base) - strlen(suffixes[i])] = '\0';
+            clash = gk__metrics_has_log(m, stem);
+            snprintf(stem, sizeof stem, "%s", base);
+        }
+    }
+    pthread_mutex_unlock(&m->log_lock);
+    return clash;
+}
+
+int gk__metrics_has_family(gk_metrics *m, const char *name)
+{
+    for (size_t i = 0; i < m->nfams; i++) {
+        if (strcmp(m->fams[i]->name, name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static gk__family *find_family(gk_metrics *m, const char *base)
 {
     for (size_t i = 0; i < m->nfams; i++) {
@@ -348,6 +378,10 @@ static int do_register(gk_metrics *m, gk_metric_type type, const char *name, con
     pthread_mutex_lock(&m->lock);
     gk__family *f = find_family(m, base);
     if (!f) {
+        if (clashes_with_log(m, base)) {
+            rc = -EEXIST;
+            goto out_unlock;
+        }
         const double *b = bounds ? bounds : default_bounds;
         size_t nb = bounds ? nbounds : sizeof default_bounds / sizeof default_bounds[0];
         rc = new_family(m, base, help, type, labels, nlabels, b, nb, &f);

@@ -181,6 +181,7 @@ int gk_metrics_render(gk_metrics *m, gk_metrics_format fmt, char **out, size_t *
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < m->nfams; i++)
         render_family(f, m->fams[i], fmt);
+    gk__metrics_render_logs(m, f, fmt);
     pthread_mutex_unlock(&m->lock);
     if (fmt == GK_METRICS_OPENMETRICS)
         fputs("# EOF\n", f);

@@ -160,6 +160,10 @@ static gk_metrics *golden_registry(void)
     assert_int_equal(gk_metric_count(s), 4);
     GK_ASSERT_OK(gk_metrics_gauge(m, "gpukit_odd_values", "Special values.", NULL, &s));
     gk_gauge_set(s, -INFINITY);
+    /* A logged name becomes a summary: 1..100 gives p50, p90, p99 near 50, 90, 99 (the
+     * midpoints of their log-linear buckets: 50.25, 90.5, 99.5). */
+    for (int i = 1; i <= 100; i++)
+        GK_ASSERT_OK(gk_metrics_log(m, "train_step_seconds", i));
     return m;
 }
 
@@ -329,6 +333,8 @@ static void test_log(void **state)
     GK_ASSERT_ERR(gk_metrics_log(m, "other", 1), -ENOSPC);
     GK_ASSERT_ERR(gk_metrics_log(m, "bad name", 1), -EINVAL);
     GK_ASSERT_ERR(gk_metrics_log(m, "train_loss", NAN), -EINVAL);
+    GK_ASSERT_ERR(gk_metrics_log(m, "train_loss_total", 1), -EINVAL);
+    GK_ASSERT_ERR(gk_metrics_log(m, "train_loss_count", 1), -EINVAL);
     gk_metric_point pts[8];
     size_t n = 0;
     GK_ASSERT_OK(gk_metrics_log_points(m, "train_loss", pts, 8, &n));
@@ -349,6 +355,16 @@ static void test_log(void **state)
     assert_true(st.mean == 5.5 && st.min == 1.0 && st.max == 10.0);
     assert_true(fabs(st.p50 - 5.0) <= 0.05);
     GK_ASSERT_ERR(gk_metrics_log_summary(m, "nope", &st), -ENOENT);
+    /* Logged names and families never share a name. */
+    gk_metric *g = NULL;
+    GK_ASSERT_ERR(gk_metrics_gauge(m, "train_loss", NULL, NULL, &g), -EEXIST);
+    GK_ASSERT_ERR(gk_metrics_gauge(m, "train_loss_sum", NULL, NULL, &g), -EEXIST);
+    GK_ASSERT_ERR(gk_metrics_counter(m, "train_loss_count", NULL, NULL, &g), -EEXIST);
+    GK_ASSERT_OK(gk_metrics_gauge(m, "train_loss_avg", NULL, NULL, &g));
+    gk_metrics_destroy(m);
+    GK_ASSERT_OK(gk_metrics_create(NULL, &m));
+    GK_ASSERT_OK(gk_metrics_gauge(m, "eval_accuracy", NULL, NULL, &g));
+    GK_ASSERT_ERR(gk_metrics_log(m, "eval_accuracy", 0.5), -EEXIST);
     gk_metrics_destroy(m);
     /* The process-default registry. */
     gk_metrics *d = gk_metrics_default();
