@@ -377,6 +377,8 @@ static void test_log(void **state)
 
 enum { THREAD_OPS = 200000 };
 
+static gk_metrics *log_registry;
+
 static void *hammer(void *arg)
 {
     gk_metric **s = arg;
@@ -384,6 +386,8 @@ static void *hammer(void *arg)
         gk_counter_add(s[0], 1.0);
         gk_gauge_add(s[1], 2.0);
         gk_histogram_observe(s[2], (i % 4) * 0.5);
+        if (i % 4096 == 0)
+            gk_metrics_log(log_registry, "t_log", i);
     }
     return NULL;
 }
@@ -400,6 +404,8 @@ static void *render_loop(void *arg)
         char name[32];
         snprintf(name, sizeof name, "late_%d", i);
         gk_metrics_gauge(m, name, NULL, NULL, &s);
+        snprintf(name, sizeof name, "late_log_%d", i); /* a new logged name: both locks */
+        gk_metrics_log(m, name, i);
     }
     return NULL;
 }
@@ -414,6 +420,7 @@ static void test_threads(void **state)
     GK_ASSERT_OK(gk_metrics_counter(m, "t_ops_total", NULL, NULL, &s[0]));
     GK_ASSERT_OK(gk_metrics_gauge(m, "t_level", NULL, NULL, &s[1]));
     GK_ASSERT_OK(gk_metrics_histogram(m, "t_obs", NULL, NULL, bounds, 2, &s[2]));
+    log_registry = m;
     pthread_t th[3];
     assert_int_equal(pthread_create(&th[0], NULL, hammer, s), 0);
     assert_int_equal(pthread_create(&th[1], NULL, hammer, s), 0);
@@ -425,6 +432,10 @@ static void test_threads(void **state)
     assert_int_equal(gk_metric_count(s[2]), 2 * THREAD_OPS);
     /* values 0, 0.5, 1, 1.5 in equal shares: sum = 2 threads * OPS/4 * 3 */
     assert_true(gk_metric_value(s[2]) == 2.0 * THREAD_OPS / 4 * 3.0);
+    gk_summary_stats st;
+    GK_ASSERT_OK(gk_metrics_log_summary(m, "t_log", &st));
+    assert_int_equal(st.count, 2 * ((THREAD_OPS + 4095) / 4096));
+    GK_ASSERT_OK(gk_metrics_log_summary(m, "late_log_49", &st));
     gk_metrics_destroy(m);
 }
 
