@@ -42,8 +42,9 @@ GK_API int gk_exporter_parse_listen(const char *listen, char *host, size_t hostl
                                     char *err, size_t errlen);
 
 /* Binds and starts serving. Returns 0, -EINVAL (bad address), -EADDRINUSE or another negative
- * errno from bind, or -ENOMEM; err (may be NULL) receives a one-line message naming the address
- * and the fix. Stop with gk_exporter_destroy. */
+ * errno from bind, -ENOMEM, or GK_EUNAVAIL when gpukit was built without libmicrohttpd
+ * (GK_HTTP=OFF); err (may be NULL) receives a one-line message naming the address and the fix.
+ * Stop with gk_exporter_destroy. */
 GK_API int gk_exporter_start(const gk_exporter_config *cfg, gk_exporter **out, char *err,
                              size_t errlen);
 

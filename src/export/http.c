@@ -1,6 +1,7 @@
 /* The /metrics HTTP server over libmicrohttpd: one internal polling thread, GET and HEAD only,
  * content negotiation between Prometheus 0.0.4 and OpenMetrics, a health check that notices a
- * stuck sampler, bound to 127.0.0.1 by default. */
+ * stuck sampler, bound to 127.0.0.1 by default. Built without libmicrohttpd (GK_HTTP=OFF, or its
+ * header missing in a plain cc build), gk_exporter_start answers GK_EUNAVAIL. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -11,23 +12,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <microhttpd.h>
-
 #include "gpukit/error.h"
 #include "gpukit/export.h"
 
-struct gk_exporter {
-    struct MHD_Daemon *daemon;
-    gk_metrics *metrics;
-    gk_monitor *monitor;
-    int port;
-    atomic_ulong scrapes;
-};
+#if defined(GK_NO_MHD)
+#define GK__HTTP 0
+#elif defined(__has_include)
+#if __has_include(<microhttpd.h>)
+#define GK__HTTP 1
+#else
+#define GK__HTTP 0
+#endif
+#else
+#define GK__HTTP 1
+#endif
 
-static const char index_page[] =
-    "<!doctype html><html><head><title>gpukit</title></head><body>"
-    "<h1>gpukit exporter</h1><p><a href=\"/metrics\">/metrics</a> (Prometheus, OpenMetrics) "
-    "&middot; <a href=\"/healthz\">/healthz</a></p></body></html>\n";
+#if GK__HTTP
+#include <microhttpd.h>
+#endif
 
 void gk_exporter_config_default(gk_exporter_config *cfg)
 {
@@ -75,6 +77,21 @@ bad:
         snprintf(err, errlen, "listen address \"%s\" is not HOST:PORT %s", listen, fix);
     return -EINVAL;
 }
+
+#if GK__HTTP
+
+struct gk_exporter {
+    struct MHD_Daemon *daemon;
+    gk_metrics *metrics;
+    gk_monitor *monitor;
+    int port;
+    atomic_ulong scrapes;
+};
+
+static const char index_page[] =
+    "<!doctype html><html><head><title>gpukit</title></head><body>"
+    "<h1>gpukit exporter</h1><p><a href=\"/metrics\">/metrics</a> (Prometheus, OpenMetrics) "
+    "&middot; <a href=\"/healthz\">/healthz</a></p></body></html>\n";
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
                              void *body, size_t len, enum MHD_ResponseMemoryMode mode)
@@ -265,3 +282,37 @@ void gk_exporter_destroy(gk_exporter *e)
     MHD_stop_daemon(e->daemon); /* closes the listening socket */
     free(e);
 }
+
+#else /* no libmicrohttpd */
+
+static const char no_http[] = "this gpukit was built without libmicrohttpd, so it has no HTTP "
+                              "server (use --textfile, or rebuild with libmicrohttpd-dev)";
+
+int gk_exporter_start(const gk_exporter_config *cfg, gk_exporter **out, char *err, size_t errlen)
+{
+    (void)cfg;
+    if (out)
+        *out = NULL;
+    if (err && errlen)
+        snprintf(err, errlen, "%s", no_http);
+    return GK_EUNAVAIL;
+}
+
+int gk_exporter_port(const gk_exporter *e)
+{
+    (void)e;
+    return 0;
+}
+
+unsigned long gk_exporter_scrapes(const gk_exporter *e)
+{
+    (void)e;
+    return 0;
+}
+
+void gk_exporter_destroy(gk_exporter *e)
+{
+    (void)e;
+}
+
+#endif
