@@ -320,7 +320,7 @@ void gk__alerts_report(gk_monitor *m, gk__alert_event *events, size_t n)
         gk_log_level lvl = (e->state == GK_ALERT_FIRING || e->state == GK_ALERT_RESOLVED)
                                ? GK_LOG_WARN
                                : GK_LOG_INFO;
-        gk_log(&m->cfg.logger, lvl, "alert", "alert %s %s: {%s} value=%g", e->rule,
+        gk_log(&m->cfg.logger, lvl, "monitor", "alert %s %s: {%s} value=%g", e->rule,
                gk_alert_state_name(e->state), e->labels, e->value);
         if (m->cfg.on_alert)
             m->cfg.on_alert(m->cfg.alert_user, e->rule, e->labels, e->state, e->value);
