@@ -41,6 +41,7 @@
 #include "device.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "version.h"
 
 #ifdef __cplusplus
@@ -290,6 +291,13 @@ typedef struct gk_loader_config {
     /* 1 (default): after filling batch n, pass the items of batch n+K to the dataset's
      * will_need (for items of at least 4 KiB). */
     int readahead;
+    /* Where to publish the loader's metrics (NULL, the default: nowhere; gk_metrics_default()
+     * for the process registry). The registry must outlive the loader. Series, each labelled
+     * loader="<name>": gpukit_loader_items_total, _bytes_total, _batches_total, _skips_total,
+     * _worker_busy_seconds_total (counters), gpukit_loader_wait_seconds, _fill_seconds,
+     * _copy_seconds (histograms), gpukit_loader_ring_ready, _first_batch_seconds (gauges). */
+    gk_metrics *metrics;
+    const char *name; /* the loader label (copied; default "loader"); give each loader its own */
     unsigned test_drop_edges; /* tests only: GK_LOADER_DROP_EDGE_* (default 0) */
 } gk_loader_config;
 

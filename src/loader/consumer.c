@@ -175,6 +175,7 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
                        "skipping batch %" PRIu64 " of epoch %" PRIu64 ": %s", s->index, s->epoch,
                        s->msg);
                 gk__stat_add(&ld->st.skips, 1);
+                gk_counter_add(ld->m.skips, 1);
                 gk__slot_set_free(s);
                 pthread_cond_broadcast(&ld->cv_work);
                 pthread_mutex_unlock(&ld->mu);
@@ -231,8 +232,15 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
             bucket++;
         gk__stat_add(&ld->st.wait_hist[bucket], 1);
         gk__stat_add(&ld->st.batches, 1);
-        if (!atomic_load(&ld->st.first_batch_ns))
+        gk_counter_add(ld->m.items, (double)s->count);
+        gk_counter_add(ld->m.bytes, (double)b->bytes);
+        gk_counter_add(ld->m.batches, 1);
+        gk_histogram_observe(ld->m.wait, (double)w / 1e9);
+        gk_gauge_set(ld->m.ready, ready);
+        if (!atomic_load(&ld->st.first_batch_ns)) {
             atomic_store(&ld->st.first_batch_ns, now - ld->seek_ns);
+            gk_gauge_set(ld->m.first, (double)(now - ld->seek_ns) / 1e9);
+        }
         return 0;
     }
 }

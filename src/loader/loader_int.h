@@ -135,6 +135,10 @@ struct gk_loader {
     int stopped;
     uint64_t created_ns, seek_ns;
     char last_error[768];
+    char name[64];
+    struct {
+        gk_metric *items, *bytes, *batches, *skips, *busy, *wait, *fill, *copy, *ready, *first;
+    } m; /* NULL series (no registry) are ignored by the metrics API */
     struct {
         _Atomic uint64_t items, bytes, batches, skips, wait_ns, wait_max_ns, fill_ns, fill_max_ns,
             copy_ns, copy_max_ns, busy_ns, idle_ns, occupancy_sum, first_batch_ns;

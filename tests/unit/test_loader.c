@@ -599,9 +599,66 @@ static void test_host_device_stage(void **state)
     gk_device_close(dev);
 }
 
+/* The statistics published as gpukit metrics: the registry's series agree with the stats. */
+static void test_metrics(void **state)
+{
+    (void)state;
+    synth s;
+    synth_init(&s, 100);
+    gk_dataset *ds = synth_dataset(&s);
+    gk_metrics *reg;
+    GK_ASSERT_OK(gk_metrics_create(NULL, &reg));
+    gk_loader_config cfg = base_config(2);
+    cfg.metrics = reg;
+    cfg.name = "train";
+    cfg.epochs = 2;
+    gk_loader *ld;
+    GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    gk_batch b;
+    while (gk_loader_next(ld, NULL, -1, &b) == 0)
+        ;
+    gk_loader_stats st;
+    GK_ASSERT_OK(gk_loader_get_stats(ld, &st));
+    const char *labels[] = {"loader", "train", NULL};
+    gk_metric *items, *batches, *wait, *fill, *first;
+    GK_ASSERT_OK(gk_metrics_counter(reg, "gpukit_loader_items_total", NULL, labels, &items));
+    GK_ASSERT_OK(gk_metrics_counter(reg, "gpukit_loader_batches_total", NULL, labels, &batches));
+    GK_ASSERT_OK(
+        gk_metrics_histogram(reg, "gpukit_loader_wait_seconds", NULL, labels, NULL, 0, &wait));
+    GK_ASSERT_OK(
+        gk_metrics_histogram(reg, "gpukit_loader_fill_seconds", NULL, labels, NULL, 0, &fill));
+    GK_ASSERT_OK(gk_metrics_gauge(reg, "gpukit_loader_first_batch_seconds", NULL, labels, &first));
+    assert_int_equal((uint64_t)gk_metric_value(items), st.items);
+    assert_int_equal(st.items, 200);
+    assert_int_equal((uint64_t)gk_metric_value(batches), 30);
+    assert_int_equal(gk_metric_count(wait), 30);
+    assert_int_equal(gk_metric_count(fill), 30);
+    assert_true(gk_metric_value(first) > 0);
+    char *text;
+    size_t len;
+    GK_ASSERT_OK(gk_metrics_render(reg, GK_METRICS_PROMETHEUS, &text, &len));
+    GK_ASSERT_CONTAINS(text, "gpukit_loader_items_total{loader=\"train\"} 200");
+    GK_ASSERT_CONTAINS(text, "gpukit_loader_wait_seconds_bucket{loader=\"train\",le=");
+    free(text);
+    gk_loader_destroy(ld);
+    /* A name taken with another type: create fails and says which metric. */
+    gk_metrics *other;
+    GK_ASSERT_OK(gk_metrics_create(NULL, &other));
+    gk_metric *clash;
+    GK_ASSERT_OK(gk_metrics_gauge(other, "gpukit_loader_bytes_total_x", NULL, NULL, &clash));
+    GK_ASSERT_OK(gk_metrics_gauge(other, "gpukit_loader_ring_ready", NULL, NULL, &clash));
+    cfg.metrics = other;
+    GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EEXIST);
+    GK_ASSERT_CONTAINS(gk_loader_create_error(), "gpukit_loader_ring_ready");
+    gk_metrics_destroy(other);
+    gk_metrics_destroy(reg);
+    gk_dataset_destroy(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_same_output_any_workers),
         cmocka_unit_test(test_split_batches_and_flags),
         cmocka_unit_test(test_resume_equals_uninterrupted),

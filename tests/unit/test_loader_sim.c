@@ -181,9 +181,43 @@ static void test_destroy_waits_for_caller(void **state)
     gk_device_close(dev);
 }
 
+/* A create that runs out of device memory part-way (the ninth slot) fails with GK_EDEVOOM, says
+ * which slot, and gives back everything it had allocated. */
+static void test_failed_create_unwinds_device(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open("sim:capacity=1MiB,va_size=1MiB,backed=1", &dev));
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_create(&synth_ops, NULL, "synth", &ds));
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.batch_size = 4096; /* 128 KiB slots: 1 MiB holds 8 of the 12 asked for */
+    cfg.workers = 2;
+    cfg.depth = 12;
+    cfg.rank = 0;
+    cfg.world = 1;
+    cfg.device = dev;
+    gk_loader *ld = NULL;
+    GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), GK_EDEVOOM);
+    assert_null(ld);
+    GK_ASSERT_CONTAINS(gk_loader_create_error(), "device slot");
+    gk_device_counters c;
+    GK_ASSERT_OK(gk_device_get_counters(dev, &c));
+    assert_true(c.malloc_calls > 0);
+    assert_int_equal(c.malloc_calls - c.errors, c.free_calls);
+    assert_int_equal(c.host_alloc_calls, c.host_free_calls);
+    assert_int_equal(c.event_creates, c.event_destroys);
+    assert_int_equal(c.stream_creates, c.stream_destroys);
+    assert_int_equal(gk_device_sim_used(dev), 0);
+    gk_dataset_destroy(ds);
+    gk_device_close(dev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_failed_create_unwinds_device),
         cmocka_unit_test(test_all_edges_hold),
         cmocka_unit_test(test_destroy_waits_for_caller),
     };
