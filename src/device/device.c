@@ -470,7 +470,7 @@ static int check_stream(gk_device *dev, gk_stream *s, const char *fn)
 
 int gk_stream_create(gk_device *dev, gk_stream **out)
 {
-    gk__handle *h;
+    gk__handle *h = NULL;
     if (!dev || !out)
         return -EINVAL;
     *out = NULL;
@@ -607,7 +607,7 @@ static int check_event(gk_device *dev, gk_event *ev, const char *fn)
 
 int gk_event_create(gk_device *dev, gk_event **out)
 {
-    gk__handle *h;
+    gk__handle *h = NULL;
     if (!dev || !out)
         return -EINVAL;
     *out = NULL;

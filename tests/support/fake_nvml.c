@@ -630,7 +630,7 @@ gk__nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(gk__nvmlDevice_t h, unsigne
 /* Instance ids answer only on MIG handles, as on real hardware. */
 static int instance_id(const char *name, gk__nvmlDevice_t h, unsigned *id, int gpu_instance)
 {
-    unsigned slot;
+    unsigned slot = 0;
     pthread_mutex_lock(&lock);
     int parent = mig_of(h, &slot);
     int rc = enter(name, parent);

@@ -96,7 +96,8 @@ static gk_device *open_cuda(const char *spec)
     gk_device *dev = NULL;
     int rc = gk_device_open(spec, &dev);
     if (rc)
-        fail_msg("gk_device_open(%s): %s: %s", spec, gk_err_name(rc), gk_device_open_error());
+        fail_msg("gk_device_open(%s): %s: %s", spec ? spec : "(default)", gk_err_name(rc),
+                 gk_device_open_error());
     return dev;
 }
 
