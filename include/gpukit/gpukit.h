@@ -6,6 +6,7 @@
 #include "error.h"
 #include "log.h"
 #include "options.h"
+#include "report.h"
 #include "version.h"
 
 #endif
