@@ -7,6 +7,7 @@
 #include "log.h"
 #include "options.h"
 #include "report.h"
+#include "run.h"
 #include "version.h"
 
 #endif

@@ -77,6 +77,8 @@ typedef struct gk_recording_end {
     uint64_t metric_lines;     /* StatsD lines accepted */
     uint64_t metric_malformed; /* StatsD lines refused */
     uint64_t metric_dropped;   /* StatsD values over the recording cap (not recorded) */
+    double cpu_seconds;        /* user+system CPU of the command and its waited-for children */
+    double max_rss_bytes;      /* the largest RSS of one process of the tree (rusage) */
 } gk_recording_end;
 
 /* Creates (truncates) `path` and writes the metadata line. Returns 0 and *out, -EINVAL, -ENOMEM

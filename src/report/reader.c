@@ -298,6 +298,8 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
         e->metric_lines = (uint64_t)get_num(j, "metric_lines", 0);
         e->metric_malformed = (uint64_t)get_num(j, "metric_malformed", 0);
         e->metric_dropped = (uint64_t)get_num(j, "metric_dropped", 0);
+        e->cpu_seconds = get_num(j, "cpu_seconds", NAN);
+        e->max_rss_bytes = get_num(j, "max_rss_bytes", NAN);
         return 0;
     }
     if (strcmp(ty, "meta") == 0)

@@ -181,11 +181,16 @@ int gk_recorder_close(gk_recorder *r, const gk_recording_end *end)
         gk__sbuf_json_num(b, end->duration_s);
         gk__sbuf_printf(b,
                         ",\"samples\":%llu,\"overruns\":%llu,\"metric_lines\":%llu,"
-                        "\"metric_malformed\":%llu,\"metric_dropped\":%llu}",
+                        "\"metric_malformed\":%llu,\"metric_dropped\":%llu",
                         (unsigned long long)end->samples, (unsigned long long)end->overruns,
                         (unsigned long long)end->metric_lines,
                         (unsigned long long)end->metric_malformed,
                         (unsigned long long)end->metric_dropped);
+        gk__sbuf_puts(b, ",\"cpu_seconds\":");
+        gk__sbuf_json_num(b, end->cpu_seconds);
+        gk__sbuf_puts(b, ",\"max_rss_bytes\":");
+        gk__sbuf_json_num(b, end->max_rss_bytes);
+        gk__sbuf_add(b, "}", 1);
         flush_line(r);
     }
     if (close(r->fd) != 0 && !r->first_err)

@@ -56,7 +56,6 @@ struct gk_report {
     size_t nadvice, nadvice_text;
     gk_comparison *cmp;
     size_t ncmp;
-    char **cmp_text;
     double energy_j; /* summed over GPUs; < 0 when no power was recorded */
 };
 

@@ -15,6 +15,8 @@ typedef struct tool_command {
 /* One line per subcommand, in the order `gpukit --help` lists them. */
 static const tool_command commands[] = {
     {"info", gk_tool_info, "backends, devices, driver and host; what is unavailable and why"},
+    {"run", gk_tool_run, "run a command, watch it, record it and report with advice"},
+    {"report", gk_tool_report, "the report of a recording, optionally against a baseline"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
