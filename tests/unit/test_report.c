@@ -10,15 +10,15 @@
 #include "gk_test.h"
 
 typedef struct spec {
-    int n;              /* samples, every 0.5 s */
-    double cores;       /* tree.cpu_cores */
-    double core_max;    /* host.cpu_max_core_ratio */
-    double host_mem;    /* host.memory_used_ratio */
-    int gpu;            /* record gpu.0.* */
+    int n;           /* samples, every 0.5 s */
+    double cores;    /* tree.cpu_cores */
+    double core_max; /* host.cpu_max_core_ratio */
+    double host_mem; /* host.memory_used_ratio */
+    int gpu;         /* record gpu.0.* */
     double gpu_util, gpu_mem, power, events;
-    double step_ms;     /* step_time timer values (0: none) */
-    double throughput;  /* samples_per_second gauge (0: none) */
-    double wait_ms;     /* loader_wait_ms timer per sample (0: none) */
+    double step_ms;          /* step_time timer values (0: none) */
+    double throughput;       /* samples_per_second gauge (0: none) */
+    double wait_ms;          /* loader_wait_ms timer per sample (0: none) */
     double reserved, in_use; /* pool gauges (0: none) */
     int malformed, signal;
 } spec;
@@ -28,34 +28,40 @@ static const char *record(const char *name, const spec *sp)
     static char path[1024];
     snprintf(path, sizeof path, "%s/%s.jsonl", gk_test_tmpdir(name), name);
     static const char *const argv[] = {"train", "--fast"};
-    gk_recording_meta m = {.argc = 2, .argv = argv, .host = "h", .start_unix = 1.7e9,
-                           .interval_s = 0.5, .cores = 2, .memory_total_bytes = 8e9,
-                           .gpu_enabled = sp->gpu, .gpu_reason = sp->gpu ? "" : "no driver"};
+    gk_recording_meta m = {.argc = 2,
+                           .argv = argv,
+                           .host = "h",
+                           .start_unix = 1.7e9,
+                           .interval_s = 0.5,
+                           .cores = 2,
+                           .memory_total_bytes = 8e9,
+                           .gpu_enabled = sp->gpu,
+                           .gpu_reason = sp->gpu ? "" : "no driver"};
     gk_recorder *r = NULL;
     GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
     for (int i = 0; i < sp->n; i++) {
         double t = 0.5 * (i + 1);
         /* deterministic jitter and a 2% step halfway, so the noise estimate is not zero */
         double j = 1 + 0.01 * ((i % 3) - 1) + (i >= sp->n / 2 ? 0.02 : 0);
-        const char *names[] = {"tree.cpu_cores",      "host.cpu_max_core_ratio",
-                               "host.memory_used_ratio", "gpu.0.utilization_ratio",
-                               "gpu.0.memory_used_ratio", "gpu.0.power_watts",
+        const char *names[] = {"tree.cpu_cores",           "host.cpu_max_core_ratio",
+                               "host.memory_used_ratio",   "gpu.0.utilization_ratio",
+                               "gpu.0.memory_used_ratio",  "gpu.0.power_watts",
                                "gpu.0.clock_event_reasons"};
-        double v[] = {sp->cores * j, sp->core_max, sp->host_mem, sp->gpu_util, sp->gpu_mem,
-                      sp->power, sp->events};
+        double v[] = {sp->cores * j, sp->core_max, sp->host_mem, sp->gpu_util,
+                      sp->gpu_mem,   sp->power,    sp->events};
         GK_ASSERT_OK(gk_recorder_sample(r, t, sp->gpu ? 7 : 3, names, v));
         if (sp->step_ms > 0)
             GK_ASSERT_OK(gk_recorder_metric(r, t, "step_time", "ms", sp->step_ms * j, NULL));
         if (sp->throughput > 0)
-            GK_ASSERT_OK(gk_recorder_metric(r, t, "samples_per_second", "g",
-                                            sp->throughput * j, NULL));
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "samples_per_second", "g", sp->throughput * j, NULL));
         if (sp->wait_ms > 0)
             GK_ASSERT_OK(gk_recorder_metric(r, t, "loader_wait", "ms", sp->wait_ms, NULL));
         if (sp->reserved > 0) {
-            GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_alloc_reserved_bytes", "g",
-                                            sp->reserved, NULL));
-            GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_alloc_in_use_bytes", "g",
-                                            sp->in_use, NULL));
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_alloc_reserved_bytes", "g", sp->reserved, NULL));
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_alloc_in_use_bytes", "g", sp->in_use, NULL));
         }
     }
     gk_recording_end e = {.t = 0.5 * sp->n,
@@ -108,8 +114,14 @@ static const char *rules(const gk_report *rep)
 static void test_stats_energy_threshold(void **state)
 {
     (void)state;
-    spec sp = {.n = 20, .cores = 0.5, .core_max = 0.95, .host_mem = 0.3, .gpu = 1,
-               .gpu_util = 0.6, .gpu_mem = 0.7, .power = 100};
+    spec sp = {.n = 20,
+               .cores = 0.5,
+               .core_max = 0.95,
+               .host_mem = 0.3,
+               .gpu = 1,
+               .gpu_util = 0.6,
+               .gpu_mem = 0.7,
+               .power = 100};
     gk_recording *rec, *brec;
     gk_report *rep = report_of(record("stats", &sp), NULL, &rec, &brec);
     gk_stats st;
@@ -150,8 +162,13 @@ static void test_advice_rules(void **state)
     gk_recording *rec, *brec;
     gk_report *rep;
     /* balanced: GPU busy, moderate memory: nothing fires */
-    spec calm = {.n = 20, .cores = 0.5, .core_max = 0.5, .host_mem = 0.3, .gpu = 1,
-                 .gpu_util = 0.7, .gpu_mem = 0.6};
+    spec calm = {.n = 20,
+                 .cores = 0.5,
+                 .core_max = 0.5,
+                 .host_mem = 0.3,
+                 .gpu = 1,
+                 .gpu_util = 0.7,
+                 .gpu_mem = 0.6};
     rep = report_of(record("calm", &calm), NULL, &rec, &brec);
     assert_string_equal(rules(rep), "");
     done(rep, rec, brec);
@@ -204,8 +221,8 @@ static void test_advice_rules(void **state)
     done(rep, rec, brec);
 
     /* host only */
-    spec single = {.n = 20, .cores = 1.0, .core_max = 1.0, .host_mem = 0.95, .malformed = 3,
-                   .signal = 9};
+    spec single = {
+        .n = 20, .cores = 1.0, .core_max = 1.0, .host_mem = 0.95, .malformed = 3, .signal = 9};
     rep = report_of(record("single", &single), NULL, &rec, &brec);
     GK_ASSERT_CONTAINS(rules(rep), "single-thread-bound");
     GK_ASSERT_CONTAINS(rules(rep), "host-memory-pressure");
@@ -241,8 +258,8 @@ static const gk_comparison *find_cmp(const gk_report *rep, const char *name, gk_
 static void test_baseline(void **state)
 {
     (void)state;
-    spec base = {.n = 24, .cores = 0.9, .core_max = 0.5, .host_mem = 0.3, .step_ms = 10,
-                 .throughput = 1000};
+    spec base = {
+        .n = 24, .cores = 0.9, .core_max = 0.5, .host_mem = 0.3, .step_ms = 10, .throughput = 1000};
     char bpath[1024];
     snprintf(bpath, sizeof bpath, "%s", record("base", &base));
     gk_recording *rec, *brec;
@@ -304,8 +321,16 @@ static void test_baseline(void **state)
 static void test_html(void **state)
 {
     (void)state;
-    spec sp = {.n = 3000, .cores = 1, .core_max = 0.9, .host_mem = 0.3, .gpu = 1,
-               .gpu_util = 0.5, .gpu_mem = 0.5, .power = 80, .step_ms = 12, .throughput = 10};
+    spec sp = {.n = 3000,
+               .cores = 1,
+               .core_max = 0.9,
+               .host_mem = 0.3,
+               .gpu = 1,
+               .gpu_util = 0.5,
+               .gpu_mem = 0.5,
+               .power = 80,
+               .step_ms = 12,
+               .throughput = 10};
     gk_recording *rec, *brec;
     gk_report *rep = report_of(record("html", &sp), NULL, &rec, &brec);
     char *html = NULL;
