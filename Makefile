@@ -30,6 +30,10 @@ fuzz:
 	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/work/$$n; \
 	  echo "== $$n"; $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/work/$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -2 || exit 1; done
 
+bench:
+	@bash scripts/deps.sh bench
+	@bash scripts/bench.sh
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 

@@ -9,11 +9,14 @@
  *          that use the CUDA runtime.
  *
  * Device specs (the same strings for the API, GK_DEVICE and --device):
- *   auto                       cuda:0 when a driver and a GPU answer, else host (the reason is
- * kept) host                       the host backend cuda | cuda:N              GPU N through the
- * driver API sim[:key=value,...]        keys: capacity, alignment, granularity, backed,
- * alloc_latency_us, free_latency_us, clock (real|virtual), event_polls, fail_alloc_nth, fail_prob,
- * seed, fail_above, fail_after_bytes, fail_event_query_nth, name. See docs/devices.md.
+ *   auto                  cuda:0 when a driver and a GPU answer, else host (the reason is kept)
+ *   host                  the host backend
+ *   cuda | cuda:N         GPU N through the driver API
+ *   sim[:key=value,...]   keys: capacity, alignment, granularity, backed, va_size,
+ *                         alloc_latency_us, free_latency_us, latency_us (both), clock
+ *                         (real|virtual), event_polls, fail_alloc_nth, fail_prob, seed,
+ *                         fail_above, fail_after_bytes, fail_event_query_nth, name.
+ *                         See docs/devices.md.
  *
  * Device pointers are void * values in the device's address space. On sim without `backed=1` they
  * must not be dereferenced. All functions are thread-safe unless stated otherwise; a stream or
