@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Benchmarks of gpukit run (make bench, or bash bench/run/run.sh BUILD_DIR):
+#   1. overhead: wall time of a CPU-bound command alone and under `gpukit run` at the default
+#      interval, alternated in the same run; medians and their ratio;
+#   2. accuracy: peak RSS and CPU seconds of a single-process workload as gpukit records them
+#      (sampled series and the end line) against /usr/bin/time -v in the same run.
+set -euo pipefail
+build=${1:-build/bench}
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+gpukit="$build/gpukit"
+[ -x "$gpukit" ] || gpukit="$build/tools/gpukit/gpukit"
+[ -x "$gpukit" ] || { echo "bench/run: no gpukit binary in $build" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "bench/run: /usr/bin/time missing (Debian package: time)" >&2; exit 1; }
+workload="$root/tests/support/run_workload.py"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+rounds=${GK_BENCH_ROUNDS:-7}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+now() { date +%s.%N; }
+
+# 1. A fixed amount of work (not of CPU time), so the wall time shows any slowdown.
+cpu_cmd=(python3 -c 'x=0
+for i in range(12_000_000): x += i * i')
+for r in $(seq 1 "$rounds"); do
+    t0=$(now); "${cpu_cmd[@]}"; t1=$(now)
+    echo "$t1 - $t0" | bc -l >>"$tmp/bare"
+    t0=$(now); "$gpukit" run -- "${cpu_cmd[@]}" 2>/dev/null; t1=$(now)
+    echo "$t1 - $t0" | bc -l >>"$tmp/run"
+done
+bare=$(median <"$tmp/bare")
+run=$(median <"$tmp/run")
+printf 'overhead: CPU-bound command, median of %d rounds: bare %.3f s, under gpukit run (0.5 s interval) %.3f s, ratio %.4f\n' \
+    "$rounds" "$bare" "$run" "$(echo "$run / $bare" | bc -l)"
+
+# 1b. gpukit's own CPU while it watches an idle command (sleep uses none): user+system per
+# second of the run, at the default interval and at the fastest.
+for iv in 0.5 0.05; do
+    /usr/bin/time -f "%U %S %e" -o "$tmp/cost" "$gpukit" run --interval "$iv" -- sleep 5 2>/dev/null
+    read -r u s e <"$tmp/cost"
+    printf 'cost: gpukit run --interval %s over sleep 5: %.2f s CPU in %.2f s = %.2f%% of one core (%d processes on the host)\n' \
+        "$iv" "$(echo "$u + $s" | bc -l)" "$e" "$(echo "100 * ($u + $s) / $e" | bc -l)" "$(ls /proc | grep -c '^[0-9]')"
+done
+
+# 2. Accuracy against /usr/bin/time -v.
+for r in $(seq 1 3); do
+    /usr/bin/time -v -o "$tmp/time.txt" "$gpukit" run --interval 0.05 --out "$tmp/acc.jsonl" -- \
+        python3 "$workload" --alloc-mb 200 --burn 1.0 --sleep 0.3 2>/dev/null
+    python3 - "$tmp/time.txt" "$tmp/acc.jsonl" <<'PY'
+import json, sys
+t = {}
+for line in open(sys.argv[1]):
+    k, _, v = line.strip().rpartition(": ")
+    t[k] = v
+recs = [json.loads(l) for l in open(sys.argv[2])]
+end = recs[-1]
+samples = [r["v"] for r in recs if r["type"] == "sample"]
+peak = max(s.get("tree.rss_bytes", 0) for s in samples)
+cpu = max(s.get("tree.cpu_seconds", 0) for s in samples)
+# /usr/bin/time measures gpukit and its child; the child's figures are gpukit's rusage ones.
+time_rss = int(t["Maximum resident set size (kbytes)"]) * 1024
+time_cpu = float(t["User time (seconds)"]) + float(t["System time (seconds)"])
+print("accuracy: time -v max RSS %.1f MiB; gpukit sampled peak %.1f MiB (%+.1f%%), end line %.1f MiB (%+.1f%%)"
+      % (time_rss / 2**20, peak / 2**20, 100 * (peak / time_rss - 1), end["max_rss_bytes"] / 2**20,
+         100 * (end["max_rss_bytes"] / time_rss - 1)))
+print("          time -v CPU %.3f s (gpukit included); gpukit end line %.3f s (%+.1f%%), last sample %.3f s"
+      % (time_cpu, end["cpu_seconds"], 100 * (end["cpu_seconds"] / time_cpu - 1), cpu))
+PY
+done
