@@ -95,6 +95,12 @@ GK_API int gk_recorder_sample(gk_recorder *r, double t, size_t n, const char *co
 GK_API int gk_recorder_metric(gk_recorder *r, double t, const char *name, const char *kind,
                               double value, const char *tags);
 
+/* Writes one alert-state line: rule `name` on the series with `labels` (may be NULL) went to
+ * `state` ("pending", "firing", "resolved") with `value`. Returns 0, -EINVAL or the negative
+ * errno of write. Thread-safe. */
+GK_API int gk_recorder_alert(gk_recorder *r, double t, const char *name, const char *labels,
+                             const char *state, double value);
+
 /* Writes the end line (when `end` is not NULL), closes the file and frees `r`. Returns 0 or the
  * first write/close error seen in the recorder's life. NULL `r` is a no-op returning 0. */
 GK_API int gk_recorder_close(gk_recorder *r, const gk_recording_end *end);
@@ -164,6 +170,19 @@ GK_API const gk_series *gk_recording_find(const gk_recording *rec, const char *n
  * (the run was probably killed); skipped". Strings belong to the recording. */
 GK_API size_t gk_recording_issue_count(const gk_recording *rec);
 GK_API const char *gk_recording_issue(const gk_recording *rec, size_t i);
+
+/* One alert-state change recorded by `gpukit run --alert`. Strings belong to the recording. */
+typedef struct gk_alert_event {
+    double t;
+    const char *name;   /* the rule's name */
+    const char *labels; /* the series it fired on ("gpu=\"0\"", or "") */
+    const char *state;  /* "pending", "firing" or "resolved" */
+    double value;
+} gk_alert_event;
+
+/* The alert events in recorded order; gk_recording_alert returns 0 or -ERANGE. */
+GK_API size_t gk_recording_alert_count(const gk_recording *rec);
+GK_API int gk_recording_alert(const gk_recording *rec, size_t i, gk_alert_event *out);
 
 /* --- Summaries ----------------------------------------------------------------------------- */
 

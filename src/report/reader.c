@@ -35,6 +35,8 @@ struct gk_recording {
     size_t issues_more; /* issues not kept */
     int full_warned;
     int closing; /* the last notes are kept even past the cap */
+    gk_alert_event *alerts;
+    size_t nalerts;
 };
 
 static uint64_t hash_key(const char *name, gk_series_kind kind)
@@ -302,6 +304,27 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
         e->max_rss_bytes = get_num(j, "max_rss_bytes", NAN);
         return 0;
     }
+    if (strcmp(ty, "alert") == 0) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+        const cJSON *labels = cJSON_GetObjectItemCaseSensitive(j, "labels");
+        const cJSON *state = cJSON_GetObjectItemCaseSensitive(j, "state");
+        if (!cJSON_IsString(name) || !*name->valuestring || !cJSON_IsString(state))
+            return add_issue(rec, "line %zu: alert without a name or state (skipped)", lineno);
+        gk_alert_event *a = realloc(rec->alerts, (rec->nalerts + 1) * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        rec->alerts = a;
+        a = &rec->alerts[rec->nalerts];
+        a->t = tt;
+        a->value = get_num(j, "value", NAN);
+        a->name = strdup(name->valuestring);
+        a->labels = strdup(cJSON_IsString(labels) ? labels->valuestring : "");
+        a->state = strdup(state->valuestring);
+        rec->nalerts++;
+        if (!a->name || !a->labels || !a->state)
+            return -ENOMEM;
+        return 0;
+    }
     if (strcmp(ty, "meta") == 0)
         return add_issue(rec, "line %zu: a second metadata line (skipped)", lineno);
     return add_issue(rec, "line %zu: unknown type \"%.40s\" (skipped)", lineno, ty);
@@ -431,6 +454,12 @@ void gk_recording_free(gk_recording *rec)
     }
     for (size_t i = 0; i < rec->nissues; i++)
         free(rec->issues[i]);
+    for (size_t i = 0; i < rec->nalerts; i++) {
+        free((char *)rec->alerts[i].name);
+        free((char *)rec->alerts[i].labels);
+        free((char *)rec->alerts[i].state);
+    }
+    free(rec->alerts);
     free(rec->issues);
     free(rec->series);
     free(rec->table);
@@ -483,4 +512,19 @@ size_t gk_recording_issue_count(const gk_recording *rec)
 const char *gk_recording_issue(const gk_recording *rec, size_t i)
 {
     return rec && i < rec->nissues ? rec->issues[i] : NULL;
+}
+
+size_t gk_recording_alert_count(const gk_recording *rec)
+{
+    return rec ? rec->nalerts : 0;
+}
+
+int gk_recording_alert(const gk_recording *rec, size_t i, gk_alert_event *out)
+{
+    if (!rec || !out)
+        return -EINVAL;
+    if (i >= rec->nalerts)
+        return -ERANGE;
+    *out = rec->alerts[i];
+    return 0;
 }

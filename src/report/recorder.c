@@ -167,6 +167,29 @@ int gk_recorder_metric(gk_recorder *r, double t, const char *name, const char *k
     return rc;
 }
 
+int gk_recorder_alert(gk_recorder *r, double t, const char *name, const char *labels,
+                      const char *state, double value)
+{
+    if (!r || !name || !*name || !state || !*state)
+        return -EINVAL;
+    pthread_mutex_lock(&r->lock);
+    gk__sbuf *b = &r->line;
+    gk__sbuf_puts(b, "{\"type\":\"alert\",\"t\":");
+    gk__sbuf_printf(b, "%.4f", t);
+    gk__sbuf_puts(b, ",\"name\":");
+    gk__sbuf_json_str(b, name);
+    gk__sbuf_puts(b, ",\"labels\":");
+    gk__sbuf_json_str(b, labels);
+    gk__sbuf_puts(b, ",\"state\":");
+    gk__sbuf_json_str(b, state);
+    gk__sbuf_puts(b, ",\"value\":");
+    gk__sbuf_json_num(b, value);
+    gk__sbuf_add(b, "}", 1);
+    int rc = flush_line(r);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
 int gk_recorder_close(gk_recorder *r, const gk_recording_end *end)
 {
     if (!r)

@@ -129,6 +129,15 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
         gk__fmt_bytes(b, sizeof b, sm->st.max);
         fprintf(out, "  %s: %s\n", sm->s.name, b);
     }
+    size_t nal = gk_recording_alert_count(rep->rec);
+    if (nal)
+        fprintf(out, "\nalerts:\n");
+    for (size_t i = 0; i < nal; i++) {
+        gk_alert_event a;
+        gk_recording_alert(rep->rec, i, &a);
+        fprintf(out, "  %8.2f s  %s%s%s%s %s (value %.6g)\n", a.t, a.name, a.labels[0] ? "{" : "",
+                a.labels, a.labels[0] ? "}" : "", a.state, a.value);
+    }
     fprintf(out, "\nadvice:\n");
     if (rep->nadvice == 0)
         fprintf(out, "  none: no rule of docs/advice.md fired on the recorded data\n");
@@ -225,7 +234,22 @@ int gk_report_write_json(const gk_report *rep, FILE *out)
     gk__sbuf_puts(&b, "]");
     if (rep->energy_j >= 0)
         json_kv_num(&b, "gpu_energy_joules", rep->energy_j);
-    gk__sbuf_puts(&b, ",\"advice\":[");
+    gk__sbuf_puts(&b, ",\"alerts\":[");
+    for (size_t i = 0; i < gk_recording_alert_count(rep->rec); i++) {
+        gk_alert_event a;
+        gk_recording_alert(rep->rec, i, &a);
+        gk__sbuf_puts(&b, i ? ",{\"t\":" : "{\"t\":");
+        gk__sbuf_json_num(&b, a.t);
+        gk__sbuf_puts(&b, ",\"name\":");
+        gk__sbuf_json_str(&b, a.name);
+        gk__sbuf_puts(&b, ",\"labels\":");
+        gk__sbuf_json_str(&b, a.labels);
+        gk__sbuf_puts(&b, ",\"state\":");
+        gk__sbuf_json_str(&b, a.state);
+        json_kv_num(&b, "value", a.value);
+        gk__sbuf_add(&b, "}", 1);
+    }
+    gk__sbuf_puts(&b, "],\"advice\":[");
     for (size_t i = 0; i < rep->nadvice; i++) {
         const gk_advice *a = &rep->advice[i];
         gk__sbuf_puts(&b, i ? ",{\"rule\":" : "{\"rule\":");

@@ -213,6 +213,27 @@ static void advice(gk__sbuf *b, const gk_report *rep)
     }
 }
 
+static void alerts(gk__sbuf *b, const gk_report *rep)
+{
+    size_t n = gk_recording_alert_count(rep->rec);
+    if (!n)
+        return;
+    gk__sbuf_puts(b, "<h2>Alerts</h2>\n<table id=\"alerts\"><thead><tr><th>rule</th><th>series</th>"
+                     "<th>state</th><th>at</th><th>value</th></tr></thead><tbody>\n");
+    for (size_t i = 0; i < n; i++) {
+        gk_alert_event a;
+        gk_recording_alert(rep->rec, i, &a);
+        gk__sbuf_puts(b, "<tr><td>");
+        gk__sbuf_html(b, a.name);
+        gk__sbuf_puts(b, "</td><td>");
+        gk__sbuf_html(b, a.labels);
+        gk__sbuf_puts(b, "</td><td>");
+        gk__sbuf_html(b, a.state);
+        gk__sbuf_printf(b, "</td><td>%.2f s</td><td>%.6g</td></tr>\n", a.t, a.value);
+    }
+    gk__sbuf_puts(b, "</tbody></table>\n");
+}
+
 static void tables(gk__sbuf *b, const gk_report *rep)
 {
     gk__sbuf_puts(b, "<h2>Summary</h2>\n<table id=\"summary\"><thead><tr><th>series</th>"
@@ -269,6 +290,7 @@ int gk_report_write_html(const gk_report *rep, FILE *out)
     gk__sbuf_printf(&b, "</title>\n<style>%s</style>\n</head><body>\n", style);
     header(&b, rep);
     advice(&b, rep);
+    alerts(&b, rep);
     tables(&b, rep);
     gk__sbuf_puts(&b, "<h2>Charts</h2>\n");
     for (size_t i = 0; i < rep->nsums; i++) {

@@ -60,6 +60,8 @@ static void test_round_trip(void **state)
     GK_ASSERT_OK(gk_recorder_metric(r, 0.7, "step_time", "ms", 12.5, NULL));
     GK_ASSERT_OK(gk_recorder_metric(r, 0.9, "step_time", "ms", 13.5, ""));
     GK_ASSERT_OK(gk_recorder_metric(r, 1.0, "batches", "c", 1, "phase:train"));
+    GK_ASSERT_OK(gk_recorder_alert(r, 1.5, "gpu_hot", "gpu=\"0\"", "firing", 91));
+    GK_ASSERT_ERR(gk_recorder_alert(r, 1.5, "", NULL, "firing", 1), -EINVAL);
     GK_ASSERT_ERR(gk_recorder_metric(r, 1.0, "x", "q", 1, NULL), -EINVAL);
     GK_ASSERT_ERR(gk_recorder_metric(r, 1.0, "", "g", 1, NULL), -EINVAL);
     gk_recording_end e = {.t = 5.2,
@@ -105,6 +107,14 @@ static void test_round_trip(void **state)
     assert_int_equal(s->kind, GK_SERIES_COUNTER);
     gk_series sv;
     GK_ASSERT_ERR(gk_recording_series(rec, 99, &sv), -ERANGE);
+    assert_int_equal(gk_recording_alert_count(rec), 1);
+    gk_alert_event ae;
+    GK_ASSERT_OK(gk_recording_alert(rec, 0, &ae));
+    assert_string_equal(ae.name, "gpu_hot");
+    assert_string_equal(ae.labels, "gpu=\"0\"");
+    assert_string_equal(ae.state, "firing");
+    assert_true(ae.value == 91 && ae.t == 1.5);
+    GK_ASSERT_ERR(gk_recording_alert(rec, 1, &ae), -ERANGE);
     gk_recording_free(rec);
 }
 
@@ -120,6 +130,7 @@ static void test_cut_and_malformed(void **state)
                   "[1,2]\n"
                   "{\"type\":\"weird\",\"t\":1}\n"
                   "{\"type\":\"metric\",\"t\":1,\"name\":\"m\",\"kind\":\"zz\",\"value\":1}\n"
+                  "{\"type\":\"alert\",\"t\":1,\"state\":\"firing\"}\n"
                   "{\"type\":\"sample\",\"t\":1.0,\"v\":{\"a\":3}}\n"
                   "{\"type\":\"sample\",\"t\":1.5,\"v\":{\"a\":");
     gk_recording *rec = NULL;
@@ -130,17 +141,19 @@ static void test_cut_and_malformed(void **state)
     gk_recording_info in;
     gk_recording_get_info(rec, &in);
     assert_false(in.has_end);
-    assert_int_equal(in.lines, 9);
+    assert_int_equal(in.lines, 10);
     size_t n = gk_recording_issue_count(rec);
-    assert_int_equal(n, 7);
+    assert_int_equal(n, 8);
     GK_ASSERT_CONTAINS(gk_recording_issue(rec, 0), "line 3: not JSON");
     GK_ASSERT_CONTAINS(gk_recording_issue(rec, 1), "line 4:");
     GK_ASSERT_CONTAINS(gk_recording_issue(rec, 2), "line 5: not a JSON object");
     GK_ASSERT_CONTAINS(gk_recording_issue(rec, 3), "line 6: unknown type");
     GK_ASSERT_CONTAINS(gk_recording_issue(rec, 4), "line 7: metric");
-    GK_ASSERT_CONTAINS(gk_recording_issue(rec, 5), "line 9: the last line is cut off");
-    GK_ASSERT_CONTAINS(gk_recording_issue(rec, 6), "no end line");
-    assert_null(gk_recording_issue(rec, 7));
+    GK_ASSERT_CONTAINS(gk_recording_issue(rec, 5), "line 8: alert without a name");
+    GK_ASSERT_CONTAINS(gk_recording_issue(rec, 6), "line 10: the last line is cut off");
+    GK_ASSERT_CONTAINS(gk_recording_issue(rec, 7), "no end line");
+    assert_null(gk_recording_issue(rec, 8));
+    assert_int_equal(gk_recording_alert_count(rec), 0);
     gk_recording_free(rec);
 }
 
