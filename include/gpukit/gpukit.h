@@ -2,12 +2,15 @@
 #ifndef GPUKIT_GPUKIT_H
 #define GPUKIT_GPUKIT_H
 
+#include "batch.h"
 #include "device.h"
 #include "error.h"
 #include "log.h"
 #include "options.h"
 #include "report.h"
 #include "run.h"
+#include "pool.h"
+#include "pressure.h"
 #include "version.h"
 
 #endif

@@ -39,7 +39,9 @@ typedef enum gk_option_type {
     XX(cuda_library, "cuda.library", "GK_CUDA_LIBRARY", "--cuda-library", GK_OPT_STRING,           \
        "libcuda.so.1", "CUDA driver library loaded with dlopen")                                   \
     XX(sync_timeout, "sync.timeout", "GK_SYNC_TIMEOUT", "--sync-timeout", GK_OPT_DURATION, "60s",  \
-       "longest wait of a blocking device call (event or stream synchronize)")
+       "longest wait of a blocking device call (event or stream synchronize)")                     \
+    XX(pool_conf, "pool.conf", "GK_POOL_CONF", "--pool-conf", GK_OPT_STRING, "",                   \
+       "caching-pool settings key=value,... applied on top of a preset (docs/pool.md)")
 
 /* The settings, one field per table row. Strings are stored inline (no ownership). Field types
  * follow the row's type: STRING char[GK_OPT_STRING_MAX], SIZE uint64_t, DURATION and DOUBLE
@@ -49,6 +51,7 @@ typedef struct gk_options {
     gk_log_level log_level;
     char cuda_library[GK_OPT_STRING_MAX];
     double sync_timeout; /* seconds */
+    char pool_conf[GK_OPT_STRING_MAX];
 } gk_options;
 
 /* A row of the table, for tools that list or document the settings. */

@@ -17,6 +17,8 @@ static const tool_command commands[] = {
     {"info", gk_tool_info, "backends, devices, driver and host; what is unavailable and why"},
     {"run", gk_tool_run, "run a command, watch it, record it and report with advice"},
     {"report", gk_tool_report, "the report of a recording, optionally against a baseline"},
+    {"batch", gk_tool_batch, "find the largest batch that fits a simulated device"},
+    {"pool", gk_tool_pool, "replay allocation traces through the caching pool; F_cap; traces"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -1,0 +1,372 @@
+/* The caching device-memory pool: a drop-in for gk_device_malloc/free that keeps freed blocks and
+ * hands them out again without a device call.
+ *
+ * Rules (each one a setting in gk_pool_config; docs/pool.md explains them with figures):
+ *   - Requests round up to a multiple of `round_bytes` (512 B), or to one of `divisions` equal
+ * steps between two powers of two when divisions > 1 and the request is above
+ * round_bytes*divisions.
+ *   - Rounded requests of at most `small_max` (1 MiB) come from the small pool, packed into
+ *     `small_segment` (2 MiB) segments; larger ones from the large pool, in `large_segment`
+ *     (20 MiB) segments when below `min_large_alloc` (10 MiB), else in a segment of their own size
+ *     rounded up to `round_large` (2 MiB).
+ *   - Free blocks are kept per pool in a balanced tree ordered by (stream, size, address); a
+ *     request takes the smallest free block of its stream that fits (best fit), splits off the
+ *     rest when the split rule allows it, and a freed block merges with its free neighbours.
+ *     Split rule: small pool or expandable segment, remainder >= round_bytes; large pool, request
+ *     below max_split_size and remainder > small_max.
+ *   - Oversize rule: a request below `max_split_size` never takes a free block of max_split_size
+ *     or more; a request at or above it takes a block only if the block is smaller than
+ *     request + `max_non_split_rounding`. Oversize blocks are never split.
+ *   - Streams: a block is reused only by the stream it was allocated on, unless
+ *     gk_pool_record_stream() marked other streams as users: then freeing it records one event per
+ *     user stream and the block returns to the cache only when all of them have completed (polled
+ *     at the start of every allocation). When a stream is destroyed, its cache is handed back.
+ *   - Expandable segments (`expandable_segments`, devices with has_vm): per stream and pool the
+ *     pool reserves address space once and maps `page_size` chunks of physical memory on demand;
+ *     free chunks are unmapped by empty_cache, trim and the out-of-memory ladder.
+ *
+ * Out-of-memory ladder (gk_pool_malloc, in this order; each rung only when the ones before failed):
+ *   1. best fit in the cache (after polling pending events);
+ *   2. the pressure callbacks (gk_pool_add_pressure_callback), then best fit again;
+ *   3. when gc_threshold > 0 and reserved bytes exceed gc_threshold * limit (the limit defaults to
+ *      the device's total memory), free the oldest cached unsplit large blocks until below it;
+ *   4. a backend allocation (a new segment, or a mapping of expandable pages); the limit applies;
+ *   5. when max_split_size is set, free cached oversize blocks, then the backend again;
+ *   6. synchronize pending events and free every unsplit cached block (unmap every free page)
+ *      (num_sync_all_streams), then best fit and the backend again (num_alloc_retries);
+ *   7. fail: num_ooms, an out-of-memory report (gk_pool_oom_report), return GK_EDEVOOM.
+ *
+ * Threads: every function is thread-safe unless it says otherwise. Each pool has one lock; live
+ * pointers live in a sharded map so a free finds its block without the pool lock. Device
+ * allocations of new segments run outside the pool lock. Pressure callbacks run without it and
+ * may call gk_pool_free. Lock order: pool lock, then a shard lock; device calls take the device's
+ * own locks after both. */
+#ifndef GPUKIT_POOL_H
+#define GPUKIT_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "device.h"
+#include "error.h"
+#include "log.h"
+#include "version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct gk_pool gk_pool;
+
+/* Settings. Start from gk_pool_config_default() or gk_pool_config_preset(); sizes in bytes. The
+ * string keys accepted by gk_pool_config_set() are given per field. */
+typedef struct gk_pool_config {
+    gk_logger logger;                 /* where the pool logs; default gk_logger_default() */
+    size_t round_bytes;               /* "round": request rounding; a power of two >= 256 (512) */
+    unsigned divisions;               /* "divisions": power-of-two divisions; 0 or 1 = off */
+    size_t small_max;                 /* "small_max": largest small request (1 MiB) */
+    size_t small_segment;             /* "small_segment": small-pool segment size (2 MiB) */
+    size_t large_segment;             /* "large_segment": segment for mid requests (20 MiB) */
+    size_t min_large_alloc;           /* "min_large_alloc": own segment from here (10 MiB) */
+    size_t round_large;               /* "round_large": rounding of own segments (2 MiB) */
+    size_t max_split_size;            /* "max_split_size": SIZE_MAX = unlimited (the default) */
+    size_t max_non_split_rounding;    /* "max_non_split_rounding": oversize slack (20 MiB) */
+    int expandable_segments;          /* "expandable_segments": 0/1; ignored without has_vm */
+    size_t page_size;                 /* "page_size": expandable large-pool page (2 MiB) */
+    size_t limit_bytes;               /* "limit": hard cap on reserved bytes; 0 = none */
+    double limit_fraction;            /* "fraction": cap as a fraction of total memory; 0 = none */
+    double gc_threshold;              /* "gc_threshold": in (0,1) to collect old blocks; 0 = off */
+    int release_lock_on_device_alloc; /* "release_lock": backend segment allocation unlocked (1) */
+    size_t history;                   /* "history": history ring entries; 0 = off */
+    int track;                        /* "track": keep tags of live blocks (1) */
+} gk_pool_config;
+
+/* Fills `cfg` with the `default` preset, then applies GK_POOL_CONF ("key=value,..." with the keys
+ * of gk_pool_config_set); a bad GK_POOL_CONF is logged through cfg->logger and ignored from the
+ * bad key on. */
+GK_API void gk_pool_config_default(gk_pool_config *cfg);
+
+/* Fills `cfg` with a named preset: "default" (PyTorch's rules with expandable segments of 2 MiB
+ * pages where the device has virtual memory) or "pytorch" (PyTorch's documented default policy:
+ * the rules above with no expandable segments, no limit, no GC), then applies GK_POOL_CONF as
+ * gk_pool_config_default does. Returns 0 or -EINVAL. */
+GK_API int gk_pool_config_preset(gk_pool_config *cfg, const char *name);
+
+/* Sets one field by its key ("max_split_size", "limit", ... as listed in gk_pool_config) from
+ * text (sizes accept K/M/G/KiB/MiB/GiB). Returns 0, -ENOENT for an unknown key or -EINVAL for a
+ * bad value; err (when errlen > 0) receives a one-line message naming the key and the fix. */
+GK_API int gk_pool_config_set(gk_pool_config *cfg, const char *key, const char *value, char *err,
+                              size_t errlen);
+
+/* Applies "key=value,key=value,..." with gk_pool_config_set. Stops at the first error. */
+GK_API int gk_pool_config_parse(gk_pool_config *cfg, const char *text, char *err, size_t errlen);
+
+/* Creates a pool on `dev` (which must outlive it). `cfg` NULL means the defaults; it is copied.
+ * Registers a stream-destroy hook on the device. Returns 0, -EINVAL (bad setting; message in
+ * gk_pool_create_error()), -ENOMEM or the device's error. */
+GK_API int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out);
+
+/* The message of the last failed gk_pool_create on this thread. Thread-local. */
+GK_API const char *gk_pool_create_error(void);
+
+/* Frees every segment back to the device (live blocks are logged as leaks at warn level and
+ * freed with their segments), destroys the pool's events and removes its stream hook. Waits for
+ * pending events. NULL is a no-op. Not thread-safe against other calls on the same pool. */
+GK_API void gk_pool_destroy(gk_pool *pool);
+
+/* Allocates `size` bytes for use on `stream` (NULL: the default stream), following the ladder
+ * above. Returns 0 and stores the pointer, -EINVAL for size 0, GK_EDEVOOM when the ladder fails
+ * (the report is kept: gk_pool_oom_report), or -ENOMEM when host memory for bookkeeping runs out.
+ * The `tagged` form records `tag` (copied, up to 31 characters) for tracking and reports. */
+GK_API int gk_pool_malloc(gk_pool *pool, size_t size, gk_stream *stream, void **ptr);
+GK_API int gk_pool_malloc_tagged(gk_pool *pool, size_t size, gk_stream *stream, const char *tag,
+                                 void **ptr);
+
+/* Returns a block to the pool. NULL is a no-op. A pointer the pool never gave out, or one already
+ * freed, is counted (num_invalid_free / num_double_free), logged at warn level and answered with
+ * -EINVAL; nothing else changes. The block is reused at once by its stream, or after the events
+ * of the streams recorded with gk_pool_record_stream have completed. */
+GK_API int gk_pool_free(gk_pool *pool, void *ptr);
+
+/* Marks `stream` as a user of the live block `ptr` (uses on the block's own stream are ignored).
+ * Returns 0, or -EINVAL for an unknown pointer. */
+GK_API int gk_pool_record_stream(gk_pool *pool, void *ptr, gk_stream *stream);
+
+/* Waits for pending events, then gives every unsplit cached block back to the device and unmaps
+ * every free expandable page. Live blocks are untouched. Returns 0 or the first device error. */
+GK_API int gk_pool_empty_cache(gk_pool *pool);
+
+/* Gives cached memory back, largest unsplit blocks first (then free expandable pages), until
+ * reserved bytes are at most `target` or nothing more can go. *released (may be NULL) receives the
+ * bytes given back. Returns 0 or a device error. */
+GK_API int gk_pool_trim(gk_pool *pool, size_t target, size_t *released);
+
+/* Sets the hard cap on reserved bytes (0 = none). Memory already reserved above it is not taken
+ * back here (call gk_pool_trim). Returns 0. */
+GK_API int gk_pool_set_limit(gk_pool *pool, size_t bytes);
+
+/* The device the pool was created on. */
+GK_API gk_device *gk_pool_device(gk_pool *pool);
+
+/* Frees cached unsplit large blocks, oldest (by allocations since they were cached) first, until
+ * reserved bytes are at most `target`; the same pass the ladder's GC rung runs. *released (may be
+ * NULL) receives the bytes given back. Returns 0 or a device error. */
+GK_API int gk_pool_collect(gk_pool *pool, size_t target, size_t *released);
+
+/* The effective cap in bytes: the smaller of limit_bytes and fraction * total; 0 = none. */
+GK_API size_t gk_pool_get_limit(gk_pool *pool);
+
+/* Called on rung 2 of the ladder with the rounded size wanted; returns non-zero if it freed
+ * something. Runs without the pool lock on the allocating thread; it may call gk_pool_free. */
+typedef int (*gk_pool_pressure_fn)(void *user, size_t bytes);
+/* Returns 0, or -ENOSPC past 8 callbacks. remove returns -ENOENT when the pair is unknown. */
+GK_API int gk_pool_add_pressure_callback(gk_pool *pool, gk_pool_pressure_fn fn, void *user);
+GK_API int gk_pool_remove_pressure_callback(gk_pool *pool, gk_pool_pressure_fn fn, void *user);
+
+/* The text of the last out-of-memory report ("" when none): the requested and rounded sizes, the
+ * stream, the device's total and free memory, allocated, reserved and reserved-but-unallocated
+ * bytes, the limit, the largest free block, external fragmentation, the five largest live blocks
+ * with their tags, and a hint. Copies it into buf (truncated to len) and returns its full length.
+ */
+GK_API size_t gk_pool_oom_report(gk_pool *pool, char *buf, size_t len);
+
+/* The last error detail on this pool (device error text, invalid free). Valid until the next
+ * failing call; copy it to keep it. */
+GK_API const char *gk_pool_last_error(gk_pool *pool);
+
+/* --- statistics --------------------------------------------------------------------------- */
+
+/* PyTorch's arrays, each {current, peak, allocated, freed} per pool (all, small_pool,
+ * large_pool): XX(name, description). */
+#define GK_POOL_STAT_MAP(XX)                                                                       \
+    XX(allocation, "blocks handed out")                                                            \
+    XX(segment, "segments reserved from the device")                                               \
+    XX(active, "blocks allocated or waiting on events")                                            \
+    XX(inactive_split, "free blocks inside split segments")                                        \
+    XX(allocated_bytes, "bytes handed out (rounded)")                                              \
+    XX(reserved_bytes, "bytes reserved from the device")                                           \
+    XX(active_bytes, "bytes allocated or waiting on events")                                       \
+    XX(inactive_split_bytes, "free bytes inside split segments")                                   \
+    XX(requested_bytes, "bytes asked for (before rounding)")
+
+/* PyTorch's scalars plus gpukit's counters: XX(name, description). */
+#define GK_POOL_COUNTER_MAP(XX)                                                                    \
+    XX(num_alloc_retries, "allocations that freed the cache and retried")                          \
+    XX(num_ooms, "allocations that failed")                                                        \
+    XX(num_sync_all_streams, "synchronizations of all pending events")                             \
+    XX(num_device_alloc, "device allocations and page mappings")                                   \
+    XX(num_device_free, "device frees and page unmappings")                                        \
+    XX(num_gc_runs, "garbage-collection passes")                                                   \
+    XX(num_invalid_free, "frees of pointers the pool never gave out")                              \
+    XX(num_double_free, "frees of blocks already free")                                            \
+    XX(num_cache_hits, "allocations served from the cache")                                        \
+    XX(backend_ns, "nanoseconds spent in device allocation, free, map and unmap")
+
+enum { GK_POOL_ALL = 0, GK_POOL_SMALL = 1, GK_POOL_LARGE = 2, GK_POOL_KINDS = 3 };
+
+typedef struct gk_pool_stat {
+    int64_t current, peak;     /* value now, highest value since the last peak reset */
+    uint64_t allocated, freed; /* sums of increases and decreases since the last reset */
+} gk_pool_stat;
+
+typedef struct gk_pool_stats {
+#define GK__POOL_STAT_FIELD(name, desc) gk_pool_stat name[GK_POOL_KINDS];
+    GK_POOL_STAT_MAP(GK__POOL_STAT_FIELD)
+#undef GK__POOL_STAT_FIELD
+#define GK__POOL_COUNTER_FIELD(name, desc) uint64_t name;
+    GK_POOL_COUNTER_MAP(GK__POOL_COUNTER_FIELD)
+#undef GK__POOL_COUNTER_FIELD
+    gk_pool_stat oversize_allocations; /* blocks of at least max_split_size */
+    gk_pool_stat oversize_segments;
+    uint64_t max_split_size;     /* the setting (SIZE_MAX when unlimited) */
+    uint64_t largest_free_block; /* largest free (mapped) cached block, bytes */
+    uint64_t free_cached_bytes;  /* free bytes inside reserved memory */
+    double frag_external;        /* 1 - largest_free_block / free_cached_bytes; 0 when none free */
+    uint64_t limit;              /* the effective cap; 0 = none */
+} gk_pool_stats;
+
+/* Fills `out`. Computing the free-block figures walks the cache (O(free blocks)). */
+GK_API int gk_pool_get_stats(gk_pool *pool, gk_pool_stats *out);
+
+/* Sets every peak to its current value. */
+GK_API void gk_pool_reset_peak(gk_pool *pool);
+
+/* Clears allocated and freed of every array, num_alloc_retries and num_ooms. */
+GK_API void gk_pool_reset_accumulated(gk_pool *pool);
+
+/* Nested measuring scopes (per-phase peaks), at most 16 deep. push starts a scope; pop ends the
+ * innermost one and fills `out` (may be NULL) with that scope's view: peaks reached during the
+ * scope, allocated/freed accumulated during it, current values now, counters as deltas. Returns
+ * 0, -ENOSPC when too deep, -ENOENT when no scope is open. */
+GK_API int gk_pool_scope_push(gk_pool *pool);
+GK_API int gk_pool_scope_pop(gk_pool *pool, gk_pool_stats *out);
+
+/* Writes a table laid out like PyTorch's memory_summary() (75 columns) to `out`. Returns 0 or
+ * -EIO. */
+GK_API int gk_pool_summary(gk_pool *pool, FILE *out);
+
+/* Writes the statistics as one JSON object with PyTorch's flat keys ("allocated_bytes.all.peak",
+ * "num_ooms", ...) plus gpukit's. Returns 0 or -EIO. */
+GK_API int gk_pool_stats_json(const gk_pool_stats *stats, FILE *out);
+
+/* The memory_summary table for a stats struct (used by gk_pool_summary). */
+GK_API int gk_pool_stats_table(const gk_pool_stats *stats, FILE *out);
+
+/* --- diagnostics -------------------------------------------------------------------------- */
+
+/* Starts writing an RMM-style CSV log (Thread,Time,Action,Pointer,Size,Stream; actions allocate,
+ * free, allocate failure) of every allocation and free to `out` (NULL stops). The header is
+ * written at once. The FILE stays the caller's and must outlive the logging. */
+GK_API int gk_pool_set_trace_log(gk_pool *pool, FILE *out);
+
+/* Starts (entries > 0, replacing the ring) or stops (0) recording the history ring. Actions use
+ * PyTorch's names: alloc, free_requested, free_completed, segment_alloc, segment_free,
+ * segment_map, segment_unmap, oom. Returns 0 or -ENOMEM. */
+GK_API int gk_pool_record_history(gk_pool *pool, size_t entries);
+
+/* Writes a snapshot as JSON with PyTorch's field names: {"segments": [{address, total_size,
+ * stream, segment_type, allocated_size, active_size, requested_size, blocks: [{address, size,
+ * requested_size, state, tag}]}], "device_traces": [[{action, addr, size, stream, time_us}]]}.
+ * Returns 0 or -EIO. */
+GK_API int gk_pool_snapshot_json(gk_pool *pool, FILE *out);
+
+/* Lists the live blocks (address, size, requested size, stream, tag), largest first, one per line.
+ * Returns the number of live blocks, or -EIO. */
+GK_API long gk_pool_report_live(gk_pool *pool, FILE *out);
+
+/* --- allocation traces (RMM CSV) -------------------------------------------------------------- */
+
+typedef enum gk_trace_action {
+    GK_TRACE_ALLOCATE = 0,
+    GK_TRACE_FREE = 1,
+    GK_TRACE_ALLOCATE_FAILURE = 2
+} gk_trace_action;
+
+typedef struct gk_trace_event {
+    uint64_t thread;
+    double time; /* seconds (RMM's H:M:S.f times are converted) */
+    gk_trace_action action;
+    uint64_t ptr;
+    uint64_t size;
+    uint64_t stream; /* 0 = default stream */
+} gk_trace_event;
+
+typedef struct gk_trace {
+    gk_trace_event *events;
+    size_t count;
+} gk_trace;
+
+/* Reads an RMM CSV log (header "Thread,Time,Action,Pointer,Size,Stream"; actions allocate, free,
+ * allocate failure; pointers and streams hex with 0x or decimal; blank lines skipped). On a
+ * malformed line returns GK_ESYNTAX and writes "NAME:LINE: what is wrong" into err; -ENOENT or
+ * -EIO when the file cannot be read; -ENOMEM. The caller frees *out with gk_trace_free. */
+GK_API int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen);
+GK_API int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen);
+GK_API void gk_trace_free(gk_trace *trace);
+
+/* Writes the trace as RMM CSV (the format gk_trace_read reads). Returns 0 or -EIO. */
+GK_API int gk_trace_write(const gk_trace *trace, FILE *out);
+
+/* L_peak: the largest sum of live requested bytes over the trace (the lower bound on any
+ * allocator's capacity). */
+GK_API uint64_t gk_trace_live_peak(const gk_trace *trace);
+
+typedef struct gk_replay_result {
+    size_t allocs, frees; /* events replayed */
+    size_t failed_allocs; /* allocations the pool refused */
+    size_t unknown_frees; /* frees of pointers the trace never allocated */
+    size_t leaks;         /* allocations still live at the end of the trace */
+    uint64_t leak_bytes;
+    uint64_t live_peak; /* L_peak of the events replayed */
+    uint64_t alloc_ns_p50, alloc_ns_p99, free_ns_p50, free_ns_p99; /* 0 unless timed */
+    gk_pool_stats stats; /* the pool's statistics after the replay */
+} gk_replay_result;
+
+/* Replays the trace through `pool` in order (the default stream for stream 0; one stream created
+ * per other stream value, at most 64). With `stop_on_oom` the replay ends at the first refused
+ * allocation; else it goes on and frees of refused allocations are skipped. With `timed` the
+ * latency percentiles are measured. Live allocations are freed at the end (and counted as leaks).
+ * Returns 0 (also when allocations failed: see failed_allocs) or -ENOMEM / -ENOSPC. */
+GK_API int gk_trace_replay(const gk_trace *trace, gk_pool *pool, int stop_on_oom, int timed,
+                           gk_replay_result *out);
+
+typedef struct gk_fcap_result {
+    uint64_t c_min;          /* smallest capacity (multiple of 2 MiB) that replays the trace */
+    uint64_t l_peak;         /* gk_trace_live_peak */
+    double f_cap;            /* c_min / l_peak */
+    uint64_t peak_reserved;  /* at c_min */
+    uint64_t peak_allocated; /* at c_min */
+    int probes;              /* replays run */
+} gk_fcap_result;
+
+/* Finds C_min by bisection at 2 MiB resolution. `spec` names the device: a sim spec gets
+ * capacity=C appended for each probe (so the sim's own address space is the device); any other
+ * device gets the pool limit set to C instead. Returns 0, -EINVAL, -ERANGE when even 64 x L_peak
+ * does not replay, or the device's open error. */
+GK_API int gk_trace_fcap(const gk_trace *trace, const char *spec, const gk_pool_config *cfg,
+                         gk_fcap_result *out);
+
+/* A synthetic transformer training trace (GPT-like, fp32 weights and Adam state, fp16
+ * activations without flash attention): parameters, embeddings and optimizer state stay live;
+ * each step draws its sequence length uniformly in [vary*seq, seq] (multiple of 8), allocates the
+ * activations kept for backward layer by layer with short-lived temporaries, the logits, then
+ * frees activations in reverse order while gradients are allocated, runs the optimizer with one
+ * temporary per parameter, and frees the gradients. */
+typedef struct gk_synth_config {
+    int layers, hidden, heads, seq, batch, steps, vocab;
+    double vary;   /* in (0,1]: the shortest sequence as a fraction of seq */
+    uint64_t seed; /* sequence-length draws */
+} gk_synth_config;
+
+/* layers 12, hidden 768, heads 12, seq 1024, batch 8, steps 4, vocab 32000, vary 0.5, seed 1. */
+GK_API void gk_synth_config_default(gk_synth_config *cfg);
+
+/* Builds the trace. Returns 0, -EINVAL for a non-positive field or hidden not divisible by heads,
+ * -ENOMEM. The caller frees *out with gk_trace_free. */
+GK_API int gk_trace_synth_transformer(const gk_synth_config *cfg, gk_trace **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,259 @@
+/* The batch-size finder: the model mode (fit peak(b) = a + k*b from two trials, predict, verify,
+ * bisect) and the compatibility modes that behave like Lightning's power and binsearch and
+ * accelerate's decay, so their trial counts can be compared on the same model. */
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "gpukit/batch.h"
+
+void gk_batch_config_default(gk_batch_config *c)
+{
+    if (!c)
+        return;
+    memset(c, 0, sizeof *c);
+    c->mode = GK_BATCH_MODEL;
+    c->b1 = 2;
+    c->b2 = 8;
+    c->margin = 0.04;
+    c->max_batch = 65535;
+    c->multiple = 1;
+    c->max_trials = 25;
+    c->decay = 0.9;
+}
+
+static const char *const mode_names[] = {"model", "power", "binsearch", "decay"};
+
+int gk_batch_mode_parse(const char *text, gk_batch_mode *out)
+{
+    for (int i = 0; text && i < 4; i++) {
+        if (strcmp(text, mode_names[i]) == 0) {
+            *out = (gk_batch_mode)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+const char *gk_batch_mode_name(gk_batch_mode m)
+{
+    return (unsigned)m < 4 ? mode_names[m] : "unknown";
+}
+
+typedef struct search {
+    const gk_batch_config *cfg;
+    gk_batch_trial_fn fn;
+    void *user;
+    gk_batch_result *out;
+} search;
+
+/* Runs one trial: 1 fits, 0 out of memory, < 0 another error or -ERANGE when out of trials. */
+static int trial(search *s, long b, uint64_t *peak)
+{
+    if (s->out->trials >= s->cfg->max_trials)
+        return -ERANGE;
+    uint64_t pk = 0;
+    if (s->cfg->pool)
+        gk_pool_reset_peak(s->cfg->pool);
+    int rc = s->fn(s->user, b, &pk);
+    if (s->cfg->pool && rc == 0) {
+        gk_pool_stats st;
+        if (gk_pool_get_stats(s->cfg->pool, &st) == 0)
+            pk = (uint64_t)st.allocated_bytes[GK_POOL_ALL].peak;
+    }
+    int i = s->out->trials++;
+    if (i < GK_BATCH_MAX_LOG) {
+        s->out->tried[i] = b;
+        s->out->tried_ok[i] = rc == 0;
+    }
+    if (peak)
+        *peak = pk;
+    if (rc == 0)
+        return 1;
+    if (rc == GK_EDEVOOM || rc == -ENOMEM) {
+        s->out->ooms++;
+        return 0;
+    }
+    return rc < 0 ? rc : -EINVAL;
+}
+
+static long clamp_round(const gk_batch_config *c, long b)
+{
+    if (c->max_batch > 0 && b > c->max_batch)
+        b = c->max_batch;
+    if (c->multiple > 1 && b >= c->multiple)
+        b = b / c->multiple * c->multiple;
+    return b;
+}
+
+/* Bisects (lo fits, hi does not) down to adjacent sizes (or multiples). */
+static int bisect(search *s, long lo, long hi, long *answer)
+{
+    long step = s->cfg->multiple > 1 && lo >= s->cfg->multiple ? s->cfg->multiple : 1;
+    while (hi - lo > step) {
+        long mid = lo + (hi - lo) / 2;
+        if (step > 1)
+            mid = mid / step * step;
+        if (mid <= lo)
+            break;
+        int r = trial(s, mid, NULL);
+        if (r < 0)
+            return r;
+        if (r)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *answer = lo;
+    return 0;
+}
+
+/* The largest fitting size below `hi` (which failed) when nothing has fitted yet: halve. */
+static int halve_down(search *s, long hi, long *answer)
+{
+    for (long b = hi / 2; b >= 1; b /= 2) {
+        int r = trial(s, b, NULL);
+        if (r < 0)
+            return r;
+        if (r)
+            return bisect(s, b, hi, answer);
+        hi = b;
+    }
+    return GK_EDEVOOM;
+}
+
+static uint64_t budget_of(const gk_batch_config *c)
+{
+    if (c->budget)
+        return c->budget;
+    if (!c->pool)
+        return 0;
+    size_t lim = gk_pool_get_limit(c->pool);
+    if (lim)
+        return lim;
+    gk_pool_stats st;
+    if (gk_pool_get_stats(c->pool, &st) != 0)
+        return 0;
+    size_t free_b = 0, total = 0;
+    if (gk_device_mem_info(gk_pool_device(c->pool), &free_b, &total) != 0)
+        return 0;
+    return (uint64_t)st.reserved_bytes[GK_POOL_ALL].current + free_b;
+}
+
+static int find_model(search *s)
+{
+    const gk_batch_config *c = s->cfg;
+    uint64_t p1, p2;
+    int r = trial(s, c->b1, &p1);
+    if (r < 0)
+        return r;
+    if (!r)
+        return halve_down(s, c->b1, &s->out->batch);
+    r = trial(s, c->b2, &p2);
+    if (r < 0)
+        return r;
+    if (!r)
+        return bisect(s, c->b1, c->b2, &s->out->batch);
+    double k = ((double)p2 - (double)p1) / (double)(c->b2 - c->b1);
+    double a = (double)p1 - k * (double)c->b1;
+    s->out->fit_a = a;
+    s->out->fit_k = k;
+    double budget = (double)budget_of(c);
+    long pred;
+    if (k <= 0)
+        pred = c->max_batch > 0 ? c->max_batch : c->b2 * 2;
+    else
+        pred = (long)floor((budget - a) * (1.0 - c->margin) / k);
+    pred = clamp_round(c, pred);
+    s->out->predicted = pred;
+    if (pred <= c->b2) {
+        s->out->batch = c->b2;
+        return 0;
+    }
+    r = trial(s, pred, NULL);
+    if (r < 0)
+        return r;
+    if (r) {
+        s->out->batch = pred;
+        return 0;
+    }
+    return bisect(s, c->b2, pred, &s->out->batch);
+}
+
+static int find_power(search *s, bool then_bisect)
+{
+    const gk_batch_config *c = s->cfg;
+    long b = c->init > 0 ? c->init : 2, last_ok = 0;
+    for (;;) {
+        int r = trial(s, b, NULL);
+        if (r < 0)
+            return r;
+        if (r) {
+            last_ok = b;
+            if (c->max_batch > 0 && b >= c->max_batch) {
+                s->out->batch = b;
+                return 0;
+            }
+            b = b * 2;
+            if (c->max_batch > 0 && b > c->max_batch)
+                b = c->max_batch;
+            continue;
+        }
+        if (last_ok) {
+            if (!then_bisect) {
+                s->out->batch = last_ok;
+                return 0;
+            }
+            return bisect(s, last_ok, b, &s->out->batch);
+        }
+        return halve_down(s, b, &s->out->batch);
+    }
+}
+
+static int find_decay(search *s)
+{
+    const gk_batch_config *c = s->cfg;
+    long b = c->init > 0 ? c->init : 128;
+    for (;;) {
+        int r = trial(s, b, NULL);
+        if (r < 0)
+            return r;
+        if (r) {
+            s->out->batch = b;
+            return 0;
+        }
+        long next = (long)((double)b * c->decay);
+        if (next >= b)
+            next = b - 1;
+        if (next < 1)
+            return GK_EDEVOOM;
+        b = next;
+    }
+}
+
+int gk_batch_find(const gk_batch_config *cfg, gk_batch_trial_fn fn, void *user,
+                  gk_batch_result *out)
+{
+    if (!cfg || !fn || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    if (cfg->max_trials <= 0 || cfg->multiple < 1 || cfg->max_batch < 0 ||
+        !(cfg->margin >= 0 && cfg->margin < 1) || (unsigned)cfg->mode > GK_BATCH_DECAY)
+        return -EINVAL;
+    if (cfg->mode == GK_BATCH_MODEL &&
+        (cfg->b1 < 1 || cfg->b2 <= cfg->b1 || (!cfg->budget && !cfg->pool)))
+        return -EINVAL;
+    if (cfg->mode == GK_BATCH_DECAY && !(cfg->decay > 0 && cfg->decay < 1))
+        return -EINVAL;
+    search s = {cfg, fn, user, out};
+    switch (cfg->mode) {
+    case GK_BATCH_MODEL:
+        return find_model(&s);
+    case GK_BATCH_POWER:
+        return find_power(&s, false);
+    case GK_BATCH_BINSEARCH:
+        return find_power(&s, true);
+    default:
+        return find_decay(&s);
+    }
+}

@@ -1,0 +1,287 @@
+/* Expandable segments: one reserved address range per stream and pool, into which physical pages
+ * are mapped as blocks need them and from which pages under no live block are unmapped when the
+ * pool gives memory back. Reserved bytes count mapped pages only, so a growing working set never
+ * strands a half-used segment the way fixed segments do. */
+#include <stdlib.h>
+
+#include "pool/pool_int.h"
+
+static size_t round_up(size_t v, size_t m)
+{
+    return (v + m - 1) / m * m;
+}
+
+static size_t page_for(const gk_pool *p, int kind)
+{
+    size_t g = p->props.vm_granularity ? p->props.vm_granularity : 1;
+    size_t page = kind == GK_POOL_SMALL ? p->cfg.small_segment : p->cfg.page_size;
+    return round_up(page ? page : g, g);
+}
+
+int gk__expand_new_segment(gk_pool *p, const gk__request *r, gk__block **out)
+{
+    size_t page = page_for(p, r->kind);
+    size_t need = round_up(r->rsize, page);
+    size_t va = round_up(p->total_memory / 8 * 9, page);
+    if (va < need)
+        va = need;
+    gk__segment *s = calloc(1, sizeof *s);
+    gk__block *b = calloc(1, sizeof *b);
+    uint8_t *mapped = calloc(va / page, 1);
+    if (!s || !b || !mapped) {
+        free(s);
+        free(b);
+        free(mapped);
+        return -ENOMEM;
+    }
+    /* Address space is plentiful on a GPU but may be tight (a sim has 4 x its capacity): when
+     * the full range cannot be reserved, halve it down to what this request needs. */
+    void *base = NULL;
+    int rc;
+    for (;;) {
+        uint64_t t0 = gk__pool_now_ns();
+        rc = gk_device_vm_reserve(p->dev, va, &base);
+        p->stats.backend_ns += gk__pool_now_ns() - t0;
+        if (rc == 0 || va == need)
+            break;
+        va = round_up(va / 2, page);
+        if (va < need)
+            va = need;
+    }
+    if (rc != 0) {
+        snprintf(p->last_error, sizeof p->last_error, "address reserve: %s",
+                 gk_device_last_error(p->dev));
+        free(s);
+        free(b);
+        free(mapped);
+        return rc;
+    }
+    s->base = (uintptr_t)base;
+    s->size = va;
+    s->kind = r->kind;
+    s->stream = r->stream;
+    s->expandable = true;
+    s->page = page;
+    s->npages = va / page;
+    s->mapped = mapped;
+    s->head = b;
+    b->addr = s->base;
+    b->size = va;
+    b->stream = r->stream;
+    b->seg = s;
+    s->next = p->segments;
+    if (p->segments)
+        p->segments->prev = s;
+    p->segments = s;
+    p->nsegments++;
+    gk__stat_add(p, p->stats.segment, s->kind, 1);
+    *out = b;
+    return 0;
+}
+
+static void account(gk_pool *p, gk__segment *s, size_t pages, size_t runs, bool map)
+{
+    int64_t bytes = (int64_t)(pages * s->page);
+    if (map) {
+        s->mapped_pages += pages;
+        p->reserved += (size_t)bytes;
+        p->stats.num_device_alloc += runs;
+        gk__stat_add(p, p->stats.reserved_bytes, s->kind, bytes);
+    } else {
+        s->mapped_pages -= pages;
+        p->reserved -= (size_t)bytes;
+        p->stats.num_device_free += runs;
+        gk__stat_add(p, p->stats.reserved_bytes, s->kind, -bytes);
+    }
+}
+
+/* Unmaps pages [i, j) that are marked `mark`; returns 0 or the device error. */
+static int unmap_run(gk_pool *p, gk__segment *s, size_t i, size_t j)
+{
+    uint64_t t0 = gk__pool_now_ns();
+    int rc = gk_device_vm_unmap(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page);
+    p->stats.backend_ns += gk__pool_now_ns() - t0;
+    if (rc != 0) {
+        snprintf(p->last_error, sizeof p->last_error, "unmap: %s", gk_device_last_error(p->dev));
+        return rc;
+    }
+    for (size_t k = i; k < j; k++)
+        s->mapped[k] = 0;
+    gk__hist_push(p, GK__ACT_SEGMENT_UNMAP, s->base + i * s->page, (j - i) * s->page, s->stream);
+    return 0;
+}
+
+int gk__expand_map(gk_pool *p, gk__segment *s, uintptr_t addr, size_t size, int *mapped)
+{
+    size_t first = (addr - s->base) / s->page, last = (addr + size - 1 - s->base) / s->page;
+    size_t need = 0, runs = 0;
+    for (size_t i = first; i <= last; i++)
+        need += !s->mapped[i];
+    if (need == 0)
+        return 0;
+    if (p->limit && p->reserved + need * s->page > p->limit)
+        return GK_EDEVOOM;
+    int rc = 0;
+    for (size_t i = first; i <= last;) {
+        if (s->mapped[i]) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j <= last && !s->mapped[j])
+            j++;
+        uint64_t t0 = gk__pool_now_ns();
+        rc = gk_device_vm_map(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page);
+        p->stats.backend_ns += gk__pool_now_ns() - t0;
+        if (rc != 0) {
+            snprintf(p->last_error, sizeof p->last_error, "map: %s", gk_device_last_error(p->dev));
+            break;
+        }
+        for (size_t k = i; k < j; k++)
+            s->mapped[k] = 2; /* mapped by this call */
+        runs++;
+        i = j;
+    }
+    if (rc != 0) {
+        /* Roll back what this call mapped so a failure leaves the segment as it was. */
+        for (size_t i = first; i <= last;) {
+            if (s->mapped[i] != 2) {
+                i++;
+                continue;
+            }
+            size_t j = i;
+            while (j <= last && s->mapped[j] == 2)
+                j++;
+            if (gk_device_vm_unmap(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page))
+                for (size_t k = i; k < j; k++) /* still mapped: keep it counted */
+                    s->mapped[k] = 3;
+            else
+                for (size_t k = i; k < j; k++)
+                    s->mapped[k] = 0;
+            i = j;
+        }
+        size_t kept = 0;
+        for (size_t i = first; i <= last; i++) {
+            if (s->mapped[i] == 3) {
+                s->mapped[i] = 1;
+                kept++;
+            }
+        }
+        if (kept)
+            account(p, s, kept, 1, true);
+        return rc;
+    }
+    for (size_t i = first; i <= last; i++)
+        if (s->mapped[i] == 2)
+            s->mapped[i] = 1;
+    account(p, s, need, runs, true);
+    gk__hist_push(p, GK__ACT_SEGMENT_MAP, s->base + first * s->page, (last - first + 1) * s->page,
+                  s->stream);
+    *mapped = 1;
+    return 0;
+}
+
+int gk__expand_release(gk_pool *p, gk__segment *s, bool sync, bool drop_empty)
+{
+    int rc = 0;
+    if (s->mapped_pages) {
+        uint8_t *live = calloc(s->npages, 1);
+        if (!live)
+            return -ENOMEM;
+        for (gk__block *b = s->head; b; b = b->next) {
+            if (b->in_tree)
+                continue;
+            size_t first = (b->addr - s->base) / s->page;
+            size_t last = (b->addr + b->size - 1 - s->base) / s->page;
+            for (size_t i = first; i <= last; i++)
+                live[i] = 1;
+        }
+        size_t any = 0;
+        for (size_t i = 0; i < s->npages; i++)
+            any += s->mapped[i] && !live[i];
+        if (any && sync && (rc = gk_stream_synchronize(p->dev, (gk_stream *)s->stream, -1)) != 0) {
+            free(live);
+            return rc;
+        }
+        size_t pages = 0, runs = 0;
+        for (size_t i = 0; any && i < s->npages;) {
+            if (!s->mapped[i] || live[i]) {
+                i++;
+                continue;
+            }
+            size_t j = i;
+            while (j < s->npages && s->mapped[j] && !live[j])
+                j++;
+            if ((rc = unmap_run(p, s, i, j)) != 0)
+                break;
+            pages += j - i;
+            runs++;
+            i = j;
+        }
+        free(live);
+        if (pages)
+            account(p, s, pages, runs, false);
+        if (rc)
+            return rc;
+    }
+    if (drop_empty && s->mapped_pages == 0 && !s->head->next && s->head->in_tree) {
+        uint64_t t0 = gk__pool_now_ns();
+        rc = gk_device_vm_release(p->dev, (void *)s->base, s->size);
+        p->stats.backend_ns += gk__pool_now_ns() - t0;
+        if (rc != 0)
+            return rc;
+        gk__cache_remove(p, s->head);
+        gk__stat_add(p, p->stats.segment, s->kind, -1);
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            p->segments = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        p->nsegments--;
+        free(s->head);
+        free(s->mapped);
+        free(s);
+    }
+    return 0;
+}
+
+void gk__expand_destroy(gk_pool *p, gk__segment *s)
+{
+    for (size_t i = 0; i < s->npages;) {
+        if (!s->mapped[i]) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < s->npages && s->mapped[j])
+            j++;
+        gk_device_vm_unmap(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page);
+        i = j;
+    }
+    gk_device_vm_release(p->dev, (void *)s->base, s->size);
+    free(s->mapped);
+}
+
+void gk__expand_mapped_in(const gk__segment *s, uintptr_t addr, size_t size, size_t *largest,
+                          size_t *total)
+{
+    size_t run = 0, best = 0, sum = 0;
+    uintptr_t end = addr + size;
+    for (uintptr_t a = addr; a < end;) {
+        size_t i = (a - s->base) / s->page;
+        uintptr_t page_end = s->base + (i + 1) * s->page;
+        size_t piece = (page_end < end ? page_end : end) - a;
+        if (s->mapped[i]) {
+            run += piece;
+            sum += piece;
+            if (run > best)
+                best = run;
+        } else {
+            run = 0;
+        }
+        a += piece;
+    }
+    *largest = best;
+    *total = sum;
+}

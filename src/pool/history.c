@@ -1,0 +1,170 @@
+/* Diagnostics over the pool's state: the history ring (PyTorch's action names), the snapshot as
+ * JSON with PyTorch's field names, and the list of live blocks with their tags (leak hunting). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpukit/options.h"
+#include "pool/pool_int.h"
+
+static const char *const action_names[] = {
+    "alloc",        "free_requested", "free_completed", "segment_alloc",
+    "segment_free", "segment_map",    "segment_unmap",  "oom"};
+
+const char *gk__action_name(gk__action a)
+{
+    return action_names[a];
+}
+
+void gk__hist_push(gk_pool *p, gk__action a, uintptr_t addr, size_t size, uintptr_t stream)
+{
+    if (!p->hist_cap)
+        return;
+    gk__hist_entry *e = &p->hist[(p->hist_head + p->hist_len) % p->hist_cap];
+    if (p->hist_len == p->hist_cap)
+        p->hist_head = (p->hist_head + 1) % p->hist_cap;
+    else
+        p->hist_len++;
+    e->action = a;
+    e->addr = addr;
+    e->size = size;
+    e->stream = stream;
+    e->time_us = (gk__pool_now_ns() - p->t0_ns) / 1000;
+}
+
+int gk_pool_record_history(gk_pool *p, size_t entries)
+{
+    if (!p)
+        return -EINVAL;
+    gk__hist_entry *h = NULL;
+    if (entries && !(h = calloc(entries, sizeof *h)))
+        return -ENOMEM;
+    pthread_mutex_lock(&p->lock);
+    free(p->hist);
+    p->hist = h;
+    p->hist_cap = entries;
+    p->hist_len = p->hist_head = 0;
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
+static const char *block_state(const gk__block *b)
+{
+    if (b->allocated)
+        return b->event_count > 0 ? "active_awaiting_free" : "active_allocated";
+    return "inactive";
+}
+
+static void json_str(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(out, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(out, "\\u%04x", c);
+        else
+            fputc(c, out);
+    }
+    fputc('"', out);
+}
+
+int gk_pool_snapshot_json(gk_pool *p, FILE *out)
+{
+    if (!p || !out)
+        return -EINVAL;
+    pthread_mutex_lock(&p->lock);
+    fputs("{\"segments\":[", out);
+    bool first_seg = true;
+    for (gk__segment *s = p->segments; s; s = s->next) {
+        size_t allocated = 0, active = 0, requested = 0;
+        for (gk__block *b = s->head; b; b = b->next) {
+            if (b->allocated) {
+                active += b->size;
+                requested += b->requested;
+                if (b->event_count == 0)
+                    allocated += b->size;
+            }
+        }
+        size_t total = s->expandable ? s->mapped_pages * s->page : s->size;
+        fprintf(out,
+                "%s{\"address\":%llu,\"total_size\":%zu,\"stream\":%llu,\"segment_type\":\"%s\","
+                "\"allocated_size\":%zu,\"active_size\":%zu,\"requested_size\":%zu,"
+                "\"expandable\":%s,\"blocks\":[",
+                first_seg ? "" : ",", (unsigned long long)s->base, total,
+                (unsigned long long)s->stream, s->kind == GK_POOL_SMALL ? "small" : "large",
+                allocated, active, requested, s->expandable ? "true" : "false");
+        first_seg = false;
+        for (gk__block *b = s->head; b; b = b->next) {
+            fprintf(out, "%s{\"address\":%llu,\"size\":%zu,\"requested_size\":%zu,\"state\":\"%s\"",
+                    b == s->head ? "" : ",", (unsigned long long)b->addr, b->size, b->requested,
+                    block_state(b));
+            if (b->tag[0]) {
+                fputs(",\"tag\":", out);
+                json_str(out, b->tag);
+            }
+            fputc('}', out);
+        }
+        fputs("]}", out);
+    }
+    fputs("],\"device_traces\":[[", out);
+    for (size_t i = 0; i < p->hist_len; i++) {
+        const gk__hist_entry *e = &p->hist[(p->hist_head + i) % p->hist_cap];
+        fprintf(out,
+                "%s{\"action\":\"%s\",\"addr\":%llu,\"size\":%zu,\"stream\":%llu,"
+                "\"time_us\":%llu}",
+                i ? "," : "", action_names[e->action], (unsigned long long)e->addr, e->size,
+                (unsigned long long)e->stream, (unsigned long long)e->time_us);
+    }
+    fputs("]]}\n", out);
+    pthread_mutex_unlock(&p->lock);
+    return ferror(out) ? -EIO : 0;
+}
+
+static int by_size_desc(const void *a, const void *b)
+{
+    const gk__block *x = *(const gk__block *const *)a, *y = *(const gk__block *const *)b;
+    return x->size < y->size   ? 1
+           : x->size > y->size ? -1
+                               : (x->addr > y->addr) - (x->addr < y->addr);
+}
+
+long gk__pool_live_blocks(gk_pool *p, gk__block ***out)
+{
+    size_t n = 0;
+    for (gk__segment *s = p->segments; s; s = s->next)
+        for (gk__block *b = s->head; b; b = b->next)
+            n += gk__block_handed_out(b);
+    gk__block **v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    size_t i = 0;
+    for (gk__segment *s = p->segments; s; s = s->next)
+        for (gk__block *b = s->head; b; b = b->next)
+            if (gk__block_handed_out(b))
+                v[i++] = b;
+    qsort(v, n, sizeof *v, by_size_desc);
+    *out = v;
+    return (long)n;
+}
+
+long gk_pool_report_live(gk_pool *p, FILE *out)
+{
+    if (!p || !out)
+        return -EINVAL;
+    pthread_mutex_lock(&p->lock);
+    gk__block **v = NULL;
+    long n = gk__pool_live_blocks(p, &v);
+    for (long i = 0; i < n; i++) {
+        char sz[32];
+        fprintf(out, "%#llx %zu bytes (%s, requested %zu) stream %#llx%s%s\n",
+                (unsigned long long)v[i]->addr, v[i]->size,
+                gk_format_size(v[i]->size, sz, sizeof sz), v[i]->requested,
+                (unsigned long long)v[i]->stream, v[i]->tag[0] ? " tag " : "", v[i]->tag);
+    }
+    free(v);
+    pthread_mutex_unlock(&p->lock);
+    if (n < 0)
+        return n;
+    return ferror(out) ? -EIO : n;
+}

@@ -1,0 +1,176 @@
+/* Synthetic transformer training traces (RMM events, no device needed): the allocation pattern
+ * of a GPT-like model's training steps with a sequence length that varies per step, the case
+ * that fragments fixed-size segments and that expandable segments exist for. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool/pool_int.h"
+
+typedef struct synth {
+    gk_trace *t;
+    size_t cap;
+    uint64_t next_id;
+    double clock;
+    int rc;
+} synth;
+
+static uint64_t emit(synth *s, gk_trace_action a, uint64_t ptr, uint64_t size)
+{
+    if (s->rc)
+        return 0;
+    if (s->t->count == s->cap) {
+        size_t n = s->cap ? s->cap * 2 : 4096;
+        gk_trace_event *e = realloc(s->t->events, n * sizeof *e);
+        if (!e) {
+            s->rc = -ENOMEM;
+            return 0;
+        }
+        s->t->events = e;
+        s->cap = n;
+    }
+    if (a == GK_TRACE_ALLOCATE)
+        ptr = 0x10000 + (s->next_id++) * 0x1000;
+    s->clock += 1e-6;
+    s->t->events[s->t->count++] =
+        (gk_trace_event){.thread = 1, .time = s->clock, .action = a, .ptr = ptr, .size = size};
+    return ptr;
+}
+
+static uint64_t alloc(synth *s, uint64_t size)
+{
+    return emit(s, GK_TRACE_ALLOCATE, 0, size);
+}
+
+static void release(synth *s, uint64_t ptr, uint64_t size)
+{
+    emit(s, GK_TRACE_FREE, ptr, size);
+}
+
+void gk_synth_config_default(gk_synth_config *c)
+{
+    if (!c)
+        return;
+    *c = (gk_synth_config){.layers = 12,
+                           .hidden = 768,
+                           .heads = 12,
+                           .seq = 1024,
+                           .batch = 8,
+                           .steps = 4,
+                           .vocab = 32000,
+                           .vary = 0.5,
+                           .seed = 1};
+}
+
+#define ACTS   8 /* activations kept per layer */
+#define PARAMS 4 /* weight tensors per layer */
+
+int gk_trace_synth_transformer(const gk_synth_config *c, gk_trace **out)
+{
+    if (out)
+        *out = NULL;
+    if (!c || !out || c->layers <= 0 || c->hidden <= 0 || c->heads <= 0 || c->seq <= 0 ||
+        c->batch <= 0 || c->steps <= 0 || c->vocab <= 0 || !(c->vary > 0 && c->vary <= 1) ||
+        c->hidden % c->heads || c->layers > 1024)
+        return -EINVAL;
+    synth s = {.t = calloc(1, sizeof(gk_trace))};
+    if (!s.t)
+        return -ENOMEM;
+    uint64_t d = (uint64_t)c->hidden, L = (uint64_t)c->layers, V = (uint64_t)c->vocab;
+    uint64_t psize[PARAMS] = {3 * d * d * 4, d * d * 4, 4 * d * d * 4, 4 * d * d * 4};
+    uint64_t(*params)[PARAMS] = calloc(L, sizeof *params);
+    uint64_t(*adam)[2 * PARAMS] = calloc(L, sizeof *adam);
+    uint64_t(*grads)[PARAMS] = calloc(L, sizeof *grads);
+    uint64_t(*acts)[ACTS] = calloc(L, sizeof *acts);
+    uint64_t(*asize)[ACTS] = calloc(L, sizeof *asize);
+    if (!params || !adam || !grads || !acts || !asize) {
+        s.rc = -ENOMEM;
+        goto out_free;
+    }
+    uint64_t emb = alloc(&s, V * d * 4);
+    for (uint64_t l = 0; l < L; l++)
+        for (int k = 0; k < PARAMS; k++)
+            params[l][k] = alloc(&s, psize[k]);
+    uint64_t emb_m = alloc(&s, V * d * 4), emb_v = alloc(&s, V * d * 4);
+    for (uint64_t l = 0; l < L; l++)
+        for (int k = 0; k < 2 * PARAMS; k++)
+            adam[l][k] = alloc(&s, psize[k % PARAMS]);
+    uint64_t rng = c->seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int step = 0; step < c->steps && !s.rc; step++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        double u = (double)(rng >> 11) / 9007199254740992.0;
+        uint64_t lo = (uint64_t)(c->vary * c->seq);
+        uint64_t seq = lo + (uint64_t)(u * (double)((uint64_t)c->seq - lo + 1));
+        seq = seq < 8 ? 8 : seq / 8 * 8;
+        uint64_t b = (uint64_t)c->batch, h = (uint64_t)c->heads, bsd = b * seq * d * 2;
+        uint64_t att = b * h * seq * seq * 2;
+        uint64_t input = alloc(&s, b * seq * 8);
+        uint64_t x = alloc(&s, bsd);
+        /* Forward: keep what backward needs, free temporaries at once. */
+        for (uint64_t l = 0; l < L; l++) {
+            uint64_t sizes[ACTS] = {bsd, 3 * bsd, att, att, bsd, bsd, 4 * bsd, 4 * bsd};
+            for (int k = 0; k < ACTS; k++) {
+                asize[l][k] = sizes[k];
+                acts[l][k] = alloc(&s, sizes[k]);
+                if (k == 3 || k == 6) {
+                    uint64_t tmp = alloc(&s, sizes[k]);
+                    release(&s, tmp, sizes[k]);
+                }
+            }
+        }
+        uint64_t logits = alloc(&s, b * seq * V * 4);
+        uint64_t loss_tmp = alloc(&s, b * seq * 4);
+        release(&s, loss_tmp, b * seq * 4);
+        uint64_t dlogits = alloc(&s, b * seq * V * 4);
+        release(&s, logits, b * seq * V * 4);
+        uint64_t demb = alloc(&s, V * d * 4);
+        release(&s, dlogits, b * seq * V * 4);
+        uint64_t dx = alloc(&s, bsd);
+        /* Backward: gradients appear while activations go, last layer first. */
+        for (uint64_t l = L; l-- > 0;) {
+            for (int k = ACTS; k-- > 0;) {
+                uint64_t g = alloc(&s, asize[l][k]);
+                release(&s, acts[l][k], asize[l][k]);
+                release(&s, g, asize[l][k]);
+            }
+            for (int k = 0; k < PARAMS; k++)
+                grads[l][k] = alloc(&s, psize[k]);
+        }
+        release(&s, dx, bsd);
+        release(&s, x, bsd);
+        release(&s, input, b * seq * 8);
+        /* Optimizer: a temporary per parameter, then the gradients go (set_to_none). */
+        for (uint64_t l = 0; l < L; l++) {
+            for (int k = 0; k < PARAMS; k++) {
+                uint64_t tmp = alloc(&s, psize[k]);
+                release(&s, tmp, psize[k]);
+                release(&s, grads[l][k], psize[k]);
+            }
+        }
+        uint64_t tmp = alloc(&s, V * d * 4);
+        release(&s, tmp, V * d * 4);
+        release(&s, demb, V * d * 4);
+    }
+    for (uint64_t l = 0; l < L; l++) {
+        for (int k = 0; k < 2 * PARAMS; k++)
+            release(&s, adam[l][k], psize[k % PARAMS]);
+        for (int k = 0; k < PARAMS; k++)
+            release(&s, params[l][k], psize[k]);
+    }
+    release(&s, emb_m, V * d * 4);
+    release(&s, emb_v, V * d * 4);
+    release(&s, emb, V * d * 4);
+out_free:
+    free(params);
+    free(adam);
+    free(grads);
+    free(acts);
+    free(asize);
+    if (s.rc) {
+        gk_trace_free(s.t);
+        return s.rc;
+    }
+    *out = s.t;
+    return 0;
+}
