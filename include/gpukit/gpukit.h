@@ -7,10 +7,10 @@
 #include "error.h"
 #include "log.h"
 #include "options.h"
-#include "report.h"
-#include "run.h"
 #include "pool.h"
 #include "pressure.h"
+#include "report.h"
+#include "run.h"
 #include "version.h"
 
 #endif
