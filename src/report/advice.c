@@ -138,7 +138,9 @@ static int gpu_rules(gk_report *rep, int loading_fired)
             size_t thermal = 0, power = 0;
             const gk_series *s = &ev_bits->s;
             for (size_t i = 0; i < s->n; i++) {
-                unsigned long long bits = (unsigned long long)s->v[i];
+                double x = s->v[i]; /* a bitmask; anything else counts as no reason */
+                unsigned long long bits =
+                    x >= 0 && x < 18446744073709551616.0 ? (unsigned long long)x : 0;
                 thermal += (bits & (THROTTLE_THERMAL_BITS | THROTTLE_BRAKE_BITS)) != 0;
                 power += (bits & THROTTLE_POWER_BITS) != 0;
             }

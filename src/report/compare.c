@@ -26,8 +26,9 @@ static void measures(const gk_series *s, double duration, double *p50, double *p
         if (duration > 0 && s->n >= 8) {
             double slice[4] = {0};
             for (size_t i = 0; i < s->n; i++) {
-                int k = (int)(s->t[i] / duration * 4);
-                slice[k < 0 ? 0 : k > 3 ? 3 : k] += s->v[i];
+                double q = s->t[i] / duration * 4;
+                int k = q >= 3 ? 3 : q >= 0 ? (int)q : 0; /* NaN and negatives: slice 0 */
+                slice[k] += s->v[i];
             }
             double lo = slice[0], hi = slice[0];
             for (int k = 1; k < 4; k++) {

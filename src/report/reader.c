@@ -174,6 +174,17 @@ static double get_num(const cJSON *obj, const char *key, double dflt)
     return cJSON_IsNumber(it) ? it->valuedouble : dflt;
 }
 
+/* Clamped conversions: a recording may hold any number, and out-of-range casts are undefined. */
+static int to_int(double v)
+{
+    return v > -2147483648.0 && v < 2147483647.0 ? (int)v : (v >= 2147483647.0 ? 2147483647 : 0);
+}
+
+static uint64_t to_u64(double v)
+{
+    return v >= 0 && v < 18446744073709551616.0 ? (uint64_t)v : 0;
+}
+
 static int read_meta(gk_recording *rec, const cJSON *j, char *err, size_t errlen)
 {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
@@ -198,7 +209,7 @@ static int read_meta(gk_recording *rec, const cJSON *j, char *err, size_t errlen
     in->gpu_enabled = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(gpu, "enabled"));
     in->start_unix = get_num(j, "start_unix", 0);
     in->interval_s = get_num(j, "interval_s", 0);
-    in->cores = (int)get_num(j, "cores", 0);
+    in->cores = to_int(get_num(j, "cores", 0));
     in->memory_total_bytes = get_num(j, "memory_total_bytes", 0);
     in->ndevices = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "devices"));
     gk__sbuf cmd = {0};
@@ -291,15 +302,15 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
         gk_recording_end *e = &rec->info.end;
         rec->info.has_end = 1;
         e->t = tt;
-        e->exit_status = (int)get_num(j, "exit_status", 0);
-        e->exit_code = (int)get_num(j, "exit_code", -1);
-        e->signal = (int)get_num(j, "signal", 0);
+        e->exit_status = to_int(get_num(j, "exit_status", 0));
+        e->exit_code = to_int(get_num(j, "exit_code", -1));
+        e->signal = to_int(get_num(j, "signal", 0));
         e->duration_s = get_num(j, "duration_s", tt);
-        e->samples = (uint64_t)get_num(j, "samples", 0);
-        e->overruns = (uint64_t)get_num(j, "overruns", 0);
-        e->metric_lines = (uint64_t)get_num(j, "metric_lines", 0);
-        e->metric_malformed = (uint64_t)get_num(j, "metric_malformed", 0);
-        e->metric_dropped = (uint64_t)get_num(j, "metric_dropped", 0);
+        e->samples = to_u64(get_num(j, "samples", 0));
+        e->overruns = to_u64(get_num(j, "overruns", 0));
+        e->metric_lines = to_u64(get_num(j, "metric_lines", 0));
+        e->metric_malformed = to_u64(get_num(j, "metric_malformed", 0));
+        e->metric_dropped = to_u64(get_num(j, "metric_dropped", 0));
         e->cpu_seconds = get_num(j, "cpu_seconds", NAN);
         e->max_rss_bytes = get_num(j, "max_rss_bytes", NAN);
         return 0;
@@ -363,11 +374,17 @@ int gk_recording_load(const char *path, gk_recording **out, char *err, size_t er
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(-rc));
         return rc;
     }
+    int rc = gk__recording_read(f, path, out, err, errlen);
+    fclose(f);
+    return rc;
+}
+
+int gk__recording_read(FILE *f, const char *path, gk_recording **out, char *err, size_t errlen)
+{
+    *out = NULL;
     gk_recording *rec = calloc(1, sizeof *rec);
-    if (!rec) {
-        fclose(f);
+    if (!rec)
         return -ENOMEM;
-    }
     char *line = NULL;
     size_t cap = 0, lineno = 0;
     ssize_t n;
@@ -417,7 +434,6 @@ int gk_recording_load(const char *path, gk_recording **out, char *err, size_t er
         snprintf(err, errlen, "%s is empty (not a gpukit run recording)", path);
     }
     free(line);
-    fclose(f);
     rec->info.lines = lineno;
     rec->closing = 1;
     if (!rc && !rec->info.has_end)

@@ -4,6 +4,7 @@
 #define GK_REPORT_INT_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "gpukit/report.h"
 
@@ -58,6 +59,10 @@ struct gk_report {
     size_t ncmp;
     double energy_j; /* summed over GPUs; < 0 when no power was recorded */
 };
+
+/* Reads a recording from an open stream (reader.c; `path` names it in messages). The contract
+ * of gk_recording_load, without the open. */
+int gk__recording_read(FILE *f, const char *path, gk_recording **out, char *err, size_t errlen);
 
 /* Advice rules (advice.c): fills rep->advice. Returns 0 or -ENOMEM. */
 int gk__report_advise(gk_report *rep);
