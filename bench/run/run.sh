@@ -22,7 +22,7 @@ now() { date +%s.%N; }
 # 1. A fixed amount of work (not of CPU time), so the wall time shows any slowdown.
 cpu_cmd=(python3 -c 'x=0
 for i in range(12_000_000): x += i * i')
-for r in $(seq 1 "$rounds"); do
+for _ in $(seq 1 "$rounds"); do
     t0=$(now); "${cpu_cmd[@]}"; t1=$(now)
     echo "$t1 - $t0" | bc -l >>"$tmp/bare"
     t0=$(now); "$gpukit" run -- "${cpu_cmd[@]}" 2>/dev/null; t1=$(now)
@@ -35,15 +35,16 @@ printf 'overhead: CPU-bound command, median of %d rounds: bare %.3f s, under gpu
 
 # 1b. gpukit's own CPU while it watches an idle command (sleep uses none): user+system per
 # second of the run, at the default interval and at the fastest.
+nprocs() { local n=0 d; for d in /proc/[0-9]*; do n=$((n + 1)); done; echo "$n"; }
 for iv in 0.5 0.05; do
     /usr/bin/time -f "%U %S %e" -o "$tmp/cost" "$gpukit" run --interval "$iv" -- sleep 5 2>/dev/null
     read -r u s e <"$tmp/cost"
     printf 'cost: gpukit run --interval %s over sleep 5: %.2f s CPU in %.2f s = %.2f%% of one core (%d processes on the host)\n' \
-        "$iv" "$(echo "$u + $s" | bc -l)" "$e" "$(echo "100 * ($u + $s) / $e" | bc -l)" "$(ls /proc | grep -c '^[0-9]')"
+        "$iv" "$(echo "$u + $s" | bc -l)" "$e" "$(echo "100 * ($u + $s) / $e" | bc -l)" "$(nprocs)"
 done
 
 # 2. Accuracy against /usr/bin/time -v.
-for r in $(seq 1 3); do
+for _ in $(seq 1 3); do
     /usr/bin/time -v -o "$tmp/time.txt" "$gpukit" run --interval 0.05 --out "$tmp/acc.jsonl" -- \
         python3 "$workload" --alloc-mb 200 --burn 1.0 --sleep 0.3 2>/dev/null
     python3 - "$tmp/time.txt" "$tmp/acc.jsonl" <<'PY'

@@ -26,6 +26,7 @@ expect "$tmp/err" "cannot write the recording /nonexistent/dir/r.jsonl"
 [ "$(code "$GPUKIT" run -- sh -c 'exit 42')" -eq 42 ] || fail "exit 42"
 expect "$tmp/err" "exit status 42"
 # a command that is not ours to parse: options after -- belong to it
+# shellcheck disable=SC2016 # $1 is the inner shell's
 [ "$(code "$GPUKIT" run -- sh -c 'test "$1" = --json' x --json)" -eq 0 ] || fail "argument passing"
 
 [ "$(code "$GPUKIT" report)" -eq 2 ] || fail "report without a file"

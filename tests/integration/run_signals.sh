@@ -7,7 +7,9 @@ set -euo pipefail
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
-    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+    for p in "${pids[@]:-}"; do
+        if [ -n "$p" ]; then kill -9 "$p" 2>/dev/null || true; fi
+    done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
