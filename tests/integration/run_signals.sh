@@ -41,7 +41,9 @@ expect "$tmp/k.txt" "killed by signal 9"
 # exits with the command's status (128 + the signal).
 for sig in INT TERM; do
     rm -f "$tmp/pid"
-    timeout 60 "$GPUKIT" run --interval 0.05 --out "$tmp/$sig.jsonl" -- python3 "$workload" \
+    # not under timeout(1): it would signal its whole process group, gpukit included; the wait
+    # below is bounded by the command's 30 s sleep
+    "$GPUKIT" run --interval 0.05 --out "$tmp/$sig.jsonl" -- python3 "$workload" \
         --steps 2 --sleep 30 --pidfile "$tmp/pid" 2>"$tmp/$sig.err" &
     gk=$!
     pids+=("$gk")

@@ -1,5 +1,6 @@
 /* gpukit run: run a command under observation (host, process tree, GPUs, the metrics it sends),
  * record everything as JSON Lines, print the report with advice, exit with the command's status. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,13 @@ int gk_tool_run(int argc, char **argv)
     cfg.record_path = out;
     gk_run_result res;
     int rc = gk_run_execute(&cfg, argv + i, &res);
+    /* The command has ended: a late interrupt must not cut the report short. */
+    sigset_t late;
+    sigemptyset(&late);
+    sigaddset(&late, SIGINT);
+    sigaddset(&late, SIGTERM);
+    sigaddset(&late, SIGHUP);
+    sigprocmask(SIG_BLOCK, &late, NULL);
     int status = res.exit_status;
     if (rc && !res.started && res.error[0]) {
         gk_tool_error("%s", res.error);
