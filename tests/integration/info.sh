@@ -6,7 +6,7 @@ set -euo pipefail
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-expect() { grep -q -- "$2" "$1" || { echo "--- $1:"; cat "$1"; fail "expected \"$2\" in $1"; }; }
+expect() { grep -qE -- "$2" "$1" || { echo "--- $1:"; cat "$1"; fail "expected \"$2\" in $1"; }; }
 
 # No driver: exit 0, and say so plainly with the reason.
 GK_CUDA_LIBRARY=/nonexistent/libcuda.so.1 "$GPUKIT" info >"$tmp/out" 2>"$tmp/err"
@@ -55,7 +55,7 @@ expect "$tmp/err" 'unknown backend "tpu".*try auto, host, cuda:0'
 if "$GPUKIT" info --device "sim:capacity=12Q" 2>"$tmp/err"; then fail "bad size accepted"; fi
 expect "$tmp/err" "12Q"
 if GK_SYNC_TIMEOUT=soon "$GPUKIT" info 2>"$tmp/err"; then fail "bad GK_SYNC_TIMEOUT accepted"; fi
-expect "$tmp/err" 'GK_SYNC_TIMEOUT: "soon" is not a duration (try 30s or 500ms)'
+expect "$tmp/err" 'GK_SYNC_TIMEOUT: "soon" is not a duration \(try 30s or 500ms\)'
 if "$GPUKIT" info --device cuda:0 --cuda-library x 2>"$tmp/err"; then fail "unknown option accepted"; fi
 expect "$tmp/err" 'unknown option "--cuda-library"'
 if "$GPUKIT" --cuda-library /nonexistent/libcuda.so.1 info --device cuda:0 2>"$tmp/err"; then

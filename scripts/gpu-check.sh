@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# gpu-check.sh: build gpukit on a machine with an NVIDIA GPU and check it against the real driver.
+# Needs no network and installs nothing. With cmocka: a Release build in build/gpu, the tests
+# labelled gpu (ctest -L gpu), the standalone smoke check and `gpukit info --json`. Without cmocka
+# (or cmake) it still builds the library and the tool and runs the smoke check (scripts/gpu_smoke.c)
+# against the real driver. Every step is logged; a failing step does not stop the others; the exit
+# status is 0 only when all passed. Logs go to build/gpu/gpu-check/ and, when OUT is set, to
+# "$OUT/gpu-check/". Run from the repository root: bash scripts/gpu-check.sh
+# GK_GPU_BUILD_DIR overrides the build folder.
+set -u
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+BUILD=${GK_GPU_BUILD_DIR:-build/gpu}
+LOGS="$BUILD/gpu-check"
+JOBS=$(nproc 2>/dev/null || echo 4)
+START=$(date +%s)
+mkdir -p "$LOGS"
+SUMMARY="$LOGS/summary.txt"
+: >"$SUMMARY"
+FAILED=()
+
+say() { echo "$*" | tee -a "$SUMMARY"; }
+
+# step NAME TIMEOUT_S COMMAND...: runs COMMAND with a time limit, its output in $LOGS/NAME.log.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local t0 rc
+    t0=$(date +%s)
+    echo "== $name: $*" | tee -a "$SUMMARY"
+    timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        say "   ok ($(($(date +%s) - t0)) s)"
+    else
+        [ "$rc" -eq 124 ] && say "   timed out after $limit s"
+        say "   FAILED (exit $rc, $(($(date +%s) - t0)) s); last lines of $LOGS/$name.log:"
+        tail -n 40 "$LOGS/$name.log" | sed 's/^/   | /' | tee -a "$SUMMARY"
+        FAILED+=("$name")
+    fi
+    return "$rc"
+}
+
+finish() {
+    say "== total $(($(date +%s) - START)) s"
+    if [ "${#FAILED[@]}" -eq 0 ]; then
+        say "gpu-check: all steps passed"
+    else
+        say "gpu-check: FAILED steps: ${FAILED[*]}"
+    fi
+    if [ -n "${OUT:-}" ]; then
+        mkdir -p "$OUT/gpu-check" && cp -r "$LOGS"/. "$OUT/gpu-check/" 2>/dev/null ||
+            echo "gpu-check: could not copy the logs to $OUT"
+    fi
+    [ "${#FAILED[@]}" -eq 0 ]
+    exit $?
+}
+
+# --- the machine -------------------------------------------------------------------------------
+say "gpu-check on $(hostname) at $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+say "source: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown) $(git -C "$ROOT" status --porcelain 2>/dev/null | head -c1 | grep -q . && echo '(modified)')"
+say "kernel: $(uname -srm)"
+say "compiler: $(cc --version 2>/dev/null | head -n1)"
+if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee -a "$SUMMARY"
+    nvidia-smi >"$LOGS/nvidia-smi.log" 2>&1
+else
+    say "nvidia-smi: not found"
+fi
+say "libcuda: $( (ldconfig -p 2>/dev/null | grep -m1 'libcuda.so.1') || echo 'not in the ldconfig cache')"
+
+HAVE_CMAKE=0
+command -v cmake >/dev/null 2>&1 && HAVE_CMAKE=1
+HAVE_CMOCKA=0
+if printf '#include <setjmp.h>\n#include <stdarg.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void) { return 0; }\n' |
+    cc -x c - -lcmocka -o "$LOGS/cmocka-probe" >/dev/null 2>&1; then
+    HAVE_CMOCKA=1
+fi
+rm -f "$LOGS/cmocka-probe"
+# To try the fallbacks on a machine that has everything: GK_GPU_CHECK_NO_CMAKE=1 / _NO_CMOCKA=1.
+[ "${GK_GPU_CHECK_NO_CMAKE:-0}" = 1 ] && HAVE_CMAKE=0
+[ "${GK_GPU_CHECK_NO_CMOCKA:-0}" = 1 ] && HAVE_CMOCKA=0
+say "cmake: $([ $HAVE_CMAKE = 1 ] && cmake --version | head -n1 || echo missing); cmocka: $([ $HAVE_CMOCKA = 1 ] && echo yes || echo 'missing (only the smoke check runs)')"
+
+# --- build ---------------------------------------------------------------------------------------
+# build_cc: compiles the library and the tool straight with cc (no cmake needed).
+build_cc() {
+    mkdir -p "$BUILD/cc"
+    step build-cc 240 bash -c "cd '$BUILD/cc' && rm -f *.o &&
+        for f in '$ROOT'/src/*/*.c; do
+            o=\$(echo \"\$f\" | sed 's|.*/src/||; s|/|_|g; s|\\.c\$|.o|')
+            cc -std=c11 -O2 -D_GNU_SOURCE -fPIC -fvisibility=hidden -I'$ROOT/include' -I'$ROOT/src' \
+                -c \"\$f\" -o \"\$o\" || exit 1
+        done && ar rcs ../libgpukit.a *.o &&
+        cc -std=c11 -O2 -D_GNU_SOURCE -I'$ROOT/include' '$ROOT'/tools/gpukit/*.c ../libgpukit.a \
+            -ldl -lpthread -lm -o ../gpukit"
+}
+
+LIB=""
+TOOL=""
+BUILT_WITH_CMAKE=0
+if [ "$HAVE_CMAKE" = 1 ]; then
+    TESTS=OFF
+    [ "$HAVE_CMOCKA" = 1 ] && TESTS=ON
+    if step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGK_TESTS=$TESTS &&
+        step build 240 cmake --build "$BUILD" -j "$JOBS"; then
+        BUILT_WITH_CMAKE=1
+    else
+        say "   the cmake build failed; trying a plain cc build"
+    fi
+fi
+if [ "$BUILT_WITH_CMAKE" = 1 ] || build_cc; then
+    LIB="$BUILD/libgpukit.a"
+    TOOL="$BUILD/gpukit"
+fi
+
+# --- checks --------------------------------------------------------------------------------------
+if [ -n "$LIB" ]; then
+    if [ "$BUILT_WITH_CMAKE" = 1 ] && [ "$HAVE_CMOCKA" = 1 ]; then
+        if step ctest-gpu 180 ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 150; then
+            if grep -qE 'Not Run|\*\*\*Skipped|No tests were found' "$LOGS/ctest-gpu.log"; then
+                say "   but the gpu tests were skipped or missing:"
+                grep -E 'Skipped|skipping|Not Run|No tests' "$LOGS/ctest-gpu.log" | sed 's/^/   | /' | tee -a "$SUMMARY"
+                FAILED+=("ctest-gpu-skipped")
+            fi
+        fi
+        grep -E '^# ' "$LOGS/ctest-gpu.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+    fi
+    if step smoke-build 120 cc -std=c11 -O2 -Wall -Wextra -I include scripts/gpu_smoke.c "$LIB" \
+        -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
+        step smoke 120 "$BUILD/gpu_smoke" cuda:0
+        grep -E '^(INFO|FAIL|SKIP)|^      \(' "$LOGS/smoke.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+    fi
+    if [ -x "$TOOL" ]; then
+        step info-json 60 "$TOOL" info --json
+        sed 's/^/   | /' "$LOGS/info-json.log" | head -n 60 | tee -a "$SUMMARY"
+        GK_DEVICE=cuda:0 step info-cuda 60 "$TOOL" info --device cuda:0
+        sed 's/^/   | /' "$LOGS/info-cuda.log" | head -n 40 | tee -a "$SUMMARY"
+    else
+        say "== the tool was not built"
+        FAILED+=("tool")
+    fi
+fi
+finish
