@@ -94,7 +94,7 @@ build_cc() {
                 -c \"\$f\" -o \"\$o\" || exit 1
         done && ar rcs ../libgpukit.a *.o &&
         cc -std=c11 -O2 -D_GNU_SOURCE -I'$ROOT/include' '$ROOT'/tools/gpukit/*.c ../libgpukit.a \
-            -ldl -lpthread -lm -o ../gpukit"
+            -lcjson -ldl -lpthread -lm -o ../gpukit"
 }
 
 LIB=""
@@ -128,7 +128,7 @@ if [ -n "$LIB" ]; then
         grep -E '^# ' "$LOGS/ctest-gpu.log" | sed 's/^/   /' | tee -a "$SUMMARY"
     fi
     if step smoke-build 120 cc -std=c11 -O2 -Wall -Wextra -I include scripts/gpu_smoke.c "$LIB" \
-        -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
+        -lcjson -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
         step smoke 120 "$BUILD/gpu_smoke" cuda:0
         grep -E '^(INFO|FAIL|SKIP)|^      \(' "$LOGS/smoke.log" | sed 's/^/   /' | tee -a "$SUMMARY"
     fi
