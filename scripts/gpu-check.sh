@@ -78,10 +78,17 @@ if printf '#include <setjmp.h>\n#include <stdarg.h>\n#include <stddef.h>\n#inclu
     HAVE_CMOCKA=1
 fi
 rm -f "$LOGS/cmocka-probe"
+# libmicrohttpd (the /metrics server) is optional here: without it gpukit builds with GK_HTTP=OFF.
+HTTP=ON MHD_DEF="" MHD_LINK="-lmicrohttpd"
+if ! printf '#include <microhttpd.h>\nint main(void) { return 0; }\n' |
+    cc -x c - -lmicrohttpd -o "$LOGS/mhd-probe" >/dev/null 2>&1; then
+    HTTP=OFF MHD_DEF="-DGK_NO_MHD" MHD_LINK=""
+fi
+rm -f "$LOGS/mhd-probe"
 # To try the fallbacks on a machine that has everything: GK_GPU_CHECK_NO_CMAKE=1 / _NO_CMOCKA=1.
 [ "${GK_GPU_CHECK_NO_CMAKE:-0}" = 1 ] && HAVE_CMAKE=0
 [ "${GK_GPU_CHECK_NO_CMOCKA:-0}" = 1 ] && HAVE_CMOCKA=0
-say "cmake: $([ $HAVE_CMAKE = 1 ] && cmake --version | head -n1 || echo missing); cmocka: $([ $HAVE_CMOCKA = 1 ] && echo yes || echo 'missing (only the smoke check runs)')"
+say "cmake: $([ $HAVE_CMAKE = 1 ] && cmake --version | head -n1 || echo missing); cmocka: $([ $HAVE_CMOCKA = 1 ] && echo yes || echo 'missing (only the smoke check runs)'); libmicrohttpd: $([ $HTTP = ON ] && echo yes || echo 'missing (built without the HTTP exporter)')"
 
 # --- build ---------------------------------------------------------------------------------------
 # build_cc: compiles the library and the tool straight with cc (no cmake needed).
@@ -90,11 +97,11 @@ build_cc() {
     step build-cc 240 bash -c "cd '$BUILD/cc' && rm -f *.o &&
         for f in '$ROOT'/src/*/*.c; do
             o=\$(echo \"\$f\" | sed 's|.*/src/||; s|/|_|g; s|\\.c\$|.o|')
-            cc -std=c11 -O2 -D_GNU_SOURCE -fPIC -fvisibility=hidden -I'$ROOT/include' -I'$ROOT/src' \
+            cc -std=c11 -O2 -D_GNU_SOURCE $MHD_DEF -fPIC -fvisibility=hidden -I'$ROOT/include' -I'$ROOT/src' \
                 -c \"\$f\" -o \"\$o\" || exit 1
         done && ar rcs ../libgpukit.a *.o &&
         cc -std=c11 -O2 -D_GNU_SOURCE -I'$ROOT/include' '$ROOT'/tools/gpukit/*.c ../libgpukit.a \
-            -lcjson -ldl -lpthread -lm -o ../gpukit"
+            $MHD_LINK -lcjson -ldl -lpthread -lm -o ../gpukit"
 }
 
 LIB=""
@@ -103,7 +110,8 @@ BUILT_WITH_CMAKE=0
 if [ "$HAVE_CMAKE" = 1 ]; then
     TESTS=OFF
     [ "$HAVE_CMOCKA" = 1 ] && TESTS=ON
-    if step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGK_TESTS=$TESTS &&
+    if step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGK_TESTS=$TESTS \
+        -DGK_HTTP=$HTTP &&
         step build 240 cmake --build "$BUILD" -j "$JOBS"; then
         BUILT_WITH_CMAKE=1
     else
@@ -131,6 +139,12 @@ if [ -n "$LIB" ]; then
         -lcjson -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
         step smoke 120 "$BUILD/gpu_smoke" cuda:0
         grep -E '^(INFO|FAIL|SKIP)|^      \(' "$LOGS/smoke.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+    fi
+    # The monitor: nvidia-smi's view next to gpukit's NVML reader, read costs, a monitor tick.
+    if step monitor-build 120 cc -std=c11 -O2 -D_GNU_SOURCE -I include bench/monitor/gpu_check.c \
+        "$LIB" -ldl -lpthread -lm -o "$BUILD/gpu_check"; then
+        step monitor 120 bash scripts/gpu-check-monitor.sh "$BUILD/gpu_check"
+        grep -E '^(gpu |library=|  cost|monitor tick|  [a-z_]+ +-- )' "$LOGS/monitor.log" | sed 's/^/   /' | tee -a "$SUMMARY"
     fi
     if [ -x "$TOOL" ]; then
         step info-json 60 "$TOOL" info --json

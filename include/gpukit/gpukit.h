@@ -5,12 +5,16 @@
 #include "batch.h"
 #include "device.h"
 #include "error.h"
+#include "export.h"
 #include "log.h"
+#include "metrics.h"
+#include "monitor.h"
 #include "options.h"
 #include "pool.h"
 #include "pressure.h"
 #include "report.h"
 #include "run.h"
+#include "telemetry.h"
 #include "version.h"
 
 #endif

@@ -31,5 +31,7 @@ int gk_tool_run(int argc, char **argv);
 int gk_tool_report(int argc, char **argv);
 int gk_tool_pool(int argc, char **argv);
 int gk_tool_batch(int argc, char **argv);
+int gk_tool_sample(int argc, char **argv);
+int gk_tool_serve(int argc, char **argv);
 
 #endif
