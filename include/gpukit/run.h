@@ -64,11 +64,14 @@ GK_API int gk_statsd_send_pool(gk_statsd *c, gk_pool *pool);
 /* --- Running a command --------------------------------------------------------------------- */
 
 typedef struct gk_run_config {
-    double interval_s;        /* sampling interval; default 0.5, 0.05 to 3600 */
-    const char *record_path;  /* where the JSON Lines recording goes (required) */
-    int gpu;                  /* 1: sample GPUs when NVML is available (default); 0: never */
-    size_t max_metric_values; /* received values recorded at most (default 10 000 000) */
-    gk_logger logger;         /* warnings and the one "GPU metrics are off" line */
+    double interval_s;         /* sampling interval; default 0.5, 0.05 to 3600 */
+    const char *record_path;   /* where the JSON Lines recording goes (required) */
+    int gpu;                   /* 1: sample GPUs when NVML is available (default); 0: never */
+    size_t max_metric_values;  /* received values recorded at most (default 10 000 000) */
+    const char *const *alerts; /* alert rules "[NAME: ]METRIC{labels} OP VALUE [for DURATION]"
+                                  (gpukit/monitor.h, metric names in docs/monitor.md); NULL */
+    size_t nalerts;
+    gk_logger logger; /* warnings and the one "GPU metrics are off" line */
 } gk_run_config;
 
 /* What happened. */
@@ -84,8 +87,9 @@ typedef struct gk_run_result {
     double cpu_seconds;   /* user+system of the command and its waited-for children (rusage) */
     double max_rss_bytes; /* largest RSS of any process in the tree (rusage maxrss) */
     int gpu_enabled;
-    char gpu_reason[256]; /* why GPU metrics are off */
-    char error[256];      /* why the command could not be started */
+    char gpu_reason[256];  /* why GPU metrics are off */
+    uint64_t alerts_fired; /* alert transitions to firing */
+    char error[512];       /* why the command could not be started, or the bad alert rule */
 } gk_run_result;
 
 /* Fills `cfg` with the defaults. */
@@ -98,8 +102,10 @@ GK_API void gk_run_config_default(gk_run_config *cfg);
  * those signals and SIGCHLD for the duration (call it from the main thread of a program that
  * does not otherwise handle them). Returns 0 when the command ran (whatever its status) and
  * *res says how it ended; -EINVAL for a bad config or empty argv; -ENOENT/-EACCES... when it
- * could not be started (res->error says why, res->exit_status is 127); the negative errno of
- * creating the recording or the socket. */
+ * could not be started (res->error says why, res->exit_status is 127); GK_ESYNTAX for an alert
+ * rule that does not parse (res->error names it; nothing is started); the negative errno of
+ * creating the recording or the socket. Alert rules are evaluated at every sample by a
+ * gk_monitor watching the command's tree; each state change is logged (warn) and recorded. */
 GK_API int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res);
 
 #ifdef __cplusplus

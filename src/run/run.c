@@ -20,6 +20,7 @@
 
 #include "gpukit/error.h"
 #include "gpukit/report.h"
+#include "run/alerts_int.h"
 #include "run/run_int.h"
 #include "run/sampler_int.h"
 
@@ -36,6 +37,7 @@ typedef struct gauge_slot {
 typedef struct run_state {
     const gk_run_config *cfg;
     gk_recorder *rec;
+    gk__run_alerts *alerts;
     double t0;
     uint64_t values, dropped;
     gauge_slot *gauges; /* last value of each gauge, for relative (+/-) updates */
@@ -232,6 +234,7 @@ static void take_sample(gk__sampler *smp, pid_t pid, run_state *st, gk__values *
     double now = mono_now();
     gk__sampler_read(smp, pid, now, vals);
     gk_recorder_sample(st->rec, now - st->t0, vals->n, vals->names, vals->v);
+    gk__alerts_tick(st->alerts);
     res->samples++;
 }
 
@@ -310,12 +313,14 @@ static void discard_pending(const sigset_t *set)
 int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res)
 {
     if (!cfg || !argv || !argv[0] || !*argv[0] || !res || !cfg->record_path ||
-        !(cfg->interval_s >= 0.05 && cfg->interval_s <= 3600))
+        !(cfg->interval_s >= 0.05 && cfg->interval_s <= 3600) || (cfg->nalerts && !cfg->alerts))
         return -EINVAL;
     memset(res, 0, sizeof *res);
     res->exit_status = 127;
     res->exit_code = -1;
-    int rc;
+    int rc = gk__alerts_check(cfg, res->error, sizeof res->error);
+    if (rc)
+        return rc;
     run_state st = {.cfg = cfg};
     char dir[128], sockpath[160];
     char *buf = malloc(GK__STATSD_MAX_DGRAM);
@@ -387,8 +392,16 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
         goto out_sfd;
     }
     res->started = 1;
+    if (gk__alerts_start(cfg, pid, st.rec, st.t0, &st.alerts, res->error, sizeof res->error)) {
+        /* the rules parsed before the start: only resources can fail here; run without them */
+        gk_log(&cfg->logger, GK_LOG_WARN, "run", "%s; alerts are off for this run", res->error);
+        res->error[0] = '\0';
+    }
     supervise(pid, sock, sfd, smp, &st, res, buf, vals);
     res->metric_dropped = st.dropped;
+    res->alerts_fired = gk__alerts_fired(st.alerts);
+    gk__alerts_stop(st.alerts);
+    st.alerts = NULL;
     write_end(&st, res);
     rc = 0;
 out_sfd:

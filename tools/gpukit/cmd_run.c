@@ -10,7 +10,7 @@
 
 static const char run_usage[] =
     "usage: gpukit run [--interval S] [--out RUN.jsonl] [--html REPORT.html] [--json] [--no-gpu]\n"
-    "                  -- CMD [ARGS...]\n"
+    "                  [--alert RULE]... -- CMD [ARGS...]\n"
     "\n"
     "Runs CMD and watches it: the host's CPU and memory, CMD's whole process tree (CPU, RSS,\n"
     "threads, processes, storage I/O) and the GPUs when an NVIDIA driver is present, sampled\n"
@@ -23,6 +23,9 @@ static const char run_usage[] =
     "  --html FILE    also write the report as a self-contained HTML page\n"
     "  --json         print the report as one JSON object on stdout instead of text on stderr\n"
     "  --no-gpu       do not read GPU telemetry\n"
+    "  --alert RULE   [NAME: ]METRIC{labels} OP VALUE [for DURATION], e.g.\n"
+    "                 'gpu_hot: gpukit_gpu_temperature_celsius > 85 for 30s' (metric names in\n"
+    "                 docs/monitor.md); firing alerts are logged, recorded and reported\n"
     "  --help         this text\n"
     "  --version      gpukit's version\n"
     "\n"
@@ -89,7 +92,12 @@ int gk_tool_run(int argc, char **argv)
     gk_run_config cfg;
     gk_run_config_default(&cfg);
     const char *out = NULL, *html = NULL;
-    int json = 0, i;
+    const char **alerts = calloc((size_t)argc, sizeof *alerts);
+    if (!alerts) {
+        gk_tool_error("out of memory");
+        return GK_TOOL_FAIL;
+    }
+    int json = 0, i, status = GK_TOOL_USAGE;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {
@@ -103,31 +111,34 @@ int gk_tool_run(int argc, char **argv)
         } else if (strcmp(a, "--no-gpu") == 0) {
             cfg.gpu = 0;
         } else if (strcmp(a, "--interval") == 0 || strcmp(a, "--out") == 0 ||
-                   strcmp(a, "--html") == 0) {
+                   strcmp(a, "--html") == 0 || strcmp(a, "--alert") == 0) {
             if (i + 1 >= argc) {
                 gk_tool_error("%s needs a value (see 'gpukit run --help')", a);
-                return GK_TOOL_USAGE;
+                goto out;
             }
             const char *v = argv[++i];
             if (strcmp(a, "--interval") == 0 && parse_interval(v, &cfg.interval_s)) {
                 gk_tool_error("--interval: \"%s\" is not a number of seconds from 0.05 to 3600 "
                               "(try 0.5)",
                               v);
-                return GK_TOOL_USAGE;
+                goto out;
             }
+            if (strcmp(a, "--alert") == 0)
+                alerts[cfg.nalerts++] = v;
             if (strcmp(a, "--out") == 0)
                 out = v;
             if (strcmp(a, "--html") == 0)
                 html = v;
         } else {
             gk_tool_error("unknown option \"%s\" (see 'gpukit run --help')", a);
-            return GK_TOOL_USAGE;
+            goto out;
         }
     }
     if (i >= argc) {
         gk_tool_error("no command to run: gpukit run [OPTIONS] -- CMD [ARGS...]");
-        return GK_TOOL_USAGE;
+        goto out;
     }
+    cfg.alerts = alerts;
     char tmp[4096] = "";
     if (!out) {
         const char *dir = getenv("TMPDIR");
@@ -136,7 +147,8 @@ int gk_tool_run(int argc, char **argv)
         if (fd < 0) {
             gk_tool_error("cannot create a temporary recording in %s (set TMPDIR or use --out)",
                           dir && *dir ? dir : "/tmp");
-            return GK_TOOL_FAIL;
+            status = GK_TOOL_FAIL;
+            goto out;
         }
         close(fd);
         out = tmp;
@@ -151,8 +163,11 @@ int gk_tool_run(int argc, char **argv)
     sigaddset(&late, SIGTERM);
     sigaddset(&late, SIGHUP);
     sigprocmask(SIG_BLOCK, &late, NULL);
-    int status = res.exit_status;
-    if (rc && !res.started && res.error[0]) {
+    status = res.exit_status;
+    if (rc == GK_ESYNTAX) {
+        gk_tool_error("%s", res.error);
+        status = GK_TOOL_USAGE;
+    } else if (rc && !res.started && res.error[0]) {
         gk_tool_error("%s", res.error);
         status = res.error[0] && strstr(res.error, "cannot run") ? 127 : GK_TOOL_FAIL;
     } else if (rc) {
@@ -167,5 +182,7 @@ int gk_tool_run(int argc, char **argv)
         unlink(tmp);
     else if (res.started && !json)
         fprintf(stderr, "recording: %s (gpukit report %s)\n", out, out);
+out:
+    free(alerts);
     return status;
 }
