@@ -151,6 +151,20 @@ if [ -n "$LIB" ]; then
         sed 's/^/   | /' "$LOGS/info-json.log" | head -n 60 | tee -a "$SUMMARY"
         GK_DEVICE=cuda:0 step info-cuda 60 "$TOOL" info --device cuda:0
         sed 's/^/   | /' "$LOGS/info-cuda.log" | head -n 40 | tee -a "$SUMMARY"
+        # gpukit run on the GPU: the smoke program, then a second of idle, under the recorder; the
+        # recording must hold GPU series; the report's GPU lines go to the summary. Then top.
+        if [ -x "$BUILD/gpu_smoke" ]; then
+            step run-gpu 120 "$TOOL" run --interval 0.1 --out "$LOGS/run-gpu.jsonl" \
+                --html "$LOGS/run-gpu.html" -- bash -c "'$BUILD/gpu_smoke' cuda:0 >/dev/null && sleep 1"
+            grep -E '^(  GPU|gpu\.|GPU energy|peak GPU|  gpu\.|  [0-9]+\. )' "$LOGS/run-gpu.log" |
+                sed 's/^/   | /' | head -n 60 | tee -a "$SUMMARY"
+            if ! grep -q '"gpu.0.utilization_ratio"' "$LOGS/run-gpu.jsonl" 2>/dev/null; then
+                say "   no GPU series in the recording"
+                FAILED+=("run-gpu-series")
+            fi
+        fi
+        step top-plain 60 "$TOOL" top --count 3 --interval 0.5 --plain
+        sed 's/^/   | /' "$LOGS/top-plain.log" | tee -a "$SUMMARY"
     else
         say "== the tool was not built"
         FAILED+=("tool")
