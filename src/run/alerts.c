@@ -90,7 +90,7 @@ int gk__alerts_check(const gk_run_config *cfg, char *err, size_t errlen)
     return rc;
 }
 
-int gk__alerts_start(const gk_run_config *cfg, pid_t pid, gk_recorder *rec, double t0,
+int gk__alerts_start(const gk_run_config *cfg, int gpu, pid_t pid, gk_recorder *rec, double t0,
                      gk__run_alerts **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -108,7 +108,8 @@ int gk__alerts_start(const gk_run_config *cfg, pid_t pid, gk_recorder *rec, doub
     gk_monitor_config_default(&mc);
     mc.interval = cfg->interval_s;
     mc.retention = cfg->interval_s * 120 > 60 ? cfg->interval_s * 120 : 60;
-    mc.gpu = cfg->gpu ? GK_MONITOR_GPU_AUTO : GK_MONITOR_GPU_OFF;
+    /* GPUs only when the sampler found them: the run says once why GPU metrics are off */
+    mc.gpu = gpu ? GK_MONITOR_GPU_AUTO : GK_MONITOR_GPU_OFF;
     mc.pid = (int)pid;
     mc.metrics = a->reg;
     mc.logger = cfg->logger;

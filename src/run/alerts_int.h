@@ -14,9 +14,10 @@ typedef struct gk__run_alerts gk__run_alerts;
  * first bad rule (GK_ESYNTAX, -ENOSPC), described in err. */
 int gk__alerts_check(const gk_run_config *cfg, char *err, size_t errlen);
 
-/* Starts evaluating the rules on the tree rooted at pid; state changes go to rec with times
- * relative to t0 (monotonic seconds). *out is NULL when there are no rules. */
-int gk__alerts_start(const gk_run_config *cfg, pid_t pid, gk_recorder *rec, double t0,
+/* Starts evaluating the rules on the tree rooted at pid (and the GPUs when gpu is 1); state
+ * changes go to rec with times relative to t0 (monotonic seconds). *out is NULL when there are
+ * no rules. */
+int gk__alerts_start(const gk_run_config *cfg, int gpu, pid_t pid, gk_recorder *rec, double t0,
                      gk__run_alerts **out, char *err, size_t errlen);
 
 /* One evaluation (reads the machine once). NULL is a no-op. */

@@ -392,7 +392,8 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
         goto out_sfd;
     }
     res->started = 1;
-    if (gk__alerts_start(cfg, pid, st.rec, st.t0, &st.alerts, res->error, sizeof res->error)) {
+    if (gk__alerts_start(cfg, si.gpu_enabled, pid, st.rec, st.t0, &st.alerts, res->error,
+                         sizeof res->error)) {
         /* the rules parsed before the start: only resources can fail here; run without them */
         gk_log(&cfg->logger, GK_LOG_WARN, "run", "%s; alerts are off for this run", res->error);
         res->error[0] = '\0';

@@ -14,6 +14,10 @@ workload="$GK_SOURCE_DIR/tests/support/run_workload.py"
 GK_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1 timeout 60 "$GPUKIT" run --out "$tmp/off.jsonl" -- \
     python3 "$workload" --steps 2 2>"$tmp/off.err"
 expect "$tmp/off.err" "GPU metrics off: .*/nonexistent/libnvidia-ml.so.1"
+# said once, also when alert rules run a monitor beside the sampler
+GK_LOG=warn GK_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1 "$GPUKIT" run --alert 'gpukit_process_tree_threads > 9999' \
+    -- true 2>"$tmp/once.err"
+[ "$(grep -c "libnvidia-ml.so.1" "$tmp/once.err")" -eq 1 ] || { cat "$tmp/once.err"; fail "the missing driver must be named once"; }
 "$GPUKIT" run --no-gpu -- true 2>"$tmp/nogpu.err"
 expect "$tmp/nogpu.err" "GPU metrics off: turned off (--no-gpu)"
 
