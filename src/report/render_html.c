@@ -18,12 +18,12 @@
 
 static const char style[] =
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;"
-    "max-width:1000px;color:#1d1d1f;padding:0 1em}"
+    "max-width:1100px;color:#1d1d1f;padding:0 1em}"
     "h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;"
     "border-bottom:1px solid #ddd}"
     "code{background:#f2f2f2;padding:1px 4px;border-radius:3px;word-break:break-all}"
-    "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
-    "th,td{border:1px solid #d0d0d0;padding:3px 7px;text-align:right}"
+    "table{border-collapse:collapse;font-size:12px;margin:.5em 0}"
+    "th,td{border:1px solid #d0d0d0;padding:2px 5px;text-align:right;white-space:nowrap}"
     "th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}"
     ".advice{border-left:5px solid #d9822b;background:#fff7ee;padding:6px 12px;margin:10px 0}"
     ".advice p{margin:.3em 0}.rule{color:#777;font-size:.85em}"
@@ -238,7 +238,7 @@ static void tables(gk__sbuf *b, const gk_report *rep)
 {
     gk__sbuf_puts(b, "<h2>Summary</h2>\n<table id=\"summary\"><thead><tr><th>series</th>"
                      "<th>count</th><th>mean</th><th>std</th><th>min</th><th>p50</th>"
-                     "<th>p90</th><th>p99</th><th>max</th><th>above threshold</th></tr></thead>"
+                     "<th>p90</th><th>p99</th><th>max</th><th>above / total</th></tr></thead>"
                      "<tbody>\n");
     for (size_t i = 0; i < rep->nsums; i++) {
         const gk__series_summary *sm = &rep->sums[i];
