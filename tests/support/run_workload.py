@@ -40,10 +40,6 @@ def main():
     p.add_argument("--exit", type=int, default=0)
     a = p.parse_args()
 
-    if a.pidfile:
-        with open(a.pidfile + ".tmp", "w") as f:
-            f.write(str(os.getpid()))
-        os.rename(a.pidfile + ".tmp", a.pidfile)
     path = os.environ.get("GK_METRICS_SOCKET")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if path else None
 
@@ -78,6 +74,10 @@ def main():
     for i in range(a.malformed):
         send("this is not statsd %d" % i)
 
+    if a.pidfile:  # written once the metrics are sent, so a test can signal right away
+        with open(a.pidfile + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(a.pidfile + ".tmp", a.pidfile)
     if a.sleep:
         time.sleep(a.sleep)
     del held
