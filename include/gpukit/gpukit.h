@@ -6,6 +6,7 @@
 #include "device.h"
 #include "error.h"
 #include "export.h"
+#include "loader.h"
 #include "log.h"
 #include "metrics.h"
 #include "monitor.h"

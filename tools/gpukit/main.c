@@ -22,6 +22,8 @@ static const tool_command commands[] = {
     {"pool", gk_tool_pool, "replay allocation traces through the caching pool; F_cap; traces"},
     {"sample", gk_tool_sample, "one line per GPU per sample, like nvidia-smi --query-gpu / dmon"},
     {"serve", gk_tool_serve, "Prometheus /metrics endpoint or textfile for GPU and host metrics"},
+    {"data", gk_tool_data, "pack record files, inspect record files and token shards"},
+    {"loader", gk_tool_loader, "benchmark the prefetching data loader on a file"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

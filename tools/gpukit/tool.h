@@ -34,5 +34,7 @@ int gk_tool_pool(int argc, char **argv);
 int gk_tool_batch(int argc, char **argv);
 int gk_tool_sample(int argc, char **argv);
 int gk_tool_serve(int argc, char **argv);
+int gk_tool_data(int argc, char **argv);
+int gk_tool_loader(int argc, char **argv);
 
 #endif

@@ -1,0 +1,641 @@
+/* The loader's ring and workers: K slots filled in order by worker threads (or by the consumer
+ * when there are none), each a pre-touched host buffer plus, with a device, a device buffer, a
+ * copy event and a release event enforcing the three ordering edges (see loader.h); creation,
+ * stop and destruction. The consumer side is in consumer.c. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loader/loader_int.h"
+
+static _Thread_local char create_err[768];
+
+const char *gk_loader_create_error(void)
+{
+    return create_err;
+}
+
+int gk__loader_error(gk_loader *ld, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ld->last_error, sizeof ld->last_error, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+void gk_loader_config_default(gk_loader_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    gk_logger_default(&cfg->logger);
+    cfg->batch_size = 32;
+    cfg->workers = 1;
+    cfg->depth = 4;
+    cfg->timeout = 300;
+    cfg->on_error = GK_LOADER_FAIL;
+    cfg->max_skips = 16;
+    cfg->auto_release = 1;
+    cfg->split_bytes = 4u << 20;
+    cfg->readahead = 1;
+    char err[256];
+    if (gk_loader_rank_from_env(&cfg->rank, &cfg->world, err, sizeof err))
+        gk_log(&cfg->logger, GK_LOG_WARN, "loader", "%s; using rank 0 of 1", err);
+}
+
+void gk__abs_deadline(struct timespec *ts, double seconds)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    if (seconds > 1e9)
+        seconds = 1e9;
+    double whole = (double)(time_t)seconds;
+    ts->tv_sec += (time_t)whole;
+    ts->tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* --- filling ------------------------------------------------------------------------------ */
+
+/* Starts slot s for batch seq (under ld->mu). */
+void gk__slot_begin(gk_loader *ld, gk__slot *s, int64_t seq)
+{
+    uint64_t pos = ld->origin + (uint64_t)seq;
+    s->seq = seq;
+    s->state = GK__SLOT_FILLING;
+    s->parts_done = 0;
+    s->err = 0;
+    s->msg[0] = '\0';
+    s->fill_ns = 0;
+    s->epoch = pos / ld->smp.batches;
+    s->index = pos % ld->smp.batches;
+    s->last = s->index + 1 == ld->smp.batches;
+    uint64_t first = s->index * ld->smp.batch_size;
+    uint64_t left = ld->smp.per_rank - first;
+    s->count = (size_t)(left < ld->smp.batch_size ? left : ld->smp.batch_size);
+}
+
+/* Fills items [lo, hi) of slot s. Returns 0 or the read error (message in msg). */
+static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size_t hi,
+                      uint64_t *bad, char *msg, size_t msglen)
+{
+    if (lo >= hi)
+        return 0;
+    const gk_sampler *smp = &ld->smp;
+    uint64_t first = s->index * smp->batch_size;
+    for (size_t i = lo; i < hi; i++)
+        s->indices[i] = gk_sampler_rank_item(smp, s->epoch, first + i);
+    gk_read_ctx rc = {.worker_state = w->state,
+                      .worker = w->id,
+                      .seed = smp->seed,
+                      .epoch = s->epoch,
+                      .err = msg,
+                      .err_len = msglen,
+                      .failed_index = s->indices[lo]};
+    const gk_dataset_ops *ops = &ld->ds->ops;
+    unsigned char *dst = s->host + lo * ld->item_size;
+    int e = 0;
+    uint64_t t0 = gk__loader_now_ns();
+    atomic_store_explicit(&w->cur_seq, s->seq, memory_order_relaxed);
+    if (ops->read_batch) {
+        atomic_store_explicit(&w->cur_index, s->indices[lo], memory_order_relaxed);
+        atomic_store_explicit(&w->read_start_ns, t0, memory_order_relaxed);
+        e = ops->read_batch(ld->ds->ctx, &rc, s->indices + lo, hi - lo, dst);
+        if (e)
+            *bad = rc.failed_index;
+    } else {
+        for (size_t i = lo; i < hi && !e; i++) {
+            uint64_t idx = s->indices[i];
+            atomic_store_explicit(&w->cur_index, idx, memory_order_relaxed);
+            atomic_store_explicit(&w->read_start_ns, gk__loader_now_ns(), memory_order_relaxed);
+            e = ops->read_item(ld->ds->ctx, &rc, idx, gk_item_seed(smp->seed, s->epoch, idx),
+                               dst + (i - lo) * ld->item_size);
+            if (e)
+                *bad = idx;
+        }
+    }
+    atomic_store_explicit(&w->read_start_ns, 0, memory_order_relaxed);
+    uint64_t dt = gk__loader_now_ns() - t0;
+    gk__stat_add(&ld->st.busy_ns, dt);
+    gk_counter_add(ld->m.busy, (double)dt / 1e9);
+    if (e && !msg[0])
+        snprintf(msg, msglen, "%s: reading item %" PRIu64 ": %s", ld->ds->name, *bad,
+                 gk_strerror(e));
+    return e;
+}
+
+/* Issues the copy of a completed slot (edge b before it, the copy event after it). */
+static int issue_copy(gk_loader *ld, gk__slot *s)
+{
+    gk_device *dev = ld->cfg.device;
+    uint64_t t0 = gk__loader_now_ns();
+    int e = 0;
+    if (!(ld->cfg.test_drop_edges & GK_LOADER_DROP_EDGE_B))
+        e = gk_stream_wait_event(dev, ld->copy, s->consumed);
+    if (!e)
+        e = gk_memcpy_htod_async(dev, s->dev, s->host, s->count * ld->item_size, ld->copy);
+    if (!e)
+        e = gk_event_record(dev, s->copied, ld->copy);
+    if (e) {
+        snprintf(s->msg, sizeof s->msg,
+                 "%s: copying batch %" PRIu64 " of epoch %" PRIu64 " to the device: %s",
+                 ld->ds->name, s->index, s->epoch, gk_device_last_error(dev));
+        s->err = e;
+        s->err_index = s->count ? s->indices[0] : 0;
+        return e;
+    }
+    s->copy_issued = 1;
+    uint64_t dt = gk__loader_now_ns() - t0;
+    gk__stat_add(&ld->st.copy_ns, dt);
+    gk__stat_max(&ld->st.copy_max_ns, dt);
+    gk_histogram_observe(ld->m.copy, (double)dt / 1e9);
+    return 0;
+}
+
+/* Fills part `part` of batch seq into its slot (the caller has begun the slot). When it is the
+ * last part, issues the copy and marks the slot ready. */
+void gk__fill_part(gk_loader *ld, gk__worker *w, int64_t seq, unsigned part)
+{
+    gk__slot *s = &ld->slots[seq % ld->K];
+    char msg[512] = "";
+    uint64_t bad = 0;
+    int e = 0;
+    /* Edge c: the copy out of this host slot (its previous batch) must be finished. */
+    if (ld->cfg.device && s->copy_issued && !(ld->cfg.test_drop_edges & GK_LOADER_DROP_EDGE_C)) {
+        e = gk_event_synchronize(ld->cfg.device, s->copied, ld->cfg.timeout);
+        if (e)
+            snprintf(msg, sizeof msg, "%s: waiting for the copy out of slot %d: %s", ld->ds->name,
+                     (int)(seq % ld->K), gk_device_last_error(ld->cfg.device));
+    }
+    size_t lo = s->count * part / ld->parts, hi = s->count * (part + 1) / ld->parts;
+    uint64_t t0 = gk__loader_now_ns();
+    if (!e)
+        e = fill_range(ld, w, s, lo, hi, &bad, msg, sizeof msg);
+    uint64_t dt = gk__loader_now_ns() - t0;
+    pthread_mutex_lock(&ld->mu);
+    s->fill_ns += dt;
+    if (e && !s->err) {
+        s->err = e;
+        s->err_index = bad;
+        snprintf(s->msg, sizeof s->msg, "%s", msg);
+    }
+    int complete = ++s->parts_done == ld->parts;
+    pthread_mutex_unlock(&ld->mu);
+    if (!complete)
+        return;
+    gk__stat_add(&ld->st.fill_ns, s->fill_ns);
+    gk__stat_max(&ld->st.fill_max_ns, s->fill_ns);
+    gk_histogram_observe(ld->m.fill, (double)s->fill_ns / 1e9);
+    if (ld->cfg.device && !s->err)
+        issue_copy(ld, s);
+    if (!s->err && ld->cfg.readahead && ld->ds->ops.will_need && ld->item_size >= 4096 &&
+        w->ahead) {
+        uint64_t pos = ld->origin + (uint64_t)seq + (uint64_t)ld->K;
+        if (pos < ld->end_pos) {
+            size_t n =
+                gk_sampler_batch(&ld->smp, pos / ld->smp.batches, pos % ld->smp.batches, w->ahead);
+            ld->ds->ops.will_need(ld->ds->ctx, w->ahead, n);
+        }
+    }
+    pthread_mutex_lock(&ld->mu);
+    s->state = GK__SLOT_READY;
+    atomic_store_explicit(&s->ready_seq, s->seq, memory_order_release);
+    pthread_mutex_unlock(&ld->mu);
+    /* After unlocking: a woken consumer does not then block on the mutex. Safe because a waiter
+     * checks the state and starts waiting under the mutex. */
+    pthread_cond_broadcast(&ld->cv_ready);
+}
+
+static void *worker_main(void *arg)
+{
+    gk__worker *w = arg;
+    gk_loader *ld = w->ld;
+    const gk_dataset_ops *ops = &ld->ds->ops;
+    int rc = 0;
+    if (ops->worker_open)
+        rc = ops->worker_open(ld->ds->ctx, w->id, &w->state, w->open_msg, sizeof w->open_msg);
+    pthread_mutex_lock(&ld->mu);
+    w->open_rc = rc;
+    w->open_done = 1;
+    pthread_cond_broadcast(&ld->cv_ready);
+    pthread_mutex_unlock(&ld->mu);
+    if (rc)
+        return NULL;
+    for (;;) {
+        uint64_t u = atomic_fetch_add(&ld->next_unit, 1);
+        int64_t seq = (int64_t)(u / ld->parts);
+        unsigned part = (unsigned)(u % ld->parts);
+        gk__slot *s = &ld->slots[seq % ld->K];
+        /* No spinning here: a worker waiting for a free slot is ahead of the consumer, and a spin
+         * would only take the CPU from it. */
+        uint64_t idle0 = gk__loader_now_ns();
+        pthread_mutex_lock(&ld->mu);
+        if (ld->origin + (uint64_t)seq >= ld->end_pos) {
+            while (!ld->stop)
+                pthread_cond_wait(&ld->cv_work, &ld->mu);
+        }
+        while (!ld->stop && !ld->failed && s->seq != seq && !gk__slot_free_for(ld, s, seq))
+            pthread_cond_wait(&ld->cv_work, &ld->mu);
+        if (ld->stop || ld->failed) {
+            pthread_mutex_unlock(&ld->mu);
+            break;
+        }
+        if (s->seq != seq)
+            gk__slot_begin(ld, s, seq);
+        pthread_mutex_unlock(&ld->mu);
+        gk__stat_add(&ld->st.idle_ns, gk__loader_now_ns() - idle0);
+        gk__fill_part(ld, w, seq, part);
+    }
+    if (ops->worker_close)
+        ops->worker_close(ld->ds->ctx, w->id, w->state);
+    w->state = NULL;
+    return NULL;
+}
+
+/* Starts the workers and waits until each has opened its dataset state. */
+int gk__start_workers(gk_loader *ld, char *err, size_t errlen)
+{
+    int rc = 0;
+    for (int i = 0; i < ld->nworkers; i++) {
+        gk__worker *w = &ld->workers[i];
+        w->open_done = 0;
+        w->open_rc = 0;
+        w->open_msg[0] = '\0';
+        atomic_store(&w->cur_seq, -1);
+        atomic_store(&w->read_start_ns, 0);
+        int e = pthread_create(&w->thread, NULL, worker_main, w);
+        if (e) {
+            snprintf(err, errlen, "loader: cannot start worker %d: %s", i, strerror(e));
+            return -e;
+        }
+        w->started = 1;
+    }
+    pthread_mutex_lock(&ld->mu);
+    for (int i = 0; i < ld->nworkers; i++) {
+        gk__worker *w = &ld->workers[i];
+        while (!w->open_done)
+            pthread_cond_wait(&ld->cv_ready, &ld->mu);
+        if (w->open_rc && !rc) {
+            rc = w->open_rc;
+            snprintf(err, errlen, "%s: worker_open of worker %d failed: %s", ld->ds->name, i,
+                     w->open_msg[0] ? w->open_msg : gk_strerror(rc));
+        }
+    }
+    pthread_mutex_unlock(&ld->mu);
+    return rc;
+}
+
+/* Sets stop, wakes and joins every worker. */
+void gk__join_workers(gk_loader *ld)
+{
+    pthread_mutex_lock(&ld->mu);
+    ld->stop = 1;
+    pthread_cond_broadcast(&ld->cv_work);
+    pthread_cond_broadcast(&ld->cv_ready);
+    pthread_mutex_unlock(&ld->mu);
+    for (int i = 0; i < ld->nworkers; i++) {
+        if (ld->workers[i].started) {
+            pthread_join(ld->workers[i].thread, NULL);
+            ld->workers[i].started = 0;
+        }
+    }
+}
+
+/* Waits for the copy stream so no copy touches a slot any more. */
+void gk__drain_copies(gk_loader *ld)
+{
+    if (ld->cfg.device && ld->copy) {
+        int e = gk_stream_synchronize(ld->cfg.device, ld->copy, ld->cfg.timeout);
+        if (e)
+            gk_log(&ld->cfg.logger, GK_LOG_WARN, "loader", "waiting for the copy stream: %s",
+                   gk_device_last_error(ld->cfg.device));
+    }
+}
+
+/* --- create / destroy ------------------------------------------------------------------------ */
+
+static void free_slots(gk_loader *ld)
+{
+    gk_device *dev = ld->cfg.device;
+    for (int i = ld->K - 1; i >= 0; i--) {
+        gk__slot *s = &ld->slots[i];
+        if (s->consumed)
+            gk_event_destroy(dev, s->consumed);
+        if (s->copied)
+            gk_event_destroy(dev, s->copied);
+        if (s->dev)
+            gk_device_free(dev, s->dev);
+        free(s->indices);
+        if (s->host) {
+            if (dev)
+                gk_device_host_free(dev, s->host);
+            else
+                free(s->host);
+        }
+    }
+}
+
+static void release_all(gk_loader *ld)
+{
+    for (int i = 0; ld->workers && i < ld->nworkers; i++)
+        free(ld->workers[i].ahead);
+    free(ld->workers);
+    free(ld->consumer.ahead);
+    if (ld->slots) {
+        free_slots(ld);
+        free(ld->slots);
+    }
+    if (ld->copy)
+        gk_stream_destroy(ld->cfg.device, ld->copy);
+    pthread_cond_destroy(&ld->cv_ready);
+    pthread_cond_destroy(&ld->cv_work);
+    pthread_mutex_destroy(&ld->mu);
+    free(ld);
+}
+
+/* Registers the loader's series in cfg.metrics (see loader.h). */
+static int register_metrics(gk_loader *ld, char *err, size_t errlen)
+{
+    static const double bounds[] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1, 10};
+    gk_metrics *reg = ld->cfg.metrics;
+    const char *labels[] = {"loader", ld->name, NULL};
+    struct {
+        gk_metric **out;
+        int type; /* 0 counter, 1 gauge, 2 histogram */
+        const char *name, *help;
+    } rows[] = {
+        {&ld->m.items, 0, "gpukit_loader_items_total", "items delivered by next"},
+        {&ld->m.bytes, 0, "gpukit_loader_bytes_total", "bytes delivered by next"},
+        {&ld->m.batches, 0, "gpukit_loader_batches_total", "batches delivered by next"},
+        {&ld->m.skips, 0, "gpukit_loader_skips_total", "batches skipped after a failed read"},
+        {&ld->m.busy, 0, "gpukit_loader_worker_busy_seconds_total", "worker time inside reads"},
+        {&ld->m.wait, 2, "gpukit_loader_wait_seconds", "consumer wait inside next per batch"},
+        {&ld->m.fill, 2, "gpukit_loader_fill_seconds", "time filling one batch"},
+        {&ld->m.copy, 2, "gpukit_loader_copy_seconds", "time issuing one batch's device copy"},
+        {&ld->m.ready, 1, "gpukit_loader_ring_ready", "ready batches in the ring at the last next"},
+        {&ld->m.first, 1, "gpukit_loader_first_batch_seconds", "create or seek to first batch"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int rc = rows[i].type == 0
+                     ? gk_metrics_counter(reg, rows[i].name, rows[i].help, labels, rows[i].out)
+                 : rows[i].type == 1
+                     ? gk_metrics_gauge(reg, rows[i].name, rows[i].help, labels, rows[i].out)
+                     : gk_metrics_histogram(reg, rows[i].name, rows[i].help, labels, bounds, 8,
+                                            rows[i].out);
+        if (rc) {
+            snprintf(err, errlen, "loader: cannot register metric %s{loader=\"%s\"}: %s",
+                     rows[i].name, ld->name, gk_strerror(rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
+{
+    gk_device *dev = ld->cfg.device;
+    ld->slots = calloc((size_t)ld->K, sizeof *ld->slots);
+    if (!ld->slots)
+        goto out_nomem;
+    if (dev) {
+        int e = gk_stream_create(dev, &ld->copy);
+        if (e) {
+            snprintf(err, errlen, "loader: cannot create the copy stream: %s",
+                     gk_device_last_error(dev));
+            return e;
+        }
+    }
+    for (int i = 0; i < ld->K; i++) {
+        gk__slot *s = &ld->slots[i];
+        s->seq = i - ld->K;
+        s->state = GK__SLOT_FREE;
+        atomic_init(&s->ready_seq, INT64_MIN);
+        s->indices = calloc((size_t)ld->smp.batch_size, sizeof *s->indices);
+        if (!s->indices)
+            goto out_nomem;
+        int e = 0;
+        if (dev) {
+            e = gk_device_host_alloc(dev, ld->slot_bytes, (void **)&s->host);
+            if (e) {
+                snprintf(err, errlen,
+                         "loader: cannot allocate %zu bytes of pinned memory for "
+                         "slot %d: %s",
+                         ld->slot_bytes, i, gk_device_last_error(dev));
+                return e;
+            }
+            e = gk_device_malloc(dev, ld->slot_bytes, &s->dev);
+            if (!e)
+                e = gk_event_create(dev, &s->copied);
+            if (!e)
+                e = gk_event_create(dev, &s->consumed);
+            if (e) {
+                snprintf(err, errlen, "loader: cannot set up device slot %d (%zu bytes): %s", i,
+                         ld->slot_bytes, gk_device_last_error(dev));
+                return e;
+            }
+        } else {
+            void *p = NULL;
+            if (posix_memalign(&p, 4096, ld->slot_bytes))
+                goto out_nomem;
+            s->host = p;
+        }
+        /* Touch every page now so the first batches do not pay for page faults. */
+        memset(s->host, 0, ld->slot_bytes);
+    }
+    return 0;
+out_nomem:
+    snprintf(err, errlen, "loader: out of memory for %d slots of %zu bytes", ld->K, ld->slot_bytes);
+    return -ENOMEM;
+}
+
+int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader **out)
+{
+    create_err[0] = '\0';
+    if (!out) {
+        snprintf(create_err, sizeof create_err, "gk_loader_create: out is NULL");
+        return -EINVAL;
+    }
+    *out = NULL;
+    if (!ds) {
+        snprintf(create_err, sizeof create_err, "gk_loader_create: dataset is NULL");
+        return -EINVAL;
+    }
+    gk_loader_config cfg;
+    if (cfg_in)
+        cfg = *cfg_in;
+    else
+        gk_loader_config_default(&cfg);
+    const char *bad = NULL;
+    if (cfg.workers < 0 || cfg.workers > 256)
+        bad = "workers must be 0 to 256";
+    else if (cfg.depth < 2 || cfg.depth > 1024)
+        bad = "depth must be 2 to 1024";
+    else if (cfg.on_error != GK_LOADER_FAIL && cfg.on_error != GK_LOADER_SKIP)
+        bad = "on_error must be GK_LOADER_FAIL or GK_LOADER_SKIP";
+    else if (!(cfg.timeout >= 0))
+        bad = "timeout must be >= 0 seconds";
+    else if (cfg.test_drop_edges & ~7u)
+        bad = "test_drop_edges takes GK_LOADER_DROP_EDGE_* bits only";
+    if (bad) {
+        snprintf(create_err, sizeof create_err, "loader config: %s", bad);
+        return -EINVAL;
+    }
+    gk_loader *ld = calloc(1, sizeof *ld);
+    if (!ld) {
+        snprintf(create_err, sizeof create_err, "loader: out of memory");
+        return -ENOMEM;
+    }
+    ld->cfg = cfg;
+    ld->ds = ds;
+    ld->created_ns = ld->seek_ns = gk__loader_now_ns();
+    /* Adaptive: spins briefly on a held mutex before sleeping; the critical sections are short. */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&ld->mu, &ma);
+    pthread_mutexattr_destroy(&ma);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ld->cv_work, &ca);
+    pthread_cond_init(&ld->cv_ready, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = gk_sampler_init(&ld->smp, ds->count, cfg.batch_size, cfg.seed, cfg.rank, cfg.world,
+                             cfg.shuffle, cfg.shard_drop_last, cfg.drop_last, create_err,
+                             sizeof create_err);
+    if (rc)
+        goto out_release;
+    ld->item_size = ds->item_size;
+    if (cfg.batch_size > SIZE_MAX / ds->item_size / 2) {
+        snprintf(create_err, sizeof create_err,
+                 "loader: batch of %llu items of %zu bytes is too "
+                 "large",
+                 (unsigned long long)cfg.batch_size, ds->item_size);
+        rc = -EOVERFLOW;
+        goto out_release;
+    }
+    ld->slot_bytes = (size_t)cfg.batch_size * ds->item_size;
+    ld->K = cfg.depth;
+    ld->nworkers = cfg.workers;
+    /* Spinning helps only when every thread (workers and the consumer) has a CPU; otherwise the
+     * spinning consumer keeps the worker that fills its batch off the CPU. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    ld->spin = cfg.workers + 1 <= cpus ? GK__SPIN_ITERS : 0;
+    ld->parts = 1;
+    if (cfg.workers > 1 && cfg.split_bytes && ld->slot_bytes >= cfg.split_bytes)
+        ld->parts = (unsigned)(cfg.batch_size < (uint64_t)cfg.workers ? cfg.batch_size
+                                                                      : (uint64_t)cfg.workers);
+    ld->origin = cfg.epoch * ld->smp.batches;
+    ld->end_pos = cfg.epochs ? (cfg.epoch + cfg.epochs) * ld->smp.batches : UINT64_MAX;
+    snprintf(ld->name, sizeof ld->name, "%s", cfg.name ? cfg.name : "loader");
+    if (cfg.metrics) {
+        rc = register_metrics(ld, create_err, sizeof create_err);
+        if (rc)
+            goto out_release;
+    }
+    rc = alloc_slots(ld, create_err, sizeof create_err);
+    if (rc)
+        goto out_release;
+    ld->consumer.ld = ld;
+    atomic_store(&ld->consumer.cur_seq, -1);
+    if (ld->nworkers == 0) {
+        ld->consumer.ahead = calloc((size_t)cfg.batch_size, sizeof(uint64_t));
+        if (!ld->consumer.ahead) {
+            rc = -ENOMEM;
+            snprintf(create_err, sizeof create_err, "loader: out of memory");
+            goto out_release;
+        }
+        if (ds->ops.worker_open) {
+            char msg[256] = "";
+            rc = ds->ops.worker_open(ds->ctx, 0, &ld->consumer.state, msg, sizeof msg);
+            if (rc) {
+                snprintf(create_err, sizeof create_err, "%s: worker_open failed: %s", ds->name,
+                         msg[0] ? msg : gk_strerror(rc));
+                goto out_release;
+            }
+            ld->consumer_open = 1;
+        }
+    } else {
+        ld->workers = calloc((size_t)ld->nworkers, sizeof *ld->workers);
+        if (!ld->workers) {
+            rc = -ENOMEM;
+            snprintf(create_err, sizeof create_err, "loader: out of memory");
+            goto out_release;
+        }
+        for (int i = 0; i < ld->nworkers; i++) {
+            ld->workers[i].ld = ld;
+            ld->workers[i].id = i;
+            ld->workers[i].ahead = calloc((size_t)cfg.batch_size, sizeof(uint64_t));
+            if (!ld->workers[i].ahead) {
+                rc = -ENOMEM;
+                snprintf(create_err, sizeof create_err, "loader: out of memory");
+                goto out_release;
+            }
+        }
+        rc = gk__start_workers(ld, create_err, sizeof create_err);
+        if (rc)
+            goto out_stop;
+    }
+    *out = ld;
+    return 0;
+out_stop:
+    gk__join_workers(ld);
+out_release:
+    release_all(ld);
+    return rc;
+}
+
+/* Records the release of every batch still held, on the stream it was delivered on. */
+void gk__release_held(gk_loader *ld)
+{
+    for (int i = 0; i < ld->K; i++) {
+        gk__slot *s = &ld->slots[i];
+        if (s->state == GK__SLOT_HELD && ld->cfg.device)
+            gk_event_record(ld->cfg.device, s->consumed, s->stream);
+    }
+}
+
+/* Waits until the caller's work queued before each release is done, so freeing the device slots
+ * cannot pull memory from under it. */
+static void drain_releases(gk_loader *ld)
+{
+    if (!ld->cfg.device)
+        return;
+    for (int i = 0; i < ld->K; i++) {
+        int e = gk_event_synchronize(ld->cfg.device, ld->slots[i].consumed, ld->cfg.timeout);
+        if (e)
+            gk_log(&ld->cfg.logger, GK_LOG_WARN, "loader",
+                   "waiting for the caller's work on slot %d: %s", i,
+                   gk_device_last_error(ld->cfg.device));
+    }
+}
+
+void gk_loader_stop(gk_loader *ld)
+{
+    if (!ld || ld->stopped)
+        return;
+    gk__join_workers(ld);
+    gk__release_held(ld);
+    gk__drain_copies(ld);
+    drain_releases(ld);
+    if (ld->consumer_open) {
+        ld->ds->ops.worker_close(ld->ds->ctx, 0, ld->consumer.state);
+        ld->consumer_open = 0;
+    }
+    ld->stopped = 1;
+}
+
+void gk_loader_destroy(gk_loader *ld)
+{
+    if (!ld)
+        return;
+    gk_loader_stop(ld);
+    release_all(ld);
+}

@@ -1,0 +1,173 @@
+/* Each of the loader's three ordering edges is enforced: on the sim device (lazily executed
+ * streams, device memory backed by host memory) a consumer "kernel" (a host function on the
+ * caller's stream) checks the device slot's bytes when it runs; removing any one edge (the loader
+ * config's test-only switch test_drop_edges) makes checks see the wrong bytes. Removing an edge
+ * creates a real data race between a copy and a check, which is the point, so this executable is
+ * not labelled `threads` (ThreadSanitizer would rightly report it); test_loader_sim.c runs the
+ * same scenario with every edge in place under ThreadSanitizer. */
+/* gk-labels: unit */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gk_test.h"
+
+#define ITEM_WORDS 4
+#define BATCH      5
+#define NBATCHES   40
+
+static uint64_t synth_count(void *ctx)
+{
+    (void)ctx;
+    return 1000;
+}
+
+static size_t synth_item_size(void *ctx)
+{
+    (void)ctx;
+    return ITEM_WORDS * sizeof(uint64_t);
+}
+
+static int synth_read_item(void *ctx, gk_read_ctx *rc, uint64_t index, uint64_t seed, void *dst)
+{
+    (void)ctx;
+    uint64_t *v = dst;
+    v[0] = index;
+    v[1] = seed;
+    v[2] = rc->epoch;
+    v[3] = ~index;
+    return 0;
+}
+
+static const gk_dataset_ops synth_ops = {
+    .count = synth_count,
+    .item_size = synth_item_size,
+    .read_item = synth_read_item,
+};
+
+/* What one consumer kernel checks: the batch's device slot against its expected items. */
+typedef struct check {
+    const uint64_t *dev;
+    uint64_t seed, epoch;
+    uint64_t indices[BATCH];
+    size_t count;
+    atomic_int *bad, *ran;
+} check;
+
+static void check_fn(void *user)
+{
+    check *c = user;
+    int ok = 1;
+    for (size_t i = 0; i < c->count; i++) {
+        const uint64_t *v = c->dev + i * ITEM_WORDS;
+        uint64_t idx = c->indices[i];
+        ok &= v[0] == idx && v[1] == gk_item_seed(c->seed, c->epoch, idx) && v[2] == c->epoch &&
+              v[3] == ~idx;
+    }
+    if (!ok)
+        atomic_fetch_add(c->bad, 1);
+    atomic_fetch_add(c->ran, 1);
+}
+
+/* Runs NBATCHES batches through a loader on `spec` and returns how many consumer checks saw
+ * wrong bytes. sync_each_step: the consumer waits for its stream after each batch (as a training
+ * step that reads its loss does); otherwise only at the end. */
+static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
+{
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open(spec, &dev));
+    gk_stream *stream;
+    GK_ASSERT_OK(gk_stream_create(dev, &stream));
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_create(&synth_ops, NULL, "synth", &ds));
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.batch_size = BATCH;
+    cfg.workers = workers;
+    cfg.depth = 3;
+    cfg.shuffle = 1;
+    cfg.seed = 77;
+    cfg.rank = 0;
+    cfg.world = 1;
+    cfg.device = dev;
+    cfg.timeout = 20;
+    cfg.test_drop_edges = drop;
+    gk_loader *ld;
+    GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    static check checks[NBATCHES];
+    atomic_int bad, ran;
+    atomic_init(&bad, 0);
+    atomic_init(&ran, 0);
+    for (int k = 0; k < NBATCHES; k++) {
+        gk_batch b;
+        GK_ASSERT_OK(gk_loader_next(ld, stream, -1, &b));
+        check *c = &checks[k];
+        c->dev = b.device;
+        c->seed = cfg.seed;
+        c->epoch = b.epoch;
+        c->count = b.count;
+        memcpy(c->indices, b.indices, b.count * sizeof(uint64_t));
+        c->bad = &bad;
+        c->ran = &ran;
+        GK_ASSERT_OK(gk_stream_host_fn(dev, stream, check_fn, c));
+        if (sync_each_step)
+            GK_ASSERT_OK(gk_stream_synchronize(dev, stream, 20));
+    }
+    GK_ASSERT_OK(gk_stream_synchronize(dev, stream, 20));
+    assert_int_equal(atomic_load(&ran), NBATCHES);
+    gk_loader_destroy(ld);
+    gk_dataset_destroy(ds);
+    GK_ASSERT_OK(gk_stream_destroy(dev, stream));
+    gk_device_close(dev);
+    return atomic_load(&bad);
+}
+
+#define SIM "sim:capacity=16MiB,va_size=16MiB,backed=1"
+
+/* The same runs with every edge in place see no wrong bytes (so a failure below is the edge's). */
+static void test_control(void **state)
+{
+    (void)state;
+    for (int workers = 0; workers <= 1; workers++) {
+        assert_int_equal(run(SIM, 0, workers, 1), 0);
+        assert_int_equal(run(SIM, 0, workers, 0), 0);
+    }
+}
+
+/* Edge a: without the caller's wait, a step that runs at once reads a slot not yet copied. */
+static void test_edge_a_detected(void **state)
+{
+    (void)state;
+    for (int workers = 0; workers <= 1; workers++)
+        assert_true(run(SIM, GK_LOADER_DROP_EDGE_A, workers, 1) > 0);
+}
+
+/* Edge b: without the copy stream waiting for the release, a later copy overwrites a device slot
+ * before the queued step that reads it has run. */
+static void test_edge_b_detected(void **state)
+{
+    (void)state;
+    for (int workers = 0; workers <= 1; workers++)
+        assert_true(run(SIM, GK_LOADER_DROP_EDGE_B, workers, 0) > 0);
+}
+
+/* Edge c: without the worker waiting for the copy out of a host slot, it refills the slot before
+ * the (lazily executed) copy has read it. */
+static void test_edge_c_detected(void **state)
+{
+    (void)state;
+    for (int workers = 0; workers <= 1; workers++)
+        assert_true(run(SIM, GK_LOADER_DROP_EDGE_C, workers, 0) > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_control),
+        cmocka_unit_test(test_edge_a_detected),
+        cmocka_unit_test(test_edge_b_detected),
+        cmocka_unit_test(test_edge_c_detected),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,225 @@
+/* The loader's three ordering edges on the sim device (lazily executed streams, device memory
+ * backed by host memory): a consumer "kernel" (a host function on the caller's stream) checks the
+ * device slot's bytes when it runs, and with every edge in place no check ever fails, with 0, 1 or
+ * 2 workers. test_loader_edges.c shows that removing any one edge is detected. */
+/* gk-labels: unit threads */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gk_test.h"
+
+#define ITEM_WORDS 4
+#define BATCH      5
+#define NBATCHES   40
+
+static uint64_t synth_count(void *ctx)
+{
+    (void)ctx;
+    return 1000;
+}
+
+static size_t synth_item_size(void *ctx)
+{
+    (void)ctx;
+    return ITEM_WORDS * sizeof(uint64_t);
+}
+
+static int synth_read_item(void *ctx, gk_read_ctx *rc, uint64_t index, uint64_t seed, void *dst)
+{
+    (void)ctx;
+    uint64_t *v = dst;
+    v[0] = index;
+    v[1] = seed;
+    v[2] = rc->epoch;
+    v[3] = ~index;
+    return 0;
+}
+
+static const gk_dataset_ops synth_ops = {
+    .count = synth_count,
+    .item_size = synth_item_size,
+    .read_item = synth_read_item,
+};
+
+/* What one consumer kernel checks: the batch's device slot against its expected items. */
+typedef struct check {
+    const uint64_t *dev;
+    uint64_t seed, epoch;
+    uint64_t indices[BATCH];
+    size_t count;
+    atomic_int *bad, *ran;
+} check;
+
+static void check_fn(void *user)
+{
+    check *c = user;
+    int ok = 1;
+    for (size_t i = 0; i < c->count; i++) {
+        const uint64_t *v = c->dev + i * ITEM_WORDS;
+        uint64_t idx = c->indices[i];
+        ok &= v[0] == idx && v[1] == gk_item_seed(c->seed, c->epoch, idx) && v[2] == c->epoch &&
+              v[3] == ~idx;
+    }
+    if (!ok)
+        atomic_fetch_add(c->bad, 1);
+    atomic_fetch_add(c->ran, 1);
+}
+
+/* Runs NBATCHES batches through a loader on `spec` and returns how many consumer checks saw
+ * wrong bytes. sync_each_step: the consumer waits for its stream after each batch (as a training
+ * step that reads its loss does); otherwise only at the end. */
+static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
+{
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open(spec, &dev));
+    gk_stream *stream;
+    GK_ASSERT_OK(gk_stream_create(dev, &stream));
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_create(&synth_ops, NULL, "synth", &ds));
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.batch_size = BATCH;
+    cfg.workers = workers;
+    cfg.depth = 3;
+    cfg.shuffle = 1;
+    cfg.seed = 77;
+    cfg.rank = 0;
+    cfg.world = 1;
+    cfg.device = dev;
+    cfg.timeout = 20;
+    cfg.test_drop_edges = drop;
+    gk_loader *ld;
+    GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    static check checks[NBATCHES];
+    atomic_int bad, ran;
+    atomic_init(&bad, 0);
+    atomic_init(&ran, 0);
+    for (int k = 0; k < NBATCHES; k++) {
+        gk_batch b;
+        GK_ASSERT_OK(gk_loader_next(ld, stream, -1, &b));
+        check *c = &checks[k];
+        c->dev = b.device;
+        c->seed = cfg.seed;
+        c->epoch = b.epoch;
+        c->count = b.count;
+        memcpy(c->indices, b.indices, b.count * sizeof(uint64_t));
+        c->bad = &bad;
+        c->ran = &ran;
+        GK_ASSERT_OK(gk_stream_host_fn(dev, stream, check_fn, c));
+        if (sync_each_step)
+            GK_ASSERT_OK(gk_stream_synchronize(dev, stream, 20));
+    }
+    GK_ASSERT_OK(gk_stream_synchronize(dev, stream, 20));
+    assert_int_equal(atomic_load(&ran), NBATCHES);
+    gk_loader_destroy(ld);
+    gk_dataset_destroy(ds);
+    GK_ASSERT_OK(gk_stream_destroy(dev, stream));
+    gk_device_close(dev);
+    return atomic_load(&bad);
+}
+
+#define SIM "sim:capacity=16MiB,va_size=16MiB,backed=1"
+
+static void test_all_edges_hold(void **state)
+{
+    (void)state;
+    for (int workers = 0; workers <= 2; workers++) {
+        assert_int_equal(run(SIM, 0, workers, 1), 0);
+        assert_int_equal(run(SIM, 0, workers, 0), 0);
+    }
+}
+
+/* Destroy mid-epoch waits for the caller's queued work that reads a slot (released or still held)
+ * before it frees the device slots: the checks have run, on the right bytes, before destroy
+ * returns. */
+static void test_destroy_waits_for_caller(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open(SIM, &dev));
+    gk_stream *stream;
+    GK_ASSERT_OK(gk_stream_create(dev, &stream));
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_create(&synth_ops, NULL, "synth", &ds));
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.batch_size = BATCH;
+    cfg.workers = 1;
+    cfg.depth = 3;
+    cfg.seed = 3;
+    cfg.rank = 0;
+    cfg.world = 1;
+    cfg.device = dev;
+    gk_loader *ld;
+    GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    static check checks[2];
+    atomic_int bad, ran;
+    atomic_init(&bad, 0);
+    atomic_init(&ran, 0);
+    for (int k = 0; k < 2; k++) {
+        gk_batch b;
+        GK_ASSERT_OK(gk_loader_next(ld, stream, -1, &b));
+        check *c = &checks[k];
+        c->dev = b.device;
+        c->seed = cfg.seed;
+        c->epoch = b.epoch;
+        c->count = b.count;
+        memcpy(c->indices, b.indices, b.count * sizeof(uint64_t));
+        c->bad = &bad;
+        c->ran = &ran;
+        GK_ASSERT_OK(gk_stream_host_fn(dev, stream, check_fn, c));
+    }
+    assert_int_equal(atomic_load(&ran), 0); /* lazily queued */
+    gk_loader_destroy(ld);
+    assert_int_equal(atomic_load(&ran), 2);
+    assert_int_equal(atomic_load(&bad), 0);
+    GK_ASSERT_OK(gk_stream_synchronize(dev, stream, 20));
+    gk_dataset_destroy(ds);
+    GK_ASSERT_OK(gk_stream_destroy(dev, stream));
+    gk_device_close(dev);
+}
+
+/* A create that runs out of device memory part-way (the ninth slot) fails with GK_EDEVOOM, says
+ * which slot, and gives back everything it had allocated. */
+static void test_failed_create_unwinds_device(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open("sim:capacity=1MiB,va_size=1MiB,backed=1", &dev));
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_create(&synth_ops, NULL, "synth", &ds));
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.batch_size = 4096; /* 128 KiB slots: 1 MiB holds 8 of the 12 asked for */
+    cfg.workers = 2;
+    cfg.depth = 12;
+    cfg.rank = 0;
+    cfg.world = 1;
+    cfg.device = dev;
+    gk_loader *ld = NULL;
+    GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), GK_EDEVOOM);
+    assert_null(ld);
+    GK_ASSERT_CONTAINS(gk_loader_create_error(), "device slot");
+    gk_device_counters c;
+    GK_ASSERT_OK(gk_device_get_counters(dev, &c));
+    assert_true(c.malloc_calls > 0);
+    assert_int_equal(c.malloc_calls - c.errors, c.free_calls);
+    assert_int_equal(c.host_alloc_calls, c.host_free_calls);
+    assert_int_equal(c.event_creates, c.event_destroys);
+    assert_int_equal(c.stream_creates, c.stream_destroys);
+    assert_int_equal(gk_device_sim_used(dev), 0);
+    gk_dataset_destroy(ds);
+    gk_device_close(dev);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_failed_create_unwinds_device),
+        cmocka_unit_test(test_all_edges_hold),
+        cmocka_unit_test(test_destroy_waits_for_caller),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
