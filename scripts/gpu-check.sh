@@ -101,7 +101,7 @@ build_cc() {
                 -c \"\$f\" -o \"\$o\" || exit 1
         done && ar rcs ../libgpukit.a *.o &&
         cc -std=c11 -O2 -D_GNU_SOURCE -I'$ROOT/include' '$ROOT'/tools/gpukit/*.c ../libgpukit.a \
-            $MHD_LINK -ldl -lpthread -lm -o ../gpukit"
+            $MHD_LINK -lcjson -ldl -lpthread -lm -o ../gpukit"
 }
 
 LIB=""
@@ -136,7 +136,7 @@ if [ -n "$LIB" ]; then
         grep -E '^# ' "$LOGS/ctest-gpu.log" | sed 's/^/   /' | tee -a "$SUMMARY"
     fi
     if step smoke-build 120 cc -std=c11 -O2 -Wall -Wextra -I include scripts/gpu_smoke.c "$LIB" \
-        -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
+        -lcjson -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
         step smoke 120 "$BUILD/gpu_smoke" cuda:0
         grep -E '^(INFO|FAIL|SKIP)|^      \(' "$LOGS/smoke.log" | sed 's/^/   /' | tee -a "$SUMMARY"
     fi
@@ -151,6 +151,20 @@ if [ -n "$LIB" ]; then
         sed 's/^/   | /' "$LOGS/info-json.log" | head -n 60 | tee -a "$SUMMARY"
         GK_DEVICE=cuda:0 step info-cuda 60 "$TOOL" info --device cuda:0
         sed 's/^/   | /' "$LOGS/info-cuda.log" | head -n 40 | tee -a "$SUMMARY"
+        # gpukit run on the GPU: the smoke program, then a second of idle, under the recorder; the
+        # recording must hold GPU series; the report's GPU lines go to the summary. Then top.
+        if [ -x "$BUILD/gpu_smoke" ]; then
+            step run-gpu 120 "$TOOL" run --interval 0.1 --out "$LOGS/run-gpu.jsonl" \
+                --html "$LOGS/run-gpu.html" -- bash -c "'$BUILD/gpu_smoke' cuda:0 >/dev/null && sleep 1"
+            grep -E '^(  GPU|gpu\.|GPU energy|peak GPU|  gpu\.|  [0-9]+\. )' "$LOGS/run-gpu.log" |
+                sed 's/^/   | /' | head -n 60 | tee -a "$SUMMARY"
+            if ! grep -q '"gpu.0.utilization_ratio"' "$LOGS/run-gpu.jsonl" 2>/dev/null; then
+                say "   no GPU series in the recording"
+                FAILED+=("run-gpu-series")
+            fi
+        fi
+        step top-plain 60 "$TOOL" top --count 3 --interval 0.5 --plain
+        sed 's/^/   | /' "$LOGS/top-plain.log" | tee -a "$SUMMARY"
     else
         say "== the tool was not built"
         FAILED+=("tool")
