@@ -395,3 +395,28 @@ int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *out)
     out->uptime_ns = gk__loader_now_ns() - ld->created_ns;
     return 0;
 }
+
+void gk__loader_publish(void *user, gk_statsd *c)
+{
+    gk_loader *ld = user;
+    uint64_t wait = atomic_load_explicit(&ld->st.wait_ns, memory_order_relaxed);
+    uint64_t batches = atomic_load_explicit(&ld->st.batches, memory_order_relaxed);
+    uint64_t items = atomic_load_explicit(&ld->st.items, memory_order_relaxed);
+    const char *tags = ld->sent.tags;
+    /* Counters carry increments; nothing is sent for a counter that did not move. */
+    if (wait > ld->sent.wait_ns)
+        gk_statsd_client_send(c, "gpukit_loader_wait_seconds_total",
+                              (double)(wait - ld->sent.wait_ns) / 1e9, "c", tags);
+    if (batches > ld->sent.batches)
+        gk_statsd_client_send(c, "gpukit_loader_batches_total",
+                              (double)(batches - ld->sent.batches), "c", tags);
+    if (items > ld->sent.items)
+        gk_statsd_client_send(c, "gpukit_loader_items_total", (double)(items - ld->sent.items), "c",
+                              tags);
+    gk_loader_stats st;
+    if (gk_loader_get_stats(ld, &st) == 0)
+        gk_statsd_client_send(c, "gpukit_loader_ring_ready", (double)st.ring_ready, "g", tags);
+    ld->sent.wait_ns = wait;
+    ld->sent.batches = batches;
+    ld->sent.items = items;
+}
