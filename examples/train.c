@@ -41,7 +41,7 @@ typedef struct opts {
     uint64_t seed, steps, save_every, stop_at, squeeze_step, squeeze_bytes;
     double lr, momentum;
     long max_batch;
-    int workers, epochs, resume, quiet;
+    int workers, epochs, resume, quiet, generate_only;
 } opts;
 
 static void usage(FILE *f)
@@ -50,6 +50,7 @@ static void usage(FILE *f)
                "  --device SPEC       gpukit device (default auto; sim needs backed=1)\n"
                "  --data FILE         fixed-record dataset (default train.gkr)\n"
                "  --generate N        write N records to FILE first when it does not exist\n"
+               "  --generate-only     stop after that\n"
                "  --dim D             features per record, bias included (default 64)\n"
                "  --seed S            data and shuffling seed (default 1)\n"
                "  --epochs E          epochs to train (default 3)\n"
@@ -98,6 +99,9 @@ static int parse_args(int argc, char **argv, opts *o)
             return 1;
         if (!strcmp(a, "--resume")) {
             o->resume = 1;
+            takes = 0;
+        } else if (!strcmp(a, "--generate-only")) {
+            o->generate_only = 1;
             takes = 0;
         } else if (!strcmp(a, "--quiet")) {
             o->quiet = 1;
@@ -288,7 +292,7 @@ static void fail(const char *what, int rc, const char *detail)
 
 /* One step over `count` records at X (device memory): forward, loss, gradient accumulated over
  * micro-batches of t->micro, then the momentum update. Returns 0 and the mean loss. */
-static int train_step(trainer *t, const float *X, long count, double *loss)
+static int train_step(trainer *t, const float *X, long count, float lr, double *loss)
 {
     double sq = 0;
     for (long at = 0; at < count; at += t->micro) {
@@ -307,8 +311,7 @@ static int train_step(trainer *t, const float *X, long count, double *loss)
     }
     *loss = sq / (2.0 * (double)count);
     /* Only the feature weights learn; w[dim] stays -1 (it picks y out of the record). */
-    return t->math.update(&t->math, t->cols - 1, (float)t->o.lr, (float)t->o.momentum, t->g, t->v,
-                          t->w);
+    return t->math.update(&t->math, t->cols - 1, lr, (float)t->o.momentum, t->g, t->v, t->w);
 }
 
 /* (Re)allocates the residual buffer for micro-batches of `m` from the pool. */
@@ -343,7 +346,7 @@ static int trial(void *user, long b, uint64_t *peak)
         rc = t->math.zero(&t->math, ring, bytes);
         double loss;
         if (!rc)
-            rc = train_step(t, ring, b, &loss);
+            rc = train_step(t, ring, b, 0.0f, &loss);
     }
     gk_pool_free(t->pool, ring);
     return rc;
@@ -418,6 +421,12 @@ static int load(trainer *t, gk_loader *ld, const char *path)
     return rc;
 }
 
+/* The learning rate decays linearly to zero over the run, so the last steps settle. */
+static float lr_at(const trainer *t, uint64_t total)
+{
+    return (float)(t->o.lr * (1.0 - (double)t->step / (double)total));
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -450,6 +459,8 @@ static int run(trainer *t)
         if (rc)
             return 1;
     }
+    if (o->generate_only)
+        return 0;
     gk_records_info info;
     char err[512];
     int rc = gk_records_inspect(o->data, &info, err, sizeof err);
@@ -548,6 +559,13 @@ static int run(trainer *t)
         return 1;
     }
     gk_pool_empty_cache(t->pool); /* the trial ring's memory goes to the loader's ring */
+    float *zeros = calloc(t->cols, sizeof(float)); /* the trials left no momentum behind */
+    rc = zeros ? t->math.upload(&t->math, t->v, zeros, t->cols) : -ENOMEM;
+    free(zeros);
+    if (rc) {
+        fail("resetting the momentum", rc, gk_device_last_error(t->dev));
+        return 1;
+    }
 
     /* The loader: shuffled, workers, pinned slots and the copy stream on the device. */
     gk_dataset *ds;
@@ -595,6 +613,7 @@ static int run(trainer *t)
 
     uint64_t total = o->steps ? o->steps : gk_loader_batches_per_epoch(ld) * (uint64_t)o->epochs;
     double loss = NAN, first_loss = NAN, t0 = now_s(), seen = 0;
+    uint64_t every = total / 10 ? total / 10 : 1; /* about ten progress lines */
     gk_batch b;
     int exit_code = 0;
     while (!rc && t->step < total) {
@@ -609,7 +628,7 @@ static int run(trainer *t)
             break;
         }
         if ((rc = t->math.sync(&t->math)) != 0 ||
-            (rc = train_step(t, b.device, (long)b.count, &loss)) != 0) {
+            (rc = train_step(t, b.device, (long)b.count, lr_at(t, total), &loss)) != 0) {
             fail("step", rc, gk_device_last_error(t->dev));
             break;
         }
@@ -628,7 +647,7 @@ static int run(trainer *t)
         metric(t, "train_micro_batch", (double)t->micro, "g");
         if (t->loss_log)
             fprintf(t->loss_log, "%llu %a\n", (unsigned long long)t->step, loss);
-        if (!o->quiet && (t->step % 20 == 0 || t->step == 1))
+        if (!o->quiet && (t->step % every == 0 || t->step == 1))
             printf("step %5llu  loss %.6f  micro-batch %ld x %ld\n", (unsigned long long)t->step,
                    loss, t->micro, (t->batch + t->micro - 1) / t->micro);
         if (o->squeeze_step && t->step == o->squeeze_step) {
