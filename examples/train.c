@@ -372,7 +372,7 @@ static int save(trainer *t, gk_loader *ld, const char *path)
     rc = t->math.download(&t->math, hw, t->w, t->cols);
     if (!rc)
         rc = t->math.download(&t->math, hw + t->cols, t->v, t->cols);
-    char tmp[4096];
+    char tmp[4096 + 8];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = rc ? NULL : fopen(tmp, "wb");
     int64_t micro = t->micro;
@@ -708,7 +708,7 @@ static int run(trainer *t)
     printf("trained %llu steps of batch %ld in %.2f s (%.0f samples/s, loader wait %.2f s)\n",
            (unsigned long long)t->step, t->batch, elapsed, seen / (elapsed > 0 ? elapsed : 1),
            (double)ls.wait_ns / 1e9);
-    printf("loss %.6f (first step %.6f); noise floor of the generating weights %.6f; "
+    printf("loss %.8f (first step %.6f); noise floor of the generating weights %.8f; "
            "|w - w*| = %.4f\n",
            l_model, first_loss, l_true, sqrt(dw));
     if (l_model <= l_true * (1 + TOLERANCE)) {

@@ -6,7 +6,52 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef TRAIN_NO_CBLAS
 #include <cblas.h>
+#else
+/* Built without CBLAS (scripts/gpu-check.sh on a machine without libopenblas-dev): the same four
+ * routines as plain loops, enough for the host reference run. */
+enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
+static void cblas_sgemv(int order, int trans, int rows, int cols, float alpha, const float *A,
+                        int lda, const float *x, int incx, float beta, float *y, int incy)
+{
+    (void)order, (void)incx, (void)incy;
+    if (trans == CblasNoTrans) {
+        for (int i = 0; i < rows; i++) {
+            float s = 0;
+            for (int j = 0; j < cols; j++)
+                s += A[(size_t)i * lda + j] * x[j];
+            y[i] = alpha * s + (beta != 0 ? beta * y[i] : 0);
+        }
+        return;
+    }
+    for (int j = 0; j < cols; j++)
+        y[j] = beta != 0 ? beta * y[j] : 0;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            y[j] += alpha * A[(size_t)i * lda + j] * x[i];
+}
+static float cblas_sdot(int n, const float *x, int incx, const float *y, int incy)
+{
+    (void)incx, (void)incy;
+    float s = 0;
+    for (int i = 0; i < n; i++)
+        s += x[i] * y[i];
+    return s;
+}
+static void cblas_sscal(int n, float a, float *x, int incx)
+{
+    (void)incx;
+    for (int i = 0; i < n; i++)
+        x[i] *= a;
+}
+static void cblas_saxpy(int n, float a, const float *x, int incx, float *y, int incy)
+{
+    (void)incx, (void)incy;
+    for (int i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+#endif
 
 #include "train_math.h"
 
@@ -214,7 +259,11 @@ int train_math_open(train_math *m, gk_device *dev, char *err, size_t errlen)
         m->download = cu_download;
         return 0;
     }
+#ifndef TRAIN_NO_CBLAS
     m->name = "CBLAS (OpenBLAS)";
+#else
+    m->name = "plain C loops (built without CBLAS)";
+#endif
     m->forward = host_forward;
     m->sumsq = host_sumsq;
     m->backward = host_backward;
