@@ -613,6 +613,7 @@ static int run(trainer *t)
 
     uint64_t total = o->steps ? o->steps : gk_loader_batches_per_epoch(ld) * (uint64_t)o->epochs;
     double loss = NAN, first_loss = NAN, t0 = now_s(), seen = 0;
+    double last_metrics = t0, window_samples = 0;
     uint64_t every = total / 10 ? total / 10 : 1; /* about ten progress lines */
     gk_batch b;
     int exit_code = 0;
@@ -641,10 +642,17 @@ static int run(trainer *t)
         if (isnan(first_loss))
             first_loss = loss;
         double dt = now_s() - ts;
-        metric(t, "train_loss", loss, "g");
-        metric(t, "train_step_time", dt * 1000, "ms");
-        metric(t, "train_samples_per_second", (double)b.count / dt, "g");
-        metric(t, "train_micro_batch", (double)t->micro, "g");
+        /* Metrics at most every 20 ms: this toy step takes about a millisecond, and a real
+         * program sends a handful of lines per step, not thousands per second. */
+        window_samples += (double)b.count;
+        if (t->step == 1 || ts + dt - last_metrics >= 0.02) {
+            metric(t, "train_loss", loss, "g");
+            metric(t, "train_step_time", dt * 1000, "ms");
+            metric(t, "train_samples_per_second", window_samples / (ts + dt - last_metrics), "g");
+            metric(t, "train_micro_batch", (double)t->micro, "g");
+            last_metrics = ts + dt;
+            window_samples = 0;
+        }
         if (t->loss_log)
             fprintf(t->loss_log, "%llu %a\n", (unsigned long long)t->step, loss);
         if (!o->quiet && (t->step % every == 0 || t->step == 1))

@@ -396,27 +396,36 @@ int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *out)
     return 0;
 }
 
-void gk__loader_publish(void *user, gk_statsd *c)
+int gk__loader_publish(void *user, gk_statsd *c)
 {
     gk_loader *ld = user;
-    uint64_t wait = atomic_load_explicit(&ld->st.wait_ns, memory_order_relaxed);
-    uint64_t batches = atomic_load_explicit(&ld->st.batches, memory_order_relaxed);
-    uint64_t items = atomic_load_explicit(&ld->st.items, memory_order_relaxed);
     const char *tags = ld->sent.tags;
-    /* Counters carry increments; nothing is sent for a counter that did not move. */
-    if (wait > ld->sent.wait_ns)
-        gk_statsd_client_send(c, "gpukit_loader_wait_seconds_total",
-                              (double)(wait - ld->sent.wait_ns) / 1e9, "c", tags);
-    if (batches > ld->sent.batches)
-        gk_statsd_client_send(c, "gpukit_loader_batches_total",
-                              (double)(batches - ld->sent.batches), "c", tags);
-    if (items > ld->sent.items)
-        gk_statsd_client_send(c, "gpukit_loader_items_total", (double)(items - ld->sent.items), "c",
-                              tags);
+    struct {
+        uint64_t now, *sent;
+        const char *name;
+        double scale;
+    } counters[] = {
+        {atomic_load_explicit(&ld->st.wait_ns, memory_order_relaxed), &ld->sent.wait_ns,
+         "gpukit_loader_wait_seconds_total", 1e-9},
+        {atomic_load_explicit(&ld->st.batches, memory_order_relaxed), &ld->sent.batches,
+         "gpukit_loader_batches_total", 1},
+        {atomic_load_explicit(&ld->st.items, memory_order_relaxed), &ld->sent.items,
+         "gpukit_loader_items_total", 1},
+    };
+    int unsent = 0;
+    /* Counters carry increments; one that was not delivered is sent again with the next. */
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
+        if (counters[i].now <= *counters[i].sent)
+            continue;
+        double inc = (double)(counters[i].now - *counters[i].sent) * counters[i].scale;
+        if (gk_statsd_client_send(c, counters[i].name, inc, "c", tags) == 0)
+            *counters[i].sent = counters[i].now;
+        else
+            unsent = 1;
+    }
     gk_loader_stats st;
-    if (gk_loader_get_stats(ld, &st) == 0)
-        gk_statsd_client_send(c, "gpukit_loader_ring_ready", (double)st.ring_ready, "g", tags);
-    ld->sent.wait_ns = wait;
-    ld->sent.batches = batches;
-    ld->sent.items = items;
+    if (gk_loader_get_stats(ld, &st) == 0 &&
+        gk_statsd_client_send(c, "gpukit_loader_ring_ready", (double)st.ring_ready, "g", tags))
+        unsent = 1;
+    return unsent;
 }

@@ -197,7 +197,8 @@ void gk__release_held(gk_loader *ld);
 /* consumer.c: sends the loader's figures to `c` (the automatic metrics publisher's callback):
  * counters gpukit_loader_wait_seconds_total, gpukit_loader_batches_total and
  * gpukit_loader_items_total (increments since the last call) and the gauge
- * gpukit_loader_ring_ready, tagged loader:<name>. */
-void gk__loader_publish(void *user, gk_statsd *c);
+ * gpukit_loader_ring_ready, tagged loader:<name>. An increment that could not be sent is kept for
+ * the next call; returns non-zero when something was not sent. */
+int gk__loader_publish(void *user, gk_statsd *c);
 
 #endif

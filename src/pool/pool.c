@@ -440,9 +440,9 @@ static size_t effective_limit(const gk_pool_config *c, size_t total)
     return lim;
 }
 
-static void publish_pool(void *user, gk_statsd *c)
+static int publish_pool(void *user, gk_statsd *c)
 {
-    gk_statsd_send_pool(c, user);
+    return gk_statsd_send_pool(c, user);
 }
 
 int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)

@@ -98,7 +98,9 @@ void gk__autopub_stop(gk__autopub *p)
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
     pthread_join(p->thread, NULL);
-    p->fn(p->user, p->client);
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    for (int i = 0; i < 20 && p->fn(p->user, p->client) != 0; i++)
+        nanosleep(&pause, NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     gk_statsd_close(p->client);
