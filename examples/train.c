@@ -392,8 +392,9 @@ static int load(trainer *t, gk_loader *ld, const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "train: cannot open checkpoint %s: %s\n", path, strerror(errno));
-        return -errno;
+        int e = errno;
+        fprintf(stderr, "train: cannot open checkpoint %s: %s\n", path, strerror(e));
+        return -e;
     }
     char magic[8];
     int64_t micro;
