@@ -10,7 +10,6 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc)" >/dev/null
 mkdir -p build/demo
 if [ ! -f "$data" ]; then
-    echo "generating the training set (1,000,000 records of 64 floats, 260 MB) into $data"
     "$build/examples/train" --data "$data" --generate 1000000 --generate-only
 fi
 rm -f "$data.ckpt"
