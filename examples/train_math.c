@@ -226,7 +226,10 @@ static int open_cublas(train_math *m, char *err, size_t errlen)
     int st = FN(m, cublas_create_fn, F_CREATE)(&m->handle);
     if (st != 0) {
         m->handle = NULL;
-        snprintf(err, errlen, "cublasCreate failed with status %d", st);
+        snprintf(err, errlen,
+                 "%s: cublasCreate failed with status %d (1: the CUDA runtime could not start "
+                 "on this device)",
+                 m->name, st);
         return -EIO;
     }
     FN(m, cublas_set_stream_fn, F_STREAM)(m->handle, NULL);
