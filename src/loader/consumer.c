@@ -413,9 +413,10 @@ int gk__loader_publish(void *user, gk_statsd *c)
          "gpukit_loader_items_total", 1},
     };
     int unsent = 0;
-    /* Counters carry increments; one that was not delivered is sent again with the next. */
+    /* Counters carry increments; one that was not delivered is sent again with the next. The
+     * first call sends every counter, zero included, so the report shows it (a wait of 0 s). */
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
-        if (counters[i].now <= *counters[i].sent)
+        if (counters[i].now <= *counters[i].sent && ld->sent.announced)
             continue;
         double inc = (double)(counters[i].now - *counters[i].sent) * counters[i].scale;
         if (gk_statsd_client_send(c, counters[i].name, inc, "c", tags) == 0)
@@ -423,6 +424,8 @@ int gk__loader_publish(void *user, gk_statsd *c)
         else
             unsent = 1;
     }
+    if (!unsent)
+        ld->sent.announced = 1;
     gk_loader_stats st;
     if (gk_loader_get_stats(ld, &st) == 0 &&
         gk_statsd_client_send(c, "gpukit_loader_ring_ready", (double)st.ring_ready, "g", tags))

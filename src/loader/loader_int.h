@@ -148,6 +148,7 @@ struct gk_loader {
     gk__autopub *pub; /* metrics to GK_METRICS_SOCKET; NULL when unset */
     struct {
         uint64_t wait_ns, batches, items; /* totals already sent (publisher thread only) */
+        int announced;                    /* every counter was sent once */
         char tags[96];
     } sent;
 };
