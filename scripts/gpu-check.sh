@@ -113,8 +113,8 @@ CMOCKA_INC=""
 CMOCKA_LIB=""
 DEPS_SRC=${GK_GPU_DEPS:-$ROOT/.gpu-deps}
 if ls "$DEPS_SRC"/*.deb >/dev/null 2>&1; then
-    if step deps-unpack 60 bash -c "$(declare -f unpack_debs); unpack_debs \"\$1\" \"\$2\"" _ \
-        "$DEPS_SRC" "$BUILD/deps"; then
+    export -f unpack_debs
+    if step deps-unpack 60 bash -c 'unpack_debs "$1" "$2"' unpack_debs "$DEPS_SRC" "$BUILD/deps"; then
         inc=$(find "$BUILD/deps" -name cmocka.h -path '*/include/*' | head -n1)
         lib=$(find "$BUILD/deps" -name 'libcmocka.so*' | sort | head -n1)
         if [ -n "$inc" ] && [ -n "$lib" ]; then
@@ -130,7 +130,7 @@ fi
 HAVE_CMOCKA=0
 probe_cmocka() {
     printf '#include <setjmp.h>\n#include <stdarg.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void) { return 0; }\n' |
-        cc -x c - "$@" -o "$LOGS/cmocka-probe" >/dev/null 2>&1 && "$LOGS/cmocka-probe"
+        cc -x c - -x none "$@" -o "$LOGS/cmocka-probe" >/dev/null 2>&1 && "$LOGS/cmocka-probe"
 }
 if [ -n "$CMOCKA_LIB" ] &&
     probe_cmocka -I"$CMOCKA_INC" "$CMOCKA_LIB" -Wl,-rpath,"$(dirname "$CMOCKA_LIB")"; then
@@ -208,9 +208,11 @@ if [ -n "$LIB" ]; then
             bench/pool/bench_pool_gpu.c "$LIB" -ldl -lpthread -lm -o "$BENCH"
     fi
     if [ -x "$BENCH" ]; then
-        step bench-pool-gpu 90 "$BENCH" --device cuda:0 ||
-            { [ $? -eq 77 ] && say "   (exit 77: no GPU answered, so nothing was measured)"; }
-        grep -vE '^$' "$LOGS/bench-pool-gpu.log" | sed 's/^/   | /' | head -n 40 | tee -a "$SUMMARY"
+        if step bench-pool-gpu 90 "$BENCH" --device cuda:0; then
+            grep -vE '^$' "$LOGS/bench-pool-gpu.log" | sed 's/^/   | /' | head -n 40 | tee -a "$SUMMARY"
+        elif grep -q 'cannot open cuda:0' "$LOGS/bench-pool-gpu.log"; then
+            say "   (no GPU answered, so nothing was measured)"
+        fi
     fi
     TX="$BUILD/transformer_trace.csv"
     if [ -x "$TOOL" ]; then
