@@ -8,9 +8,10 @@ set -euo pipefail
 group=${1:-test}
 
 build_pkgs=(cmake make gcc pkg-config libcmocka-dev libcjson-dev libmicrohttpd-dev)
-test_pkgs=("${build_pkgs[@]}" clang libclang-rt-14-dev clang-format valgrind curl python3)
+test_pkgs=("${build_pkgs[@]}" clang libclang-rt-14-dev clang-format valgrind curl python3 prometheus)
 demo_pkgs=("${build_pkgs[@]}")
-bench_pkgs=("${build_pkgs[@]}" libmimalloc-dev libjemalloc-dev python3-psutil)
+bench_pkgs=("${build_pkgs[@]}" libmimalloc-dev libjemalloc-dev python3-psutil curl python3
+    prometheus-node-exporter)
 
 case "$group" in
 test) want=("${test_pkgs[@]}") ;;

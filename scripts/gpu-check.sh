@@ -143,10 +143,17 @@ else
     CMOCKA_LIB=""
 fi
 rm -f "$LOGS/cmocka-probe"
+# libmicrohttpd (the /metrics server) is optional here: without it gpukit builds with GK_HTTP=OFF.
+HTTP=ON MHD_DEF="" MHD_LINK="-lmicrohttpd"
+if ! printf '#include <microhttpd.h>\nint main(void) { return 0; }\n' |
+    cc -x c - -lmicrohttpd -o "$LOGS/mhd-probe" >/dev/null 2>&1; then
+    HTTP=OFF MHD_DEF="-DGK_NO_MHD" MHD_LINK=""
+fi
+rm -f "$LOGS/mhd-probe"
 # To try the fallbacks on a machine that has everything: GK_GPU_CHECK_NO_CMAKE=1 / _NO_CMOCKA=1.
 [ "${GK_GPU_CHECK_NO_CMAKE:-0}" = 1 ] && HAVE_CMAKE=0
 [ "${GK_GPU_CHECK_NO_CMOCKA:-0}" = 1 ] && HAVE_CMOCKA=0
-say "cmake: $([ $HAVE_CMAKE = 1 ] && cmake --version | head -n1 || echo missing); cmocka: $([ $HAVE_CMOCKA = 1 ] && { [ -n "$CMOCKA_LIB" ] && echo "yes (carried: $CMOCKA_LIB)" || echo yes; } || echo 'missing (only the smoke check runs)')"
+say "cmake: $([ $HAVE_CMAKE = 1 ] && cmake --version | head -n1 || echo missing); cmocka: $([ $HAVE_CMOCKA = 1 ] && { [ -n "$CMOCKA_LIB" ] && echo "yes (carried: $CMOCKA_LIB)" || echo yes; } || echo 'missing (only the smoke check runs)'); libmicrohttpd: $([ $HTTP = ON ] && echo yes || echo 'missing (built without the HTTP exporter)')"
 
 # --- build ---------------------------------------------------------------------------------------
 # build_cc: compiles the library and the tool straight with cc (no cmake needed).
@@ -155,11 +162,11 @@ build_cc() {
     step build-cc 240 bash -c "cd '$BUILD/cc' && rm -f *.o &&
         for f in '$ROOT'/src/*/*.c; do
             o=\$(echo \"\$f\" | sed 's|.*/src/||; s|/|_|g; s|\\.c\$|.o|')
-            cc -std=c11 -O2 -D_GNU_SOURCE -fPIC -fvisibility=hidden -I'$ROOT/include' -I'$ROOT/src' \
+            cc -std=c11 -O2 -D_GNU_SOURCE $MHD_DEF -fPIC -fvisibility=hidden -I'$ROOT/include' -I'$ROOT/src' \
                 -c \"\$f\" -o \"\$o\" || exit 1
         done && ar rcs ../libgpukit.a *.o &&
         cc -std=c11 -O2 -D_GNU_SOURCE -I'$ROOT/include' '$ROOT'/tools/gpukit/*.c ../libgpukit.a \
-            -ldl -lpthread -lm -o ../gpukit"
+            $MHD_LINK -ldl -lpthread -lm -o ../gpukit"
 }
 
 LIB=""
@@ -171,7 +178,7 @@ if [ "$HAVE_CMAKE" = 1 ]; then
     CMOCKA_ARGS=()
     [ -n "$CMOCKA_LIB" ] && CMOCKA_ARGS=(-DCMOCKA_INCLUDE_DIR="$CMOCKA_INC" -DCMOCKA_LIBRARY="$CMOCKA_LIB")
     if step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGK_TESTS=$TESTS \
-        -DGK_BENCH=ON "${CMOCKA_ARGS[@]}" &&
+        -DGK_HTTP=$HTTP -DGK_BENCH=ON "${CMOCKA_ARGS[@]}" &&
         step build 240 cmake --build "$BUILD" -j "$JOBS"; then
         BUILT_WITH_CMAKE=1
     else
@@ -200,12 +207,18 @@ if [ -n "$LIB" ]; then
         step smoke 120 "$BUILD/gpu_smoke" cuda:0
         grep -E '^(INFO|FAIL|SKIP)|^      \(' "$LOGS/smoke.log" | sed 's/^/   /' | tee -a "$SUMMARY"
     fi
+    # The monitor: nvidia-smi's view next to gpukit's NVML reader, read costs, a monitor tick.
+    if step monitor-build 120 cc -std=c11 -O2 -D_GNU_SOURCE -I include bench/monitor/gpu_check.c \
+        "$LIB" -ldl -lpthread -lm -o "$BUILD/gpu_check"; then
+        step monitor 120 bash scripts/gpu-check-monitor.sh "$BUILD/gpu_check"
+        grep -E '^(gpu |library=|  cost|monitor tick|  [a-z_]+ +-- )' "$LOGS/monitor.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+    fi
     # The pool on the GPU: gpukit's pool against the driver's allocators, then PyTorch's.
     BENCH="$BUILD/bench/bench_pool_gpu"
     if [ ! -x "$BENCH" ]; then
         mkdir -p "$BUILD/bench"
         step bench-build 120 cc -std=c11 -O2 -D_GNU_SOURCE -I include -I src -I bench \
-            bench/pool/bench_pool_gpu.c "$LIB" -ldl -lpthread -lm -o "$BENCH"
+            bench/pool/bench_pool_gpu.c "$LIB" $MHD_LINK -ldl -lpthread -lm -o "$BENCH"
     fi
     if [ -x "$BENCH" ]; then
         if step bench-pool-gpu 90 "$BENCH" --device cuda:0; then
@@ -229,7 +242,6 @@ if [ -n "$LIB" ]; then
             sed 's/^/   | /' "$LOGS/torch-replay-expandable.log" | head -n 20 | tee -a "$SUMMARY"
         fi
     fi
-
     if [ -x "$TOOL" ]; then
         step info-json 60 "$TOOL" info --json
         sed 's/^/   | /' "$LOGS/info-json.log" | head -n 60 | tee -a "$SUMMARY"

@@ -5,10 +5,14 @@
 #include "batch.h"
 #include "device.h"
 #include "error.h"
+#include "export.h"
 #include "log.h"
+#include "metrics.h"
+#include "monitor.h"
 #include "options.h"
 #include "pool.h"
 #include "pressure.h"
+#include "telemetry.h"
 #include "version.h"
 
 #endif

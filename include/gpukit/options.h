@@ -38,6 +38,8 @@ typedef enum gk_option_type {
        "log level: off, error, warn, info, debug or trace")                                        \
     XX(cuda_library, "cuda.library", "GK_CUDA_LIBRARY", "--cuda-library", GK_OPT_STRING,           \
        "libcuda.so.1", "CUDA driver library loaded with dlopen")                                   \
+    XX(nvml_library, "nvml.library", "GK_NVML_LIBRARY", "--nvml-library", GK_OPT_STRING,           \
+       "libnvidia-ml.so.1", "NVML library loaded with dlopen (GPU metrics)")                       \
     XX(sync_timeout, "sync.timeout", "GK_SYNC_TIMEOUT", "--sync-timeout", GK_OPT_DURATION, "60s",  \
        "longest wait of a blocking device call (event or stream synchronize)")                     \
     XX(pool_conf, "pool.conf", "GK_POOL_CONF", "--pool-conf", GK_OPT_STRING, "",                   \
@@ -50,6 +52,7 @@ typedef struct gk_options {
     char device[GK_OPT_STRING_MAX];
     gk_log_level log_level;
     char cuda_library[GK_OPT_STRING_MAX];
+    char nvml_library[GK_OPT_STRING_MAX];
     double sync_timeout; /* seconds */
     char pool_conf[GK_OPT_STRING_MAX];
 } gk_options;

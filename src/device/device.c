@@ -260,9 +260,9 @@ void gk_device_close(gk_device *dev)
     if (!dev)
         return;
     while (dev->streams)
-        (void)gk_stream_destroy(dev, dev->streams);
+        (void)gk_stream_destroy(dev, (gk_stream *)dev->streams);
     while (dev->events)
-        (void)gk_event_destroy(dev, dev->events);
+        (void)gk_event_destroy(dev, (gk_event *)dev->events);
     (void)dev->ops->device_sync(dev, gk__device_timeout(dev, -1));
     size_t leaked = 0, nleaked = 0;
     for (size_t i = 0; i < dev->dmem.cap; i++) {
@@ -416,43 +416,70 @@ int gk_device_host_free(gk_device *dev, void *ptr)
     return failed(dev, dev->ops->host_free(dev, ptr, size));
 }
 
+/* --- handles ------------------------------------------------------------------------------ */
+
+/* Allocates a handle of `size` bytes (a gk_stream or gk_event), has the backend create its impl,
+ * and links it into `*list`. */
+static int handle_open(gk_device *dev, gk__handle **list, size_t size,
+                       int (*create)(gk_device *, void **), const char *fn, gk__handle **out)
+{
+    gk__handle *h = calloc(1, size);
+    if (!h)
+        return gk__device_error(dev, -ENOMEM, "%s: out of host memory", fn);
+    int rc = create(dev, &h->impl);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    h->dev = dev;
+    pthread_mutex_lock(&dev->lock);
+    h->next = *list;
+    if (*list)
+        (*list)->prev = h;
+    *list = h;
+    pthread_mutex_unlock(&dev->lock);
+    *out = h;
+    return 0;
+}
+
+/* Unlinks `h` from `*list`; the caller holds dev->lock. */
+static void handle_unlink(gk__handle **list, gk__handle *h)
+{
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        *list = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+}
+
 /* --- streams ------------------------------------------------------------------------------ */
 
 static void *stream_impl(gk_stream *s)
 {
-    return s ? s->impl : NULL;
+    return s ? s->h.impl : NULL;
 }
 
 /* A stream argument must belong to `dev`. */
 static int check_stream(gk_device *dev, gk_stream *s, const char *fn)
 {
-    if (s && s->dev != dev)
+    if (s && s->h.dev != dev)
         return gk__device_error(dev, -EINVAL, "%s: the stream belongs to another device", fn);
     return 0;
 }
 
 int gk_stream_create(gk_device *dev, gk_stream **out)
 {
+    gk__handle *h;
     if (!dev || !out)
         return -EINVAL;
     *out = NULL;
-    gk_stream *s = calloc(1, sizeof *s);
-    if (!s)
-        return failed(dev, gk__device_error(dev, -ENOMEM, "gk_stream_create: out of host memory"));
-    int rc = dev->ops->stream_create(dev, &s->impl);
-    if (rc) {
-        free(s);
+    int rc = handle_open(dev, &dev->streams, sizeof(gk_stream), dev->ops->stream_create,
+                         "gk_stream_create", &h);
+    if (rc)
         return failed(dev, rc);
-    }
-    s->dev = dev;
-    pthread_mutex_lock(&dev->lock);
-    s->next = dev->streams;
-    if (dev->streams)
-        dev->streams->prev = s;
-    dev->streams = s;
-    pthread_mutex_unlock(&dev->lock);
     COUNT(dev, stream_creates, 1);
-    *out = s;
+    *out = (gk_stream *)h;
     return 0;
 }
 
@@ -466,7 +493,7 @@ int gk_stream_destroy(gk_device *dev, gk_stream *s)
     if (rc)
         return failed(dev, rc);
     /* Let the work finish so hooks can hand back memory the stream used. */
-    int sync_rc = dev->ops->stream_sync(dev, s->impl, gk__device_timeout(dev, -1));
+    int sync_rc = dev->ops->stream_sync(dev, s->h.impl, gk__device_timeout(dev, -1));
     gk_stream_hook_fn fns[GK__MAX_STREAM_HOOKS];
     void *users[GK__MAX_STREAM_HOOKS];
     pthread_mutex_lock(&dev->lock);
@@ -475,16 +502,11 @@ int gk_stream_destroy(gk_device *dev, gk_stream *s)
         fns[i] = dev->hooks[i].fn;
         users[i] = dev->hooks[i].user;
     }
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        dev->streams = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    handle_unlink(&dev->streams, &s->h);
     pthread_mutex_unlock(&dev->lock);
     for (int i = 0; i < n; i++)
         fns[i](users[i], s);
-    rc = dev->ops->stream_destroy(dev, s->impl);
+    rc = dev->ops->stream_destroy(dev, s->h.impl);
     free(s);
     COUNT(dev, stream_destroys, 1);
     return failed(dev, rc ? rc : sync_rc);
@@ -509,12 +531,12 @@ int gk_stream_wait_event(gk_device *dev, gk_stream *s, gk_event *ev)
     int rc = check_stream(dev, s, "gk_stream_wait_event");
     if (rc)
         return failed(dev, rc);
-    if (ev->dev != dev)
+    if (ev->h.dev != dev)
         return failed(dev, gk__device_error(dev, -EINVAL,
                                             "gk_stream_wait_event: the event belongs to another "
                                             "device"));
     COUNT(dev, stream_waits, 1);
-    return failed(dev, dev->ops->stream_wait(dev, stream_impl(s), ev->impl));
+    return failed(dev, dev->ops->stream_wait(dev, stream_impl(s), ev->h.impl));
 }
 
 int gk_stream_host_fn(gk_device *dev, gk_stream *s, void (*fn)(void *user), void *user)
@@ -578,33 +600,23 @@ static int check_event(gk_device *dev, gk_event *ev, const char *fn)
 {
     if (!ev)
         return gk__device_error(dev, -EINVAL, "%s: event is NULL", fn);
-    if (ev->dev != dev)
+    if (ev->h.dev != dev)
         return gk__device_error(dev, -EINVAL, "%s: the event belongs to another device", fn);
     return 0;
 }
 
 int gk_event_create(gk_device *dev, gk_event **out)
 {
+    gk__handle *h;
     if (!dev || !out)
         return -EINVAL;
     *out = NULL;
-    gk_event *ev = calloc(1, sizeof *ev);
-    if (!ev)
-        return failed(dev, gk__device_error(dev, -ENOMEM, "gk_event_create: out of host memory"));
-    int rc = dev->ops->event_create(dev, &ev->impl);
-    if (rc) {
-        free(ev);
+    int rc = handle_open(dev, &dev->events, sizeof(gk_event), dev->ops->event_create,
+                         "gk_event_create", &h);
+    if (rc)
         return failed(dev, rc);
-    }
-    ev->dev = dev;
-    pthread_mutex_lock(&dev->lock);
-    ev->next = dev->events;
-    if (dev->events)
-        dev->events->prev = ev;
-    dev->events = ev;
-    pthread_mutex_unlock(&dev->lock);
     COUNT(dev, event_creates, 1);
-    *out = ev;
+    *out = (gk_event *)h;
     return 0;
 }
 
@@ -618,14 +630,9 @@ int gk_event_destroy(gk_device *dev, gk_event *ev)
     if (rc)
         return failed(dev, rc);
     pthread_mutex_lock(&dev->lock);
-    if (ev->prev)
-        ev->prev->next = ev->next;
-    else
-        dev->events = ev->next;
-    if (ev->next)
-        ev->next->prev = ev->prev;
+    handle_unlink(&dev->events, &ev->h);
     pthread_mutex_unlock(&dev->lock);
-    rc = dev->ops->event_destroy(dev, ev->impl);
+    rc = dev->ops->event_destroy(dev, ev->h.impl);
     free(ev);
     COUNT(dev, event_destroys, 1);
     return failed(dev, rc);
@@ -641,7 +648,7 @@ int gk_event_record(gk_device *dev, gk_event *ev, gk_stream *s)
     if (rc)
         return failed(dev, rc);
     COUNT(dev, event_records, 1);
-    return failed(dev, dev->ops->event_record(dev, ev->impl, stream_impl(s)));
+    return failed(dev, dev->ops->event_record(dev, ev->h.impl, stream_impl(s)));
 }
 
 int gk_event_query(gk_device *dev, gk_event *ev)
@@ -652,7 +659,7 @@ int gk_event_query(gk_device *dev, gk_event *ev)
     if (rc)
         return failed(dev, rc);
     COUNT(dev, event_queries, 1);
-    return failed(dev, dev->ops->event_query(dev, ev->impl));
+    return failed(dev, dev->ops->event_query(dev, ev->h.impl));
 }
 
 int gk_event_synchronize(gk_device *dev, gk_event *ev, double timeout)
@@ -663,7 +670,7 @@ int gk_event_synchronize(gk_device *dev, gk_event *ev, double timeout)
     if (rc)
         return failed(dev, rc);
     COUNT(dev, event_syncs, 1);
-    return failed(dev, dev->ops->event_sync(dev, ev->impl, gk__device_timeout(dev, timeout)));
+    return failed(dev, dev->ops->event_sync(dev, ev->h.impl, gk__device_timeout(dev, timeout)));
 }
 
 /* --- copies ------------------------------------------------------------------------------- */

@@ -66,16 +66,20 @@ extern const gk__backend_ops gk__backend_host;
 extern const gk__backend_ops gk__backend_sim;
 extern const gk__backend_ops gk__backend_cuda;
 
-struct gk_stream {
+/* Streams and events share one shape: the device, the backend's impl, and a link in the device's
+ * list of open handles (under dev->lock) so gk_device_close() can release what is left. */
+typedef struct gk__handle {
     gk_device *dev;
     void *impl;
-    gk_stream *next, *prev; /* dev->streams, under dev->lock */
+    struct gk__handle *next, *prev;
+} gk__handle;
+
+struct gk_stream {
+    gk__handle h;
 };
 
 struct gk_event {
-    gk_device *dev;
-    void *impl;
-    gk_event *next, *prev; /* dev->events, under dev->lock */
+    gk__handle h;
 };
 
 /* Registry of live allocations: open addressing keyed by pointer. */
@@ -94,8 +98,8 @@ struct gk_device {
     char auto_reason[256];
     pthread_mutex_t lock; /* streams, events, registries, hooks; never held across a backend
                              call that can block */
-    gk_stream *streams;
-    gk_event *events;
+    gk__handle *streams;  /* each is the h of a gk_stream */
+    gk__handle *events;   /* each is the h of a gk_event */
     gk__ptrmap dmem, hmem;
     struct {
         gk_stream_hook_fn fn;

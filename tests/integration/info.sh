@@ -48,6 +48,27 @@ PY
     fi
 fi
 
+# NVML: unavailable with its reason, or live values per GPU (a metric the GPU lacks is null).
+GK_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1 "$GPUKIT" info >"$tmp/out"
+expect "$tmp/out" "nvml   unavailable: no NVIDIA driver: .*GPU metrics are off"
+if [ -n "${GK_TEST_FAKE_NVML:-}" ] && [ -f "$GK_TEST_FAKE_NVML" ]; then
+    GK_NVML_LIBRARY="$GK_TEST_FAKE_NVML" "$GPUKIT" info >"$tmp/nvml.txt"
+    expect "$tmp/nvml.txt" "nvml   usable \(driver [0-9.]+, [0-9]+ GPUs?\): GPU metrics are on"
+    expect "$tmp/nvml.txt" "^gpus \(live, through NVML\):"
+    expect "$tmp/nvml.txt" "^  gpu 0: .*GPU-"
+    expect "$tmp/nvml.txt" "    memory   .* used of "
+    expect "$tmp/nvml.txt" "    power    [0-9]+ W"
+    GK_NVML_LIBRARY="$GK_TEST_FAKE_NVML" "$GPUKIT" info --json >"$tmp/nvml.json"
+    python3 - "$tmp/nvml.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["backends"]["nvml"]["usable"] is True, d
+g = d["gpus"][0]
+assert g["uuid"].startswith("GPU-") and g["memory_total_bytes"] > 0, g
+assert 0 <= g["utilization_gpu_ratio"] <= 1 and g["temperature_celsius"] > 0, g
+PY
+fi
+
 # Errors: one line naming the thing and the fix, non-zero exit.
 if "$GPUKIT" info --device tpu:0 2>"$tmp/err"; then fail "bad spec accepted"; fi
 [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "expected one error line: $(cat "$tmp/err")"

@@ -11,7 +11,8 @@ static const char info_usage[] =
     "usage: gpukit info [--device SPEC] [--json] [--settings]\n"
     "\n"
     "Shows the backends gpukit can use and why any is unavailable, the devices (name, total and\n"
-    "free memory, compute capability, driver version) and the host (CPU model, cores, memory).\n"
+    "free memory, compute capability, driver version), live GPU values read through NVML\n"
+    "(memory, utilization, temperature, power, clocks) and the host (CPU model, cores, memory).\n"
     "\n"
     "  --device SPEC  describe only this device (auto, host, cuda:N, sim:key=value,...)\n"
     "  --json         one JSON object instead of text\n"
@@ -33,6 +34,9 @@ typedef struct dev_row {
 typedef struct info {
     dev_row devs[MAX_DEVICES];
     int ndevs;
+    gk_nvml_info nvml;
+    gk_gpu_sample gpus[MAX_DEVICES]; /* live values read through NVML */
+    int ngpus;
     int cuda_ok;
     char cuda_reason[512];
     char host_cpu[128];
@@ -66,6 +70,57 @@ static void gather_cuda(info *in)
     }
 }
 
+/* Opens NVML (telemetry) and reads the fast and slow tiers of every GPU once. */
+static void gather_nvml(info *in)
+{
+    gk_nvml *n = NULL;
+    gk_nvml_config cfg;
+    gk_nvml_config_default(&cfg);
+    cfg.logger.level = GK_LOG_OFF; /* the reason is shown below instead */
+    if (gk_nvml_open(&cfg, &n, &in->nvml) != 0)
+        return;
+    unsigned count = gk_nvml_device_count(n);
+    for (unsigned i = 0; i < count && in->ngpus < MAX_DEVICES; i++) {
+        if (gk_nvml_sample(n, i, GK_TIER_FAST | GK_TIER_SLOW, &in->gpus[in->ngpus]) == 0 ||
+            in->gpus[in->ngpus].lost)
+            in->ngpus++;
+    }
+    gk_nvml_close(n);
+}
+
+static int has(const gk_gpu_sample *g, gk_gpu_field f)
+{
+    return (g->valid >> f) & 1u;
+}
+
+static void print_gpu_text(const gk_gpu_sample *g)
+{
+    char a[32], b[32];
+    printf("  gpu %u: %s  %s  %s\n", g->index, g->name, g->uuid, g->pci_bus_id);
+    if (g->lost) {
+        printf("    lost     the device stopped answering (GPU_IS_LOST)\n");
+        return;
+    }
+    if (has(g, GK_GPU_MEMORY))
+        printf("    memory   %s used of %s\n", gk_format_size(g->memory_used, a, sizeof a),
+               gk_format_size(g->memory_total, b, sizeof b));
+    if (has(g, GK_GPU_UTILIZATION))
+        printf("    busy     %.0f%% GPU, %.0f%% memory\n", 100 * g->utilization_gpu,
+               100 * g->utilization_memory);
+    if (has(g, GK_GPU_TEMPERATURE))
+        printf("    temp     %.0f C\n", g->temperature_celsius);
+    if (has(g, GK_GPU_POWER))
+        printf("    power    %.0f W%s", g->power_watts, has(g, GK_GPU_POWER_LIMIT) ? "" : "\n");
+    if (has(g, GK_GPU_POWER) && has(g, GK_GPU_POWER_LIMIT))
+        printf(" of %.0f W limit\n", g->power_limit_watts);
+    if (has(g, GK_GPU_CLOCK_SM))
+        printf("    clocks   SM %.0f MHz, memory %.0f MHz\n", g->clock_sm_hz / 1e6,
+               g->clock_mem_hz / 1e6);
+    if (has(g, GK_GPU_PROCESSES))
+        printf("    procs    %u compute process%s\n", g->processes_total,
+               g->processes_total == 1 ? "" : "es");
+}
+
 static void gather_host(info *in)
 {
     gk_device *dev = NULL;
@@ -92,6 +147,12 @@ static void print_text(const info *in, int only_device)
             printf("  cuda   usable (%d device%s)\n", in->ndevs, in->ndevs == 1 ? "" : "s");
         else
             printf("  cuda   unavailable: %s\n", in->cuda_reason);
+        if (in->nvml.available)
+            printf("  nvml   usable (driver %s, %u GPU%s): GPU metrics are on\n",
+                   in->nvml.driver_version, in->nvml.device_count,
+                   in->nvml.device_count == 1 ? "" : "s");
+        else
+            printf("  nvml   unavailable: %s\n", in->nvml.reason);
         printf("\n");
     }
     if (in->ndevs == 0 && !only_device) {
@@ -116,6 +177,11 @@ static void print_text(const info *in, int only_device)
             printf("    vm       virtual memory API, %s granularity\n",
                    gk_format_size(r->props.vm_granularity, a, sizeof a));
     }
+    if (in->ngpus) {
+        printf("\ngpus (live, through NVML):\n");
+        for (int i = 0; i < in->ngpus; i++)
+            print_gpu_text(&in->gpus[i]);
+    }
     if (!only_device) {
         printf("\nhost:\n");
         printf("  cpu      %s, %ld cores\n", in->host_cpu, in->cores);
@@ -131,6 +197,35 @@ static void json_str(const char *key, const char *value, int comma)
     printf("\"%s", comma ? "," : "");
 }
 
+/* One GPU's live values; a metric the GPU cannot give is null, never 0. */
+static void print_gpu_json(const gk_gpu_sample *g, int comma)
+{
+    printf("%s{\"index\":%u,", comma ? "," : "", g->index);
+    json_str("name", g->name, 1);
+    json_str("uuid", g->uuid, 1);
+    json_str("pci_bus_id", g->pci_bus_id, 1);
+    printf("\"lost\":%s", g->lost ? "true" : "false");
+#define NUM(field, key, fmt, value)                                                                \
+    do {                                                                                           \
+        if (has(g, field))                                                                         \
+            printf(",\"" key "\":" fmt, value);                                                    \
+        else                                                                                       \
+            printf(",\"" key "\":null");                                                           \
+    } while (0)
+    NUM(GK_GPU_MEMORY, "memory_used_bytes", "%llu", (unsigned long long)g->memory_used);
+    NUM(GK_GPU_MEMORY, "memory_total_bytes", "%llu", (unsigned long long)g->memory_total);
+    NUM(GK_GPU_UTILIZATION, "utilization_gpu_ratio", "%.2f", g->utilization_gpu);
+    NUM(GK_GPU_UTILIZATION, "utilization_memory_ratio", "%.2f", g->utilization_memory);
+    NUM(GK_GPU_TEMPERATURE, "temperature_celsius", "%.0f", g->temperature_celsius);
+    NUM(GK_GPU_POWER, "power_watts", "%.1f", g->power_watts);
+    NUM(GK_GPU_POWER_LIMIT, "power_limit_watts", "%.1f", g->power_limit_watts);
+    NUM(GK_GPU_CLOCK_SM, "clock_sm_hz", "%.0f", g->clock_sm_hz);
+    NUM(GK_GPU_CLOCK_MEM, "clock_mem_hz", "%.0f", g->clock_mem_hz);
+    NUM(GK_GPU_PROCESSES, "processes", "%u", g->processes_total);
+#undef NUM
+    printf("}");
+}
+
 static void print_json(const info *in, int only_device)
 {
     printf("{\"version\":\"%s\",", gk_version_string());
@@ -142,7 +237,11 @@ static void print_json(const info *in, int only_device)
             printf(",");
             json_str("reason", in->cuda_reason, 0);
         }
-        printf("}},");
+        printf("},\"nvml\":{\"usable\":%s,", in->nvml.available ? "true" : "false");
+        json_str("library", in->nvml.library, 1);
+        json_str("reason", in->nvml.reason, 1);
+        json_str("driver_version", in->nvml.driver_version, 0);
+        printf(",\"gpu_count\":%u}},", in->nvml.device_count);
     }
     printf("\"devices\":[");
     for (int i = 0; i < in->ndevs; i++) {
@@ -159,6 +258,12 @@ static void print_json(const info *in, int only_device)
                r->props.has_vm ? "true" : "false", r->props.vm_granularity);
     }
     printf("]");
+    if (!only_device) {
+        printf(",\"gpus\":[");
+        for (int i = 0; i < in->ngpus; i++)
+            print_gpu_json(&in->gpus[i], i > 0);
+        printf("]");
+    }
     if (!only_device) {
         printf(",\"host\":{");
         json_str("cpu", in->host_cpu, 1);
@@ -248,6 +353,7 @@ int gk_tool_info(int argc, char **argv)
         gk_device_close(dev);
     } else {
         gather_cuda(in);
+        gather_nvml(in);
         gather_host(in);
     }
     if (json)

@@ -17,6 +17,8 @@ static const tool_command commands[] = {
     {"info", gk_tool_info, "backends, devices, driver and host; what is unavailable and why"},
     {"batch", gk_tool_batch, "find the largest batch that fits a simulated device"},
     {"pool", gk_tool_pool, "replay allocation traces through the caching pool; F_cap; traces"},
+    {"sample", gk_tool_sample, "one line per GPU per sample, like nvidia-smi --query-gpu / dmon"},
+    {"serve", gk_tool_serve, "Prometheus /metrics endpoint or textfile for GPU and host metrics"},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -29,5 +29,7 @@ void gk_tool_json_escape(FILE *out, const char *s);
 int gk_tool_info(int argc, char **argv);
 int gk_tool_pool(int argc, char **argv);
 int gk_tool_batch(int argc, char **argv);
+int gk_tool_sample(int argc, char **argv);
+int gk_tool_serve(int argc, char **argv);
 
 #endif

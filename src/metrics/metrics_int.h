@@ -1,0 +1,66 @@
+/* Private structures of the metrics registry, shared by the registry, the renderers and the
+ * value log. */
+#ifndef GK_METRICS_INT_H
+#define GK_METRICS_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "gpukit/metrics.h"
+
+typedef struct gk__family gk__family;
+
+struct gk_metric {
+    gk__family *fam;
+    char **label_values;         /* fam->nlabels strings */
+    _Atomic uint64_t value_bits; /* counter or gauge value, or histogram sum, as double bits */
+    _Atomic uint64_t *buckets;   /* histogram: nbounds + 1 counts (last is +Inf), not cumulative */
+};
+
+struct gk__family {
+    char *name; /* base name: a counter's without "_total" */
+    char *help; /* "" when none */
+    gk_metric_type type;
+    size_t nlabels;
+    char **label_names;
+    double *bounds; /* histogram upper bounds, ascending, finite */
+    size_t nbounds;
+    gk_metric **series;
+    size_t nseries, cap;
+};
+
+typedef struct gk__log gk__log;
+
+struct gk_metrics {
+    gk_metrics_config cfg;
+    pthread_mutex_t lock; /* families and their series lists */
+    gk__family **fams;
+    size_t nfams, cap;
+    pthread_mutex_t log_lock; /* logged values; lock order: lock, then log_lock */
+    gk__log **logs;
+    size_t nlogs, logs_cap;
+};
+
+/* Double <-> bits for the atomics. */
+double gk__bits_to_double(uint64_t bits);
+uint64_t gk__double_to_bits(double v);
+
+/* Writes a number the way Prometheus parses it: shortest round-trip form, "+Inf", "-Inf", "NaN". */
+void gk__metrics_format_number(double v, char *buf, size_t len);
+
+/* 1 when `name` is a family's base name. Caller holds m->lock. */
+int gk__metrics_has_family(gk_metrics *m, const char *name);
+
+/* 1 when `name` is a logged name. Caller holds m->log_lock. */
+int gk__metrics_has_log(gk_metrics *m, const char *name);
+
+/* Renders the logged names as summaries (quantiles 0.5, 0.9, 0.99, _sum, _count). Caller holds
+ * m->lock; takes m->log_lock. */
+void gk__metrics_render_logs(gk_metrics *m, FILE *out, gk_metrics_format fmt);
+
+/* Frees the value log of a registry (called by gk_metrics_destroy). */
+void gk__metrics_logs_free(gk_metrics *m);
+
+#endif

@@ -1,0 +1,202 @@
+/* The process tree of a pid: scans proc_root/[0-9]* once for (pid, ppid), finds every
+ * descendant of the root, and sums CPU time, RSS, PSS (smaps_rollup, where readable), threads
+ * and storage I/O (/proc/PID/io, where readable). */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpukit/error.h"
+#include "host_int.h"
+
+typedef struct proc_entry {
+    int pid, ppid;
+    int in_tree;
+} proc_entry;
+
+/* The fields of /proc/PID/stat gpukit uses. */
+typedef struct proc_stat {
+    int ppid;
+    char comm[64];
+    unsigned long long utime, stime;
+    long threads;
+    long long rss_pages;
+} proc_stat;
+
+static int parse_stat(const char *text, proc_stat *st)
+{
+    const char *open = strchr(text, '(');
+    const char *close = strrchr(text, ')'); /* comm may itself hold parentheses */
+    if (!open || !close || close < open)
+        return GK_ECORRUPT;
+    size_t cl = (size_t)(close - open - 1);
+    if (cl >= sizeof st->comm)
+        cl = sizeof st->comm - 1;
+    memcpy(st->comm, open + 1, cl);
+    st->comm[cl] = '\0';
+    /* After ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+     * stime cutime cstime priority nice num_threads itrealvalue starttime vsize rss */
+    char state;
+    long long skip;
+    int n = sscanf(close + 1,
+                   " %c %d %lld %lld %lld %lld %lld %lld %lld %lld %lld %llu %llu %lld %lld %lld "
+                   "%lld %ld %lld %lld %lld %lld",
+                   &state, &st->ppid, &skip, &skip, &skip, &skip, &skip, &skip, &skip, &skip, &skip,
+                   &st->utime, &st->stime, &skip, &skip, &skip, &skip, &st->threads, &skip, &skip,
+                   &skip, &st->rss_pages);
+    return n == 22 ? 0 : GK_ECORRUPT;
+}
+
+static int read_stat(gk_host *h, int pid, proc_stat *st)
+{
+    char rel[64], buf[1024];
+    snprintf(rel, sizeof rel, "%d/stat", pid);
+    long n = gk__host_read_into(h, rel, buf, sizeof buf);
+    if (n < 0)
+        return (int)n;
+    return parse_stat(buf, st);
+}
+
+/* Value of "key" (with its colon) in a "Key: value" file, or -1 when absent. */
+static long long field_value(const char *text, const char *key)
+{
+    size_t kl = strlen(key);
+    for (const char *line = text; line && *line;) {
+        if (strncmp(line, key, kl) == 0)
+            return strtoll(line + kl, NULL, 10);
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return -1;
+}
+
+static int by_ppid(const void *a, const void *b)
+{
+    const proc_entry *x = a, *y = b;
+    return (x->ppid > y->ppid) - (x->ppid < y->ppid);
+}
+
+/* Collects (pid, ppid) of every process into a growing array. */
+static int scan(gk_host *h, proc_entry **out, size_t *count)
+{
+    DIR *d = opendir(h->root);
+    if (!d)
+        return -errno;
+    size_t n = 0, cap = 256;
+    proc_entry *v = malloc(cap * sizeof *v);
+    if (!v) {
+        closedir(d);
+        return -ENOMEM;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        int pid = atoi(e->d_name);
+        proc_stat st;
+        if (pid <= 0 || read_stat(h, pid, &st) != 0)
+            continue; /* exited meanwhile, or unreadable */
+        if (n == cap) {
+            proc_entry *nv = realloc(v, cap * 2 * sizeof *v);
+            if (!nv) {
+                free(v);
+                closedir(d);
+                return -ENOMEM;
+            }
+            v = nv;
+            cap *= 2;
+        }
+        v[n++] = (proc_entry){pid, st.ppid, 0};
+    }
+    closedir(d);
+    *out = v;
+    *count = n;
+    return 0;
+}
+
+static void add_process(gk_host *h, int pid, gk_proc_tree *t)
+{
+    proc_stat st;
+    if (read_stat(h, pid, &st) != 0)
+        return;
+    t->nprocs++;
+    t->cpu_seconds += (double)(st.utime + st.stime) / h->clk_tck;
+    t->rss_bytes += (uint64_t)(st.rss_pages > 0 ? st.rss_pages : 0) * (uint64_t)h->page_size;
+    t->threads += st.threads > 0 ? (unsigned)st.threads : 0;
+    if (pid == t->root_pid)
+        snprintf(t->root_comm, sizeof t->root_comm, "%s", st.comm);
+    char rel[64], buf[4096];
+    snprintf(rel, sizeof rel, "%d/smaps_rollup", pid);
+    long long pss = -1;
+    if (gk__host_read_into(h, rel, buf, sizeof buf) >= 0)
+        pss = field_value(buf, "Pss:");
+    if (pss >= 0)
+        t->pss_bytes += (uint64_t)pss * 1024;
+    else
+        t->pss_complete = 0;
+    snprintf(rel, sizeof rel, "%d/io", pid);
+    long long rb = -1, wb = -1;
+    if (gk__host_read_into(h, rel, buf, sizeof buf) >= 0) {
+        rb = field_value(buf, "read_bytes:");
+        wb = field_value(buf, "write_bytes:");
+    }
+    if (rb >= 0 && wb >= 0) {
+        t->read_bytes += (uint64_t)rb;
+        t->write_bytes += (uint64_t)wb;
+    } else {
+        t->io_complete = 0;
+    }
+}
+
+int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out)
+{
+    if (!h || !out || pid <= 0)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    out->root_pid = pid;
+    proc_stat root;
+    if (read_stat(h, pid, &root) != 0)
+        return -ENOENT;
+    proc_entry *v = NULL;
+    size_t n = 0;
+    int rc = scan(h, &v, &n);
+    if (rc)
+        return rc;
+    /* Breadth-first from the root over the entries sorted by parent: each process's children
+     * are one contiguous run found by binary search. The queue reuses in_tree as "visited". */
+    qsort(v, n, sizeof *v, by_ppid);
+    int *queue = malloc((n + 1) * sizeof *queue);
+    if (!queue) {
+        free(v);
+        return -ENOMEM;
+    }
+    size_t qhead = 0, qtail = 0;
+    queue[qtail++] = pid;
+    while (qhead < qtail) {
+        int parent = queue[qhead++];
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (v[mid].ppid < parent)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t i = lo; i < n && v[i].ppid == parent; i++) {
+            if (!v[i].in_tree && v[i].pid != pid && qtail <= n) {
+                v[i].in_tree = 1;
+                queue[qtail++] = v[i].pid;
+            }
+        }
+    }
+    out->pss_complete = out->io_complete = 1;
+    for (size_t i = 0; i < qtail; i++)
+        add_process(h, queue[i], out);
+    out->children = out->nprocs ? out->nprocs - 1 : 0;
+    free(queue);
+    free(v);
+    return 0;
+}
