@@ -481,7 +481,11 @@ int main(int argc, char **argv)
     char err[512];
     gk_trace *tc = NULL, *tt = NULL;
     if ((rc = gk_trace_read(cnn, &tc, err, sizeof err)) != 0) {
-        fprintf(stderr, "bench_pool_gpu: %s\n", rc == GK_ESYNTAX ? err : gk_strerror(rc));
+        if (rc == GK_ESYNTAX)
+            fprintf(stderr, "bench_pool_gpu: %s\n", err);
+        else
+            fprintf(stderr, "bench_pool_gpu: cannot read %s: %s (give the CNN trace's path)\n", cnn,
+                    gk_strerror(rc));
         return 1;
     }
     if (gk_trace_synth_transformer(&sc, &tt) != 0) {
