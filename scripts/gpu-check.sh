@@ -201,6 +201,24 @@ if [ -n "$LIB" ]; then
             fi
         fi
         grep -E '^# ' "$LOGS/ctest-gpu.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+    elif [ "$HAVE_CMOCKA" = 1 ]; then
+        # No cmake build: compile each gpu-labelled test with cc and run it.
+        if [ -n "$CMOCKA_LIB" ]; then
+            CM_FLAGS=(-I"$CMOCKA_INC") CM_LINK=("$CMOCKA_LIB" -Wl,-rpath,"$(dirname "$CMOCKA_LIB")")
+        else
+            CM_FLAGS=() CM_LINK=(-lcmocka)
+        fi
+        for src in $(grep -l 'gk-labels:.*gpu' tests/unit/test_*.c); do
+            name=$(basename "$src" .c)
+            step "$name-build" 120 cc -std=c11 -O2 -D_GNU_SOURCE -I include -I src -I tests/support \
+                "${CM_FLAGS[@]}" -DGK_TEST_FAKE_CUDA='""' -DGK_TEST_FAKE_CUDA_NOVMM='""' \
+                -DGK_TEST_SOURCE_DIR="\"$ROOT\"" -DGK_TEST_BINARY_DIR="\"$ROOT/$BUILD\"" "$src" \
+                tests/support/gk_test.c "$LIB" "${CM_LINK[@]}" $MHD_LINK -ldl -lpthread -lm \
+                -o "$BUILD/$name" || continue
+            step "$name" 150 env GK_LOG=error "$BUILD/$name"
+            [ $? -eq 77 ] && say "   skipped: no GPU answered" && FAILED+=("$name-skipped")
+            grep -E '^# ' "$LOGS/$name.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+        done
     fi
     if step smoke-build 120 cc -std=c11 -O2 -Wall -Wextra -I include scripts/gpu_smoke.c "$LIB" \
         -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
