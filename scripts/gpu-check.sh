@@ -260,6 +260,16 @@ if [ -n "$LIB" ]; then
             sed 's/^/   | /' "$LOGS/torch-replay-expandable.log" | head -n 20 | tee -a "$SUMMARY"
         fi
     fi
+    # The loader on the GPU: pinned against pageable copies, then the loader against PyTorch's
+    # DataLoader with pin_memory feeding the same GPU from the same file.
+    if [ -x "$BUILD/bench/bench_h2d" ]; then
+        step loader-h2d 90 "$BUILD/bench/bench_h2d" --device cuda:0
+        sed 's/^/   | /' "$LOGS/loader-h2d.log" | head -n 20 | tee -a "$SUMMARY"
+    fi
+    if [ -x "$TOOL" ] && command -v python3 >/dev/null 2>&1; then
+        step loader-torch 150 python3 bench/loader/torch_loader_gpu.py "$TOOL" 4096 256 2 3
+        sed 's/^/   | /' "$LOGS/loader-torch.log" | head -n 10 | tee -a "$SUMMARY"
+    fi
     if [ -x "$TOOL" ]; then
         step info-json 60 "$TOOL" info --json
         sed 's/^/   | /' "$LOGS/info-json.log" | head -n 60 | tee -a "$SUMMARY"
