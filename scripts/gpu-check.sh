@@ -8,7 +8,9 @@
 # it still builds the library, the tool and the benchmark and runs the smoke check (scripts/
 # gpu_smoke.c) against the real driver. Every step is logged and has a time limit; a failing step
 # does not stop the others; the exit status is 0 only when all passed. Logs go to
-# build/gpu/gpu-check/ and, when OUT is set, to "$OUT/gpu-check/". Run from the repository root:
+# build/gpu/gpu-check/; when OUT is set the summary is written to "$OUT/summary.txt" as it grows
+# and the logs are archived in "$OUT/gpu-check-logs.tar.gz". GK_GPU_CHECK_SECONDS caps the whole
+# run (steps past it are skipped and reported). Run from the repository root:
 # bash scripts/gpu-check.sh
 # GK_GPU_BUILD_DIR overrides the build folder.
 #
@@ -27,8 +29,16 @@ JOBS=$(nproc 2>/dev/null || echo 4)
 START=$(date +%s)
 mkdir -p "$LOGS"
 SUMMARY="$LOGS/summary.txt"
+# With OUT set the summary is written there as it grows, so a run cut short still leaves it.
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT" && SUMMARY="$OUT/summary.txt"
+fi
 : >"$SUMMARY"
 FAILED=()
+SKIPPED=()
+# GK_GPU_CHECK_SECONDS: a time budget for the whole script (0: none). Steps that would start past
+# it are skipped, and each step's limit is cut to what is left, so the logs always come back.
+BUDGET=${GK_GPU_CHECK_SECONDS:-0}
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
 
@@ -38,6 +48,15 @@ step() {
     shift 2
     local t0 rc
     t0=$(date +%s)
+    if [ "$BUDGET" -gt 0 ]; then
+        local left=$((BUDGET - (t0 - START)))
+        if [ "$left" -le 5 ]; then
+            say "== $name: skipped, the time budget of $BUDGET s is spent"
+            SKIPPED+=("$name")
+            return 1
+        fi
+        [ "$limit" -gt "$left" ] && limit=$left
+    fi
     echo "== $name: $*" | tee -a "$SUMMARY"
     timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
     rc=$?
@@ -54,16 +73,18 @@ step() {
 
 finish() {
     say "== total $(($(date +%s) - START)) s"
-    if [ "${#FAILED[@]}" -eq 0 ]; then
+    [ "${#SKIPPED[@]}" -gt 0 ] && say "gpu-check: skipped for time: ${SKIPPED[*]}"
+    if [ "${#FAILED[@]}" -eq 0 ] && [ "${#SKIPPED[@]}" -eq 0 ]; then
         say "gpu-check: all steps passed"
     else
-        say "gpu-check: FAILED steps: ${FAILED[*]}"
+        [ "${#FAILED[@]}" -gt 0 ] && say "gpu-check: FAILED steps: ${FAILED[*]}"
     fi
     if [ -n "${OUT:-}" ]; then
-        mkdir -p "$OUT/gpu-check" && cp -r "$LOGS"/. "$OUT/gpu-check/" 2>/dev/null ||
-            echo "gpu-check: could not copy the logs to $OUT"
+        # One archive: the device tool brings back only a few files.
+        tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$LOGS" . 2>/dev/null ||
+            echo "gpu-check: could not archive the logs into $OUT"
     fi
-    [ "${#FAILED[@]}" -eq 0 ]
+    [ "${#FAILED[@]}" -eq 0 ] && [ "${#SKIPPED[@]}" -eq 0 ]
     exit $?
 }
 
