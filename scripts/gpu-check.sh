@@ -136,6 +136,21 @@ DEPS_SRC=${GK_GPU_DEPS:-$ROOT/.gpu-deps}
 if ls "$DEPS_SRC"/*.deb >/dev/null 2>&1; then
     export -f unpack_debs
     if step deps-unpack 60 bash -c 'unpack_debs "$1" "$2"' unpack_debs "$DEPS_SRC" "$BUILD/deps"; then
+        # Every carried library (cJSON, ncurses, cmocka, ...) is found by cc, cmake and the
+        # loader: headers through CPATH, link-time libraries through LIBRARY_PATH and
+        # CMAKE_PREFIX_PATH, run-time ones through LD_LIBRARY_PATH.
+        DEPS_USR=$(cd "$BUILD/deps/usr" 2>/dev/null && pwd)
+        if [ -n "$DEPS_USR" ]; then
+            DEPS_LIBS=""
+            for d in "$DEPS_USR"/lib/x86_64-linux-gnu "$DEPS_USR"/lib "$BUILD"/deps/lib/x86_64-linux-gnu; do
+                [ -d "$d" ] && DEPS_LIBS="$DEPS_LIBS${DEPS_LIBS:+:}$(cd "$d" && pwd)"
+            done
+            export CPATH="$DEPS_USR/include${CPATH:+:$CPATH}"
+            export LIBRARY_PATH="$DEPS_LIBS${LIBRARY_PATH:+:$LIBRARY_PATH}"
+            export LD_LIBRARY_PATH="$DEPS_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            export CMAKE_PREFIX_PATH="$DEPS_USR${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+            say "   carried libraries: $(ls "$DEPS_SRC" | sed 's/_.*//' | tr '\n' ' ')"
+        fi
         inc=$(find "$BUILD/deps" -name cmocka.h -path '*/include/*' | head -n1)
         lib=$(find "$BUILD/deps" -name 'libcmocka.so*' | sort | head -n1)
         if [ -n "$inc" ] && [ -n "$lib" ]; then
@@ -234,7 +249,14 @@ train_check() {
     local args=(--data "$tdir/train.gkr" --generate 200000 --dim 64 --seed 3 --epochs 3
         --max-batch 4096 --save-every 0)
     step train-host 120 "$tdir/train" --device host "${args[@]}"
-    step train-cuda 120 "$tdir/train" --device cuda:0 "${args[@]}"
+    # cuBLAS may sit in the CUDA toolkit or in the Python wheels rather than on the loader path.
+    local extra="" d
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+        $(python3 -c 'import nvidia.cublas as c; import os; print(os.path.join(list(c.__path__)[0], "lib"))' 2>/dev/null); do
+        [ -d "$d" ] && extra="$extra${extra:+:}$d"
+    done
+    step train-cuda 120 env LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}${LD_LIBRARY_PATH:+:}$extra" \
+        "$tdir/train" --device cuda:0 "${args[@]}"
     # A run skipped by the time budget is reported as skipped already; nothing to compare.
     printf '%s\n' "${SKIPPED[@]}" | grep -qxE 'train-(host|cuda)' && return
     grep -E '^(device|batch|loss|converged|not converged)|cuBLAS' "$LOGS/train-cuda.log" |
