@@ -33,7 +33,8 @@ typedef struct gk_statsd gk_statsd;
 /* Opens a client on the socket at `path`, or on $GK_METRICS_SOCKET when `path` is NULL. When no
  * path is given and the variable is unset (the program is not running under gpukit run), *out
  * is a valid client whose sends do nothing. Returns 0, -EINVAL (path too long), -ENOMEM or the
- * negative errno of socket(2). Sends never block: a full socket drops the value (counted). */
+ * negative errno of socket(2). A send that finds the receiver's queue full waits for room for
+ * at most 20 ms (in short sleeps), then drops the value (counted); it never blocks longer. */
 GK_API int gk_statsd_open(const char *path, gk_statsd **out);
 
 /* Closes a client. NULL is a no-op. */
@@ -41,7 +42,7 @@ GK_API void gk_statsd_close(gk_statsd *c);
 
 /* Sends one value: `type` is "g", "c", "ms" or "h"; `tags` is NULL or "k:v,k2:v2". Returns 0
  * (also when the client is inactive), -EINVAL for a bad name, type or tags (checked with the
- * receiver's rules), -EAGAIN when the receiver's queue is full (value dropped), or the negative
+ * receiver's rules), -EAGAIN when the receiver's queue stayed full for 20 ms (value dropped), or the negative
  * errno of send. A client may be used by one thread at a time. */
 GK_API int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const char *type,
                                  const char *tags);

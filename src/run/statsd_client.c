@@ -1,14 +1,23 @@
 /* The StatsD sender: a non-blocking Unix datagram socket connected to GK_METRICS_SOCKET. A
- * program not running under `gpukit run` gets an inactive client whose sends cost nothing. */
+ * program not running under `gpukit run` gets an inactive client whose sends cost nothing.
+ *
+ * Linux queues only net.unix.max_dgram_qlen datagrams (10 by default) on the receiver, so a
+ * program that sends in a tight loop fills the queue faster than `gpukit run` drains it. A send
+ * that finds the queue full therefore waits for room, in short sleeps, for at most
+ * GK__STATSD_SEND_WAIT_NS; only then is the value dropped and counted. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "run/run_int.h"
+
+/* The longest a send waits for room in the receiver's queue. */
+#define GK__STATSD_SEND_WAIT_NS 20000000L
 
 struct gk_statsd {
     int fd; /* -1: inactive */
@@ -83,14 +92,23 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
         n = snprintf(line, sizeof line, "%s:%.17g|%s%s", name, value, type, sfx);
     if (n < 0 || (size_t)n >= sizeof line)
         return -EINVAL;
-    ssize_t w = sendto(c->fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL,
-                       (const struct sockaddr *)&c->addr, sizeof c->addr);
-    if (w < 0) {
+    long waited = 0, pause = 20000; /* ns: 20 us doubling to 1 ms */
+    for (;;) {
+        ssize_t w = sendto(c->fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL,
+                           (const struct sockaddr *)&c->addr, sizeof c->addr);
+        if (w >= 0)
+            return 0;
         int rc = -errno;
-        c->dropped++;
-        return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+        if ((rc != -EAGAIN && rc != -EWOULDBLOCK) || waited >= GK__STATSD_SEND_WAIT_NS) {
+            c->dropped++;
+            return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+        }
+        struct timespec ts = {0, pause};
+        nanosleep(&ts, NULL);
+        waited += pause;
+        if (pause < 1000000)
+            pause *= 2;
     }
-    return 0;
 }
 
 uint64_t gk_statsd_dropped(const gk_statsd *c)
