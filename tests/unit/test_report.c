@@ -20,6 +20,9 @@ typedef struct spec {
     double throughput;       /* samples_per_second gauge (0: none) */
     double wait_ms;          /* loader_wait_ms timer per sample (0: none) */
     double reserved, in_use; /* pool gauges (0: none) */
+    double gpu_capacity;     /* bytes: also record gpu.0.memory_used_bytes (0: not) */
+    double batch_a, batch_k; /* the batch finder's gauges, sent once (batch_b 0: none) */
+    double batch_b, batch_margin;
     int malformed, signal;
 } spec;
 
@@ -43,13 +46,28 @@ static const char *record(const char *name, const spec *sp)
         double t = 0.5 * (i + 1);
         /* deterministic jitter and a 2% step halfway, so the noise estimate is not zero */
         double j = 1 + 0.01 * ((i % 3) - 1) + (i >= sp->n / 2 ? 0.02 : 0);
-        const char *names[] = {"tree.cpu_cores",           "host.cpu_max_core_ratio",
-                               "host.memory_used_ratio",   "gpu.0.utilization_ratio",
-                               "gpu.0.memory_used_ratio",  "gpu.0.power_watts",
-                               "gpu.0.clock_event_reasons"};
+        const char *names[] = {"tree.cpu_cores",
+                               "host.cpu_max_core_ratio",
+                               "host.memory_used_ratio",
+                               "gpu.0.utilization_ratio",
+                               "gpu.0.memory_used_ratio",
+                               "gpu.0.power_watts",
+                               "gpu.0.clock_event_reasons",
+                               "gpu.0.memory_used_bytes"};
         double v[] = {sp->cores * j, sp->core_max, sp->host_mem, sp->gpu_util,
-                      sp->gpu_mem,   sp->power,    sp->events};
-        GK_ASSERT_OK(gk_recorder_sample(r, t, sp->gpu ? 7 : 3, names, v));
+                      sp->gpu_mem,   sp->power,    sp->events,   sp->gpu_mem * sp->gpu_capacity};
+        size_t nv = sp->gpu ? (sp->gpu_capacity > 0 ? 8 : 7) : 3;
+        GK_ASSERT_OK(gk_recorder_sample(r, t, nv, names, v));
+        if (i == 0 && sp->batch_b > 0) {
+            GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_batch_size", "g", sp->batch_b, NULL));
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_batch_fixed_bytes", "g", sp->batch_a, NULL));
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_batch_per_sample_bytes", "g", sp->batch_k, NULL));
+            if (sp->batch_margin > 0)
+                GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_batch_margin_ratio", "g",
+                                                sp->batch_margin, NULL));
+        }
         if (sp->step_ms > 0)
             GK_ASSERT_OK(gk_recorder_metric(r, t, "step_time", "ms", sp->step_ms * j, NULL));
         if (sp->throughput > 0)
@@ -156,6 +174,77 @@ static void test_stats_energy_threshold(void **state)
     done(rep, rec, brec);
 }
 
+/* The batch-headroom estimate: the memory-proportional guess without the batch finder's model,
+ * the model's batch size with it and the GPU's capacity, and the fallback (saying why) when the
+ * capacity is missing or the model disagrees with the observed memory. */
+static void test_batch_headroom_estimates(const spec *room)
+{
+    gk_recording *rec, *brec;
+    gk_report *rep;
+    gk_advice a;
+    rep = report_of(record("room_guess", room), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "batch-headroom ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "estimate without a batch model");
+    GK_ASSERT_CONTAINS(a.evidence, "peaked at 30.0%");
+    GK_ASSERT_CONTAINS(a.evidence, "about 2.8x the batch"); /* 0.85 / 0.30 */
+    GK_ASSERT_CONTAINS(a.fix, "about 2.8x");
+    done(rep, rec, brec);
+
+    /* 16 GiB, a = 1 GiB, k = 40 MiB, b = 64, margin 0.04:
+     * floor((16384 MiB x 0.96 - 1024 MiB) / 40 MiB) = floor(367.6) = 367 */
+    spec model = *room;
+    model.gpu_capacity = 16.0 * (1 << 30);
+    model.batch_a = 1.0 * (1 << 30);
+    model.batch_k = 40.0 * (1 << 20);
+    model.batch_b = 64;
+    model.batch_margin = 0.04;
+    rep = report_of(record("room_model", &model), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "batch-headroom ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "estimate from the batch model");
+    GK_ASSERT_CONTAINS(a.evidence, "of 16.0 GiB");
+    GK_ASSERT_CONTAINS(a.evidence, "a = 1.00 GiB fixed, k = 40.0 MiB per sample, current batch 64");
+    GK_ASSERT_CONTAINS(a.evidence, "(1 - 0.04)");
+    GK_ASSERT_CONTAINS(a.evidence, "= 367 samples fit");
+    GK_ASSERT_CONTAINS(a.fix, "Raise the batch to about 367");
+    done(rep, rec, brec);
+
+    /* Without the margin gauge the rule keeps 5%: floor((15564.8 - 1024) / 40) = 363. */
+    spec nomargin = model;
+    nomargin.batch_margin = 0;
+    rep = report_of(record("room_nomargin", &nomargin), NULL, &rec, &brec);
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.fix, "Raise the batch to about 363");
+    done(rep, rec, brec);
+
+    /* The model without the GPU's capacity: the guess, saying why. */
+    spec nocap = model;
+    nocap.gpu_capacity = 0;
+    rep = report_of(record("room_nocap", &nocap), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "batch-headroom ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "estimate without a batch model");
+    GK_ASSERT_CONTAINS(a.evidence, "not GPU 0's capacity");
+    done(rep, rec, brec);
+
+    /* A model that says the current batch is already the largest: not used. */
+    spec stale = model;
+    stale.batch_b = 400;
+    rep = report_of(record("room_stale", &stale), NULL, &rec, &brec);
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "estimate without a batch model");
+    GK_ASSERT_CONTAINS(a.evidence, "(367) was not above the current batch 400");
+    done(rep, rec, brec);
+
+    /* The model alone never makes the rule fire: memory is busy here. */
+    spec full = model;
+    full.gpu_mem = 0.6;
+    rep = report_of(record("room_full", &full), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "");
+    done(rep, rec, brec);
+}
+
 static void test_advice_rules(void **state)
 {
     (void)state;
@@ -212,6 +301,8 @@ static void test_advice_rules(void **state)
     rep = report_of(record("idle", &idle), NULL, &rec, &brec);
     GK_ASSERT_CONTAINS(rules(rep), "gpu-underused");
     done(rep, rec, brec);
+
+    test_batch_headroom_estimates(&room);
 
     spec frag = calm;
     frag.reserved = 4e9;
