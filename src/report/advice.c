@@ -28,6 +28,8 @@
 #define SINGLE_THREAD_HI      1.15
 #define HOST_MEMORY_PEAK      0.90 /* host memory used / total */
 #define WAITING_CPU_P50       0.10 /* tree CPU cores median below this */
+#define HOST_BOUND_CORES      0.90 /* tree CPU cores median at least this share of the cores ... */
+#define HOST_BOUND_CPU_P50    0.90 /* ... with all cores' busy ratio median at least this */
 #define MIN_SAMPLES           3    /* rules over samples need at least this many */
 
 #define THROTTLE_THERMAL_BITS 0x68ull /* HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40 */
@@ -286,7 +288,23 @@ static int host_rules(gk_report *rep)
                 gpu_p50_max = u->st.p50;
         }
     }
-    if (cores && rep->info.cores >= 2 && cores->st.p50 >= SINGLE_THREAD_LO &&
+    const gk__series_summary *host_cpu = find(rep, "host.cpu_ratio", MIN_SAMPLES);
+    if (cores && host_cpu && !any_gpu_util && rep->info.cores >= 1 &&
+        cores->st.p50 >= HOST_BOUND_CORES * rep->info.cores &&
+        host_cpu->st.p50 >= HOST_BOUND_CPU_P50) {
+        snprintf(ev, sizeof ev,
+                 "the command's processes used %.2f cores (median) of the %d on this host "
+                 "(threshold %.0f%% of them), all cores were busy %.0f%% of the time (median; "
+                 "threshold %.0f%%), and no GPU was recorded",
+                 cores->st.p50, rep->info.cores, 100 * HOST_BOUND_CORES, 100 * host_cpu->st.p50,
+                 100 * HOST_BOUND_CPU_P50);
+        rc = gk__report_add_advice(
+            rep, "host-cpu-bound", "CPU-bound on the host: every core is busy with this job", ev,
+            "Run it where a GPU is available and move the hot math there (gpukit run then "
+            "records the GPU), use optimised host math (BLAS, vectorised or compiled kernels, "
+            "lower precision), or give it more cores; perf top shows the hot functions.");
+    }
+    if (!rc && cores && rep->info.cores >= 2 && cores->st.p50 >= SINGLE_THREAD_LO &&
         cores->st.p50 <= SINGLE_THREAD_HI && (!any_gpu_util || gpu_p50_max < UNDERUSED_P50)) {
         snprintf(ev, sizeof ev,
                  "the command's processes used %.2f cores (median; p90 %.2f) of the %d on this "

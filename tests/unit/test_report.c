@@ -14,6 +14,7 @@ typedef struct spec {
     double cores;    /* tree.cpu_cores */
     double core_max; /* host.cpu_max_core_ratio */
     double host_mem; /* host.memory_used_ratio */
+    double host_cpu; /* host.cpu_ratio (0: not recorded) */
     int gpu;         /* record gpu.0.* */
     double gpu_util, gpu_mem, power, events;
     double step_ms;          /* step_time timer values (0: none) */
@@ -46,17 +47,31 @@ static const char *record(const char *name, const spec *sp)
         double t = 0.5 * (i + 1);
         /* deterministic jitter and a 2% step halfway, so the noise estimate is not zero */
         double j = 1 + 0.01 * ((i % 3) - 1) + (i >= sp->n / 2 ? 0.02 : 0);
-        const char *names[] = {"tree.cpu_cores",
-                               "host.cpu_max_core_ratio",
-                               "host.memory_used_ratio",
-                               "gpu.0.utilization_ratio",
-                               "gpu.0.memory_used_ratio",
-                               "gpu.0.power_watts",
-                               "gpu.0.clock_event_reasons",
-                               "gpu.0.memory_used_bytes"};
-        double v[] = {sp->cores * j, sp->core_max, sp->host_mem, sp->gpu_util,
-                      sp->gpu_mem,   sp->power,    sp->events,   sp->gpu_mem * sp->gpu_capacity};
-        size_t nv = sp->gpu ? (sp->gpu_capacity > 0 ? 8 : 7) : 3;
+        const char *all[] = {
+            "tree.cpu_cores",    "host.cpu_max_core_ratio",   "host.memory_used_ratio",
+            "host.cpu_ratio",    "gpu.0.utilization_ratio",   "gpu.0.memory_used_ratio",
+            "gpu.0.power_watts", "gpu.0.clock_event_reasons", "gpu.0.memory_used_bytes"};
+        double allv[] = {sp->cores * j, sp->core_max, sp->host_mem,
+                         sp->host_cpu,  sp->gpu_util, sp->gpu_mem,
+                         sp->power,     sp->events,   sp->gpu_mem * sp->gpu_capacity};
+        int keep[] = {1,
+                      1,
+                      1,
+                      sp->host_cpu > 0,
+                      sp->gpu,
+                      sp->gpu,
+                      sp->gpu,
+                      sp->gpu,
+                      sp->gpu && sp->gpu_capacity > 0};
+        const char *names[9];
+        double v[9];
+        size_t nv = 0;
+        for (size_t k = 0; k < 9; k++) {
+            if (keep[k]) {
+                names[nv] = all[k];
+                v[nv++] = allv[k];
+            }
+        }
         GK_ASSERT_OK(gk_recorder_sample(r, t, nv, names, v));
         if (i == 0 && sp->batch_b > 0) {
             GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_batch_size", "g", sp->batch_b, NULL));
@@ -319,6 +334,30 @@ static void test_advice_rules(void **state)
     GK_ASSERT_CONTAINS(rules(rep), "host-memory-pressure");
     GK_ASSERT_CONTAINS(rules(rep), "oom-killed");
     GK_ASSERT_CONTAINS(rules(rep), "metric-lines-refused");
+    done(rep, rec, brec);
+
+    /* every host core busy with the command's work and no GPU recorded */
+    spec saturated = {.n = 20, .cores = 2.0, .core_max = 1.0, .host_mem = 0.3, .host_cpu = 0.97};
+    rep = report_of(record("saturated", &saturated), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "host-cpu-bound ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "2.02 cores (median) of the 2 on this host");
+    GK_ASSERT_CONTAINS(a.evidence, "97%");
+    GK_ASSERT_CONTAINS(a.evidence, "no GPU was recorded");
+    GK_ASSERT_CONTAINS(a.fix, "GPU");
+    done(rep, rec, brec);
+    /* ... silent when the host is busy with other work, or when a GPU was recorded */
+    spec others = saturated;
+    others.cores = 1.2;
+    rep = report_of(record("others", &others), NULL, &rec, &brec);
+    assert_null(strstr(rules(rep), "host-cpu-bound"));
+    done(rep, rec, brec);
+    spec with_gpu = saturated;
+    with_gpu.gpu = 1;
+    with_gpu.gpu_util = 0.7;
+    with_gpu.gpu_mem = 0.6;
+    rep = report_of(record("with_gpu", &with_gpu), NULL, &rec, &brec);
+    assert_null(strstr(rules(rep), "host-cpu-bound"));
     done(rep, rec, brec);
 
     spec sleepy = {.n = 20, .cores = 0.01, .core_max = 0.2, .host_mem = 0.2};
