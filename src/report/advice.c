@@ -156,8 +156,8 @@ static int batch_headroom(gk_report *rep, int g, const gk__series_summary *mem,
                      100 * HEADROOM_UTIL_P50, as, ks, b, cs, margin, bmax);
             snprintf(fix, sizeof fix,
                      "Raise the batch to about %.0f (%.1fx the current %.0f; the batch model's "
-                     "estimate), then confirm it with one trial (gpukit batch find with the "
-                     "whole device as its budget); scale the learning rate with the batch.",
+                     "estimate), confirm it with one trial at that size (gk_batch_find with the "
+                     "whole device as its budget does so), and scale the learning rate with it.",
                      bmax, bmax / b, b);
             return gk__report_add_advice(rep, "batch-headroom",
                                          "Room for a larger batch: GPU memory is mostly unused", ev,
@@ -178,9 +178,9 @@ static int batch_headroom(gk_report *rep, int g, const gk__series_summary *mem,
              g, 100 * mem->st.max, 100 * HEADROOM_PEAK, 100 * util->st.p50, 100 * HEADROOM_UTIL_P50,
              factor, 100 * HEADROOM_TARGET, note);
     snprintf(fix, sizeof fix,
-             "Try about %.1fx the batch, or a larger model; run gpukit batch find (it fits the "
-             "memory model from two short trials and, under gpukit run, records it so this "
-             "advice can give a batch size).",
+             "Try about %.1fx the batch, or a larger model; call gk_batch_find in the program (it "
+             "fits the memory model from two short trials and, under gpukit run, records it so "
+             "this advice can give a batch size).",
              factor);
     return gk__report_add_advice(rep, "batch-headroom",
                                  "Room for a larger batch: GPU memory is mostly unused", ev, fix);
