@@ -198,6 +198,8 @@ int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out)
         }
     }
     out->pss_complete = out->io_complete = 1;
+    /* Breadth-first order reads every parent before its children: a child reaped during the
+     * read is missed by this read at worst (never counted both live and in its parent's cutime). */
     for (size_t i = 0; i < qtail; i++)
         add_process(h, queue[i], out);
     out->children = out->nprocs ? out->nprocs - 1 : 0;
