@@ -78,7 +78,11 @@ typedef struct gk_batch_result {
     int tried_ok[GK_BATCH_MAX_LOG];
 } gk_batch_result;
 
-/* Runs the search. Returns 0 with out->batch >= 1; GK_EDEVOOM when not even batch 1 (model,
+/* Runs the search. Under `gpukit run` (GK_METRICS_SOCKET set) a successful search sends its
+ * answer as the gauge gpukit_batch_size and, in model mode once the fit is made, the model as
+ * gpukit_batch_fixed_bytes (a), gpukit_batch_per_sample_bytes (k), gpukit_batch_budget_bytes and
+ * gpukit_batch_margin_ratio, which the report's batch-headroom advice uses. Returns 0 with
+ * out->batch >= 1; GK_EDEVOOM when not even batch 1 (model,
  * binsearch, power) or the smallest size tried (decay) fits; -EINVAL for a bad config (b1 >= b2,
  * margin outside [0,1), no budget and no pool in model mode, ...); -ERANGE when max_trials ran
  * out before an answer; or the callback's own error. */

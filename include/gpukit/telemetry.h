@@ -253,7 +253,10 @@ typedef struct gk_proc_tree {
     char root_comm[64]; /* the root's command name */
     unsigned nprocs;    /* the root plus its descendants */
     unsigned children;  /* descendants (all generations) */
-    double cpu_seconds; /* user + system time of every process (counter) */
+    /* user + system time of every process plus that of the children each has waited for
+     * (cutime + cstime), so exited children stay counted while their reaper is in the tree;
+     * a counter, except when a child re-parented outside the tree is reaped there */
+    double cpu_seconds;
     uint64_t rss_bytes; /* resident set sizes added up (shared pages counted per process) */
     uint64_t pss_bytes; /* proportional set sizes of the processes whose smaps_rollup was read */
     int pss_complete;   /* 1 when PSS was readable for every process */

@@ -1,11 +1,14 @@
 /* The batch-size finder: the model mode (fit peak(b) = a + k*b from two trials, predict, verify,
  * bisect) and the compatibility modes that behave like Lightning's power and binsearch and
- * accelerate's decay, so their trial counts can be compared on the same model. */
+ * accelerate's decay, so their trial counts can be compared on the same model. Under `gpukit
+ * run` the answer and the fitted model are published as gauges once the search ends. */
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "gpukit/batch.h"
+#include "gpukit/run.h"
+#include "run/autopub_int.h"
 
 void gk_batch_config_default(gk_batch_config *c)
 {
@@ -45,6 +48,8 @@ typedef struct search {
     gk_batch_trial_fn fn;
     void *user;
     gk_batch_result *out;
+    double budget; /* model: the budget the prediction used (0 when no fit was made) */
+    int fitted;    /* model: a and k were measured */
 } search;
 
 /* Runs one trial: 1 fits, 0 out of memory, < 0 another error or -ERANGE when out of trials. */
@@ -159,6 +164,8 @@ static int find_model(search *s)
     s->out->fit_a = a;
     s->out->fit_k = k;
     double budget = (double)budget_of(c);
+    s->budget = budget;
+    s->fitted = 1;
     long pred;
     if (k <= 0)
         pred = c->max_batch > 0 ? c->max_batch : c->b2 * 2;
@@ -231,6 +238,47 @@ static int find_decay(search *s)
     }
 }
 
+/* The finder's answer (and, in model mode, its fitted model) as gauges for `gpukit run`:
+ * gpukit_batch_size, and with a fit gpukit_batch_fixed_bytes (a), gpukit_batch_per_sample_bytes
+ * (k), gpukit_batch_budget_bytes and gpukit_batch_margin_ratio. The report's batch-headroom rule
+ * reads them (docs/advice.md). Returns non-zero when a value was dropped. */
+static int publish_batch(void *user, gk_statsd *c)
+{
+    const search *s = user;
+    int first = gk_statsd_client_send(c, "gpukit_batch_size", (double)s->out->batch, "g", NULL);
+    if (!s->fitted)
+        return first;
+    const struct {
+        const char *name;
+        double value;
+    } gauges[] = {
+        {"gpukit_batch_fixed_bytes", s->out->fit_a},
+        {"gpukit_batch_per_sample_bytes", s->out->fit_k},
+        {"gpukit_batch_budget_bytes", s->budget},
+        {"gpukit_batch_margin_ratio", s->cfg->margin},
+    };
+    for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++) {
+        int rc = gk_statsd_client_send(c, gauges[i].name, gauges[i].value, "g", NULL);
+        if (rc && !first)
+            first = rc;
+    }
+    return first;
+}
+
+static int run_search(search *s)
+{
+    switch (s->cfg->mode) {
+    case GK_BATCH_MODEL:
+        return find_model(s);
+    case GK_BATCH_POWER:
+        return find_power(s, false);
+    case GK_BATCH_BINSEARCH:
+        return find_power(s, true);
+    default:
+        return find_decay(s);
+    }
+}
+
 int gk_batch_find(const gk_batch_config *cfg, gk_batch_trial_fn fn, void *user,
                   gk_batch_result *out)
 {
@@ -245,15 +293,9 @@ int gk_batch_find(const gk_batch_config *cfg, gk_batch_trial_fn fn, void *user,
         return -EINVAL;
     if (cfg->mode == GK_BATCH_DECAY && !(cfg->decay > 0 && cfg->decay < 1))
         return -EINVAL;
-    search s = {cfg, fn, user, out};
-    switch (cfg->mode) {
-    case GK_BATCH_MODEL:
-        return find_model(&s);
-    case GK_BATCH_POWER:
-        return find_power(&s, false);
-    case GK_BATCH_BINSEARCH:
-        return find_power(&s, true);
-    default:
-        return find_decay(&s);
-    }
+    search s = {cfg, fn, user, out, 0, 0};
+    int rc = run_search(&s);
+    if (rc == 0)
+        (void)gk__autopub_once(publish_batch, &s); /* best effort: the answer stands regardless */
+    return rc;
 }

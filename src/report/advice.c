@@ -11,22 +11,26 @@
 #define MAX_GPUS 16
 
 /* Thresholds (docs/advice.md keeps the same numbers). */
-#define LOADER_WAIT_SHARE    0.20 /* loader wait / wall time */
-#define GPU_IDLE_P50         0.50 /* GPU utilization median below this ... */
-#define CORE_SATURATED       0.90 /* ... while the busiest core is above this ... */
-#define CORE_SATURATED_SHARE 0.50 /* ... for this share of the run */
-#define OOM_RISK_PEAK        0.90 /* GPU memory peak / total */
-#define HEADROOM_PEAK        0.50 /* GPU memory peak below this ... */
-#define HEADROOM_UTIL_P50    0.80 /* ... with utilization median above this */
-#define FRAG_RATIO           1.50 /* pool reserved / in use (p90) */
-#define FRAG_MIN_BYTES       (256.0 * 1024 * 1024)
-#define THROTTLE_SHARE       0.05 /* share of samples with a throttle reason */
-#define UNDERUSED_P50        0.30 /* GPU utilization median */
-#define SINGLE_THREAD_LO     0.85 /* tree CPU cores median in [LO, HI] ... */
-#define SINGLE_THREAD_HI     1.15
-#define HOST_MEMORY_PEAK     0.90 /* host memory used / total */
-#define WAITING_CPU_P50      0.10 /* tree CPU cores median below this */
-#define MIN_SAMPLES          3    /* rules over samples need at least this many */
+#define LOADER_WAIT_SHARE     0.20 /* loader wait / wall time */
+#define GPU_IDLE_P50          0.50 /* GPU utilization median below this ... */
+#define CORE_SATURATED        0.90 /* ... while the busiest core is above this ... */
+#define CORE_SATURATED_SHARE  0.50 /* ... for this share of the run */
+#define OOM_RISK_PEAK         0.90 /* GPU memory peak / total */
+#define HEADROOM_PEAK         0.50 /* GPU memory peak below this ... */
+#define HEADROOM_UTIL_P50     0.80 /* ... with utilization median above this */
+#define HEADROOM_TARGET       0.85 /* no model: the batch factor that would fit under this */
+#define HEADROOM_MODEL_MARGIN 0.05 /* model without gpukit_batch_margin_ratio: headroom kept */
+#define FRAG_RATIO            1.50 /* pool reserved / in use (p90) */
+#define FRAG_MIN_BYTES        (256.0 * 1024 * 1024)
+#define THROTTLE_SHARE        0.05 /* share of samples with a throttle reason */
+#define UNDERUSED_P50         0.30 /* GPU utilization median */
+#define SINGLE_THREAD_LO      0.85 /* tree CPU cores median in [LO, HI] ... */
+#define SINGLE_THREAD_HI      1.15
+#define HOST_MEMORY_PEAK      0.90 /* host memory used / total */
+#define WAITING_CPU_P50       0.10 /* tree CPU cores median below this */
+#define HOST_BOUND_CORES      0.90 /* tree CPU cores median at least this share of the cores ... */
+#define HOST_BOUND_CPU_P50    0.90 /* ... with all cores' busy ratio median at least this */
+#define MIN_SAMPLES           3    /* rules over samples need at least this many */
 
 #define THROTTLE_THERMAL_BITS 0x68ull /* HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40 */
 #define THROTTLE_BRAKE_BITS   0x80ull /* HW power brake */
@@ -103,6 +107,85 @@ static int data_loading(gk_report *rep, int *fired)
         "critical path (pre-decode, cache, or do it on the device).");
 }
 
+/* The last value of a gauge the program sent, or NAN when absent. */
+static double last_gauge(const gk_report *rep, const char *name)
+{
+    const gk__series_summary *sm = find(rep, name, 1);
+    return sm && sm->s.n > 0 ? sm->s.v[sm->s.n - 1] : NAN;
+}
+
+/* GPU g's memory capacity in bytes from its used bytes and used ratio (ratio = used / total, so
+ * the two peaks give the total); 0 when either was not recorded. */
+static double gpu_capacity(const gk_report *rep, int g, const gk__series_summary *ratio)
+{
+    const gk__series_summary *used = gpu_series(rep, g, "memory_used_bytes");
+    if (!used || !(ratio->st.max > 0) || !(used->st.max > 0))
+        return 0;
+    return used->st.max / ratio->st.max;
+}
+
+/* batch-headroom: memory mostly unused while the GPU is busy. With the batch finder's model in
+ * the recording (a, k, the chosen batch) and the GPU's capacity, the estimate is the model's
+ * largest batch under the capacity less the margin; otherwise memory is assumed to grow in
+ * proportion to the batch. */
+static int batch_headroom(gk_report *rep, int g, const gk__series_summary *mem,
+                          const gk__series_summary *util)
+{
+    char ev[768], fix[512], note[160] = "";
+    double a = last_gauge(rep, "gpukit_batch_fixed_bytes");
+    double k = last_gauge(rep, "gpukit_batch_per_sample_bytes");
+    double b = last_gauge(rep, "gpukit_batch_size");
+    double margin = last_gauge(rep, "gpukit_batch_margin_ratio");
+    if (!(margin >= 0 && margin < 1))
+        margin = HEADROOM_MODEL_MARGIN;
+    double cap = gpu_capacity(rep, g, mem);
+    int have_model = isfinite(a) && a >= 0 && isfinite(k) && k > 0 && isfinite(b) && b >= 1;
+    if (have_model && cap > 0) {
+        double bmax = floor((cap * (1 - margin) - a) / k);
+        if (bmax > b && bmax < 1e15) {
+            char as[32], ks[32], cs[32];
+            gk__fmt_bytes(as, sizeof as, a);
+            gk__fmt_bytes(ks, sizeof ks, k);
+            gk__fmt_bytes(cs, sizeof cs, cap);
+            snprintf(ev, sizeof ev,
+                     "GPU %d memory peaked at %.1f%% of %s (threshold %.0f%%) while utilization "
+                     "median was %.0f%% (threshold %.0f%%); estimate from the batch model: "
+                     "a = %s fixed, k = %s per sample, current batch %.0f, so floor((%s x "
+                     "(1 - %.2f) - a) / k) = %.0f samples fit",
+                     g, 100 * mem->st.max, cs, 100 * HEADROOM_PEAK, 100 * util->st.p50,
+                     100 * HEADROOM_UTIL_P50, as, ks, b, cs, margin, bmax);
+            snprintf(fix, sizeof fix,
+                     "Raise the batch to about %.0f (%.1fx the current %.0f; the batch model's "
+                     "estimate), confirm it with one trial at that size (gk_batch_find with the "
+                     "whole device as its budget does so), and scale the learning rate with it.",
+                     bmax, bmax / b, b);
+            return gk__report_add_advice(rep, "batch-headroom",
+                                         "Room for a larger batch: GPU memory is mostly unused", ev,
+                                         fix);
+        }
+        snprintf(note, sizeof note,
+                 "; the batch model's estimate (%.0f) was not above the current batch %.0f, so "
+                 "it was not used",
+                 bmax, b);
+    } else if (have_model) {
+        snprintf(note, sizeof note, "; the batch model was recorded but not GPU %d's capacity", g);
+    }
+    double factor = mem->st.max > 0 ? HEADROOM_TARGET / mem->st.max : 0;
+    snprintf(ev, sizeof ev,
+             "GPU %d memory peaked at %.1f%% (threshold %.0f%%) while utilization median was "
+             "%.0f%% (threshold %.0f%%); estimate without a batch model: if memory grows in "
+             "proportion to the batch, about %.1fx the batch would fit under %.0f%%%s",
+             g, 100 * mem->st.max, 100 * HEADROOM_PEAK, 100 * util->st.p50, 100 * HEADROOM_UTIL_P50,
+             factor, 100 * HEADROOM_TARGET, note);
+    snprintf(fix, sizeof fix,
+             "Try about %.1fx the batch, or a larger model; call gk_batch_find in the program (it "
+             "fits the memory model from two short trials and, under gpukit run, records it so "
+             "this advice can give a batch size).",
+             factor);
+    return gk__report_add_advice(rep, "batch-headroom",
+                                 "Room for a larger batch: GPU memory is mostly unused", ev, fix);
+}
+
 static int gpu_rules(gk_report *rep, int loading_fired)
 {
     int rc = 0;
@@ -121,19 +204,8 @@ static int gpu_rules(gk_report *rep, int loading_fired)
                 "use mixed precision, or let the allocator use expandable segments to avoid "
                 "fragmentation failures.");
         }
-        if (!rc && mem && util && mem->st.max < HEADROOM_PEAK &&
-            util->st.p50 >= HEADROOM_UTIL_P50) {
-            snprintf(ev, sizeof ev,
-                     "GPU %d memory peaked at %.1f%% while utilization median was %.0f%%; if "
-                     "memory grows in proportion to the batch, about %.1fx the batch would fit "
-                     "under 85%%",
-                     g, 100 * mem->st.max, 100 * util->st.p50,
-                     mem->st.max > 0 ? 0.85 / mem->st.max : 0);
-            rc = gk__report_add_advice(rep, "batch-headroom",
-                                       "Room for a larger batch: GPU memory is mostly unused", ev,
-                                       "Try a larger batch (gpukit batch find fits the memory "
-                                       "model from two short trials) or a larger model.");
-        }
+        if (!rc && mem && util && mem->st.max < HEADROOM_PEAK && util->st.p50 >= HEADROOM_UTIL_P50)
+            rc = batch_headroom(rep, g, mem, util);
         if (!rc && ev_bits) {
             size_t thermal = 0, power = 0;
             const gk_series *s = &ev_bits->s;
@@ -216,7 +288,23 @@ static int host_rules(gk_report *rep)
                 gpu_p50_max = u->st.p50;
         }
     }
-    if (cores && rep->info.cores >= 2 && cores->st.p50 >= SINGLE_THREAD_LO &&
+    const gk__series_summary *host_cpu = find(rep, "host.cpu_ratio", MIN_SAMPLES);
+    if (cores && host_cpu && !any_gpu_util && rep->info.cores >= 1 &&
+        cores->st.p50 >= HOST_BOUND_CORES * rep->info.cores &&
+        host_cpu->st.p50 >= HOST_BOUND_CPU_P50) {
+        snprintf(ev, sizeof ev,
+                 "the command's processes used %.2f cores (median) of the %d on this host "
+                 "(threshold %.0f%% of them), all cores were busy %.0f%% of the time (median; "
+                 "threshold %.0f%%), and no GPU was recorded",
+                 cores->st.p50, rep->info.cores, 100 * HOST_BOUND_CORES, 100 * host_cpu->st.p50,
+                 100 * HOST_BOUND_CPU_P50);
+        rc = gk__report_add_advice(
+            rep, "host-cpu-bound", "CPU-bound on the host: every core is busy with this job", ev,
+            "Run it where a GPU is available and move the hot math there (gpukit run then "
+            "records the GPU), use optimised host math (BLAS, vectorised or compiled kernels, "
+            "lower precision), or give it more cores; perf top shows the hot functions.");
+    }
+    if (!rc && cores && rep->info.cores >= 2 && cores->st.p50 >= SINGLE_THREAD_LO &&
         cores->st.p50 <= SINGLE_THREAD_HI && (!any_gpu_util || gpu_p50_max < UNDERUSED_P50)) {
         snprintf(ev, sizeof ev,
                  "the command's processes used %.2f cores (median; p90 %.2f) of the %d on this "

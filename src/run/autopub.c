@@ -1,6 +1,6 @@
 /* The automatic metrics publisher behind pools and loaders (see autopub_int.h): one thread per
  * object, started only under `gpukit run`, waking on an absolute monotonic deadline so the
- * object's own hot paths pay nothing for it. */
+ * object's own hot paths pay nothing for it; and the one-shot publish of the batch finder. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -89,6 +89,32 @@ out_free:
     return rc;
 }
 
+/* Calls fn until it delivers everything, for up to 20 tries 5 ms apart; fn's last result. */
+static int publish_retrying(gk__autopub_fn fn, void *user, gk_statsd *c)
+{
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    int rc = fn(user, c);
+    for (int i = 1; i < 20 && rc != 0; i++) {
+        nanosleep(&pause, NULL);
+        rc = fn(user, c);
+    }
+    return rc;
+}
+
+int gk__autopub_once(gk__autopub_fn fn, void *user)
+{
+    const char *path = getenv(GK_METRICS_SOCKET_ENV);
+    if (!fn || !path || !*path)
+        return 0;
+    gk_statsd *c = NULL;
+    int rc = gk_statsd_open(path, &c);
+    if (rc)
+        return rc;
+    rc = publish_retrying(fn, user, c);
+    gk_statsd_close(c);
+    return rc;
+}
+
 void gk__autopub_stop(gk__autopub *p)
 {
     if (!p)
@@ -98,9 +124,7 @@ void gk__autopub_stop(gk__autopub *p)
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
     pthread_join(p->thread, NULL);
-    struct timespec pause = {0, 5 * 1000 * 1000};
-    for (int i = 0; i < 20 && p->fn(p->user, p->client) != 0; i++)
-        nanosleep(&pause, NULL);
+    (void)publish_retrying(p->fn, p->user, p->client);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     gk_statsd_close(p->client);

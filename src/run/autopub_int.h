@@ -25,4 +25,10 @@ int gk__autopub_start(gk__autopub_fn fn, void *user, gk__autopub **out);
  * 100 ms while the receiver's queue is full) and frees `p`. NULL is a no-op. */
 void gk__autopub_stop(gk__autopub *p);
 
+/* One-shot publishing for objects that live for one call (the batch finder): when
+ * GK_METRICS_SOCKET is set, opens a client, calls fn(user, client) (retrying for up to 100 ms
+ * while the receiver's queue is full) and closes it. Returns 0 (also when the variable is unset),
+ * the negative errno of opening the client, or fn's last non-zero result. Thread-safe. */
+int gk__autopub_once(gk__autopub_fn fn, void *user);
+
 #endif

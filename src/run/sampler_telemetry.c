@@ -82,13 +82,15 @@ static void read_tree(gk__sampler *s, pid_t root, double t, gk__values *out)
         return;
     }
     double dt = t - s->prev_t;
+    /* A child reaped while the tree is being read is missed by that one read (it left the list,
+     * and its parent was read before its time moved there): the recorded counter keeps its last
+     * value instead of dipping. Reaped children's time is otherwise in the sum (cutime). */
+    if (tree.cpu_seconds < s->prev_tree_cpu)
+        tree.cpu_seconds = s->prev_tree_cpu;
     gk__values_add(out, "tree.processes", tree.nprocs);
     gk__values_add(out, "tree.cpu_seconds", tree.cpu_seconds);
-    if (dt > 0) {
-        /* the CPU of descendants that exited leaves the sum: never report a negative rate */
-        double rate = (tree.cpu_seconds - s->prev_tree_cpu) / dt;
-        gk__values_add(out, "tree.cpu_cores", rate < 0 ? 0 : rate);
-    }
+    if (dt > 0)
+        gk__values_add(out, "tree.cpu_cores", (tree.cpu_seconds - s->prev_tree_cpu) / dt);
     gk__values_add(out, "tree.rss_bytes", (double)tree.rss_bytes);
     if (tree.pss_complete)
         gk__values_add(out, "tree.pss_bytes", (double)tree.pss_bytes);

@@ -1,5 +1,5 @@
 /* The process tree of a pid: scans proc_root/[0-9]* once for (pid, ppid), finds every
- * descendant of the root, and sums CPU time, RSS, PSS (smaps_rollup, where readable), threads
+ * descendant of the root, and sums CPU time (own + reaped children), RSS, PSS (smaps_rollup, where readable), threads
  * and storage I/O (/proc/PID/io, where readable). */
 #include <ctype.h>
 #include <dirent.h>
@@ -21,6 +21,7 @@ typedef struct proc_stat {
     int ppid;
     char comm[64];
     unsigned long long utime, stime;
+    long long cutime, cstime; /* CPU of the children it has waited for (reaped) */
     long threads;
     long long rss_pages;
 } proc_stat;
@@ -44,8 +45,8 @@ static int parse_stat(const char *text, proc_stat *st)
                    " %c %d %lld %lld %lld %lld %lld %lld %lld %lld %lld %llu %llu %lld %lld %lld "
                    "%lld %ld %lld %lld %lld %lld",
                    &state, &st->ppid, &skip, &skip, &skip, &skip, &skip, &skip, &skip, &skip, &skip,
-                   &st->utime, &st->stime, &skip, &skip, &skip, &skip, &st->threads, &skip, &skip,
-                   &skip, &st->rss_pages);
+                   &st->utime, &st->stime, &st->cutime, &st->cstime, &skip, &skip, &st->threads,
+                   &skip, &skip, &skip, &st->rss_pages);
     return n == 22 ? 0 : GK_ECORRUPT;
 }
 
@@ -123,7 +124,11 @@ static void add_process(gk_host *h, int pid, gk_proc_tree *t)
     if (read_stat(h, pid, &st) != 0)
         return;
     t->nprocs++;
-    t->cpu_seconds += (double)(st.utime + st.stime) / h->clk_tck;
+    /* Own time plus the time of reaped children: a child's CPU moves into its parent's
+     * cutime/cstime when the parent waits for it, so the sum does not drop when a child exits
+     * (as long as its reaper is in the tree). */
+    long long reaped = (st.cutime > 0 ? st.cutime : 0) + (st.cstime > 0 ? st.cstime : 0);
+    t->cpu_seconds += (double)(st.utime + st.stime + (unsigned long long)reaped) / h->clk_tck;
     t->rss_bytes += (uint64_t)(st.rss_pages > 0 ? st.rss_pages : 0) * (uint64_t)h->page_size;
     t->threads += st.threads > 0 ? (unsigned)st.threads : 0;
     if (pid == t->root_pid)
@@ -193,6 +198,8 @@ int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out)
         }
     }
     out->pss_complete = out->io_complete = 1;
+    /* Breadth-first order reads every parent before its children: a child reaped during the
+     * read is missed by this read at worst (never counted both live and in its parent's cutime). */
     for (size_t i = 0; i < qtail; i++)
         add_process(h, queue[i], out);
     out->children = out->nprocs ? out->nprocs - 1 : 0;

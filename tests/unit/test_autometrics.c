@@ -1,6 +1,7 @@
 /* Automatic metrics: with GK_METRICS_SOCKET set, a pool and a loader publish their figures to the
- * socket without any call from the program (periodically and once more when destroyed); with it
- * unset they start nothing and send nothing. The test binds the socket itself. */
+ * socket without any call from the program (periodically and once more when destroyed), and the
+ * batch finder publishes its answer and fitted model once; with it unset they start nothing and
+ * send nothing. The test binds the socket itself. */
 /* gk-labels: unit threads */
 #include <errno.h>
 #include <math.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "gk_test.h"
+#include "gpukit/batch.h"
 #include "gpukit/loader.h"
 #include "gpukit/pool.h"
 #include "gpukit/run.h"
@@ -160,12 +162,65 @@ static void test_loader_publishes(void **state)
     sock_close(&s);
 }
 
+/* A memory model for the finder: peak(b) = 100 MiB + 10 MiB * b, OOM above the capacity. */
+static int linear_trial(void *user, long b, uint64_t *peak)
+{
+    (void)user;
+    uint64_t p = (100ull << 20) + (uint64_t)b * (10ull << 20);
+    if (p > (1ull << 30))
+        return GK_EDEVOOM;
+    *peak = p;
+    return 0;
+}
+
+static void test_batch_finder_publishes(void **state)
+{
+    (void)state;
+    sock s;
+    sock_open(&s);
+    assert_int_equal(setenv(GK_METRICS_SOCKET_ENV, s.path, 1), 0);
+    gk_batch_config c;
+    gk_batch_config_default(&c);
+    c.budget = 1ull << 30;
+    c.margin = 0.02;
+    gk_batch_result r;
+    GK_ASSERT_OK(gk_batch_find(&c, linear_trial, NULL, &r));
+    drain(&s, text, sizeof text);
+    assert_true(r.batch > 8);
+    assert_true(value_of(text, "gpukit_batch_size", 0) == (double)r.batch);
+    assert_true(value_of(text, "gpukit_batch_fixed_bytes", 0) == 100.0 * (1 << 20));
+    assert_true(value_of(text, "gpukit_batch_per_sample_bytes", 0) == 10.0 * (1 << 20));
+    assert_true(value_of(text, "gpukit_batch_budget_bytes", 0) == (double)(1ull << 30));
+    assert_true(fabs(value_of(text, "gpukit_batch_margin_ratio", 0) - 0.02) < 1e-12);
+    assert_non_null(strstr(text, "gpukit_batch_size:"));
+    assert_non_null(strstr(text, "|g"));
+
+    /* A mode without a fit publishes only its answer. */
+    c.mode = GK_BATCH_POWER;
+    GK_ASSERT_OK(gk_batch_find(&c, linear_trial, NULL, &r));
+    drain(&s, text, sizeof text);
+    assert_true(value_of(text, "gpukit_batch_size", 0) == (double)r.batch);
+    assert_true(value_of(text, "gpukit_batch_fixed_bytes", 0) < 0);
+
+    /* A failed search publishes nothing; nor does any search without the socket. */
+    c.mode = GK_BATCH_MODEL;
+    c.margin = 2;
+    GK_ASSERT_ERR(gk_batch_find(&c, linear_trial, NULL, &r), -EINVAL);
+    assert_int_equal(drain(&s, text, sizeof text), 0);
+    c.margin = 0.02;
+    unsetenv(GK_METRICS_SOCKET_ENV);
+    GK_ASSERT_OK(gk_batch_find(&c, linear_trial, NULL, &r));
+    assert_int_equal(drain(&s, text, sizeof text), 0);
+    sock_close(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_publishes),
         cmocka_unit_test(test_pool_silent_without_socket),
         cmocka_unit_test(test_loader_publishes),
+        cmocka_unit_test(test_batch_finder_publishes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

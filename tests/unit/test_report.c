@@ -14,12 +14,16 @@ typedef struct spec {
     double cores;    /* tree.cpu_cores */
     double core_max; /* host.cpu_max_core_ratio */
     double host_mem; /* host.memory_used_ratio */
+    double host_cpu; /* host.cpu_ratio (0: not recorded) */
     int gpu;         /* record gpu.0.* */
     double gpu_util, gpu_mem, power, events;
     double step_ms;          /* step_time timer values (0: none) */
     double throughput;       /* samples_per_second gauge (0: none) */
     double wait_ms;          /* loader_wait_ms timer per sample (0: none) */
     double reserved, in_use; /* pool gauges (0: none) */
+    double gpu_capacity;     /* bytes: also record gpu.0.memory_used_bytes (0: not) */
+    double batch_a, batch_k; /* the batch finder's gauges, sent once (batch_b 0: none) */
+    double batch_b, batch_margin;
     int malformed, signal;
 } spec;
 
@@ -43,13 +47,42 @@ static const char *record(const char *name, const spec *sp)
         double t = 0.5 * (i + 1);
         /* deterministic jitter and a 2% step halfway, so the noise estimate is not zero */
         double j = 1 + 0.01 * ((i % 3) - 1) + (i >= sp->n / 2 ? 0.02 : 0);
-        const char *names[] = {"tree.cpu_cores",           "host.cpu_max_core_ratio",
-                               "host.memory_used_ratio",   "gpu.0.utilization_ratio",
-                               "gpu.0.memory_used_ratio",  "gpu.0.power_watts",
-                               "gpu.0.clock_event_reasons"};
-        double v[] = {sp->cores * j, sp->core_max, sp->host_mem, sp->gpu_util,
-                      sp->gpu_mem,   sp->power,    sp->events};
-        GK_ASSERT_OK(gk_recorder_sample(r, t, sp->gpu ? 7 : 3, names, v));
+        const char *all[] = {
+            "tree.cpu_cores",    "host.cpu_max_core_ratio",   "host.memory_used_ratio",
+            "host.cpu_ratio",    "gpu.0.utilization_ratio",   "gpu.0.memory_used_ratio",
+            "gpu.0.power_watts", "gpu.0.clock_event_reasons", "gpu.0.memory_used_bytes"};
+        double allv[] = {sp->cores * j, sp->core_max, sp->host_mem,
+                         sp->host_cpu,  sp->gpu_util, sp->gpu_mem,
+                         sp->power,     sp->events,   sp->gpu_mem * sp->gpu_capacity};
+        int keep[] = {1,
+                      1,
+                      1,
+                      sp->host_cpu > 0,
+                      sp->gpu,
+                      sp->gpu,
+                      sp->gpu,
+                      sp->gpu,
+                      sp->gpu && sp->gpu_capacity > 0};
+        const char *names[9];
+        double v[9];
+        size_t nv = 0;
+        for (size_t k = 0; k < 9; k++) {
+            if (keep[k]) {
+                names[nv] = all[k];
+                v[nv++] = allv[k];
+            }
+        }
+        GK_ASSERT_OK(gk_recorder_sample(r, t, nv, names, v));
+        if (i == 0 && sp->batch_b > 0) {
+            GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_batch_size", "g", sp->batch_b, NULL));
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_batch_fixed_bytes", "g", sp->batch_a, NULL));
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_batch_per_sample_bytes", "g", sp->batch_k, NULL));
+            if (sp->batch_margin > 0)
+                GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_batch_margin_ratio", "g",
+                                                sp->batch_margin, NULL));
+        }
         if (sp->step_ms > 0)
             GK_ASSERT_OK(gk_recorder_metric(r, t, "step_time", "ms", sp->step_ms * j, NULL));
         if (sp->throughput > 0)
@@ -156,6 +189,77 @@ static void test_stats_energy_threshold(void **state)
     done(rep, rec, brec);
 }
 
+/* The batch-headroom estimate: the memory-proportional guess without the batch finder's model,
+ * the model's batch size with it and the GPU's capacity, and the fallback (saying why) when the
+ * capacity is missing or the model disagrees with the observed memory. */
+static void test_batch_headroom_estimates(const spec *room)
+{
+    gk_recording *rec, *brec;
+    gk_report *rep;
+    gk_advice a;
+    rep = report_of(record("room_guess", room), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "batch-headroom ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "estimate without a batch model");
+    GK_ASSERT_CONTAINS(a.evidence, "peaked at 30.0%");
+    GK_ASSERT_CONTAINS(a.evidence, "about 2.8x the batch"); /* 0.85 / 0.30 */
+    GK_ASSERT_CONTAINS(a.fix, "about 2.8x");
+    done(rep, rec, brec);
+
+    /* 16 GiB, a = 1 GiB, k = 40 MiB, b = 64, margin 0.04:
+     * floor((16384 MiB x 0.96 - 1024 MiB) / 40 MiB) = floor(367.6) = 367 */
+    spec model = *room;
+    model.gpu_capacity = 16.0 * (1 << 30);
+    model.batch_a = 1.0 * (1 << 30);
+    model.batch_k = 40.0 * (1 << 20);
+    model.batch_b = 64;
+    model.batch_margin = 0.04;
+    rep = report_of(record("room_model", &model), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "batch-headroom ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "estimate from the batch model");
+    GK_ASSERT_CONTAINS(a.evidence, "of 16.0 GiB");
+    GK_ASSERT_CONTAINS(a.evidence, "a = 1.00 GiB fixed, k = 40.0 MiB per sample, current batch 64");
+    GK_ASSERT_CONTAINS(a.evidence, "(1 - 0.04)");
+    GK_ASSERT_CONTAINS(a.evidence, "= 367 samples fit");
+    GK_ASSERT_CONTAINS(a.fix, "Raise the batch to about 367");
+    done(rep, rec, brec);
+
+    /* Without the margin gauge the rule keeps 5%: floor((15564.8 - 1024) / 40) = 363. */
+    spec nomargin = model;
+    nomargin.batch_margin = 0;
+    rep = report_of(record("room_nomargin", &nomargin), NULL, &rec, &brec);
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.fix, "Raise the batch to about 363");
+    done(rep, rec, brec);
+
+    /* The model without the GPU's capacity: the guess, saying why. */
+    spec nocap = model;
+    nocap.gpu_capacity = 0;
+    rep = report_of(record("room_nocap", &nocap), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "batch-headroom ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "estimate without a batch model");
+    GK_ASSERT_CONTAINS(a.evidence, "not GPU 0's capacity");
+    done(rep, rec, brec);
+
+    /* A model that says the current batch is already the largest: not used. */
+    spec stale = model;
+    stale.batch_b = 400;
+    rep = report_of(record("room_stale", &stale), NULL, &rec, &brec);
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "estimate without a batch model");
+    GK_ASSERT_CONTAINS(a.evidence, "(367) was not above the current batch 400");
+    done(rep, rec, brec);
+
+    /* The model alone never makes the rule fire: memory is busy here. */
+    spec full = model;
+    full.gpu_mem = 0.6;
+    rep = report_of(record("room_full", &full), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "");
+    done(rep, rec, brec);
+}
+
 static void test_advice_rules(void **state)
 {
     (void)state;
@@ -213,6 +317,8 @@ static void test_advice_rules(void **state)
     GK_ASSERT_CONTAINS(rules(rep), "gpu-underused");
     done(rep, rec, brec);
 
+    test_batch_headroom_estimates(&room);
+
     spec frag = calm;
     frag.reserved = 4e9;
     frag.in_use = 1e9;
@@ -228,6 +334,30 @@ static void test_advice_rules(void **state)
     GK_ASSERT_CONTAINS(rules(rep), "host-memory-pressure");
     GK_ASSERT_CONTAINS(rules(rep), "oom-killed");
     GK_ASSERT_CONTAINS(rules(rep), "metric-lines-refused");
+    done(rep, rec, brec);
+
+    /* every host core busy with the command's work and no GPU recorded */
+    spec saturated = {.n = 20, .cores = 2.0, .core_max = 1.0, .host_mem = 0.3, .host_cpu = 0.97};
+    rep = report_of(record("saturated", &saturated), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "host-cpu-bound ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "2.02 cores (median) of the 2 on this host");
+    GK_ASSERT_CONTAINS(a.evidence, "97%");
+    GK_ASSERT_CONTAINS(a.evidence, "no GPU was recorded");
+    GK_ASSERT_CONTAINS(a.fix, "GPU");
+    done(rep, rec, brec);
+    /* ... silent when the host is busy with other work, or when a GPU was recorded */
+    spec others = saturated;
+    others.cores = 1.2;
+    rep = report_of(record("others", &others), NULL, &rec, &brec);
+    assert_null(strstr(rules(rep), "host-cpu-bound"));
+    done(rep, rec, brec);
+    spec with_gpu = saturated;
+    with_gpu.gpu = 1;
+    with_gpu.gpu_util = 0.7;
+    with_gpu.gpu_mem = 0.6;
+    rep = report_of(record("with_gpu", &with_gpu), NULL, &rec, &brec);
+    assert_null(strstr(rules(rep), "host-cpu-bound"));
     done(rep, rec, brec);
 
     spec sleepy = {.n = 20, .cores = 0.01, .core_max = 0.2, .host_mem = 0.2};

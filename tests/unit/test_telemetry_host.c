@@ -4,6 +4,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "gk_test.h"
@@ -113,7 +115,9 @@ static void test_fixture_tree(void **state)
     assert_string_equal(t.root_comm, "python3");
     assert_int_equal(t.nprocs, 3);
     assert_int_equal(t.children, 2);
-    assert_true(near(t.cpu_seconds, 700 / tck));
+    /* utime+stime of 100, 101, 102 (400 + 200 + 100) plus the reaped children's cutime+cstime
+     * of 100 (30 + 10) and 101 (5 + 5); 200's are outside the tree. */
+    assert_true(near(t.cpu_seconds, 750 / tck));
     assert_true(t.rss_bytes == (2500ULL + 1000 + 500) * (uint64_t)page);
     assert_int_equal(t.threads, 7);
     assert_true(t.pss_bytes == (8000ULL + 3000 + 1000) * 1024);
@@ -129,6 +133,7 @@ static void test_fixture_tree(void **state)
 
     GK_ASSERT_OK(gk_host_proc_tree(h, 200, &t));
     assert_int_equal(t.nprocs, 1);
+    assert_true(near(t.cpu_seconds, (999 + 999 + 77 + 77) / tck));
     assert_int_equal(t.pss_complete, 0);
     GK_ASSERT_ERR(gk_host_proc_tree(h, 999, &t), -ENOENT);
     GK_ASSERT_ERR(gk_host_proc_tree(h, 0, &t), -EINVAL);
@@ -152,12 +157,46 @@ static void test_real_proc(void **state)
     gk_host_close(h);
 }
 
+/* A child that burns CPU and is reaped still counts: its time moves into the parent's cutime and
+ * cstime, so the tree's total does not fall when the child exits. */
+static void test_reaped_child_counted(void **state)
+{
+    (void)state;
+    gk_host *h = NULL;
+    GK_ASSERT_OK(gk_host_open(NULL, &h));
+    gk_proc_tree before, after;
+    GK_ASSERT_OK(gk_host_proc_tree(h, (int)getpid(), &before));
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        struct rusage ru;
+        volatile unsigned long x = 1;
+        do {
+            for (int i = 0; i < 1000000; i++)
+                x = x * 6364136223846793005UL + 1442695040888963407UL;
+            getrusage(RUSAGE_SELF, &ru);
+        } while (ru.ru_utime.tv_sec * 1000000L + ru.ru_utime.tv_usec < 150000);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    struct rusage kids;
+    assert_int_equal(getrusage(RUSAGE_CHILDREN, &kids), 0);
+    double child_cpu = (double)(kids.ru_utime.tv_sec + kids.ru_stime.tv_sec) +
+                       (double)(kids.ru_utime.tv_usec + kids.ru_stime.tv_usec) / 1e6;
+    GK_ASSERT_OK(gk_host_proc_tree(h, (int)getpid(), &after));
+    assert_true(child_cpu >= 0.14);
+    /* One clock tick of rounding per field at most. */
+    assert_true(after.cpu_seconds - before.cpu_seconds >= child_cpu - 0.05);
+    gk_host_close(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_sample), cmocka_unit_test(test_broken_fixture),
         cmocka_unit_test(test_env_root),       cmocka_unit_test(test_fixture_tree),
-        cmocka_unit_test(test_real_proc),
+        cmocka_unit_test(test_real_proc),      cmocka_unit_test(test_reaped_child_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
