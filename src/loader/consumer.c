@@ -29,18 +29,18 @@ static int release_slot(gk_loader *ld, gk__slot *s, gk_stream *stream)
     return 0;
 }
 
-/* With pool slots: marks `stream` as a user of slot s's device memory (once per stream in a row),
- * so the pool never hands that memory out again before the work queued there is done. */
+/* With pool slots: marks `stream` as a user of slot s's device memory, so the pool never hands
+ * that memory out again before the work queued there is done. The pool keeps each stream once
+ * (a repeat allocates nothing) and forgets a stream when it is destroyed, so the call is made for
+ * every batch rather than cached here by stream address (a new stream may reuse an old address). */
 static int mark_stream(gk_loader *ld, gk__slot *s, gk_stream *stream)
 {
-    if (!ld->cfg.pool || (s->marked_set && s->marked == stream))
+    if (!ld->cfg.pool)
         return 0;
     int e = gk_pool_record_stream(ld->cfg.pool, s->dev, stream);
     if (e)
         return gk__loader_error(ld, e, "loader: marking slot %d's device memory in the pool: %s",
                                 (int)(s - ld->slots), gk_strerror(e));
-    s->marked = stream;
-    s->marked_set = 1;
     return 0;
 }
 

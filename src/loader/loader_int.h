@@ -75,8 +75,6 @@ typedef struct gk__slot {
     gk_event *consumed; /* recorded on the caller's stream at release (edge b) */
     int copy_issued;
     gk_stream *stream; /* the stream the batch was delivered on */
-    gk_stream *marked; /* pool slots: the last stream given to gk_pool_record_stream */
-    int marked_set;    /* marked is valid */
     /* The last batch made ready here, for the consumer's short spin before sleeping (a futex
      * sleep and wake costs more than a batch of small items). */
     _Atomic int64_t ready_seq;
