@@ -584,6 +584,7 @@ static int run(trainer *t)
     lc.seed = o->seed;
     lc.epochs = (uint64_t)o->epochs;
     lc.device = t->dev;
+    lc.pool = t->pool;   /* the device slots come from the pool (the finder counted them) */
     lc.auto_release = 0; /* released after each step, so a checkpoint counts that step */
     lc.name = "train";
     gk_loader *ld;

@@ -12,10 +12,17 @@ shuffled, warm cache, it measures in the same run:
 and prints items/s for each and gpukit's ratio to the best PyTorch form. The memmap is opened
 lazily in each worker; torch.set_num_threads(1); pin_memory=False; the first batch is timed apart.
 
+Cold cache (4 KiB x 64 and 1 MiB x 8, 1 and 2 workers): before each side's run the file is
+dropped from the page cache (fdatasync, then posix_fadvise DONTNEED, as `gpukit loader bench
+--cold` does) and the run starts from there, so it reads from the disk until the pages it has
+touched are cached; each cell runs REPEAT times (default 3) and the medians are printed.
+
 usage: bench/loader/torch_compare.py GPUKIT [SECONDS]   (needs python3-torch and python3-numpy)
+  CACHES="warm cold" (default) picks the tables; REPEAT sets the cold repeats.
 """
 import json
 import os
+import statistics
 import struct
 import subprocess
 import sys
@@ -102,11 +109,65 @@ def gather_rate(path, batch, seconds):
     return n * batch / (time.perf_counter() - t0)
 
 
-def gpukit_rate(path, batch, workers, seconds):
+def gpukit_rate(path, batch, workers, seconds, cold=False):
     out = subprocess.run([GPUKIT, "loader", "bench", "--file", path, "--batch", str(batch),
                           "--workers", str(workers), "--shuffle", "--seconds", str(seconds),
-                          "--json"], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["items_per_s"]
+                          "--json"] + (["--cold"] if cold else []),
+                         check=True, capture_output=True, text=True).stdout
+    r = json.loads(out)
+    return r["items_per_s"], r["first_batch_s"]
+
+
+def drop_cache(path):
+    """Drops the file from the page cache, as `gpukit loader bench --cold` does."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def make_file(tmp, rs, count):
+    raw = os.path.join(tmp, "raw")
+    path = os.path.join(tmp, "r.gkr")
+    with open(raw, "wb") as f:
+        f.write(np.random.default_rng(0).integers(0, 256, rs * count, np.uint8).tobytes())
+    subprocess.run([GPUKIT, "data", "pack", "--record-size", str(rs), raw, path],
+                   check=True, capture_output=True)
+    os.unlink(raw)
+    return path
+
+
+def cold_table(tmp, seconds, repeat):
+    cells = [(4096, 1 << 15, 64, "4 KiB x 64"), (1 << 20, 256, 8, "1 MiB x 8")]
+    print()
+    print("Cold cache (the file dropped from the page cache before each side's run; medians of "
+          "%d):" % repeat)
+    print()
+    print("| records x batch | workers | PyTorch naive | PyTorch batched | gpukit "
+          "| gpukit / best PyTorch | first batch ms PyTorch batched / gpukit |")
+    print("|---|---|---|---|---|---|---|")
+    med = statistics.median
+    for rs, count, batch, label in cells:
+        path = make_file(tmp, rs, count)
+        for w in (1, 2):
+            naive, best, gk, ratio, tfirst, gfirst = [], [], [], [], [], []
+            for _ in range(repeat):
+                drop_cache(path)
+                naive.append(torch_rate(path, batch, w, False, seconds)[0])
+                drop_cache(path)
+                b, f = torch_rate(path, batch, w, True, seconds)
+                best.append(b)
+                tfirst.append(f)
+                g, gf = gpukit_rate(path, batch, w, seconds, cold=True)
+                gk.append(g)
+                gfirst.append(gf)
+                ratio.append(g / max(naive[-1], b))
+            print("| %s | %d | %s | %s | %s | %.1fx | %.1f / %.1f |" % (
+                label, w, fmt(med(naive)), fmt(med(best)), fmt(med(gk)), med(ratio),
+                med(tfirst) * 1e3, med(gfirst) * 1e3), flush=True)
+        os.unlink(path)
 
 
 def fmt(x):
@@ -120,18 +181,16 @@ def main():
              (1 << 20, 256, 8, "1 MiB x 8")]
     print("torch %s, numpy %s, %d CPUs" % (torch.__version__, np.__version__, os.cpu_count()))
     print()
-    print("| records x batch | workers | PyTorch naive | PyTorch batched | numpy gather | gpukit "
-          "| gpukit / best PyTorch | PyTorch first batch ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    caches = os.environ.get("CACHES", "warm cold").split()
     try:
+        if "cold" in caches and "warm" not in caches:
+            cells = []
+        else:
+            print("| records x batch | workers | PyTorch naive | PyTorch batched | numpy gather "
+                  "| gpukit | gpukit / best PyTorch | PyTorch first batch ms |")
+            print("|---|---|---|---|---|---|---|---|")
         for rs, count, batch, label in cells:
-            raw = os.path.join(tmp, "raw")
-            path = os.path.join(tmp, "r.gkr")
-            with open(raw, "wb") as f:
-                f.write(np.random.default_rng(0).integers(0, 256, rs * count, np.uint8).tobytes())
-            subprocess.run([GPUKIT, "data", "pack", "--record-size", str(rs), raw, path],
-                           check=True, capture_output=True)
-            os.unlink(raw)
+            path = make_file(tmp, rs, count)
             with open(path, "rb") as f:  # warm the page cache
                 while f.read(1 << 24):
                     pass
@@ -139,12 +198,14 @@ def main():
                 naive, _ = torch_rate(path, batch, w, False, SECONDS)
                 best, first = torch_rate(path, batch, w, True, SECONDS)
                 gather = gather_rate(path, batch, SECONDS)
-                gk = gpukit_rate(path, batch, w, SECONDS)
+                gk = gpukit_rate(path, batch, w, SECONDS)[0]
                 top = max(naive, best)
                 print("| %s | %d | %s | %s | %s | %s | %.1fx | %.1f |" % (
                     label, w, fmt(naive), fmt(best), fmt(gather), fmt(gk), gk / top,
                     first * 1e3), flush=True)
             os.unlink(path)
+        if "cold" in caches:
+            cold_table(tmp, SECONDS, int(os.environ.get("REPEAT", "3")))
     finally:
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))

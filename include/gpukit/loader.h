@@ -42,6 +42,7 @@
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool.h"
 #include "version.h"
 
 #ifdef __cplusplus
@@ -279,7 +280,13 @@ typedef struct gk_loader_config {
     uint32_t rank, world; /* default from gk_loader_rank_from_env */
     gk_device *device;    /* NULL: host only (batch.device is NULL); else pinned slots, device
                              slots and a copy stream on this device (borrowed) */
-    double timeout;       /* seconds next waits when given timeout < 0 (default 300) */
+    /* NULL (default): device slots come from gk_device_malloc. Else they come from this pool
+     * (borrowed; it must be on cfg.device and outlive the loader): allocated at create on the
+     * loader's copy stream, tagged "loader slot", marked with gk_pool_record_stream for every
+     * stream a batch is delivered on, and freed back to the pool by destroy (after the caller's
+     * work on them is done). A pool out of memory at create fails it with GK_EDEVOOM. */
+    gk_pool *pool;
+    double timeout;                  /* seconds next waits when given timeout < 0 (default 300) */
     gk_loader_error_policy on_error; /* default GK_LOADER_FAIL */
     uint64_t max_skips; /* SKIP: batches that may be skipped before failing (default 16) */
     /* 1 (default): next releases the previous batch on the stream it was delivered on; 0: the

@@ -29,6 +29,21 @@ static int release_slot(gk_loader *ld, gk__slot *s, gk_stream *stream)
     return 0;
 }
 
+/* With pool slots: marks `stream` as a user of slot s's device memory, so the pool never hands
+ * that memory out again before the work queued there is done. The pool keeps each stream once
+ * (a repeat allocates nothing) and forgets a stream when it is destroyed, so the call is made for
+ * every batch rather than cached here by stream address (a new stream may reuse an old address). */
+static int mark_stream(gk_loader *ld, gk__slot *s, gk_stream *stream)
+{
+    if (!ld->cfg.pool)
+        return 0;
+    int e = gk_pool_record_stream(ld->cfg.pool, s->dev, stream);
+    if (e)
+        return gk__loader_error(ld, e, "loader: marking slot %d's device memory in the pool: %s",
+                                (int)(s - ld->slots), gk_strerror(e));
+    return 0;
+}
+
 int gk_loader_release(gk_loader *ld, const gk_batch *b, gk_stream *stream)
 {
     if (!ld || !b)
@@ -47,6 +62,9 @@ int gk_loader_release(gk_loader *ld, const gk_batch *b, gk_stream *stream)
                                 "loader: batch %" PRIu64 " (epoch %" PRIu64 ", batch %" PRIu64
                                 ") is not held: released twice or never delivered",
                                 b->seq, b->epoch, b->index);
+    int e = mark_stream(ld, s, stream);
+    if (e)
+        return e;
     return release_slot(ld, s, stream);
 }
 
@@ -197,18 +215,20 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
         ld->held_seq = seq;
         ld->held_slot = (int)(seq % ld->K);
         pthread_mutex_unlock(&ld->mu);
-        if (ld->cfg.device && !(ld->cfg.test_drop_edges & GK_LOADER_DROP_EDGE_A)) {
+        e = mark_stream(ld, s, stream);
+        if (!e && ld->cfg.device && !(ld->cfg.test_drop_edges & GK_LOADER_DROP_EDGE_A)) {
             e = gk_stream_wait_event(ld->cfg.device, stream, s->copied);
-            if (e) {
-                pthread_mutex_lock(&ld->mu);
-                s->state = GK__SLOT_READY;
-                ld->have_held = 0;
-                ld->next_seq--;
-                pthread_mutex_unlock(&ld->mu);
-                return gk__loader_error(ld, e,
-                                        "loader: making the stream wait for batch %" PRIu64 ": %s",
-                                        s->index, gk_device_last_error(ld->cfg.device));
-            }
+            if (e)
+                gk__loader_error(ld, e, "loader: making the stream wait for batch %" PRIu64 ": %s",
+                                 s->index, gk_device_last_error(ld->cfg.device));
+        }
+        if (e) {
+            pthread_mutex_lock(&ld->mu);
+            s->state = GK__SLOT_READY;
+            ld->have_held = 0;
+            ld->next_seq--;
+            pthread_mutex_unlock(&ld->mu);
+            return e;
         }
         b->seq = (uint64_t)seq;
         b->epoch = s->epoch;

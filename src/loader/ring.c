@@ -330,8 +330,12 @@ static void free_slots(gk_loader *ld)
             gk_event_destroy(dev, s->consumed);
         if (s->copied)
             gk_event_destroy(dev, s->copied);
-        if (s->dev)
-            gk_device_free(dev, s->dev);
+        if (s->dev) {
+            if (ld->cfg.pool)
+                gk_pool_free(ld->cfg.pool, s->dev);
+            else
+                gk_device_free(dev, s->dev);
+        }
         free(s->indices);
         if (s->host) {
             if (dev)
@@ -431,7 +435,20 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
                          ld->slot_bytes, i, gk_device_last_error(dev));
                 return e;
             }
-            e = gk_device_malloc(dev, ld->slot_bytes, &s->dev);
+            if (ld->cfg.pool) {
+                e = gk_pool_malloc_tagged(ld->cfg.pool, ld->slot_bytes, ld->copy, "loader slot",
+                                          &s->dev);
+                if (e) {
+                    snprintf(err, errlen,
+                             "loader: cannot allocate device slot %d of %d (%zu bytes) from the "
+                             "pool: %s; raise the pool's limit or lower depth or batch_size",
+                             i, ld->K, ld->slot_bytes,
+                             e == GK_EDEVOOM ? gk_strerror(e) : gk_pool_last_error(ld->cfg.pool));
+                    return e;
+                }
+            } else {
+                e = gk_device_malloc(dev, ld->slot_bytes, &s->dev);
+            }
             if (!e)
                 e = gk_event_create(dev, &s->copied);
             if (!e)
@@ -484,6 +501,8 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
         bad = "timeout must be >= 0 seconds";
     else if (cfg.test_drop_edges & ~7u)
         bad = "test_drop_edges takes GK_LOADER_DROP_EDGE_* bits only";
+    else if (cfg.pool && gk_pool_device(cfg.pool) != cfg.device)
+        bad = "pool is not on the loader's device: set device to the pool's device";
     if (bad) {
         snprintf(create_err, sizeof create_err, "loader config: %s", bad);
         return -EINVAL;

@@ -72,11 +72,15 @@ static void check_fn(void *user)
 
 /* Runs NBATCHES batches through a loader on `spec` and returns how many consumer checks saw
  * wrong bytes. sync_each_step: the consumer waits for its stream after each batch (as a training
- * step that reads its loss does); otherwise only at the end. */
-static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
+ * step that reads its loss does); otherwise only at the end. use_pool: the device slots come from
+ * a caching pool, whose figures must show them live while the loader runs and none after. */
+static int run(const char *spec, unsigned drop, int workers, int sync_each_step, int use_pool)
 {
     gk_device *dev;
     GK_ASSERT_OK(gk_device_open(spec, &dev));
+    gk_pool *pool = NULL;
+    if (use_pool)
+        GK_ASSERT_OK(gk_pool_create(dev, NULL, &pool));
     gk_stream *stream;
     GK_ASSERT_OK(gk_stream_create(dev, &stream));
     gk_dataset *ds;
@@ -93,8 +97,16 @@ static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
     cfg.device = dev;
     cfg.timeout = 20;
     cfg.test_drop_edges = drop;
+    cfg.pool = pool;
     gk_loader *ld;
     GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    gk_pool_stats ps;
+    if (pool) {
+        GK_ASSERT_OK(gk_pool_get_stats(pool, &ps));
+        assert_int_equal(ps.allocation[GK_POOL_ALL].current, cfg.depth);
+        assert_int_equal(ps.requested_bytes[GK_POOL_ALL].current,
+                         cfg.depth * BATCH * ITEM_WORDS * sizeof(uint64_t));
+    }
     static check checks[NBATCHES];
     atomic_int bad, ran;
     atomic_init(&bad, 0);
@@ -117,8 +129,17 @@ static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
     GK_ASSERT_OK(gk_stream_synchronize(dev, stream, 20));
     assert_int_equal(atomic_load(&ran), NBATCHES);
     gk_loader_destroy(ld);
+    if (pool) {
+        /* Destroy gave every slot back: nothing live, the K blocks counted as freed. */
+        GK_ASSERT_OK(gk_pool_get_stats(pool, &ps));
+        assert_int_equal(ps.allocation[GK_POOL_ALL].current, 0);
+        assert_int_equal(ps.allocation[GK_POOL_ALL].allocated, cfg.depth);
+        assert_int_equal(ps.allocation[GK_POOL_ALL].freed, cfg.depth);
+        assert_int_equal(ps.num_invalid_free + ps.num_double_free, 0);
+    }
     gk_dataset_destroy(ds);
     GK_ASSERT_OK(gk_stream_destroy(dev, stream));
+    gk_pool_destroy(pool);
     gk_device_close(dev);
     return atomic_load(&bad);
 }
@@ -129,9 +150,11 @@ static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
 static void test_control(void **state)
 {
     (void)state;
-    for (int workers = 0; workers <= 1; workers++) {
-        assert_int_equal(run(SIM, 0, workers, 1), 0);
-        assert_int_equal(run(SIM, 0, workers, 0), 0);
+    for (int pool = 0; pool <= 1; pool++) {
+        for (int workers = 0; workers <= 1; workers++) {
+            assert_int_equal(run(SIM, 0, workers, 1, pool), 0);
+            assert_int_equal(run(SIM, 0, workers, 0, pool), 0);
+        }
     }
 }
 
@@ -139,8 +162,9 @@ static void test_control(void **state)
 static void test_edge_a_detected(void **state)
 {
     (void)state;
-    for (int workers = 0; workers <= 1; workers++)
-        assert_true(run(SIM, GK_LOADER_DROP_EDGE_A, workers, 1) > 0);
+    for (int pool = 0; pool <= 1; pool++)
+        for (int workers = 0; workers <= 1; workers++)
+            assert_true(run(SIM, GK_LOADER_DROP_EDGE_A, workers, 1, pool) > 0);
 }
 
 /* Edge b: without the copy stream waiting for the release, a later copy overwrites a device slot
@@ -148,8 +172,9 @@ static void test_edge_a_detected(void **state)
 static void test_edge_b_detected(void **state)
 {
     (void)state;
-    for (int workers = 0; workers <= 1; workers++)
-        assert_true(run(SIM, GK_LOADER_DROP_EDGE_B, workers, 0) > 0);
+    for (int pool = 0; pool <= 1; pool++)
+        for (int workers = 0; workers <= 1; workers++)
+            assert_true(run(SIM, GK_LOADER_DROP_EDGE_B, workers, 0, pool) > 0);
 }
 
 /* Edge c: without the worker waiting for the copy out of a host slot, it refills the slot before
@@ -157,8 +182,9 @@ static void test_edge_b_detected(void **state)
 static void test_edge_c_detected(void **state)
 {
     (void)state;
-    for (int workers = 0; workers <= 1; workers++)
-        assert_true(run(SIM, GK_LOADER_DROP_EDGE_C, workers, 0) > 0);
+    for (int pool = 0; pool <= 1; pool++)
+        for (int workers = 0; workers <= 1; workers++)
+            assert_true(run(SIM, GK_LOADER_DROP_EDGE_C, workers, 0, pool) > 0);
 }
 
 int main(void)

@@ -69,11 +69,15 @@ static void check_fn(void *user)
 
 /* Runs NBATCHES batches through a loader on `spec` and returns how many consumer checks saw
  * wrong bytes. sync_each_step: the consumer waits for its stream after each batch (as a training
- * step that reads its loss does); otherwise only at the end. */
-static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
+ * step that reads its loss does); otherwise only at the end. use_pool: the device slots come from
+ * a caching pool, whose figures must show them live while the loader runs and none after. */
+static int run(const char *spec, unsigned drop, int workers, int sync_each_step, int use_pool)
 {
     gk_device *dev;
     GK_ASSERT_OK(gk_device_open(spec, &dev));
+    gk_pool *pool = NULL;
+    if (use_pool)
+        GK_ASSERT_OK(gk_pool_create(dev, NULL, &pool));
     gk_stream *stream;
     GK_ASSERT_OK(gk_stream_create(dev, &stream));
     gk_dataset *ds;
@@ -90,8 +94,16 @@ static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
     cfg.device = dev;
     cfg.timeout = 20;
     cfg.test_drop_edges = drop;
+    cfg.pool = pool;
     gk_loader *ld;
     GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    gk_pool_stats ps;
+    if (pool) {
+        GK_ASSERT_OK(gk_pool_get_stats(pool, &ps));
+        assert_int_equal(ps.allocation[GK_POOL_ALL].current, cfg.depth);
+        assert_int_equal(ps.requested_bytes[GK_POOL_ALL].current,
+                         cfg.depth * BATCH * ITEM_WORDS * sizeof(uint64_t));
+    }
     static check checks[NBATCHES];
     atomic_int bad, ran;
     atomic_init(&bad, 0);
@@ -114,8 +126,17 @@ static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
     GK_ASSERT_OK(gk_stream_synchronize(dev, stream, 20));
     assert_int_equal(atomic_load(&ran), NBATCHES);
     gk_loader_destroy(ld);
+    if (pool) {
+        /* Destroy gave every slot back: nothing live, the K blocks counted as freed. */
+        GK_ASSERT_OK(gk_pool_get_stats(pool, &ps));
+        assert_int_equal(ps.allocation[GK_POOL_ALL].current, 0);
+        assert_int_equal(ps.allocation[GK_POOL_ALL].allocated, cfg.depth);
+        assert_int_equal(ps.allocation[GK_POOL_ALL].freed, cfg.depth);
+        assert_int_equal(ps.num_invalid_free + ps.num_double_free, 0);
+    }
     gk_dataset_destroy(ds);
     GK_ASSERT_OK(gk_stream_destroy(dev, stream));
+    gk_pool_destroy(pool);
     gk_device_close(dev);
     return atomic_load(&bad);
 }
@@ -125,9 +146,11 @@ static int run(const char *spec, unsigned drop, int workers, int sync_each_step)
 static void test_all_edges_hold(void **state)
 {
     (void)state;
-    for (int workers = 0; workers <= 2; workers++) {
-        assert_int_equal(run(SIM, 0, workers, 1), 0);
-        assert_int_equal(run(SIM, 0, workers, 0), 0);
+    for (int pool = 0; pool <= 1; pool++) {
+        for (int workers = 0; workers <= 2; workers++) {
+            assert_int_equal(run(SIM, 0, workers, 1, pool), 0);
+            assert_int_equal(run(SIM, 0, workers, 0, pool), 0);
+        }
     }
 }
 
@@ -214,12 +237,94 @@ static void test_failed_create_unwinds_device(void **state)
     gk_device_close(dev);
 }
 
+/* With device slots from a pool whose limit lets only 8 of the 12 slots in, create fails with
+ * GK_EDEVOOM and a message naming the pool and the slot, and gives every block back. */
+static void test_pool_oom_unwinds(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open(SIM, &dev));
+    gk_pool_config pc;
+    gk_pool_config_default(&pc);
+    pc.limit_bytes = 4 << 20; /* two 2 MiB small-pool segments: 8 slots of 512 KiB */
+    gk_pool *pool;
+    GK_ASSERT_OK(gk_pool_create(dev, &pc, &pool));
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_create(&synth_ops, NULL, "synth", &ds));
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.batch_size = (512 << 10) / (ITEM_WORDS * sizeof(uint64_t));
+    cfg.workers = 2;
+    cfg.depth = 12;
+    cfg.rank = 0;
+    cfg.world = 1;
+    cfg.device = dev;
+    cfg.pool = pool;
+    gk_loader *ld = NULL;
+    GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), GK_EDEVOOM);
+    assert_null(ld);
+    GK_ASSERT_CONTAINS(gk_loader_create_error(), "device slot 8 of 12");
+    GK_ASSERT_CONTAINS(gk_loader_create_error(), "from the pool");
+    gk_pool_stats ps;
+    GK_ASSERT_OK(gk_pool_get_stats(pool, &ps));
+    assert_int_equal(ps.allocation[GK_POOL_ALL].current, 0);
+    assert_int_equal(ps.allocation[GK_POOL_ALL].allocated, 8);
+    assert_int_equal(ps.num_ooms, 1);
+    gk_device_counters c;
+    GK_ASSERT_OK(gk_device_get_counters(dev, &c));
+    assert_int_equal(c.host_alloc_calls, c.host_free_calls);
+    assert_int_equal(c.event_creates, c.event_destroys);
+    assert_int_equal(c.stream_creates, c.stream_destroys);
+    /* The same pool then serves a loader that fits. */
+    cfg.depth = 8;
+    GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    gk_batch b;
+    GK_ASSERT_OK(gk_loader_next(ld, NULL, -1, &b));
+    assert_non_null(b.device);
+    gk_loader_destroy(ld);
+    gk_dataset_destroy(ds);
+    gk_pool_destroy(pool);
+    assert_int_equal(gk_device_sim_used(dev), 0);
+    gk_device_close(dev);
+}
+
+/* A pool on another device is refused with a message naming the field. */
+static void test_pool_other_device(void **state)
+{
+    (void)state;
+    gk_device *dev, *other;
+    GK_ASSERT_OK(gk_device_open(SIM, &dev));
+    GK_ASSERT_OK(gk_device_open(SIM, &other));
+    gk_pool *pool;
+    GK_ASSERT_OK(gk_pool_create(other, NULL, &pool));
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_create(&synth_ops, NULL, "synth", &ds));
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.rank = 0;
+    cfg.world = 1;
+    cfg.device = dev;
+    cfg.pool = pool;
+    gk_loader *ld = NULL;
+    GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_loader_create_error(), "pool");
+    cfg.device = NULL;
+    GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EINVAL);
+    assert_null(ld);
+    gk_dataset_destroy(ds);
+    gk_pool_destroy(pool);
+    gk_device_close(other);
+    gk_device_close(dev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failed_create_unwinds_device),
         cmocka_unit_test(test_all_edges_hold),
         cmocka_unit_test(test_destroy_waits_for_caller),
+        cmocka_unit_test(test_pool_oom_unwinds),
+        cmocka_unit_test(test_pool_other_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
