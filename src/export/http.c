@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "gpukit/export.h"
 
@@ -133,7 +134,7 @@ static enum MHD_Result serve_health(gk_exporter *e, struct MHD_Connection *c)
         gk_monitor_get_stats(e->monitor, &st);
         double limit = 3.0 * st.interval > 10.0 ? 3.0 * st.interval : 10.0;
         if (st.running && st.seconds_since_tick > limit) {
-            char *msg = malloc(128);
+            char *msg = gk__malloc(128);
             if (!msg)
                 return MHD_NO;
             int n =
@@ -216,7 +217,7 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
                      cfg.listen, host);
         return -EINVAL;
     }
-    gk_exporter *e = calloc(1, sizeof *e);
+    gk_exporter *e = gk__calloc(1, sizeof *e);
     if (!e)
         return -ENOMEM;
     e->metrics = cfg.metrics ? cfg.metrics : gk_metrics_default();

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "pool/pool_int.h"
 
 #define MAX_STREAMS 64
@@ -63,8 +64,8 @@ int gk_trace_replay(const gk_trace *t, gk_pool *pool, int stop_on_oom, int timed
     uint64_t *at = NULL, *ft = NULL;
     size_t nat = 0, nft = 0;
     if (timed) {
-        at = malloc((t->count + 1) * sizeof *at);
-        ft = malloc((t->count + 1) * sizeof *ft);
+        at = gk__malloc((t->count + 1) * sizeof *at);
+        ft = gk__malloc((t->count + 1) * sizeof *ft);
         if (!at || !ft) {
             rc = -ENOMEM;
             goto out_free;
