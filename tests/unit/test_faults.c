@@ -19,8 +19,10 @@
 #include "gpukit/testing.h"
 
 /* Faults tried per path at most: every path but the monitor's with NVML ends before this; that
- * one (hundreds of series, each a few allocations) is walked up to the cap. */
-#define MAX_FAULTS 500
+ * one (hundreds of series, each a few allocations) is walked up to NVML_FAULTS, or GK_SOAK_SCALE
+ * times that under `make soak`. */
+#define MAX_FAULTS  500
+#define NVML_FAULTS 150
 
 enum { FAULT_ALLOC, FAULT_FILE };
 
@@ -32,12 +34,12 @@ static char records_path[512], shard_glob[512], trace_path[512], textfile_path[5
 /* Runs `fn` with the Nth fault of `kind` armed for N = 1.. until a run sees no fault (the path
  * has no more fault points; that run must succeed) or MAX_FAULTS. After each faulted run the same
  * path must work again at once. Returns the faults injected. */
-static long walk(const char *name, int kind, path_fn fn, void *ctx)
+static long walk_upto(const char *name, int kind, path_fn fn, void *ctx, long cap)
 {
     long injected = 0, errors = 0;
     gk_fault_reset();
     GK_ASSERT_OK(fn(ctx)); /* the path works without faults */
-    for (long n = 1; n <= MAX_FAULTS; n++) {
+    for (long n = 1; n <= cap; n++) {
         if (kind == FAULT_ALLOC)
             gk_fault_host_alloc_nth(n);
         else
@@ -62,6 +64,19 @@ static long walk(const char *name, int kind, path_fn fn, void *ctx)
     printf("faults: %-18s %-5s %4ld injected, %4ld returned an error (capped)\n", name,
            kind == FAULT_ALLOC ? "alloc" : "file", injected, errors);
     return injected;
+}
+
+static long walk(const char *name, int kind, path_fn fn, void *ctx)
+{
+    return walk_upto(name, kind, fn, ctx, MAX_FAULTS);
+}
+
+/* The soak multiplier: GK_SOAK_SCALE (default 1). */
+static long soak_scale(void)
+{
+    const char *s = getenv("GK_SOAK_SCALE");
+    long v = s ? strtol(s, NULL, 10) : 1;
+    return v >= 1 ? v : 1;
 }
 
 /* ---- device ---- */
@@ -564,7 +579,8 @@ static void test_observe(void **state)
     walk("host reader", FAULT_FILE, path_host, NULL);
     walk("monitor host", FAULT_ALLOC, path_monitor, NULL);
     walk("monitor host", FAULT_FILE, path_monitor, NULL);
-    walk("monitor nvml", FAULT_ALLOC, path_monitor, GK_TEST_FAKE_NVML);
+    walk_upto("monitor nvml", FAULT_ALLOC, path_monitor, GK_TEST_FAKE_NVML,
+              NVML_FAULTS * soak_scale());
     walk("exporter", FAULT_ALLOC, path_exporter, NULL);
 }
 
