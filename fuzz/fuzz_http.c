@@ -37,15 +37,16 @@ static int start_server(void)
     return gk_exporter_start(&cfg, &server, NULL, 0);
 }
 
-/* Sends `len` bytes, half-closes, reads the answer's start into `out`; returns the bytes read or
- * -1 when the exchange itself failed. */
-static long exchange(const void *req, size_t len, char *out, size_t cap)
+/* Sends `len` bytes, half-closes, reads the answer's status line into `out` (waiting at most
+ * wait_ms for it: an unfinished request gets no answer); returns the bytes read or -1 when the
+ * exchange itself failed. */
+static long exchange(const void *req, size_t len, char *out, size_t cap, long wait_ms)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct timeval tv = {5, 0}, wait = {wait_ms / 1000, (wait_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     struct sockaddr_in a = {.sin_family = AF_INET,
                             .sin_port = htons((uint16_t)gk_exporter_port(server))};
@@ -66,9 +67,16 @@ static long exchange(const void *req, size_t len, char *out, size_t cap)
             if (n <= 0)
                 break;
             got += n;
+            out[got] = '\0';
+            if (strstr(out, "\r\n"))
+                break; /* the status line is all we check; a kept-alive connection stays open */
         }
         out[got] = '\0';
     }
+    /* Reset rather than close: the server drops the connection at once instead of keeping an
+     * unfinished request until its timeout. */
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(fd);
     return got;
 }
@@ -80,13 +88,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 8192)
         return 0;
     char answer[512];
-    long n = exchange(data, size, answer, sizeof answer);
+    long n = exchange(data, size, answer, sizeof answer, 20);
     if (n < 0)
         __builtin_trap(); /* the server stopped accepting */
     if (n > 0 && strncmp(answer, "HTTP/1.", 7) != 0)
         __builtin_trap(); /* something other than an HTTP answer */
-    static const char scrape[] = "GET /metrics HTTP/1.1\r\nHost: fuzz\r\n\r\n";
-    n = exchange(scrape, sizeof scrape - 1, answer, sizeof answer);
+    static const char scrape[] = "GET /metrics HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n";
+    n = exchange(scrape, sizeof scrape - 1, answer, sizeof answer, 5000);
     if (n < 12 || strncmp(answer, "HTTP/1.1 200", 12) != 0)
         __builtin_trap();
     return 0;
