@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
 # gpu-check.sh: build gpukit on a machine with an NVIDIA GPU and check it against the real driver.
-# Needs no network and installs nothing. With cmocka: a Release build in build/gpu, the tests
-# labelled gpu (ctest -L gpu), the standalone smoke check and `gpukit info --json`. Without cmocka
-# (or cmake) it still builds the library and the tool and runs the smoke check (scripts/gpu_smoke.c)
-# against the real driver. Every step is logged; a failing step does not stop the others; the exit
-# status is 0 only when all passed. Logs go to build/gpu/gpu-check/ and, when OUT is set, to
-# "$OUT/gpu-check/". Run from the repository root: bash scripts/gpu-check.sh
+# Needs no network and installs nothing. With cmocka: a Release build (benchmarks on) in build/gpu,
+# the tests labelled gpu (ctest -L gpu), the standalone smoke check, `gpukit info --json`, the
+# pool's GPU benchmark (bench/pool/bench_pool_gpu: the pool against cuMemAlloc and
+# cuMemAllocAsync) and, when python3 has torch, the same traces through PyTorch's allocator
+# (bench/pool/torch_replay.py, default settings and expandable segments). Without cmocka (or cmake)
+# it still builds the library, the tool and the benchmark and runs the smoke check (scripts/
+# gpu_smoke.c) against the real driver. Every step is logged and has a time limit; a failing step
+# does not stop the others; the exit status is 0 only when all passed. Logs go to
+# build/gpu/gpu-check/; when OUT is set the summary is written to "$OUT/summary.txt" as it grows
+# and the logs are archived in "$OUT/gpu-check-logs.tar.gz". GK_GPU_CHECK_SECONDS caps the whole
+# run (steps past it are skipped and reported). Run from the repository root:
+# bash scripts/gpu-check.sh
 # GK_GPU_BUILD_DIR overrides the build folder.
+#
+# cmocka on a machine without it: put the Debian packages in .gpu-deps/ (ignored by git) with
+#   mkdir -p .gpu-deps && (cd .gpu-deps && apt-get download libcmocka0 libcmocka-dev)
+# on a machine with network, and carry that folder along. The script unpacks every .deb there
+# (dpkg -x, or ar + tar without dpkg) into $BUILD/deps and points CMake at the cmocka inside.
+# GK_GPU_DEPS names another folder of .deb files.
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,8 +29,16 @@ JOBS=$(nproc 2>/dev/null || echo 4)
 START=$(date +%s)
 mkdir -p "$LOGS"
 SUMMARY="$LOGS/summary.txt"
+# With OUT set the summary is written there as it grows, so a run cut short still leaves it.
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT" && SUMMARY="$OUT/summary.txt"
+fi
 : >"$SUMMARY"
 FAILED=()
+SKIPPED=()
+# GK_GPU_CHECK_SECONDS: a time budget for the whole script (0: none). Steps that would start past
+# it are skipped, and each step's limit is cut to what is left, so the logs always come back.
+BUDGET=${GK_GPU_CHECK_SECONDS:-0}
 
 say() { echo "$*" | tee -a "$SUMMARY"; }
 
@@ -28,6 +48,15 @@ step() {
     shift 2
     local t0 rc
     t0=$(date +%s)
+    if [ "$BUDGET" -gt 0 ]; then
+        local left=$((BUDGET - (t0 - START)))
+        if [ "$left" -le 5 ]; then
+            say "== $name: skipped, the time budget of $BUDGET s is spent"
+            SKIPPED+=("$name")
+            return 1
+        fi
+        [ "$limit" -gt "$left" ] && limit=$left
+    fi
     echo "== $name: $*" | tee -a "$SUMMARY"
     timeout --kill-after=10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
     rc=$?
@@ -44,16 +73,18 @@ step() {
 
 finish() {
     say "== total $(($(date +%s) - START)) s"
-    if [ "${#FAILED[@]}" -eq 0 ]; then
+    [ "${#SKIPPED[@]}" -gt 0 ] && say "gpu-check: skipped for time: ${SKIPPED[*]}"
+    if [ "${#FAILED[@]}" -eq 0 ] && [ "${#SKIPPED[@]}" -eq 0 ]; then
         say "gpu-check: all steps passed"
     else
-        say "gpu-check: FAILED steps: ${FAILED[*]}"
+        [ "${#FAILED[@]}" -gt 0 ] && say "gpu-check: FAILED steps: ${FAILED[*]}"
     fi
     if [ -n "${OUT:-}" ]; then
-        mkdir -p "$OUT/gpu-check" && cp -r "$LOGS"/. "$OUT/gpu-check/" 2>/dev/null ||
-            echo "gpu-check: could not copy the logs to $OUT"
+        # One archive: the device tool brings back only a few files.
+        tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$LOGS" . 2>/dev/null ||
+            echo "gpu-check: could not archive the logs into $OUT"
     fi
-    [ "${#FAILED[@]}" -eq 0 ]
+    [ "${#FAILED[@]}" -eq 0 ] && [ "${#SKIPPED[@]}" -eq 0 ]
     exit $?
 }
 
@@ -72,10 +103,65 @@ say "libcuda: $( (ldconfig -p 2>/dev/null | grep -m1 'libcuda.so.1') || echo 'no
 
 HAVE_CMAKE=0
 command -v cmake >/dev/null 2>&1 && HAVE_CMAKE=1
+# unpack_debs SRC DEST: unpacks every .deb in SRC into DEST (dpkg -x, else ar + tar).
+unpack_debs() {
+    local src=$1 dest=$2 deb tmp member
+    rm -rf "$dest" && mkdir -p "$dest" || return 1
+    for deb in "$src"/*.deb; do
+        [ -f "$deb" ] || continue
+        echo "unpacking $deb"
+        if command -v dpkg >/dev/null 2>&1 && [ "${GK_GPU_CHECK_NO_DPKG:-0}" != 1 ]; then
+            dpkg -x "$deb" "$dest" || return 1
+        else
+            tmp=$(mktemp -d) || return 1
+            (cd "$tmp" && ar x "$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")") || {
+                rm -rf "$tmp"
+                return 1
+            }
+            member=$(ls "$tmp" | grep -m1 '^data\.tar')
+            [ -n "$member" ] && tar -xf "$tmp/$member" -C "$dest" || {
+                echo "no data.tar member in $deb, or tar cannot read $member"
+                rm -rf "$tmp"
+                return 1
+            }
+            rm -rf "$tmp"
+        fi
+    done
+}
+
+# cmocka from carried .deb files: sets CMOCKA_INC and CMOCKA_LIB when they hold a usable cmocka.
+CMOCKA_INC=""
+CMOCKA_LIB=""
+DEPS_SRC=${GK_GPU_DEPS:-$ROOT/.gpu-deps}
+if ls "$DEPS_SRC"/*.deb >/dev/null 2>&1; then
+    export -f unpack_debs
+    if step deps-unpack 60 bash -c 'unpack_debs "$1" "$2"' unpack_debs "$DEPS_SRC" "$BUILD/deps"; then
+        inc=$(find "$BUILD/deps" -name cmocka.h -path '*/include/*' | head -n1)
+        lib=$(find "$BUILD/deps" -name 'libcmocka.so*' | sort | head -n1)
+        if [ -n "$inc" ] && [ -n "$lib" ]; then
+            CMOCKA_INC=$(cd "$(dirname "$inc")" && pwd)
+            CMOCKA_LIB=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")
+            say "   cmocka from $DEPS_SRC: $CMOCKA_INC/cmocka.h, $CMOCKA_LIB"
+        else
+            say "   $DEPS_SRC holds no cmocka.h and libcmocka.so (need libcmocka0 and libcmocka-dev)"
+        fi
+    fi
+fi
+
 HAVE_CMOCKA=0
-if printf '#include <setjmp.h>\n#include <stdarg.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void) { return 0; }\n' |
-    cc -x c - -lcmocka -o "$LOGS/cmocka-probe" >/dev/null 2>&1; then
+probe_cmocka() {
+    printf '#include <setjmp.h>\n#include <stdarg.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <cmocka.h>\nint main(void) { return 0; }\n' |
+        cc -x c - -x none "$@" -o "$LOGS/cmocka-probe" >/dev/null 2>&1 && "$LOGS/cmocka-probe"
+}
+if [ -n "$CMOCKA_LIB" ] &&
+    probe_cmocka -I"$CMOCKA_INC" "$CMOCKA_LIB" -Wl,-rpath,"$(dirname "$CMOCKA_LIB")"; then
     HAVE_CMOCKA=1
+elif probe_cmocka -lcmocka; then
+    HAVE_CMOCKA=1
+    CMOCKA_LIB=""
+else
+    [ -n "$CMOCKA_LIB" ] && say "   the carried cmocka does not link or run here"
+    CMOCKA_LIB=""
 fi
 rm -f "$LOGS/cmocka-probe"
 # libmicrohttpd (the /metrics server) is optional here: without it gpukit builds with GK_HTTP=OFF.
@@ -88,7 +174,7 @@ rm -f "$LOGS/mhd-probe"
 # To try the fallbacks on a machine that has everything: GK_GPU_CHECK_NO_CMAKE=1 / _NO_CMOCKA=1.
 [ "${GK_GPU_CHECK_NO_CMAKE:-0}" = 1 ] && HAVE_CMAKE=0
 [ "${GK_GPU_CHECK_NO_CMOCKA:-0}" = 1 ] && HAVE_CMOCKA=0
-say "cmake: $([ $HAVE_CMAKE = 1 ] && cmake --version | head -n1 || echo missing); cmocka: $([ $HAVE_CMOCKA = 1 ] && echo yes || echo 'missing (only the smoke check runs)'); libmicrohttpd: $([ $HTTP = ON ] && echo yes || echo 'missing (built without the HTTP exporter)')"
+say "cmake: $([ $HAVE_CMAKE = 1 ] && cmake --version | head -n1 || echo missing); cmocka: $([ $HAVE_CMOCKA = 1 ] && { [ -n "$CMOCKA_LIB" ] && echo "yes (carried: $CMOCKA_LIB)" || echo yes; } || echo 'missing (only the smoke check runs)'); libmicrohttpd: $([ $HTTP = ON ] && echo yes || echo 'missing (built without the HTTP exporter)')"
 
 # --- build ---------------------------------------------------------------------------------------
 # build_cc: compiles the library and the tool straight with cc (no cmake needed).
@@ -101,7 +187,7 @@ build_cc() {
                 -c \"\$f\" -o \"\$o\" || exit 1
         done && ar rcs ../libgpukit.a *.o &&
         cc -std=c11 -O2 -D_GNU_SOURCE -I'$ROOT/include' '$ROOT'/tools/gpukit/*.c ../libgpukit.a \
-            $MHD_LINK -ldl -lpthread -lm -o ../gpukit"
+            $MHD_LINK -lcjson -ldl -lpthread -lm -o ../gpukit"
 }
 
 LIB=""
@@ -110,8 +196,10 @@ BUILT_WITH_CMAKE=0
 if [ "$HAVE_CMAKE" = 1 ]; then
     TESTS=OFF
     [ "$HAVE_CMOCKA" = 1 ] && TESTS=ON
+    CMOCKA_ARGS=()
+    [ -n "$CMOCKA_LIB" ] && CMOCKA_ARGS=(-DCMOCKA_INCLUDE_DIR="$CMOCKA_INC" -DCMOCKA_LIBRARY="$CMOCKA_LIB")
     if step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGK_TESTS=$TESTS \
-        -DGK_HTTP=$HTTP &&
+        -DGK_HTTP=$HTTP -DGK_BENCH=ON "${CMOCKA_ARGS[@]}" &&
         step build 240 cmake --build "$BUILD" -j "$JOBS"; then
         BUILT_WITH_CMAKE=1
     else
@@ -134,9 +222,27 @@ if [ -n "$LIB" ]; then
             fi
         fi
         grep -E '^# ' "$LOGS/ctest-gpu.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+    elif [ "$HAVE_CMOCKA" = 1 ]; then
+        # No cmake build: compile each gpu-labelled test with cc and run it.
+        if [ -n "$CMOCKA_LIB" ]; then
+            CM_FLAGS=(-I"$CMOCKA_INC") CM_LINK=("$CMOCKA_LIB" -Wl,-rpath,"$(dirname "$CMOCKA_LIB")")
+        else
+            CM_FLAGS=() CM_LINK=(-lcmocka)
+        fi
+        for src in $(grep -l 'gk-labels:.*gpu' tests/unit/test_*.c); do
+            name=$(basename "$src" .c)
+            step "$name-build" 120 cc -std=c11 -O2 -D_GNU_SOURCE -I include -I src -I tests/support \
+                "${CM_FLAGS[@]}" -DGK_TEST_FAKE_CUDA='""' -DGK_TEST_FAKE_CUDA_NOVMM='""' \
+                -DGK_TEST_SOURCE_DIR="\"$ROOT\"" -DGK_TEST_BINARY_DIR="\"$ROOT/$BUILD\"" "$src" \
+                tests/support/gk_test.c "$LIB" "${CM_LINK[@]}" $MHD_LINK -ldl -lpthread -lm \
+                -o "$BUILD/$name" || continue
+            step "$name" 150 env GK_LOG=error "$BUILD/$name"
+            [ $? -eq 77 ] && say "   skipped: no GPU answered" && FAILED+=("$name-skipped")
+            grep -E '^# ' "$LOGS/$name.log" | sed 's/^/   /' | tee -a "$SUMMARY"
+        done
     fi
     if step smoke-build 120 cc -std=c11 -O2 -Wall -Wextra -I include scripts/gpu_smoke.c "$LIB" \
-        -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
+        -lcjson -ldl -lpthread -lm -o "$BUILD/gpu_smoke"; then
         step smoke 120 "$BUILD/gpu_smoke" cuda:0
         grep -E '^(INFO|FAIL|SKIP)|^      \(' "$LOGS/smoke.log" | sed 's/^/   /' | tee -a "$SUMMARY"
     fi
@@ -146,11 +252,64 @@ if [ -n "$LIB" ]; then
         step monitor 120 bash scripts/gpu-check-monitor.sh "$BUILD/gpu_check"
         grep -E '^(gpu |library=|  cost|monitor tick|  [a-z_]+ +-- )' "$LOGS/monitor.log" | sed 's/^/   /' | tee -a "$SUMMARY"
     fi
+    # The pool on the GPU: gpukit's pool against the driver's allocators, then PyTorch's.
+    BENCH="$BUILD/bench/bench_pool_gpu"
+    if [ ! -x "$BENCH" ]; then
+        mkdir -p "$BUILD/bench"
+        step bench-build 120 cc -std=c11 -O2 -D_GNU_SOURCE -I include -I src -I bench \
+            bench/pool/bench_pool_gpu.c "$LIB" $MHD_LINK -ldl -lpthread -lm -o "$BENCH"
+    fi
+    if [ -x "$BENCH" ]; then
+        if step bench-pool-gpu 90 "$BENCH" --device cuda:0; then
+            grep -vE '^$' "$LOGS/bench-pool-gpu.log" | sed 's/^/   | /' | head -n 40 | tee -a "$SUMMARY"
+        elif grep -q 'cannot open cuda:0' "$LOGS/bench-pool-gpu.log"; then
+            say "   (no GPU answered, so nothing was measured)"
+        fi
+    fi
+    TX="$BUILD/transformer_trace.csv"
+    if [ -x "$TOOL" ]; then
+        step synth-trace 60 "$TOOL" pool synth --model transformer --out "$TX"
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+        say "== torch replay: python3 not found, skipped"
+    elif [ -f "$TX" ]; then
+        step torch-replay 90 python3 bench/pool/torch_replay.py tests/data/cnn_train_trace.csv "$TX"
+        sed 's/^/   | /' "$LOGS/torch-replay.log" | head -n 20 | tee -a "$SUMMARY"
+        if ! grep -q 'not available' "$LOGS/torch-replay.log"; then
+            step torch-replay-expandable 90 python3 bench/pool/torch_replay.py \
+                --alloc-conf expandable_segments:True tests/data/cnn_train_trace.csv "$TX"
+            sed 's/^/   | /' "$LOGS/torch-replay-expandable.log" | head -n 20 | tee -a "$SUMMARY"
+        fi
+    fi
+    # The loader on the GPU: pinned against pageable copies, then the loader against PyTorch's
+    # DataLoader with pin_memory feeding the same GPU from the same file.
+    if [ -x "$BUILD/bench/bench_h2d" ]; then
+        step loader-h2d 90 "$BUILD/bench/bench_h2d" --device cuda:0
+        sed 's/^/   | /' "$LOGS/loader-h2d.log" | head -n 20 | tee -a "$SUMMARY"
+    fi
+    if [ -x "$TOOL" ] && command -v python3 >/dev/null 2>&1; then
+        step loader-torch 150 python3 bench/loader/torch_loader_gpu.py "$TOOL" 4096 256 2 3
+        sed 's/^/   | /' "$LOGS/loader-torch.log" | head -n 10 | tee -a "$SUMMARY"
+    fi
     if [ -x "$TOOL" ]; then
         step info-json 60 "$TOOL" info --json
         sed 's/^/   | /' "$LOGS/info-json.log" | head -n 60 | tee -a "$SUMMARY"
         GK_DEVICE=cuda:0 step info-cuda 60 "$TOOL" info --device cuda:0
         sed 's/^/   | /' "$LOGS/info-cuda.log" | head -n 40 | tee -a "$SUMMARY"
+        # gpukit run on the GPU: the smoke program, then a second of idle, under the recorder; the
+        # recording must hold GPU series; the report's GPU lines go to the summary. Then top.
+        if [ -x "$BUILD/gpu_smoke" ]; then
+            step run-gpu 120 "$TOOL" run --interval 0.1 --out "$LOGS/run-gpu.jsonl" \
+                --html "$LOGS/run-gpu.html" -- bash -c "'$BUILD/gpu_smoke' cuda:0 >/dev/null && sleep 1"
+            grep -E '^(  GPU|gpu\.|GPU energy|peak GPU|  gpu\.|  [0-9]+\. )' "$LOGS/run-gpu.log" |
+                sed 's/^/   | /' | head -n 60 | tee -a "$SUMMARY"
+            if ! grep -q '"gpu.0.utilization_ratio"' "$LOGS/run-gpu.jsonl" 2>/dev/null; then
+                say "   no GPU series in the recording"
+                FAILED+=("run-gpu-series")
+            fi
+        fi
+        step top-plain 60 "$TOOL" top --count 3 --interval 0.5 --plain
+        sed 's/^/   | /' "$LOGS/top-plain.log" | tee -a "$SUMMARY"
     else
         say "== the tool was not built"
         FAILED+=("tool")

@@ -13,6 +13,8 @@
 #include "options.h"
 #include "pool.h"
 #include "pressure.h"
+#include "report.h"
+#include "run.h"
 #include "telemetry.h"
 #include "version.h"
 

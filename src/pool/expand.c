@@ -96,20 +96,41 @@ static void account(gk_pool *p, gk__segment *s, size_t pages, size_t runs, bool 
     }
 }
 
-/* Unmaps pages [i, j) that are marked `mark`; returns 0 or the device error. */
-static int unmap_run(gk_pool *p, gk__segment *s, size_t i, size_t j)
+/* Unmaps page k one granule at a time. A granule the device reports as not mapped (-EINVAL) counts
+ * as unmapped: the device forgets a granule whose physical release failed, and a page left half
+ * unmapped by an earlier failure is finished this way. Returns 0 when the whole page is unmapped,
+ * else the device error (the page stays marked mapped and a later call finishes it). */
+static int unmap_page(gk_pool *p, gk__segment *s, size_t k)
+{
+    size_t g = p->props.vm_granularity ? p->props.vm_granularity : s->page;
+    for (size_t off = 0; off < s->page; off += g) {
+        int rc = gk_device_vm_unmap(p->dev, (void *)(s->base + k * s->page + off), g);
+        if (rc != 0 && rc != -EINVAL)
+            return rc;
+    }
+    return 0;
+}
+
+/* Unmaps the mapped pages [i, j); *done receives how many pages were unmapped (a prefix of the
+ * run). Returns 0 or the first device error. */
+static int unmap_run(gk_pool *p, gk__segment *s, size_t i, size_t j, size_t *done)
 {
     uint64_t t0 = gk__pool_now_ns();
-    int rc = gk_device_vm_unmap(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page);
-    p->stats.backend_ns += gk__pool_now_ns() - t0;
-    if (rc != 0) {
-        snprintf(p->last_error, sizeof p->last_error, "unmap: %s", gk_device_last_error(p->dev));
-        return rc;
-    }
-    for (size_t k = i; k < j; k++)
+    int rc = 0;
+    size_t k = i;
+    for (; k < j; k++) {
+        if ((rc = unmap_page(p, s, k)) != 0)
+            break;
         s->mapped[k] = 0;
-    gk__hist_push(p, GK__ACT_SEGMENT_UNMAP, s->base + i * s->page, (j - i) * s->page, s->stream);
-    return 0;
+    }
+    p->stats.backend_ns += gk__pool_now_ns() - t0;
+    *done = k - i;
+    if (k > i)
+        gk__hist_push(p, GK__ACT_SEGMENT_UNMAP, s->base + i * s->page, (k - i) * s->page,
+                      s->stream);
+    if (rc != 0)
+        snprintf(p->last_error, sizeof p->last_error, "unmap: %s", gk_device_last_error(p->dev));
+    return rc;
 }
 
 int gk__expand_map(gk_pool *p, gk__segment *s, uintptr_t addr, size_t size, int *mapped)
@@ -153,12 +174,8 @@ int gk__expand_map(gk_pool *p, gk__segment *s, uintptr_t addr, size_t size, int 
             size_t j = i;
             while (j <= last && s->mapped[j] == 2)
                 j++;
-            if (gk_device_vm_unmap(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page))
-                for (size_t k = i; k < j; k++) /* still mapped: keep it counted */
-                    s->mapped[k] = 3;
-            else
-                for (size_t k = i; k < j; k++)
-                    s->mapped[k] = 0;
+            for (size_t k = i; k < j; k++) /* a page that stays mapped is kept counted */
+                s->mapped[k] = unmap_page(p, s, k) ? 3 : 0;
             i = j;
         }
         size_t kept = 0;
@@ -213,10 +230,12 @@ int gk__expand_release(gk_pool *p, gk__segment *s, bool sync, bool drop_empty)
             size_t j = i;
             while (j < s->npages && s->mapped[j] && !live[j])
                 j++;
-            if ((rc = unmap_run(p, s, i, j)) != 0)
+            size_t done = 0;
+            rc = unmap_run(p, s, i, j, &done);
+            pages += done;
+            runs += done > 0;
+            if (rc != 0)
                 break;
-            pages += j - i;
-            runs++;
             i = j;
         }
         free(live);
@@ -229,8 +248,10 @@ int gk__expand_release(gk_pool *p, gk__segment *s, bool sync, bool drop_empty)
         uint64_t t0 = gk__pool_now_ns();
         rc = gk_device_vm_release(p->dev, (void *)s->base, s->size);
         p->stats.backend_ns += gk__pool_now_ns() - t0;
+        /* The device forgets the range even when the driver fails to free it: drop it either way. */
         if (rc != 0)
-            return rc;
+            snprintf(p->last_error, sizeof p->last_error, "address release: %s",
+                     gk_device_last_error(p->dev));
         gk__cache_remove(p, s->head);
         gk__stat_add(p, p->stats.segment, s->kind, -1);
         if (s->prev)
@@ -244,7 +265,7 @@ int gk__expand_release(gk_pool *p, gk__segment *s, bool sync, bool drop_empty)
         free(s->mapped);
         free(s);
     }
-    return 0;
+    return rc;
 }
 
 void gk__expand_destroy(gk_pool *p, gk__segment *s)
@@ -257,7 +278,8 @@ void gk__expand_destroy(gk_pool *p, gk__segment *s)
         size_t j = i;
         while (j < s->npages && s->mapped[j])
             j++;
-        gk_device_vm_unmap(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page);
+        for (size_t k = i; k < j; k++)
+            unmap_page(p, s, k);
         i = j;
     }
     gk_device_vm_release(p->dev, (void *)s->base, s->size);

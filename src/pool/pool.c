@@ -154,17 +154,17 @@ static int new_segment(gk_pool *p, const gk__request *r, gk__block **out)
     return 0;
 }
 
-/* Gives an unsplit classic segment (its single block cached) back to the device. */
+/* Gives an unsplit classic segment (its single block cached) back to the device. The segment is
+ * gone afterwards even when the device reports an error: gk_device_free forgets the pointer either
+ * way (a driver that fails to free keeps what it keeps), so the pool must not free it again. */
 int gk__release_segment(gk_pool *p, gk__segment *s)
 {
     gk__block *b = s->head;
     uint64_t t0 = gk__pool_now_ns();
     int rc = gk_device_free(p->dev, (void *)s->base);
     p->stats.backend_ns += gk__pool_now_ns() - t0;
-    if (rc != 0) {
+    if (rc != 0)
         note_device_error(p, "device free");
-        return rc;
-    }
     gk__cache_remove(p, b);
     p->reserved -= s->size;
     p->stats.num_device_free++;
@@ -176,7 +176,7 @@ int gk__release_segment(gk_pool *p, gk__segment *s)
     segment_unlink(p, s);
     free(b);
     free(s);
-    return 0;
+    return rc;
 }
 
 bool gk__releasable(const gk__segment *s)

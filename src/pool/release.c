@@ -150,8 +150,10 @@ void gk__stream_hook(void *user, gk_stream *stream)
         }
         if (s->stream != key)
             continue;
-        if (gk__releasable(s) && gk__release_segment(p, s) == 0)
+        if (gk__releasable(s)) {
+            gk__release_segment(p, s); /* gone even when the device reports an error */
             continue;
+        }
         if (s->expandable)
             gk__expand_release(p, s, false, false);
         s->stream = 0;

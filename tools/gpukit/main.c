@@ -15,6 +15,9 @@ typedef struct tool_command {
 /* One line per subcommand, in the order `gpukit --help` lists them. */
 static const tool_command commands[] = {
     {"info", gk_tool_info, "backends, devices, driver and host; what is unavailable and why"},
+    {"run", gk_tool_run, "run a command, watch it, record it and report with advice"},
+    {"report", gk_tool_report, "the report of a recording, optionally against a baseline"},
+    {"top", gk_tool_top, "live view of the GPUs, their processes and the host"},
     {"batch", gk_tool_batch, "find the largest batch that fits a simulated device"},
     {"pool", gk_tool_pool, "replay allocation traces through the caching pool; F_cap; traces"},
     {"sample", gk_tool_sample, "one line per GPU per sample, like nvidia-smi --query-gpu / dmon"},

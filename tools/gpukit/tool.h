@@ -27,6 +27,9 @@ void gk_tool_json_escape(FILE *out, const char *s);
 
 /* Subcommands: argv[0] is the subcommand's name. */
 int gk_tool_info(int argc, char **argv);
+int gk_tool_run(int argc, char **argv);
+int gk_tool_report(int argc, char **argv);
+int gk_tool_top(int argc, char **argv);
 int gk_tool_pool(int argc, char **argv);
 int gk_tool_batch(int argc, char **argv);
 int gk_tool_sample(int argc, char **argv);

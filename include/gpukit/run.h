@@ -1,0 +1,114 @@
+/* Running a command under observation, and sending it metrics.
+ *
+ * gk_run_execute starts a command, samples the host and the command's whole process tree (and
+ * the GPUs when NVML is available) on absolute monotonic deadlines, receives the StatsD metrics
+ * the command sends to the Unix datagram socket named by GK_METRICS_SOCKET in its environment,
+ * and records everything as JSON Lines (see gpukit/report.h). `gpukit run` is built on it.
+ *
+ * Programs publish metrics with gk_statsd_send (or a gk_statsd client): StatsD lines
+ * `name:value|g` (gauge), `|c` (counter increment), `|ms` (a duration in milliseconds), `|h`
+ * (a value for a distribution), with optional `|@rate` and `|#tag:value,tag2:value` suffixes.
+ * Names use letters, digits and `_ . - /`; docs/run.md shows how to send from Python and shell. */
+#ifndef GPUKIT_RUN_H
+#define GPUKIT_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "pool.h"
+#include "version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The environment variable that carries the socket path to the command. */
+#define GK_METRICS_SOCKET_ENV "GK_METRICS_SOCKET"
+
+/* --- Sending metrics ----------------------------------------------------------------------- */
+
+typedef struct gk_statsd gk_statsd;
+
+/* Opens a client on the socket at `path`, or on $GK_METRICS_SOCKET when `path` is NULL. When no
+ * path is given and the variable is unset (the program is not running under gpukit run), *out
+ * is a valid client whose sends do nothing. Returns 0, -EINVAL (path too long), -ENOMEM or the
+ * negative errno of socket(2). Sends never block: a full socket drops the value (counted). */
+GK_API int gk_statsd_open(const char *path, gk_statsd **out);
+
+/* Closes a client. NULL is a no-op. */
+GK_API void gk_statsd_close(gk_statsd *c);
+
+/* Sends one value: `type` is "g", "c", "ms" or "h"; `tags` is NULL or "k:v,k2:v2". Returns 0
+ * (also when the client is inactive), -EINVAL for a bad name, type or tags (checked with the
+ * receiver's rules), -EAGAIN when the receiver's queue is full (value dropped), or the negative
+ * errno of send. A client may be used by one thread at a time. */
+GK_API int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const char *type,
+                                 const char *tags);
+
+/* Values this client could not deliver (full queue or send error). */
+GK_API uint64_t gk_statsd_dropped(const gk_statsd *c);
+
+/* One-shot: opens a client from $GK_METRICS_SOCKET, sends one value and closes it (about the
+ * cost of three system calls). A no-op returning 0 when the variable is unset. Thread-safe. */
+GK_API int gk_statsd_send(const char *name, double value, const char *type);
+
+/* Publishes a pool's current figures as gauges: gpukit_alloc_in_use_bytes (allocated),
+ * gpukit_alloc_reserved_bytes (reserved from the device), gpukit_alloc_active_bytes, and the
+ * counters' totals gpukit_alloc_ooms_total, gpukit_alloc_retries_total and
+ * gpukit_alloc_device_mallocs_total (as gauges: the receiver keeps the last value). Call it once
+ * per step; the report's fragmentation rule reads the first two. Returns 0 (also when the client
+ * is inactive), -EINVAL, or the first send error. */
+GK_API int gk_statsd_send_pool(gk_statsd *c, gk_pool *pool);
+
+/* --- Running a command --------------------------------------------------------------------- */
+
+typedef struct gk_run_config {
+    double interval_s;         /* sampling interval; default 0.5, 0.05 to 3600 */
+    const char *record_path;   /* where the JSON Lines recording goes (required) */
+    int gpu;                   /* 1: sample GPUs when NVML is available (default); 0: never */
+    size_t max_metric_values;  /* received values recorded at most (default 10 000 000) */
+    const char *const *alerts; /* alert rules "[NAME: ]METRIC{labels} OP VALUE [for DURATION]"
+                                  (gpukit/monitor.h, metric names in docs/monitor.md); NULL */
+    size_t nalerts;
+    gk_logger logger; /* warnings and the one "GPU metrics are off" line */
+} gk_run_config;
+
+/* What happened. */
+typedef struct gk_run_result {
+    int started;       /* 0 when the command could not be started */
+    int exit_status;   /* shell-style: exit code, or 128+signal; 127 when it could not start */
+    int exit_code;     /* exit() value, or -1 when a signal ended it */
+    int signal;        /* the signal that ended it, or 0 */
+    int forwarded;     /* the last signal gpukit forwarded to it (SIGINT, SIGTERM, SIGHUP), or 0 */
+    double duration_s; /* wall time from start to exit */
+    uint64_t samples, overruns;
+    uint64_t metric_lines, metric_malformed, metric_dropped;
+    double cpu_seconds;   /* user+system of the command and its waited-for children (rusage) */
+    double max_rss_bytes; /* largest RSS of any process in the tree (rusage maxrss) */
+    int gpu_enabled;
+    char gpu_reason[256];  /* why GPU metrics are off */
+    uint64_t alerts_fired; /* alert transitions to firing */
+    char error[512];       /* why the command could not be started, or the bad alert rule */
+} gk_run_result;
+
+/* Fills `cfg` with the defaults. */
+GK_API void gk_run_config_default(gk_run_config *cfg);
+
+/* Runs argv[0] (searched in PATH) with argv as its arguments, in its own process group, with
+ * GK_METRICS_SOCKET added to its environment, and waits for it. While it runs, SIGINT, SIGTERM
+ * and SIGHUP sent to this process are forwarded to the command's process group (the third
+ * interrupt sends SIGKILL); the recording is completed either way. The calling thread blocks
+ * those signals and SIGCHLD for the duration (call it from the main thread of a program that
+ * does not otherwise handle them). Returns 0 when the command ran (whatever its status) and
+ * *res says how it ended; -EINVAL for a bad config or empty argv; -ENOENT/-EACCES... when it
+ * could not be started (res->error says why, res->exit_status is 127); GK_ESYNTAX for an alert
+ * rule that does not parse (res->error names it; nothing is started); the negative errno of
+ * creating the recording or the socket. Alert rules are evaluated at every sample by a
+ * gk_monitor watching the command's tree; each state change is logged (warn) and recorded. */
+GK_API int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

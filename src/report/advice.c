@@ -1,0 +1,280 @@
+/* The advice rules of docs/advice.md. Each rule looks only at series that were recorded and
+ * fires only when their numbers cross its thresholds; the evidence quotes those numbers. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "report/report_int.h"
+
+#define MAX_GPUS 16
+
+/* Thresholds (docs/advice.md keeps the same numbers). */
+#define LOADER_WAIT_SHARE    0.20 /* loader wait / wall time */
+#define GPU_IDLE_P50         0.50 /* GPU utilization median below this ... */
+#define CORE_SATURATED       0.90 /* ... while the busiest core is above this ... */
+#define CORE_SATURATED_SHARE 0.50 /* ... for this share of the run */
+#define OOM_RISK_PEAK        0.90 /* GPU memory peak / total */
+#define HEADROOM_PEAK        0.50 /* GPU memory peak below this ... */
+#define HEADROOM_UTIL_P50    0.80 /* ... with utilization median above this */
+#define FRAG_RATIO           1.50 /* pool reserved / in use (p90) */
+#define FRAG_MIN_BYTES       (256.0 * 1024 * 1024)
+#define THROTTLE_SHARE       0.05 /* share of samples with a throttle reason */
+#define UNDERUSED_P50        0.30 /* GPU utilization median */
+#define SINGLE_THREAD_LO     0.85 /* tree CPU cores median in [LO, HI] ... */
+#define SINGLE_THREAD_HI     1.15
+#define HOST_MEMORY_PEAK     0.90 /* host memory used / total */
+#define WAITING_CPU_P50      0.10 /* tree CPU cores median below this */
+#define MIN_SAMPLES          3    /* rules over samples need at least this many */
+
+#define THROTTLE_THERMAL_BITS 0x68ull /* HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40 */
+#define THROTTLE_BRAKE_BITS   0x80ull /* HW power brake */
+#define THROTTLE_POWER_BITS   0x04ull /* SW power cap */
+
+static const gk__series_summary *find(const gk_report *rep, const char *name, size_t min_n)
+{
+    const gk__series_summary *sm = gk__report_find(rep, name);
+    return sm && sm->st.count >= min_n ? sm : NULL;
+}
+
+static const gk__series_summary *gpu_series(const gk_report *rep, int gpu, const char *what)
+{
+    char name[96];
+    snprintf(name, sizeof name, "gpu.%d.%s", gpu, what);
+    return find(rep, name, MIN_SAMPLES);
+}
+
+/* Seconds of waiting the program reported through a *loader_wait* / *data_wait* metric. */
+static double loader_wait_seconds(const gk_report *rep, char *which, size_t len)
+{
+    double total = 0;
+    which[0] = '\0';
+    for (size_t i = 0; i < rep->nsums; i++) {
+        const gk__series_summary *sm = &rep->sums[i];
+        const char *n = sm->s.name;
+        if (sm->s.kind == GK_SERIES_SAMPLE || sm->s.kind == GK_SERIES_GAUGE ||
+            (!strstr(n, "loader_wait") && !strstr(n, "data_wait")))
+            continue;
+        char base[256];
+        snprintf(base, sizeof base, "%s", n);
+        char *brace = strchr(base, '{');
+        if (brace)
+            *brace = '\0';
+        size_t bl = strlen(base);
+        int ms = sm->s.kind == GK_SERIES_TIMER || (bl > 3 && strcmp(base + bl - 3, "_ms") == 0);
+        total += ms ? sm->st.sum / 1000 : sm->st.sum;
+        if (!which[0])
+            snprintf(which, len, "%s", n);
+    }
+    return total;
+}
+
+static int data_loading(gk_report *rep, int *fired)
+{
+    char ev[512] = "", which[200];
+    double dur = rep->duration_s;
+    double wait = loader_wait_seconds(rep, which, sizeof which);
+    if (dur > 0 && wait / dur >= LOADER_WAIT_SHARE) {
+        snprintf(ev, sizeof ev,
+                 "the program waited for data %.2f s of %.2f s (%.0f%%, reported as %s; "
+                 "threshold %.0f%%)",
+                 wait, dur, 100 * wait / dur, which, 100 * LOADER_WAIT_SHARE);
+    }
+    const gk__series_summary *core = find(rep, "host.cpu_max_core_ratio", MIN_SAMPLES);
+    for (int g = 0; g < MAX_GPUS && !ev[0] && core; g++) {
+        const gk__series_summary *u = gpu_series(rep, g, "utilization_ratio");
+        if (!u || u->st.p50 >= GPU_IDLE_P50 || dur <= 0)
+            continue;
+        double share = core->above_s / dur;
+        if (share >= CORE_SATURATED_SHARE)
+            snprintf(ev, sizeof ev,
+                     "GPU %d utilization median %.0f%% (below %.0f%%) while the busiest host "
+                     "core was above %.0f%% for %.0f%% of the run",
+                     g, 100 * u->st.p50, 100 * GPU_IDLE_P50, 100 * CORE_SATURATED, 100 * share);
+    }
+    if (!ev[0])
+        return 0;
+    *fired = 1;
+    return gk__report_add_advice(
+        rep, "data-loading-bound", "Data loading is the bottleneck: the device waits for input", ev,
+        "Use more loader workers (threads or processes), pin host memory for copies, deepen "
+        "prefetching (two or more batches ahead), and move decoding or augmentation off the "
+        "critical path (pre-decode, cache, or do it on the device).");
+}
+
+static int gpu_rules(gk_report *rep, int loading_fired)
+{
+    int rc = 0;
+    char ev[512];
+    for (int g = 0; g < MAX_GPUS && !rc; g++) {
+        const gk__series_summary *mem = gpu_series(rep, g, "memory_used_ratio");
+        const gk__series_summary *util = gpu_series(rep, g, "utilization_ratio");
+        const gk__series_summary *ev_bits = gpu_series(rep, g, "clock_event_reasons");
+        if (mem && mem->st.max >= OOM_RISK_PEAK) {
+            snprintf(ev, sizeof ev,
+                     "GPU %d memory peaked at %.1f%% of its capacity (threshold %.0f%%)", g,
+                     100 * mem->st.max, 100 * OOM_RISK_PEAK);
+            rc = gk__report_add_advice(
+                rep, "oom-risk", "Out-of-memory risk: GPU memory is nearly full", ev,
+                "Reduce the batch size or sequence length, turn on activation checkpointing, "
+                "use mixed precision, or let the allocator use expandable segments to avoid "
+                "fragmentation failures.");
+        }
+        if (!rc && mem && util && mem->st.max < HEADROOM_PEAK &&
+            util->st.p50 >= HEADROOM_UTIL_P50) {
+            snprintf(ev, sizeof ev,
+                     "GPU %d memory peaked at %.1f%% while utilization median was %.0f%%; if "
+                     "memory grows in proportion to the batch, about %.1fx the batch would fit "
+                     "under 85%%",
+                     g, 100 * mem->st.max, 100 * util->st.p50,
+                     mem->st.max > 0 ? 0.85 / mem->st.max : 0);
+            rc = gk__report_add_advice(rep, "batch-headroom",
+                                       "Room for a larger batch: GPU memory is mostly unused", ev,
+                                       "Try a larger batch (gpukit batch find fits the memory "
+                                       "model from two short trials) or a larger model.");
+        }
+        if (!rc && ev_bits) {
+            size_t thermal = 0, power = 0;
+            const gk_series *s = &ev_bits->s;
+            for (size_t i = 0; i < s->n; i++) {
+                double x = s->v[i]; /* a bitmask; anything else counts as no reason */
+                unsigned long long bits =
+                    x >= 0 && x < 18446744073709551616.0 ? (unsigned long long)x : 0;
+                thermal += (bits & (THROTTLE_THERMAL_BITS | THROTTLE_BRAKE_BITS)) != 0;
+                power += (bits & THROTTLE_POWER_BITS) != 0;
+            }
+            if ((double)thermal / (double)s->n >= THROTTLE_SHARE) {
+                snprintf(ev, sizeof ev,
+                         "GPU %d reported thermal or hardware slowdown in %zu of %zu samples "
+                         "(%.0f%%; threshold %.0f%%)",
+                         g, thermal, s->n, 100.0 * (double)thermal / (double)s->n,
+                         100 * THROTTLE_SHARE);
+                rc = gk__report_add_advice(
+                    rep, "thermal-throttling", "The GPU slowed its clocks to protect itself", ev,
+                    "Check cooling (fans, airflow, dust, room temperature) and the power supply; "
+                    "compare with nvidia-smi -q -d PERFORMANCE.");
+            }
+            if (!rc && (double)power / (double)s->n >= THROTTLE_SHARE) {
+                snprintf(ev, sizeof ev,
+                         "GPU %d was held at its power cap in %zu of %zu samples (%.0f%%)", g,
+                         power, s->n, 100.0 * (double)power / (double)s->n);
+                rc = gk__report_add_advice(
+                    rep, "power-capped", "The GPU is limited by its power cap", ev,
+                    "Raise the power limit if the board allows it (nvidia-smi -pl), or accept "
+                    "the clocks; lower precision work draws less power per operation.");
+            }
+        }
+        if (!rc && util && !loading_fired && util->st.p50 < UNDERUSED_P50) {
+            snprintf(ev, sizeof ev,
+                     "GPU %d utilization median %.0f%%, p90 %.0f%% (threshold "
+                     "%.0f%%)",
+                     g, 100 * util->st.p50, 100 * util->st.p90, 100 * UNDERUSED_P50);
+            rc = gk__report_add_advice(
+                rep, "gpu-underused", "The GPU is mostly idle", ev,
+                "If the program launches many small kernels it is launch-bound: fuse operations, "
+                "use CUDA graphs or larger batches. If it waits for input, profile the loader "
+                "(send its wait time as a loader_wait metric and rerun).");
+        }
+    }
+    return rc;
+}
+
+static int pool_fragmentation(gk_report *rep)
+{
+    const gk__series_summary *res = find(rep, "gpukit_alloc_reserved_bytes", MIN_SAMPLES);
+    const gk__series_summary *use = find(rep, "gpukit_alloc_in_use_bytes", MIN_SAMPLES);
+    if (!res || !use || res->st.p90 < FRAG_RATIO * use->st.p90 ||
+        res->st.p90 - use->st.p90 < FRAG_MIN_BYTES)
+        return 0;
+    char ev[512], a[32], b[32];
+    gk__fmt_bytes(a, sizeof a, res->st.p90);
+    gk__fmt_bytes(b, sizeof b, use->st.p90);
+    snprintf(ev, sizeof ev,
+             "the pool reserved %s (p90) for %s in use (p90): %.1fx (threshold %.1fx and "
+             "256 MiB)",
+             a, b, use->st.p90 > 0 ? res->st.p90 / use->st.p90 : INFINITY, FRAG_RATIO);
+    return gk__report_add_advice(
+        rep, "fragmentation", "Allocator fragmentation: far more memory reserved than used", ev,
+        "Turn on expandable segments, round allocation sizes, free the cache between phases "
+        "(gk_pool_trim), or allocate long-lived buffers first.");
+}
+
+static int host_rules(gk_report *rep)
+{
+    int rc = 0;
+    char ev[512];
+    const gk__series_summary *cores = find(rep, "tree.cpu_cores", MIN_SAMPLES);
+    const gk__series_summary *mem = find(rep, "host.memory_used_ratio", MIN_SAMPLES);
+    int any_gpu_util = 0;
+    double gpu_p50_max = 0;
+    for (int g = 0; g < MAX_GPUS; g++) {
+        const gk__series_summary *u = gpu_series(rep, g, "utilization_ratio");
+        if (u) {
+            any_gpu_util = 1;
+            if (u->st.p50 > gpu_p50_max)
+                gpu_p50_max = u->st.p50;
+        }
+    }
+    if (cores && rep->info.cores >= 2 && cores->st.p50 >= SINGLE_THREAD_LO &&
+        cores->st.p50 <= SINGLE_THREAD_HI && (!any_gpu_util || gpu_p50_max < UNDERUSED_P50)) {
+        snprintf(ev, sizeof ev,
+                 "the command's processes used %.2f cores (median; p90 %.2f) of the %d on this "
+                 "host: one thread did the work",
+                 cores->st.p50, cores->st.p90, rep->info.cores);
+        rc = gk__report_add_advice(
+            rep, "single-thread-bound", "The run is bound by one CPU thread", ev,
+            "Parallelise the hot loop (worker threads or processes, vectorised libraries), or "
+            "move the work to the GPU; profile it with perf top to find the hot function.");
+    }
+    if (!rc && mem && mem->st.max >= HOST_MEMORY_PEAK) {
+        snprintf(ev, sizeof ev, "host memory use peaked at %.1f%% (threshold %.0f%%)",
+                 100 * mem->st.max, 100 * HOST_MEMORY_PEAK);
+        rc = gk__report_add_advice(
+            rep, "host-memory-pressure", "Host memory is nearly exhausted", ev,
+            "Lower the loader's prefetch depth or worker count, memory-map datasets instead of "
+            "loading them, or run on a host with more memory; watch for swapping.");
+    }
+    if (!rc && rep->info.has_end && rep->info.end.signal == SIGKILL && mem &&
+        mem->st.max >= HOST_MEMORY_PEAK) {
+        snprintf(ev, sizeof ev,
+                 "the command was killed by SIGKILL while host memory use was at %.1f%%",
+                 100 * mem->st.max);
+        rc = gk__report_add_advice(rep, "oom-killed",
+                                   "The kernel's out-of-memory killer probably ended the run", ev,
+                                   "Check `journalctl -k | grep -i oom`; reduce host memory use.");
+    }
+    if (!rc && cores && cores->st.p50 < WAITING_CPU_P50 && (!any_gpu_util || gpu_p50_max < 0.1)) {
+        snprintf(ev, sizeof ev,
+                 "the command's processes used %.2f cores (median)%s: neither the CPU nor the "
+                 "GPU was busy",
+                 cores->st.p50, any_gpu_util ? " and the GPUs were idle" : "");
+        rc = gk__report_add_advice(
+            rep, "mostly-waiting", "The run mostly waited (I/O, network, sleep or locks)", ev,
+            "Find what it waits for: storage (read-ahead, faster disk, caching), the network, "
+            "a lock, or a sleep; strace -c -f shows where the time goes.");
+    }
+    if (!rc && rep->info.has_end && rep->info.end.metric_malformed > 0) {
+        snprintf(ev, sizeof ev, "%llu StatsD lines were refused (%llu accepted)",
+                 (unsigned long long)rep->info.end.metric_malformed,
+                 (unsigned long long)rep->info.end.metric_lines);
+        rc = gk__report_add_advice(
+            rep, "metric-lines-refused", "Some metrics the program sent were malformed", ev,
+            "Send lines as name:value|type with type g, c, ms or h; names use letters, digits "
+            "and _ . - /; tags go last as |#key:value,key2:value.");
+    }
+    return rc;
+}
+
+int gk__report_advise(gk_report *rep)
+{
+    int loading = 0;
+    int rc = data_loading(rep, &loading);
+    if (!rc)
+        rc = gpu_rules(rep, loading);
+    if (!rc)
+        rc = pool_fragmentation(rep);
+    if (!rc)
+        rc = host_rules(rep);
+    return rc;
+}

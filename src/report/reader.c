@@ -1,0 +1,546 @@
+/* The recording reader: JSON Lines parsed with cJSON into one array pair (t, v) per series.
+ * Unusable lines are skipped and listed with their line number; a cut last line (a killed run)
+ * is a warning, never an error. Only a missing or newer metadata line makes the load fail. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpukit/error.h"
+#include "report/report_int.h"
+
+#define MAX_SERIES      4096
+#define MAX_ISSUES_KEPT 50
+
+typedef struct rseries {
+    char *name;
+    gk_series_kind kind;
+    size_t n, cap;
+    double *t, *v;
+} rseries;
+
+struct gk_recording {
+    gk_recording_info info;
+    char *version, *command, *host, *start, *gpu_reason;
+    rseries *series;
+    size_t nseries, cap;
+    size_t *table; /* open addressing: index+1 into series, 0 empty */
+    size_t table_cap;
+    gk_series *views;
+    char **issues;
+    size_t nissues;
+    size_t issues_more; /* issues not kept */
+    int full_warned;
+    int closing; /* the last notes are kept even past the cap */
+    gk_alert_event *alerts;
+    size_t nalerts;
+};
+
+static uint64_t hash_key(const char *name, gk_series_kind kind)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)kind;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h;
+}
+
+static int add_issue(gk_recording *rec, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static int add_issue(gk_recording *rec, const char *fmt, ...)
+{
+    if (rec->nissues >= MAX_ISSUES_KEPT && !rec->closing) {
+        rec->issues_more++;
+        return 0;
+    }
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **is = realloc(rec->issues, (rec->nissues + 2) * sizeof *is);
+    if (!is)
+        return -ENOMEM;
+    rec->issues = is;
+    if (!(is[rec->nissues] = strdup(buf)))
+        return -ENOMEM;
+    rec->nissues++;
+    return 0;
+}
+
+static int grow_table(gk_recording *rec)
+{
+    size_t cap = rec->table_cap ? rec->table_cap * 2 : 64;
+    size_t *t = calloc(cap, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    for (size_t i = 0; i < rec->nseries; i++) {
+        size_t h = (size_t)hash_key(rec->series[i].name, rec->series[i].kind) & (cap - 1);
+        while (t[h])
+            h = (h + 1) & (cap - 1);
+        t[h] = i + 1;
+    }
+    free(rec->table);
+    rec->table = t;
+    rec->table_cap = cap;
+    return 0;
+}
+
+/* Finds or creates the series (name, kind). *out is NULL when the series cap is reached. */
+static int get_series(gk_recording *rec, const char *name, gk_series_kind kind, rseries **out)
+{
+    *out = NULL;
+    if (rec->table_cap) {
+        size_t h = (size_t)hash_key(name, kind) & (rec->table_cap - 1);
+        while (rec->table[h]) {
+            rseries *s = &rec->series[rec->table[h] - 1];
+            if (s->kind == kind && strcmp(s->name, name) == 0) {
+                *out = s;
+                return 0;
+            }
+            h = (h + 1) & (rec->table_cap - 1);
+        }
+    }
+    if (rec->nseries >= MAX_SERIES) {
+        if (!rec->full_warned) {
+            rec->full_warned = 1;
+            return add_issue(rec, "more than %d series; values of further series are skipped",
+                             MAX_SERIES);
+        }
+        return 0;
+    }
+    if ((rec->nseries + 1) * 2 > rec->table_cap && grow_table(rec))
+        return -ENOMEM;
+    if (rec->nseries == rec->cap) {
+        size_t cap = rec->cap ? rec->cap * 2 : 32;
+        rseries *s = realloc(rec->series, cap * sizeof *s);
+        if (!s)
+            return -ENOMEM;
+        rec->series = s;
+        rec->cap = cap;
+    }
+    rseries *s = &rec->series[rec->nseries];
+    memset(s, 0, sizeof *s);
+    if (!(s->name = strdup(name)))
+        return -ENOMEM;
+    s->kind = kind;
+    size_t h = (size_t)hash_key(name, kind) & (rec->table_cap - 1);
+    while (rec->table[h])
+        h = (h + 1) & (rec->table_cap - 1);
+    rec->table[h] = ++rec->nseries;
+    *out = s;
+    return 0;
+}
+
+static int push(gk_recording *rec, const char *name, gk_series_kind kind, double t, double v)
+{
+    rseries *s;
+    int rc = get_series(rec, name, kind, &s);
+    if (rc || !s)
+        return rc;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        double *nt = realloc(s->t, cap * sizeof *nt);
+        if (!nt)
+            return -ENOMEM;
+        s->t = nt;
+        double *nv = realloc(s->v, cap * sizeof *nv);
+        if (!nv)
+            return -ENOMEM;
+        s->v = nv;
+        s->cap = cap;
+    }
+    s->t[s->n] = t;
+    s->v[s->n] = v;
+    s->n++;
+    return 0;
+}
+
+static char *dup_str(const cJSON *obj, const char *key)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return strdup(cJSON_IsString(it) && it->valuestring ? it->valuestring : "");
+}
+
+static double get_num(const cJSON *obj, const char *key, double dflt)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNumber(it) ? it->valuedouble : dflt;
+}
+
+/* Clamped conversions: a recording may hold any number, and out-of-range casts are undefined. */
+static int to_int(double v)
+{
+    return v > -2147483648.0 && v < 2147483647.0 ? (int)v : (v >= 2147483647.0 ? 2147483647 : 0);
+}
+
+static uint64_t to_u64(double v)
+{
+    return v >= 0 && v < 18446744073709551616.0 ? (uint64_t)v : 0;
+}
+
+static int read_meta(gk_recording *rec, const cJSON *j, char *err, size_t errlen)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
+    const cJSON *schema = cJSON_GetObjectItemCaseSensitive(j, "schema");
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "meta") != 0 ||
+        !cJSON_IsNumber(schema)) {
+        snprintf(err, errlen, "line 1 is not gpukit metadata (is this a gpukit run recording?)");
+        return GK_ECORRUPT;
+    }
+    if (schema->valueint > GK_RECORDING_SCHEMA || schema->valueint < 1) {
+        snprintf(err, errlen, "recording schema %d is not supported (this gpukit reads %d)",
+                 schema->valueint, GK_RECORDING_SCHEMA);
+        return GK_EVERSION;
+    }
+    gk_recording_info *in = &rec->info;
+    in->schema = schema->valueint;
+    rec->version = dup_str(j, "gpukit");
+    rec->host = dup_str(j, "host");
+    rec->start = dup_str(j, "start");
+    const cJSON *gpu = cJSON_GetObjectItemCaseSensitive(j, "gpu");
+    rec->gpu_reason = dup_str(gpu, "reason");
+    in->gpu_enabled = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(gpu, "enabled"));
+    in->start_unix = get_num(j, "start_unix", 0);
+    in->interval_s = get_num(j, "interval_s", 0);
+    in->cores = to_int(get_num(j, "cores", 0));
+    in->memory_total_bytes = get_num(j, "memory_total_bytes", 0);
+    in->ndevices = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "devices"));
+    gk__sbuf cmd = {0};
+    const cJSON *arg;
+    int first = 1;
+    cJSON_ArrayForEach(arg, cJSON_GetObjectItemCaseSensitive(j, "command"))
+    {
+        if (!cJSON_IsString(arg))
+            continue;
+        if (!first)
+            gk__sbuf_add(&cmd, " ", 1);
+        gk__sbuf_puts(&cmd, arg->valuestring);
+        first = 0;
+    }
+    if (!cmd.s)
+        gk__sbuf_puts(&cmd, "");
+    rec->command = cmd.oom ? NULL : cmd.s;
+    if (!rec->command)
+        free(cmd.s);
+    if (!rec->version || !rec->host || !rec->start || !rec->gpu_reason || !rec->command)
+        return -ENOMEM;
+    return 0;
+}
+
+static int kind_of(const char *k, gk_series_kind *out)
+{
+    static const struct {
+        const char *name;
+        gk_series_kind kind;
+    } kinds[] = {{"g", GK_SERIES_GAUGE},
+                 {"c", GK_SERIES_COUNTER},
+                 {"ms", GK_SERIES_TIMER},
+                 {"h", GK_SERIES_HISTOGRAM}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (strcmp(k, kinds[i].name) == 0) {
+            *out = kinds[i].kind;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* One line after the metadata. Returns 0 (used or described as an issue) or -ENOMEM. */
+static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "t");
+    if (!cJSON_IsString(type) || !cJSON_IsNumber(t) || !isfinite(t->valuedouble))
+        return add_issue(rec, "line %zu: no \"type\" or \"t\" (skipped)", lineno);
+    double tt = t->valuedouble;
+    if (tt > rec->info.last_t)
+        rec->info.last_t = tt;
+    const char *ty = type->valuestring;
+    if (strcmp(ty, "sample") == 0) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "v");
+        if (!cJSON_IsObject(v))
+            return add_issue(rec, "line %zu: sample without values (skipped)", lineno);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, v)
+        {
+            if (!cJSON_IsNumber(it) || !it->string || !isfinite(it->valuedouble))
+                continue; /* null: not available in this sample */
+            int rc = push(rec, it->string, GK_SERIES_SAMPLE, tt, it->valuedouble);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
+    if (strcmp(ty, "metric") == 0) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "kind");
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(j, "value");
+        const cJSON *tags = cJSON_GetObjectItemCaseSensitive(j, "tags");
+        gk_series_kind k;
+        if (!cJSON_IsString(name) || !*name->valuestring || !cJSON_IsString(kind) ||
+            kind_of(kind->valuestring, &k) || !cJSON_IsNumber(value) ||
+            !isfinite(value->valuedouble))
+            return add_issue(rec, "line %zu: metric without a name, kind or value (skipped)",
+                             lineno);
+        if (cJSON_IsString(tags) && *tags->valuestring) {
+            gk__sbuf key = {0};
+            gk__sbuf_printf(&key, "%s{%s}", name->valuestring, tags->valuestring);
+            int rc = key.oom ? -ENOMEM : push(rec, key.s, k, tt, value->valuedouble);
+            gk__sbuf_free(&key);
+            return rc;
+        }
+        return push(rec, name->valuestring, k, tt, value->valuedouble);
+    }
+    if (strcmp(ty, "end") == 0) {
+        gk_recording_end *e = &rec->info.end;
+        rec->info.has_end = 1;
+        e->t = tt;
+        e->exit_status = to_int(get_num(j, "exit_status", 0));
+        e->exit_code = to_int(get_num(j, "exit_code", -1));
+        e->signal = to_int(get_num(j, "signal", 0));
+        e->duration_s = get_num(j, "duration_s", tt);
+        e->samples = to_u64(get_num(j, "samples", 0));
+        e->overruns = to_u64(get_num(j, "overruns", 0));
+        e->metric_lines = to_u64(get_num(j, "metric_lines", 0));
+        e->metric_malformed = to_u64(get_num(j, "metric_malformed", 0));
+        e->metric_dropped = to_u64(get_num(j, "metric_dropped", 0));
+        e->cpu_seconds = get_num(j, "cpu_seconds", NAN);
+        e->max_rss_bytes = get_num(j, "max_rss_bytes", NAN);
+        return 0;
+    }
+    if (strcmp(ty, "alert") == 0) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+        const cJSON *labels = cJSON_GetObjectItemCaseSensitive(j, "labels");
+        const cJSON *state = cJSON_GetObjectItemCaseSensitive(j, "state");
+        if (!cJSON_IsString(name) || !*name->valuestring || !cJSON_IsString(state))
+            return add_issue(rec, "line %zu: alert without a name or state (skipped)", lineno);
+        gk_alert_event *a = realloc(rec->alerts, (rec->nalerts + 1) * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        rec->alerts = a;
+        a = &rec->alerts[rec->nalerts];
+        a->t = tt;
+        a->value = get_num(j, "value", NAN);
+        a->name = strdup(name->valuestring);
+        a->labels = strdup(cJSON_IsString(labels) ? labels->valuestring : "");
+        a->state = strdup(state->valuestring);
+        rec->nalerts++;
+        if (!a->name || !a->labels || !a->state)
+            return -ENOMEM;
+        return 0;
+    }
+    if (strcmp(ty, "meta") == 0)
+        return add_issue(rec, "line %zu: a second metadata line (skipped)", lineno);
+    return add_issue(rec, "line %zu: unknown type \"%.40s\" (skipped)", lineno, ty);
+}
+
+static int build_views(gk_recording *rec)
+{
+    rec->views = calloc(rec->nseries ? rec->nseries : 1, sizeof *rec->views);
+    if (!rec->views)
+        return -ENOMEM;
+    for (size_t i = 0; i < rec->nseries; i++) {
+        rec->views[i] = (gk_series){.name = rec->series[i].name,
+                                    .kind = rec->series[i].kind,
+                                    .n = rec->series[i].n,
+                                    .t = rec->series[i].t,
+                                    .v = rec->series[i].v};
+    }
+    return 0;
+}
+
+int gk_recording_load(const char *path, gk_recording **out, char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    if (errlen)
+        err[0] = '\0';
+    if (!path || !out)
+        return -EINVAL;
+    *out = NULL;
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        int rc = -errno;
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(-rc));
+        return rc;
+    }
+    int rc = gk__recording_read(f, path, out, err, errlen);
+    fclose(f);
+    return rc;
+}
+
+int gk__recording_read(FILE *f, const char *path, gk_recording **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    gk_recording *rec = calloc(1, sizeof *rec);
+    if (!rec)
+        return -ENOMEM;
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    ssize_t n;
+    int rc = 0;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        int complete = n > 0 && line[n - 1] == '\n';
+        if (complete)
+            line[--n] = '\0';
+        if (lineno > 1 && n == 0)
+            continue;
+        cJSON *j = cJSON_ParseWithLength(line, (size_t)n);
+        if (lineno == 1) {
+            rc = j ? read_meta(rec, j, err, errlen) : GK_ECORRUPT;
+            if (!j)
+                snprintf(err, errlen, "%s: line 1 is not JSON (is this a gpukit run recording?)",
+                         path);
+            cJSON_Delete(j);
+            if (rc)
+                break;
+            continue;
+        }
+        if (!j) {
+            /* getline returns a line without its newline only at the end of the file. */
+            if (!complete)
+                rc = add_issue(rec,
+                               "line %zu: the last line is cut off (the run was probably "
+                               "killed while writing it); skipped",
+                               lineno);
+            else
+                rc = add_issue(rec, "line %zu: not JSON (skipped)", lineno);
+        } else {
+            rc = cJSON_IsObject(j)
+                     ? read_line(rec, j, lineno)
+                     : add_issue(rec, "line %zu: not a JSON object (skipped)", lineno);
+            cJSON_Delete(j);
+        }
+        if (rc)
+            break;
+    }
+    if (!rc && ferror(f)) {
+        rc = -EIO;
+        snprintf(err, errlen, "%s: read error", path);
+    }
+    if (!rc && lineno == 0) {
+        rc = GK_ECORRUPT;
+        snprintf(err, errlen, "%s is empty (not a gpukit run recording)", path);
+    }
+    free(line);
+    rec->info.lines = lineno;
+    rec->closing = 1;
+    if (!rc && !rec->info.has_end)
+        rc = add_issue(rec, "no end line: the run did not finish (gpukit or the machine was "
+                            "stopped); the report covers what was recorded");
+    if (!rc && rec->issues_more)
+        rc = add_issue(rec, "(%zu more problems not listed)", rec->issues_more);
+    if (!rc)
+        rc = build_views(rec);
+    if (rc) {
+        if (rc == -ENOMEM)
+            snprintf(err, errlen, "out of memory reading %s", path);
+        gk_recording_free(rec);
+        return rc;
+    }
+    gk_recording_info *in = &rec->info;
+    in->gpukit_version = rec->version;
+    in->command = rec->command;
+    in->host = rec->host;
+    in->start = rec->start;
+    in->gpu_reason = rec->gpu_reason;
+    *out = rec;
+    return 0;
+}
+
+void gk_recording_free(gk_recording *rec)
+{
+    if (!rec)
+        return;
+    for (size_t i = 0; i < rec->nseries; i++) {
+        free(rec->series[i].name);
+        free(rec->series[i].t);
+        free(rec->series[i].v);
+    }
+    for (size_t i = 0; i < rec->nissues; i++)
+        free(rec->issues[i]);
+    for (size_t i = 0; i < rec->nalerts; i++) {
+        free((char *)rec->alerts[i].name);
+        free((char *)rec->alerts[i].labels);
+        free((char *)rec->alerts[i].state);
+    }
+    free(rec->alerts);
+    free(rec->issues);
+    free(rec->series);
+    free(rec->table);
+    free(rec->views);
+    free(rec->version);
+    free(rec->command);
+    free(rec->host);
+    free(rec->start);
+    free(rec->gpu_reason);
+    free(rec);
+}
+
+void gk_recording_get_info(const gk_recording *rec, gk_recording_info *out)
+{
+    if (rec && out)
+        *out = rec->info;
+}
+
+size_t gk_recording_series_count(const gk_recording *rec)
+{
+    return rec ? rec->nseries : 0;
+}
+
+int gk_recording_series(const gk_recording *rec, size_t i, gk_series *out)
+{
+    if (!rec || !out)
+        return -EINVAL;
+    if (i >= rec->nseries)
+        return -ERANGE;
+    *out = rec->views[i];
+    return 0;
+}
+
+const gk_series *gk_recording_find(const gk_recording *rec, const char *name)
+{
+    if (!rec || !name)
+        return NULL;
+    for (size_t i = 0; i < rec->nseries; i++) {
+        if (strcmp(rec->views[i].name, name) == 0)
+            return &rec->views[i];
+    }
+    return NULL;
+}
+
+size_t gk_recording_issue_count(const gk_recording *rec)
+{
+    return rec ? rec->nissues : 0;
+}
+
+const char *gk_recording_issue(const gk_recording *rec, size_t i)
+{
+    return rec && i < rec->nissues ? rec->issues[i] : NULL;
+}
+
+size_t gk_recording_alert_count(const gk_recording *rec)
+{
+    return rec ? rec->nalerts : 0;
+}
+
+int gk_recording_alert(const gk_recording *rec, size_t i, gk_alert_event *out)
+{
+    if (!rec || !out)
+        return -EINVAL;
+    if (i >= rec->nalerts)
+        return -ERANGE;
+    *out = rec->alerts[i];
+    return 0;
+}

@@ -1,0 +1,113 @@
+/* The StatsD sender: a non-blocking Unix datagram socket connected to GK_METRICS_SOCKET. A
+ * program not running under `gpukit run` gets an inactive client whose sends cost nothing. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "run/run_int.h"
+
+struct gk_statsd {
+    int fd; /* -1: inactive */
+    struct sockaddr_un addr;
+    uint64_t dropped;
+};
+
+int gk_statsd_open(const char *path, gk_statsd **out)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!path) {
+        path = getenv(GK_METRICS_SOCKET_ENV);
+        if (path && !*path)
+            path = NULL;
+    }
+    gk_statsd *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->fd = -1;
+    if (path) {
+        if (strlen(path) >= sizeof c->addr.sun_path) {
+            free(c);
+            return -EINVAL;
+        }
+        c->addr.sun_family = AF_UNIX;
+        memcpy(c->addr.sun_path, path, strlen(path) + 1);
+        c->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (c->fd < 0) {
+            int rc = -errno;
+            free(c);
+            return rc;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+void gk_statsd_close(gk_statsd *c)
+{
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c);
+}
+
+int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const char *type,
+                          const char *tags)
+{
+    if (!c || !name || !type || !gk__statsd_name_ok(name, strlen(name)))
+        return -EINVAL;
+    if (strcmp(type, "g") && strcmp(type, "c") && strcmp(type, "ms") && strcmp(type, "h"))
+        return -EINVAL;
+    if (tags && *tags && !gk__statsd_tags_ok(tags, strlen(tags)))
+        return -EINVAL;
+    if (value != value || value - value != 0)
+        return -EINVAL; /* NaN or infinite */
+    if (c->fd < 0)
+        return 0;
+    char line[2 * (GK__STATSD_MAX_NAME + GK__STATSD_MAX_TAGS) + 96];
+    char sfx[GK__STATSD_MAX_TAGS + 4] = "";
+    if (tags && *tags)
+        snprintf(sfx, sizeof sfx, "|#%s", tags);
+    int n;
+    if (strcmp(type, "ms") == 0 && value < 0)
+        return -EINVAL;
+    if (strcmp(type, "g") == 0 && value < 0) /* a leading sign means "relative": set 0, add */
+        n = snprintf(line, sizeof line, "%s:0|g%s\n%s:%.17g|g%s", name, sfx, name, value, sfx);
+    else
+        n = snprintf(line, sizeof line, "%s:%.17g|%s%s", name, value, type, sfx);
+    if (n < 0 || (size_t)n >= sizeof line)
+        return -EINVAL;
+    ssize_t w = sendto(c->fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL,
+                       (const struct sockaddr *)&c->addr, sizeof c->addr);
+    if (w < 0) {
+        int rc = -errno;
+        c->dropped++;
+        return rc == -EWOULDBLOCK ? -EAGAIN : rc;
+    }
+    return 0;
+}
+
+uint64_t gk_statsd_dropped(const gk_statsd *c)
+{
+    return c ? c->dropped : 0;
+}
+
+int gk_statsd_send(const char *name, double value, const char *type)
+{
+    const char *path = getenv(GK_METRICS_SOCKET_ENV);
+    if (!path || !*path)
+        return name && type && gk__statsd_name_ok(name, strlen(name)) ? 0 : -EINVAL;
+    gk_statsd *c = NULL;
+    int rc = gk_statsd_open(path, &c);
+    if (rc)
+        return rc;
+    rc = gk_statsd_client_send(c, name, value, type, NULL);
+    gk_statsd_close(c);
+    return rc;
+}

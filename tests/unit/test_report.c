@@ -1,0 +1,364 @@
+/* Reports: statistics, time above thresholds and energy from known series; each advice rule
+ * fires on data that supports it and stays silent otherwise; the baseline comparison finds the
+ * right regressions with the right sign; the renderers produce valid JSON and a complete HTML
+ * page. Recordings are written with gk_recorder from known values. */
+/* gk-labels: unit */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "gk_test.h"
+
+typedef struct spec {
+    int n;           /* samples, every 0.5 s */
+    double cores;    /* tree.cpu_cores */
+    double core_max; /* host.cpu_max_core_ratio */
+    double host_mem; /* host.memory_used_ratio */
+    int gpu;         /* record gpu.0.* */
+    double gpu_util, gpu_mem, power, events;
+    double step_ms;          /* step_time timer values (0: none) */
+    double throughput;       /* samples_per_second gauge (0: none) */
+    double wait_ms;          /* loader_wait_ms timer per sample (0: none) */
+    double reserved, in_use; /* pool gauges (0: none) */
+    int malformed, signal;
+} spec;
+
+static const char *record(const char *name, const spec *sp)
+{
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/%s.jsonl", gk_test_tmpdir(name), name);
+    static const char *const argv[] = {"train", "--fast"};
+    gk_recording_meta m = {.argc = 2,
+                           .argv = argv,
+                           .host = "h",
+                           .start_unix = 1.7e9,
+                           .interval_s = 0.5,
+                           .cores = 2,
+                           .memory_total_bytes = 8e9,
+                           .gpu_enabled = sp->gpu,
+                           .gpu_reason = sp->gpu ? "" : "no driver"};
+    gk_recorder *r = NULL;
+    GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
+    for (int i = 0; i < sp->n; i++) {
+        double t = 0.5 * (i + 1);
+        /* deterministic jitter and a 2% step halfway, so the noise estimate is not zero */
+        double j = 1 + 0.01 * ((i % 3) - 1) + (i >= sp->n / 2 ? 0.02 : 0);
+        const char *names[] = {"tree.cpu_cores",           "host.cpu_max_core_ratio",
+                               "host.memory_used_ratio",   "gpu.0.utilization_ratio",
+                               "gpu.0.memory_used_ratio",  "gpu.0.power_watts",
+                               "gpu.0.clock_event_reasons"};
+        double v[] = {sp->cores * j, sp->core_max, sp->host_mem, sp->gpu_util,
+                      sp->gpu_mem,   sp->power,    sp->events};
+        GK_ASSERT_OK(gk_recorder_sample(r, t, sp->gpu ? 7 : 3, names, v));
+        if (sp->step_ms > 0)
+            GK_ASSERT_OK(gk_recorder_metric(r, t, "step_time", "ms", sp->step_ms * j, NULL));
+        if (sp->throughput > 0)
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "samples_per_second", "g", sp->throughput * j, NULL));
+        if (sp->wait_ms > 0)
+            GK_ASSERT_OK(gk_recorder_metric(r, t, "loader_wait", "ms", sp->wait_ms, NULL));
+        if (sp->reserved > 0) {
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_alloc_reserved_bytes", "g", sp->reserved, NULL));
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_alloc_in_use_bytes", "g", sp->in_use, NULL));
+        }
+    }
+    gk_recording_end e = {.t = 0.5 * sp->n,
+                          .duration_s = 0.5 * sp->n,
+                          .exit_status = sp->signal ? 128 + sp->signal : 0,
+                          .exit_code = sp->signal ? -1 : 0,
+                          .signal = sp->signal,
+                          .samples = (uint64_t)sp->n,
+                          .metric_malformed = (uint64_t)sp->malformed,
+                          .cpu_seconds = 1,
+                          .max_rss_bytes = 1e6};
+    GK_ASSERT_OK(gk_recorder_close(r, &e));
+    return path;
+}
+
+static gk_report *report_of(const char *path, const char *base, gk_recording **rec,
+                            gk_recording **brec)
+{
+    GK_ASSERT_OK(gk_recording_load(path, rec, NULL, 0));
+    *brec = NULL;
+    if (base)
+        GK_ASSERT_OK(gk_recording_load(base, brec, NULL, 0));
+    gk_report *rep = NULL;
+    GK_ASSERT_OK(gk_report_create(*rec, *brec, &rep));
+    return rep;
+}
+
+static void done(gk_report *rep, gk_recording *rec, gk_recording *brec)
+{
+    gk_report_destroy(rep);
+    gk_recording_free(rec);
+    gk_recording_free(brec);
+}
+
+/* The rules that fired, joined by spaces. */
+static const char *rules(const gk_report *rep)
+{
+    static char buf[512];
+    buf[0] = '\0';
+    for (size_t i = 0; i < gk_report_advice_count(rep); i++) {
+        gk_advice a;
+        GK_ASSERT_OK(gk_report_advice(rep, i, &a));
+        assert_true(a.evidence[0] && a.fix[0] && a.title[0]);
+        strncat(buf, a.rule, sizeof buf - strlen(buf) - 2);
+        strcat(buf, " ");
+    }
+    return buf;
+}
+
+static void test_stats_energy_threshold(void **state)
+{
+    (void)state;
+    spec sp = {.n = 20,
+               .cores = 0.5,
+               .core_max = 0.95,
+               .host_mem = 0.3,
+               .gpu = 1,
+               .gpu_util = 0.6,
+               .gpu_mem = 0.7,
+               .power = 100};
+    gk_recording *rec, *brec;
+    gk_report *rep = report_of(record("stats", &sp), NULL, &rec, &brec);
+    gk_stats st;
+    GK_ASSERT_OK(gk_report_stats(rep, "gpu.0.power_watts", &st));
+    assert_int_equal(st.count, 20);
+    assert_true(st.p50 == 100 && st.std == 0);
+    GK_ASSERT_ERR(gk_report_stats(rep, "nope", &st), -ENOENT);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    GK_ASSERT_OK(gk_report_write_json(rep, f));
+    fclose(f);
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    /* 100 W over 9.5 s between the first and last sample */
+    double joules = cJSON_GetObjectItem(j, "gpu_energy_joules")->valuedouble;
+    assert_true(fabs(joules - 950) < 1e-6);
+    const cJSON *s;
+    int found = 0;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(j, "series"))
+    {
+        if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, "host.cpu_max_core_ratio") == 0) {
+            found = 1;
+            /* every sample above 90%: 20 x 0.5 s */
+            assert_true(fabs(cJSON_GetObjectItem(s, "seconds_above")->valuedouble - 10) < 1e-6);
+        }
+    }
+    assert_true(found);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "warnings")), 0);
+    cJSON_Delete(j);
+    free(text);
+    done(rep, rec, brec);
+}
+
+static void test_advice_rules(void **state)
+{
+    (void)state;
+    gk_recording *rec, *brec;
+    gk_report *rep;
+    /* balanced: GPU busy, moderate memory: nothing fires */
+    spec calm = {.n = 20,
+                 .cores = 0.5,
+                 .core_max = 0.5,
+                 .host_mem = 0.3,
+                 .gpu = 1,
+                 .gpu_util = 0.7,
+                 .gpu_mem = 0.6};
+    rep = report_of(record("calm", &calm), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "");
+    done(rep, rec, brec);
+
+    spec loading = calm;
+    loading.gpu_util = 0.2;
+    loading.core_max = 0.97;
+    rep = report_of(record("loading", &loading), NULL, &rec, &brec);
+    GK_ASSERT_CONTAINS(rules(rep), "data-loading-bound");
+    assert_null(strstr(rules(rep), "gpu-underused")); /* explained by loading already */
+    done(rep, rec, brec);
+
+    spec wait = calm;
+    wait.wait_ms = 200; /* 200 ms of every 500 ms */
+    rep = report_of(record("wait", &wait), NULL, &rec, &brec);
+    GK_ASSERT_CONTAINS(rules(rep), "data-loading-bound");
+    gk_advice a;
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.evidence, "40%");
+    done(rep, rec, brec);
+
+    spec oom = calm;
+    oom.gpu_mem = 0.95;
+    oom.power = 250;
+    oom.events = 0x40 | 0x4; /* HW thermal and SW power cap */
+    rep = report_of(record("oom", &oom), NULL, &rec, &brec);
+    GK_ASSERT_CONTAINS(rules(rep), "oom-risk");
+    GK_ASSERT_CONTAINS(rules(rep), "thermal-throttling");
+    GK_ASSERT_CONTAINS(rules(rep), "power-capped");
+    done(rep, rec, brec);
+
+    spec room = calm;
+    room.gpu_mem = 0.3;
+    room.gpu_util = 0.9;
+    rep = report_of(record("room", &room), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "batch-headroom ");
+    done(rep, rec, brec);
+
+    spec idle = calm;
+    idle.gpu_util = 0.1;
+    rep = report_of(record("idle", &idle), NULL, &rec, &brec);
+    GK_ASSERT_CONTAINS(rules(rep), "gpu-underused");
+    done(rep, rec, brec);
+
+    spec frag = calm;
+    frag.reserved = 4e9;
+    frag.in_use = 1e9;
+    rep = report_of(record("frag", &frag), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "fragmentation ");
+    done(rep, rec, brec);
+
+    /* host only */
+    spec single = {
+        .n = 20, .cores = 1.0, .core_max = 1.0, .host_mem = 0.95, .malformed = 3, .signal = 9};
+    rep = report_of(record("single", &single), NULL, &rec, &brec);
+    GK_ASSERT_CONTAINS(rules(rep), "single-thread-bound");
+    GK_ASSERT_CONTAINS(rules(rep), "host-memory-pressure");
+    GK_ASSERT_CONTAINS(rules(rep), "oom-killed");
+    GK_ASSERT_CONTAINS(rules(rep), "metric-lines-refused");
+    done(rep, rec, brec);
+
+    spec sleepy = {.n = 20, .cores = 0.01, .core_max = 0.2, .host_mem = 0.2};
+    rep = report_of(record("sleepy", &sleepy), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "mostly-waiting ");
+    done(rep, rec, brec);
+
+    /* too little data: no rule fires on two samples */
+    spec tiny = single;
+    tiny.n = 2;
+    tiny.malformed = 0;
+    tiny.signal = 0;
+    rep = report_of(record("tiny", &tiny), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "");
+    done(rep, rec, brec);
+}
+
+static const gk_comparison *find_cmp(const gk_report *rep, const char *name, gk_comparison *c)
+{
+    for (size_t i = 0; i < gk_report_comparison_count(rep); i++) {
+        GK_ASSERT_OK(gk_report_comparison(rep, i, c));
+        if (strcmp(c->name, name) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static void test_baseline(void **state)
+{
+    (void)state;
+    spec base = {
+        .n = 24, .cores = 0.9, .core_max = 0.5, .host_mem = 0.3, .step_ms = 10, .throughput = 1000};
+    char bpath[1024];
+    snprintf(bpath, sizeof bpath, "%s", record("base", &base));
+    gk_recording *rec, *brec;
+    gk_comparison c;
+
+    /* the same workload: unchanged */
+    gk_report *rep = report_of(record("same", &base), bpath, &rec, &brec);
+    assert_true(gk_report_comparison_count(rep) >= 3);
+    assert_non_null(find_cmp(rep, "step_time", &c));
+    assert_int_equal(c.verdict, GK_CHANGE_UNCHANGED);
+    assert_string_equal(c.direction, "time-like");
+    assert_true(c.noise_pct > 1 && c.noise_pct < 5);
+    assert_non_null(find_cmp(rep, "samples_per_second", &c));
+    assert_string_equal(c.direction, "throughput-like");
+    assert_int_equal(c.verdict, GK_CHANGE_UNCHANGED);
+    assert_int_equal(gk_report_regressions_over(rep, 0), 0);
+    done(rep, rec, brec);
+
+    /* slowed down: step time x1.5, throughput / 1.5 */
+    spec slow = base;
+    slow.step_ms = 15;
+    slow.throughput = 1000 / 1.5;
+    rep = report_of(record("slow", &slow), bpath, &rec, &brec);
+    GK_ASSERT_OK(gk_report_comparison(rep, 0, &c));
+    assert_int_equal(c.verdict, GK_CHANGE_REGRESSION); /* regressions come first */
+    assert_non_null(find_cmp(rep, "step_time", &c));
+    assert_int_equal(c.verdict, GK_CHANGE_REGRESSION);
+    assert_true(fabs(c.p50_change_pct - 50) < 1e-6);
+    assert_non_null(find_cmp(rep, "samples_per_second", &c));
+    assert_int_equal(c.verdict, GK_CHANGE_REGRESSION);
+    assert_true(c.p50_change_pct < -30);
+    assert_non_null(find_cmp(rep, "tree.cpu_cores", &c));
+    assert_string_equal(c.direction, "neutral");
+    assert_int_equal(gk_report_regressions_over(rep, 5), 2);
+    assert_int_equal(gk_report_regressions_over(rep, 60), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    GK_ASSERT_OK(gk_report_write_text(rep, f));
+    fclose(f);
+    GK_ASSERT_CONTAINS(text, "2 regressions, 0 improvements");
+    GK_ASSERT_CONTAINS(text, "regression  step_time (time-like): median 10");
+    free(text);
+    done(rep, rec, brec);
+
+    /* faster: improvements */
+    spec fast = base;
+    fast.step_ms = 5;
+    fast.throughput = 2000;
+    rep = report_of(record("fast", &fast), bpath, &rec, &brec);
+    assert_non_null(find_cmp(rep, "step_time", &c));
+    assert_int_equal(c.verdict, GK_CHANGE_IMPROVEMENT);
+    assert_non_null(find_cmp(rep, "samples_per_second", &c));
+    assert_int_equal(c.verdict, GK_CHANGE_IMPROVEMENT);
+    assert_int_equal(gk_report_regressions_over(rep, 0), 0);
+    done(rep, rec, brec);
+}
+
+static void test_html(void **state)
+{
+    (void)state;
+    spec sp = {.n = 3000,
+               .cores = 1,
+               .core_max = 0.9,
+               .host_mem = 0.3,
+               .gpu = 1,
+               .gpu_util = 0.5,
+               .gpu_mem = 0.5,
+               .power = 80,
+               .step_ms = 12,
+               .throughput = 10};
+    gk_recording *rec, *brec;
+    gk_report *rep = report_of(record("html", &sp), NULL, &rec, &brec);
+    char *html = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&html, &len);
+    GK_ASSERT_OK(gk_report_write_html(rep, f));
+    fclose(f);
+    GK_ASSERT_CONTAINS(html, "<!DOCTYPE html>");
+    GK_ASSERT_CONTAINS(html, "<table id=\"summary\">");
+    GK_ASSERT_CONTAINS(html, "@media print");
+    assert_null(strstr(html, "<script"));
+    assert_null(strstr(html, "http://www.w3.org/2000/svg\" href")); /* no external resource */
+    size_t charts = 0;
+    for (const char *p = html; (p = strstr(p, "<svg ")); p++)
+        charts++;
+    assert_int_equal(charts, gk_recording_series_count(rec));
+    assert_true(len < 2000000); /* long series are bucketed */
+    free(html);
+    done(rep, rec, brec);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stats_energy_threshold),
+        cmocka_unit_test(test_advice_rules),
+        cmocka_unit_test(test_baseline),
+        cmocka_unit_test(test_html),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
