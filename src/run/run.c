@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "gpukit/report.h"
 #include "run/alerts_int.h"
@@ -161,7 +162,7 @@ static char **child_env(const char *sock, char **own)
     size_t n = 0;
     for (char **e = environ; e && *e; e++)
         n++;
-    char **env = calloc(n + 2, sizeof *env);
+    char **env = gk__calloc(n + 2, sizeof *env);
     if (!env)
         return NULL;
     size_t k = 0;
@@ -172,7 +173,7 @@ static char **child_env(const char *sock, char **own)
         env[k++] = *e;
     }
     size_t len = plen + strlen(sock) + 2;
-    *own = malloc(len);
+    *own = gk__malloc(len);
     if (!*own) {
         free(env);
         return NULL;
@@ -323,9 +324,9 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
         return rc;
     run_state st = {.cfg = cfg};
     char dir[128], sockpath[160];
-    char *buf = malloc(GK__STATSD_MAX_DGRAM);
-    gk__values *vals = malloc(sizeof *vals);
-    st.gauges = calloc(MAX_GAUGES, sizeof *st.gauges);
+    char *buf = gk__malloc(GK__STATSD_MAX_DGRAM);
+    gk__values *vals = gk__malloc(sizeof *vals);
+    st.gauges = gk__calloc(MAX_GAUGES, sizeof *st.gauges);
     if (!buf || !vals || !st.gauges) {
         rc = -ENOMEM;
         goto out_free;

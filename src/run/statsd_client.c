@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "run/run_int.h"
 
 struct gk_statsd {
@@ -26,7 +27,7 @@ int gk_statsd_open(const char *path, gk_statsd **out)
         if (path && !*path)
             path = NULL;
     }
-    gk_statsd *c = calloc(1, sizeof *c);
+    gk_statsd *c = gk__calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
     c->fd = -1;

@@ -1,8 +1,10 @@
-/* Fault injection over every create and run path of every part: the Nth host allocation, the Nth
- * file operation (gpukit/testing.h), the Nth backend call of the sim device and of the fake CUDA
- * driver, and NVML errors from the fake libnvidia-ml, for N = 1, 2, ... until the path runs clean.
- * Each faulted run must return an error or cope (never crash), leak nothing (ASan and valgrind
- * check) and leave its objects usable or destroyed. The faults injected per path are printed. */
+/* Fault injection over every create and run path of every part (device, pool, pressure, batch
+ * finder, loader, metrics, telemetry, monitor, exporter, recorder, report, gpukit run): the Nth
+ * host allocation and the Nth file operation (gpukit/testing.h), also with the monitor over the
+ * fake libnvidia-ml and the device over the fake libcuda; and the Nth backend call of the sim
+ * device and of the fake CUDA driver. N = 1, 2, ... until the path runs clean. Each faulted run
+ * must return an error or cope (never crash), leak nothing (ASan and valgrind check) and leave its
+ * objects usable or destroyed. The faults injected per path are printed. */
 /* gk-labels: unit threads */
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -584,6 +586,104 @@ static void test_observe(void **state)
     walk("exporter", FAULT_ALLOC, path_exporter, NULL);
 }
 
+/* ---- recordings, reports and gpukit run ---- */
+
+static char recording_path[512];
+
+static int write_recording(const char *path, double scale)
+{
+    const char *argv[] = {"train", "--fast", NULL};
+    gk_recording_meta meta = {.argc = 2,
+                              .argv = argv,
+                              .host = "h",
+                              .interval_s = 0.5,
+                              .cores = 2,
+                              .memory_total_bytes = 1e9,
+                              .gpu_reason = "none"};
+    gk_recorder *r = NULL;
+    int rc = gk_recorder_open(path, &meta, &r);
+    if (rc)
+        return rc;
+    const char *names[] = {"cpu_percent", "rss_bytes"};
+    for (int i = 0; i < 20 && rc == 0; i++) {
+        double v[2] = {50 * scale + i, 1e6 * scale};
+        rc = gk_recorder_sample(r, i * 0.5, 2, names, v);
+        if (rc == 0)
+            rc = gk_recorder_metric(r, i * 0.5, "loss", "g", 1.0 / (i + 1), "phase:train");
+    }
+    if (rc == 0)
+        rc = gk_recorder_alert(r, 3, "busy", "", "firing", 99);
+    gk_recording_end end = {.t = 10, .exit_status = 0};
+    int crc = gk_recorder_close(r, &end);
+    return rc ? rc : crc;
+}
+
+static int path_recorder(void *ctx)
+{
+    (void)ctx;
+    char path[600];
+    snprintf(path, sizeof path, "%s/w.jsonl", dir);
+    return write_recording(path, 1);
+}
+
+static int path_report(void *ctx)
+{
+    (void)ctx;
+    gk_recording *rec = NULL, *base = NULL;
+    char err[256];
+    int rc = gk_recording_load(recording_path, &rec, err, sizeof err);
+    if (rc)
+        return rc;
+    if ((rc = gk_recording_load(recording_path, &base, err, sizeof err)) == 0) {
+        gk_report *rep = NULL;
+        if ((rc = gk_report_create(rec, base, &rep)) == 0) {
+            FILE *out = tmpfile();
+            if (out) {
+                if ((rc = gk_report_write_text(rep, out)) == 0 &&
+                    (rc = gk_report_write_json(rep, out)) == 0)
+                    rc = gk_report_write_html(rep, out);
+                fclose(out);
+            }
+            gk_report_destroy(rep);
+        }
+        gk_recording_free(base);
+    }
+    gk_recording_free(rec);
+    return rc;
+}
+
+static int path_run(void *ctx)
+{
+    (void)ctx;
+    char path[600];
+    snprintf(path, sizeof path, "%s/run.jsonl", dir);
+    gk_run_config cfg;
+    gk_run_config_default(&cfg);
+    cfg.interval_s = 0.05;
+    cfg.record_path = path;
+    cfg.gpu = 0;
+    cfg.logger.level = GK_LOG_OFF;
+    char *const argv[] = {"true", NULL};
+    gk_run_result res;
+    int rc = gk_run_execute(&cfg, argv, &res);
+    if (rc == 0 && res.exit_status != 0)
+        rc = -ECHILD;
+    return rc;
+}
+
+static void test_recording(void **state)
+{
+    (void)state;
+    gk_fault_reset();
+    GK_ASSERT_OK(write_recording(recording_path, 1));
+    walk("recorder", FAULT_ALLOC, path_recorder, NULL);
+    walk("recorder", FAULT_FILE, path_recorder, NULL);
+    walk("report", FAULT_ALLOC, path_report, NULL);
+    walk("report", FAULT_FILE, path_report, NULL);
+    walk("gpukit run", FAULT_ALLOC, path_run, NULL);
+    walk("gpukit run", FAULT_FILE, path_run, NULL);
+}
+
 /* ---- the CUDA backend over the fake driver ---- */
 
 typedef struct fake_api {
@@ -708,6 +808,7 @@ static int group_setup(void **state)
     snprintf(shard_glob, sizeof shard_glob, "%s/shard_*.bin", dir);
     snprintf(trace_path, sizeof trace_path, "%s/t.csv", dir);
     snprintf(textfile_path, sizeof textfile_path, "%s/metrics.prom", dir);
+    snprintf(recording_path, sizeof recording_path, "%s/rec.jsonl", dir);
     gk_records_writer *w = NULL;
     uint64_t shape[1] = {8};
     GK_ASSERT_OK(gk_records_writer_open(records_path, 32, "<u4", 1, shape, &w));
@@ -740,7 +841,8 @@ int main(void)
         cmocka_unit_test(test_hook),           cmocka_unit_test(test_device),
         cmocka_unit_test(test_pool),           cmocka_unit_test(test_pool_backend_faults),
         cmocka_unit_test(test_pressure_batch), cmocka_unit_test(test_loader),
-        cmocka_unit_test(test_observe),        cmocka_unit_test(test_cuda),
+        cmocka_unit_test(test_observe),        cmocka_unit_test(test_recording),
+        cmocka_unit_test(test_cuda),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
