@@ -199,6 +199,7 @@ static int spawn_child(char *const argv[], const char *sock, const sigset_t *mas
     sigaddset(&def, SIGHUP);
     sigaddset(&def, SIGCHLD);
     sigaddset(&def, SIGPIPE);
+    sigaddset(&def, SIGXFSZ); /* gpukit run ignores it to report a full recording */
     posix_spawnattr_setsigmask(&attr, mask);
     posix_spawnattr_setsigdefault(&attr, &def);
     posix_spawnattr_setpgroup(&attr, 0);
@@ -211,7 +212,7 @@ static int spawn_child(char *const argv[], const char *sock, const sigset_t *mas
     return -err;
 }
 
-static void write_end(run_state *st, const gk_run_result *res)
+static int write_end(run_state *st, const gk_run_result *res)
 {
     gk_recording_end end = {.t = mono_now() - st->t0,
                             .exit_status = res->exit_status,
@@ -225,8 +226,9 @@ static void write_end(run_state *st, const gk_run_result *res)
                             .metric_dropped = res->metric_dropped,
                             .cpu_seconds = res->cpu_seconds,
                             .max_rss_bytes = res->max_rss_bytes};
-    gk_recorder_close(st->rec, &end);
+    int rc = gk_recorder_close(st->rec, &end);
     st->rec = NULL;
+    return rc;
 }
 
 static void take_sample(gk__sampler *smp, pid_t pid, run_state *st, gk__values *vals,
@@ -389,7 +391,7 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
     rc = spawn_child(argv, sockpath, &old, &pid);
     if (rc) {
         snprintf(res->error, sizeof res->error, "cannot run \"%s\": %s", argv[0], strerror(-rc));
-        write_end(&st, res);
+        res->record_error = write_end(&st, res);
         goto out_sfd;
     }
     res->started = 1;
@@ -404,7 +406,7 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
     res->alerts_fired = gk__alerts_fired(st.alerts);
     gk__alerts_stop(st.alerts);
     st.alerts = NULL;
-    write_end(&st, res);
+    res->record_error = write_end(&st, res);
     rc = 0;
 out_sfd:
     close(sfd);
