@@ -586,6 +586,72 @@ static void test_observe(void **state)
     walk("exporter", FAULT_ALLOC, path_exporter, NULL);
 }
 
+/* ---- NVML errors from the fake libnvidia-ml ---- */
+
+typedef struct fake_nvml_api {
+    void *lib;
+    void (*reset)(void);
+    void (*inject)(const char *func, int dev, int code, int times);
+    void (*set_init_error)(int code);
+} fake_nvml_api;
+
+/* Every NVML function the monitor calls fails in turn, with "GPU is lost" (15) or "unknown" (999),
+ * on the first call or on all of them: the monitor either refuses to start (GK_ENOGPU, for the
+ * calls of its opening) or goes on sampling without that reading. */
+static void test_nvml_errors(void **state)
+{
+    (void)state;
+    static const char *const fns[] = {"nvmlInit_v2",
+                                      "nvmlDeviceGetCount_v2",
+                                      "nvmlDeviceGetHandleByIndex_v2",
+                                      "nvmlDeviceGetName",
+                                      "nvmlDeviceGetUUID",
+                                      "nvmlDeviceGetPciInfo_v3",
+                                      "nvmlDeviceGetMemoryInfo_v2",
+                                      "nvmlDeviceGetUtilizationRates",
+                                      "nvmlDeviceGetTemperature",
+                                      "nvmlDeviceGetPowerUsage",
+                                      "nvmlDeviceGetEnforcedPowerLimit",
+                                      "nvmlDeviceGetTotalEnergyConsumption",
+                                      "nvmlDeviceGetClockInfo",
+                                      "nvmlDeviceGetCurrentClocksEventReasons",
+                                      "nvmlDeviceGetFanSpeed",
+                                      "nvmlDeviceGetTotalEccErrors",
+                                      "nvmlDeviceGetComputeRunningProcesses_v3",
+                                      "nvmlDeviceGetMigMode",
+                                      "nvmlSystemGetDriverVersion"};
+    fake_nvml_api fk;
+    fk.lib = dlopen(GK_TEST_FAKE_NVML, RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(fk.lib);
+    *(void **)&fk.reset = dlsym(fk.lib, "fakenvml_reset");
+    *(void **)&fk.inject = dlsym(fk.lib, "fakenvml_fail");
+    *(void **)&fk.set_init_error = dlsym(fk.lib, "fakenvml_set_init_error");
+    assert_non_null(fk.reset);
+    assert_non_null(fk.inject);
+    assert_non_null(fk.set_init_error);
+    long injected = 0, refused = 0;
+    for (size_t f = 0; f < sizeof fns / sizeof fns[0]; f++) {
+        for (int mode = 0; mode < 4; mode++) {
+            fk.reset();
+            fk.inject(fns[f], -1, mode % 2 ? 999 : 15, mode < 2 ? 1 : 0);
+            int rc = path_monitor(GK_TEST_FAKE_NVML);
+            if (rc != 0) {
+                GK_ASSERT_ERR(rc, GK_ENOGPU);
+                refused++;
+            }
+            injected++;
+        }
+    }
+    fk.reset();
+    fk.set_init_error(999);
+    GK_ASSERT_ERR(path_monitor(GK_TEST_FAKE_NVML), GK_ENOGPU);
+    fk.reset();
+    GK_ASSERT_OK(path_monitor(GK_TEST_FAKE_NVML));
+    printf("faults: %-18s %-5s %4ld injected, %4ld refused to start\n", "monitor nvml", "nvml",
+           injected + 1, refused + 1);
+    dlclose(fk.lib);
+}
+
 /* ---- recordings, reports and gpukit run ---- */
 
 static char recording_path[512];
@@ -841,8 +907,8 @@ int main(void)
         cmocka_unit_test(test_hook),           cmocka_unit_test(test_device),
         cmocka_unit_test(test_pool),           cmocka_unit_test(test_pool_backend_faults),
         cmocka_unit_test(test_pressure_batch), cmocka_unit_test(test_loader),
-        cmocka_unit_test(test_observe),        cmocka_unit_test(test_recording),
-        cmocka_unit_test(test_cuda),
+        cmocka_unit_test(test_observe),        cmocka_unit_test(test_nvml_errors),
+        cmocka_unit_test(test_recording),      cmocka_unit_test(test_cuda),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
