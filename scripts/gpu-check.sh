@@ -136,6 +136,21 @@ DEPS_SRC=${GK_GPU_DEPS:-$ROOT/.gpu-deps}
 if ls "$DEPS_SRC"/*.deb >/dev/null 2>&1; then
     export -f unpack_debs
     if step deps-unpack 60 bash -c 'unpack_debs "$1" "$2"' unpack_debs "$DEPS_SRC" "$BUILD/deps"; then
+        # Every carried library (cJSON, ncurses, cmocka, ...) is found by cc, cmake and the
+        # loader: headers through CPATH, link-time libraries through LIBRARY_PATH and
+        # CMAKE_PREFIX_PATH, run-time ones through LD_LIBRARY_PATH.
+        DEPS_USR=$(cd "$BUILD/deps/usr" 2>/dev/null && pwd)
+        if [ -n "$DEPS_USR" ]; then
+            DEPS_LIBS=""
+            for d in "$DEPS_USR"/lib/x86_64-linux-gnu "$DEPS_USR"/lib "$BUILD"/deps/lib/x86_64-linux-gnu; do
+                [ -d "$d" ] && DEPS_LIBS="$DEPS_LIBS${DEPS_LIBS:+:}$(cd "$d" && pwd)"
+            done
+            export CPATH="$DEPS_USR/include${CPATH:+:$CPATH}"
+            export LIBRARY_PATH="$DEPS_LIBS${LIBRARY_PATH:+:$LIBRARY_PATH}"
+            export LD_LIBRARY_PATH="$DEPS_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            export CMAKE_PREFIX_PATH="$DEPS_USR${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+            say "   carried libraries: $(ls "$DEPS_SRC" | sed 's/_.*//' | tr '\n' ' ')"
+        fi
         inc=$(find "$BUILD/deps" -name cmocka.h -path '*/include/*' | head -n1)
         lib=$(find "$BUILD/deps" -name 'libcmocka.so*' | sort | head -n1)
         if [ -n "$inc" ] && [ -n "$lib" ]; then
@@ -171,6 +186,14 @@ if ! printf '#include <microhttpd.h>\nint main(void) { return 0; }\n' |
     HTTP=OFF MHD_DEF="-DGK_NO_MHD" MHD_LINK=""
 fi
 rm -f "$LOGS/mhd-probe"
+# OpenBLAS (examples/train's host math) is optional here: without it the examples are not built
+# by cmake, and the train step builds the example with plain C loops instead.
+EXAMPLES=ON BLAS_DEF="" BLAS_LINK="-lopenblas"
+if ! printf '#include <cblas.h>\nint main(void) { return 0; }\n' |
+    cc -x c - -I/usr/include/openblas -lopenblas -o "$LOGS/blas-probe" >/dev/null 2>&1; then
+    EXAMPLES=OFF BLAS_DEF="-DTRAIN_NO_CBLAS" BLAS_LINK=""
+fi
+rm -f "$LOGS/blas-probe"
 # To try the fallbacks on a machine that has everything: GK_GPU_CHECK_NO_CMAKE=1 / _NO_CMOCKA=1.
 [ "${GK_GPU_CHECK_NO_CMAKE:-0}" = 1 ] && HAVE_CMAKE=0
 [ "${GK_GPU_CHECK_NO_CMOCKA:-0}" = 1 ] && HAVE_CMOCKA=0
@@ -199,7 +222,7 @@ if [ "$HAVE_CMAKE" = 1 ]; then
     CMOCKA_ARGS=()
     [ -n "$CMOCKA_LIB" ] && CMOCKA_ARGS=(-DCMOCKA_INCLUDE_DIR="$CMOCKA_INC" -DCMOCKA_LIBRARY="$CMOCKA_LIB")
     if step configure 120 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DGK_TESTS=$TESTS \
-        -DGK_HTTP=$HTTP -DGK_BENCH=ON "${CMOCKA_ARGS[@]}" &&
+        -DGK_HTTP=$HTTP -DGK_BENCH=ON -DGK_EXAMPLES=$EXAMPLES "${CMOCKA_ARGS[@]}" &&
         step build 240 cmake --build "$BUILD" -j "$JOBS"; then
         BUILT_WITH_CMAKE=1
     else
@@ -210,6 +233,52 @@ if [ "$BUILT_WITH_CMAKE" = 1 ] || build_cc; then
     LIB="$BUILD/libgpukit.a"
     TOOL="$BUILD/gpukit"
 fi
+
+# train_check: examples/train on cuda (cuBLAS) and on host (CBLAS, or plain loops without
+# OpenBLAS) with the same seed, data and batch; the final losses (evaluated in double precision on
+# the host from each run's weights) must agree within a relative 1e-3. Both runs use float32 and
+# differ only in the order of the sums inside the BLAS calls, which moves the weights by about
+# 1e-6 relative per step under the decaying learning rate; 1e-3 is far above that and ten times
+# below the example's own 1% convergence window, so a disagreement means a wrong result.
+train_check() {
+    local tdir="$BUILD/train-check"
+    mkdir -p "$tdir"
+    step train-build 180 cc -std=c11 -O2 -D_GNU_SOURCE $BLAS_DEF -I include -I/usr/include/openblas \
+        examples/train.c examples/train_math.c "$LIB" $BLAS_LINK $MHD_LINK -lcjson -ldl -lpthread \
+        -lm -o "$tdir/train" || return
+    local args=(--data "$tdir/train.gkr" --generate 200000 --dim 64 --seed 3 --epochs 3
+        --max-batch 4096 --save-every 0)
+    step train-host 120 "$tdir/train" --device host "${args[@]}"
+    # cuBLAS may sit in the CUDA toolkit or in the Python wheels rather than on the loader path.
+    local extra="" d
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+        $(python3 -c 'import nvidia.cublas as c; import os; print(os.path.join(list(c.__path__)[0], "lib"))' 2>/dev/null); do
+        [ -d "$d" ] && extra="$extra${extra:+:}$d"
+    done
+    step train-cuda 120 env LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}${LD_LIBRARY_PATH:+:}$extra" \
+        "$tdir/train" --device cuda:0 "${args[@]}"
+    # A run skipped by the time budget is reported as skipped already; nothing to compare.
+    printf '%s\n' "${SKIPPED[@]}" | grep -qxE 'train-(host|cuda)' && return
+    grep -E '^(device|batch|loss|converged|not converged)|cuBLAS' "$LOGS/train-cuda.log" |
+        sed 's/^/   | cuda: /' | tee -a "$SUMMARY"
+    if grep -q 'cuBLAS not found' "$LOGS/train-cuda.log"; then
+        say "   cuBLAS is not installed on this machine: the cuda run of the example cannot run"
+        return
+    fi
+    local lh lc bh bc
+    lh=$(sed -n 's/^loss \([0-9.e+-]*\) .*/\1/p' "$LOGS/train-host.log")
+    lc=$(sed -n 's/^loss \([0-9.e+-]*\) .*/\1/p' "$LOGS/train-cuda.log")
+    bh=$(sed -n 's/^batch \([0-9]*\) .*/\1/p' "$LOGS/train-host.log")
+    bc=$(sed -n 's/^batch \([0-9]*\) .*/\1/p' "$LOGS/train-cuda.log")
+    say "   final loss: host $lh (batch $bh), cuda $lc (batch $bc)"
+    if [ -z "$lh" ] || [ -z "$lc" ] || [ "$bh" != "$bc" ] ||
+        ! awk -v h="$lh" -v c="$lc" 'BEGIN { d = (h - c) / h; if (d < 0) d = -d; exit !(d <= 1e-3) }'; then
+        say "   host and cuda disagree (or a run failed): relative tolerance 1e-3, same batch"
+        FAILED+=("train-compare")
+    else
+        say "   host and cuda agree within a relative 1e-3"
+    fi
+}
 
 # --- checks --------------------------------------------------------------------------------------
 if [ -n "$LIB" ]; then
@@ -310,6 +379,7 @@ if [ -n "$LIB" ]; then
         fi
         step top-plain 60 "$TOOL" top --count 3 --interval 0.5 --plain
         sed 's/^/   | /' "$LOGS/top-plain.log" | tee -a "$SUMMARY"
+        train_check
     else
         say "== the tool was not built"
         FAILED+=("tool")

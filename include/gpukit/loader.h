@@ -307,7 +307,11 @@ GK_API void gk_loader_config_default(gk_loader_config *cfg);
 
 /* Creates a loader over `ds` (borrowed; it must outlive the loader): allocates and touches K host
  * slots (pinned through cfg->device when given), K device slots, per-slot events and a copy
- * stream, then starts the workers, which open their dataset state and begin filling. Returns 0,
+ * stream, then starts the workers, which open their dataset state and begin filling. When
+ * GK_METRICS_SOCKET is set (under `gpukit run`) one more thread sends the loader's wait, batches
+ * and items (StatsD counters gpukit_loader_wait_seconds_total, _batches_total, _items_total) and
+ * ring occupancy (gauge gpukit_loader_ring_ready), tagged loader:<name>, every 250 ms and when
+ * the loader is destroyed. Returns 0,
  * -EINVAL (bad config; the message says which field), -ENOMEM, GK_EDEVOOM, a worker_open error,
  * or a device error; gk_loader_create_error() gives the message. A failed create frees everything
  * it made, in reverse order. */

@@ -103,7 +103,9 @@ GK_API int gk_pool_config_set(gk_pool_config *cfg, const char *key, const char *
 GK_API int gk_pool_config_parse(gk_pool_config *cfg, const char *text, char *err, size_t errlen);
 
 /* Creates a pool on `dev` (which must outlive it). `cfg` NULL means the defaults; it is copied.
- * Registers a stream-destroy hook on the device. Returns 0, -EINVAL (bad setting; message in
+ * Registers a stream-destroy hook on the device. When GK_METRICS_SOCKET is set (under `gpukit
+ * run`) it also starts one thread that sends the pool's figures there every 250 ms and when the
+ * pool is destroyed (gk_statsd_send_pool's gauges); without it no thread is started. Returns 0, -EINVAL (bad setting; message in
  * gk_pool_create_error()), -ENOMEM or the device's error. */
 GK_API int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out);
 

@@ -345,6 +345,7 @@ static void free_slots(gk_loader *ld)
 
 static void release_all(gk_loader *ld)
 {
+    gk__autopub_stop(ld->pub);
     for (int i = 0; ld->workers && i < ld->nworkers; i++)
         free(ld->workers[i].ahead);
     free(ld->workers);
@@ -584,6 +585,15 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
         if (rc)
             goto out_stop;
     }
+    /* Under `gpukit run`: publish the figures from a thread of its own (nothing when unset). */
+    snprintf(ld->sent.tags, sizeof ld->sent.tags, "loader:%s", ld->name);
+    for (char *t = ld->sent.tags + 7; *t; t++) /* tag values: letters, digits, _ . - */
+        if (!((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') || (*t >= '0' && *t <= '9') ||
+              *t == '_' || *t == '.' || *t == '-'))
+            *t = '_';
+    if (gk__autopub_start(gk__loader_publish, ld, &ld->pub) != 0)
+        gk_log(&ld->cfg.logger, GK_LOG_WARN, "loader",
+               "cannot publish metrics to %s; going on without them", GK_METRICS_SOCKET_ENV);
     *out = ld;
     return 0;
 out_stop:

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 
 #include "gpukit/pool.h"
+#include "run/autopub_int.h"
 
 typedef struct gk__segment gk__segment;
 
@@ -143,6 +144,7 @@ struct gk_pool {
     char *oom_report;
     char last_error[256];
     bool hook_added;
+    gk__autopub *pub; /* metrics to GK_METRICS_SOCKET; NULL when unset */
 };
 
 /* One allocation request as the ladder sees it. */

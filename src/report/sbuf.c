@@ -130,8 +130,10 @@ void gk__sbuf_json_num(gk__sbuf *b, double v)
 {
     if (!isfinite(v))
         gk__sbuf_puts(b, "null");
+    else if (v == floor(v) && fabs(v) < 9007199254740992.0)
+        gk__sbuf_printf(b, "%.0f", v); /* byte counts and other integers stay exact */
     else
-        gk__sbuf_printf(b, "%.10g", v);
+        gk__sbuf_printf(b, "%.12g", v);
 }
 
 void gk__sbuf_html(gk__sbuf *b, const char *s)

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "gk_test.h"
+#include "report/report_int.h"
 
 static char *path_in(const char *dir, const char *name)
 {
@@ -42,6 +43,24 @@ static gk_recording_meta sample_meta(void)
                            .ndevices = 1,
                            .devices = devs};
     return m;
+}
+
+/* Numbers in recordings: integers (byte counts) stay exact, others keep 12 digits. */
+static void test_json_numbers(void **state)
+{
+    (void)state;
+    gk__sbuf b = {0};
+    gk__sbuf_json_num(&b, 85520809984.0);
+    gk__sbuf_puts(&b, " ");
+    gk__sbuf_json_num(&b, 0.25);
+    gk__sbuf_puts(&b, " ");
+    gk__sbuf_json_num(&b, -3.0);
+    gk__sbuf_puts(&b, " ");
+    gk__sbuf_json_num(&b, 1e300);
+    gk__sbuf_puts(&b, " ");
+    gk__sbuf_json_num(&b, NAN);
+    assert_string_equal(b.s, "85520809984 0.25 -3 1e+300 null");
+    gk__sbuf_free(&b);
 }
 
 static void test_round_trip(void **state)
@@ -256,9 +275,9 @@ static void test_stats(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip), cmocka_unit_test(test_cut_and_malformed),
-        cmocka_unit_test(test_bad_files),  cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_json_numbers),      cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_cut_and_malformed), cmocka_unit_test(test_bad_files),
+        cmocka_unit_test(test_threads),           cmocka_unit_test(test_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
