@@ -3,7 +3,7 @@
 BUILD ?= build/release
 JOBS ?= $(shell nproc)
 
-.PHONY: demo test build bench deps clean format install fuzz
+.PHONY: demo test build bench deps clean format install fuzz soak
 
 demo:
 	@bash scripts/deps.sh demo
@@ -29,6 +29,18 @@ fuzz:
 	cmake --build build/fuzz -j $(JOBS)
 	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/work/$$n; \
 	  echo "== $$n"; $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/work/$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -2 || exit 1; done
+
+# Longer concurrency, abuse and fault runs than CI's: the same test programs with SOAK_SCALE times
+# their counts (GK_SOAK_SCALE), under ThreadSanitizer. Figures are printed; see docs/reliability.md.
+SOAK_SCALE ?= 20
+soak:
+	@bash scripts/deps.sh test
+	cmake -S . -B build/soak -DGK_TSAN=ON >/dev/null
+	cmake --build build/soak -j $(JOBS)
+	@GK_SOAK_SCALE=$(SOAK_SCALE) TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  ctest --test-dir build/soak -R '^test_(soak|export_abuse|loader_abuse|faults)$$' -V \
+	  >build/soak/soak.log 2>&1; rc=$$?; \
+	  grep -E '(faults|soak|abuse):|Passed|Failed|tests passed' build/soak/soak.log; exit $$rc
 
 bench:
 	@bash scripts/deps.sh bench

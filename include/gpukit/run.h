@@ -91,6 +91,10 @@ typedef struct gk_run_result {
     char gpu_reason[256];  /* why GPU metrics are off */
     uint64_t alerts_fired; /* alert transitions to firing */
     char error[512];       /* why the command could not be started, or the bad alert rule */
+    /* The first error writing the recording (negative errno, e.g. -ENOSPC for a full disk), 0
+     * when it is complete. The command runs on to its end either way; the recording then holds
+     * the lines written before the error. */
+    int record_error;
 } gk_run_result;
 
 /* Fills `cfg` with the defaults. */

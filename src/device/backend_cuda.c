@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "device/cuda_int.h"
 
 /* --- errors ------------------------------------------------------------------------------- */
@@ -202,7 +203,7 @@ static int cuda_open(gk_device *dev, const gk__spec *spec)
                                 "device spec \"%s\": cuda takes no keys, only an index (try "
                                 "cuda:0)",
                                 dev->spec);
-    gk__cuda_dev *c = calloc(1, sizeof *c);
+    gk__cuda_dev *c = gk__calloc(1, sizeof *c);
     if (!c)
         return gk__device_error(dev, -ENOMEM, "cuda: out of host memory");
     pthread_mutex_init(&c->lock, NULL);
@@ -411,7 +412,7 @@ static CUstream cu_stream(void *impl)
 static int cuda_stream_create(gk_device *dev, void **impl)
 {
     gk__cuda_dev *c = dev->impl;
-    gk__cuda_stream *s = calloc(1, sizeof *s);
+    gk__cuda_stream *s = gk__calloc(1, sizeof *s);
     if (!s)
         return gk__device_error(dev, -ENOMEM, "gk_stream_create: out of host memory");
     int pushed, rc = gk__cuda_ctx_enter(dev, &pushed);

@@ -7,6 +7,7 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "device/device_int.h"
 
 #define HOST_ALIGN 256
@@ -33,7 +34,7 @@ static void host_close(gk_device *dev)
 static void cpu_model(char *buf, size_t len)
 {
     snprintf(buf, len, "host CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
+    FILE *f = gk__fopen("/proc/cpuinfo", "r");
     if (!f)
         return;
     char line[512];
@@ -61,7 +62,7 @@ static int host_mem_info(gk_device *dev, size_t *free_bytes, size_t *total_bytes
     *total_bytes = (size_t)si.totalram * si.mem_unit;
     /* MemAvailable counts reclaimable cache; sysinfo's freeram does not. */
     size_t avail = (size_t)si.freeram * si.mem_unit;
-    FILE *f = fopen("/proc/meminfo", "r");
+    FILE *f = gk__fopen("/proc/meminfo", "r");
     if (f) {
         char line[256];
         unsigned long long kb;
@@ -91,7 +92,7 @@ static int host_props(gk_device *dev, gk_device_props *p)
 static int host_malloc(gk_device *dev, size_t size, void **ptr)
 {
     void *p = NULL;
-    if (posix_memalign(&p, HOST_ALIGN, size) != 0)
+    if (gk__posix_memalign(&p, HOST_ALIGN, size) != 0)
         return gk__device_error(dev, GK_EDEVOOM, "host: cannot allocate %zu bytes", size);
     *ptr = p;
     return 0;
@@ -108,7 +109,7 @@ static int host_free(gk_device *dev, void *ptr, size_t size)
 static int host_host_alloc(gk_device *dev, size_t size, void **ptr)
 {
     void *p = NULL;
-    if (posix_memalign(&p, 4096, size) != 0)
+    if (gk__posix_memalign(&p, 4096, size) != 0)
         return gk__device_error(dev, -ENOMEM, "host: cannot allocate %zu bytes of host memory",
                                 size);
     *ptr = p;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "device/sim_int.h"
 #include "gpukit/options.h"
 
@@ -131,8 +132,8 @@ static int sim_layout(gk_device *dev, gk__sim *s)
     uint64_t base = FAKE_BASE;
     if (c->backed) {
         s->map_len = (size_t)(round_up(heap, c->granularity) + c->va_size + align);
-        s->map = mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        s->map = gk__mmap(NULL, s->map_len, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (s->map == MAP_FAILED) {
             s->map = NULL;
             return gk__device_error(dev, -ENOMEM,
@@ -156,7 +157,7 @@ static int sim_open(gk_device *dev, const gk__spec *spec)
                                 "device spec \"%s\": sim takes key=value settings, not a device "
                                 "index (try sim or sim:capacity=16GiB)",
                                 dev->spec);
-    gk__sim *s = calloc(1, sizeof *s);
+    gk__sim *s = gk__calloc(1, sizeof *s);
     if (!s)
         return gk__device_error(dev, -ENOMEM, "sim: out of host memory");
     gk__sim_config_default(&s->cfg);
@@ -284,7 +285,7 @@ static int sim_free(gk_device *dev, void *ptr, size_t size)
 static int sim_host_alloc(gk_device *dev, size_t size, void **ptr)
 {
     void *p = NULL;
-    if (posix_memalign(&p, 4096, size) != 0)
+    if (gk__posix_memalign(&p, 4096, size) != 0)
         return gk__device_error(dev, -ENOMEM, "sim: cannot allocate %zu bytes of host memory",
                                 size);
     *ptr = p;
@@ -385,13 +386,13 @@ static int sim_vm_reserve(gk_device *dev, size_t size, void **base)
                                 "virtual address space; raise va_size",
                                 size, (unsigned long long)s->cfg.va_size);
     uint64_t words = (size / s->cfg.granularity + 63) / 64;
-    uint64_t *bits = calloc((size_t)words, sizeof *bits);
+    uint64_t *bits = gk__calloc((size_t)words, sizeof *bits);
     if (!bits)
         return gk__device_error(dev, -ENOMEM, "sim: out of host memory");
     pthread_mutex_lock(&s->mu);
     if (s->nres == s->rescap) {
         size_t ncap = s->rescap ? s->rescap * 2 : 8;
-        gk__sim_reservation *r = realloc(s->res, ncap * sizeof *r);
+        gk__sim_reservation *r = gk__realloc(s->res, ncap * sizeof *r);
         if (!r) {
             rc = gk__device_error(dev, -ENOMEM, "sim: out of host memory");
             goto out_unlock;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "device/device_int.h"
 #include "gpukit/options.h"
 
@@ -72,8 +73,8 @@ static size_t ptr_hash(uintptr_t p, size_t cap)
 static int ptrmap_grow(gk__ptrmap *m)
 {
     size_t ncap = m->cap ? m->cap * 2 : 64;
-    uintptr_t *keys = calloc(ncap, sizeof *keys);
-    size_t *sizes = calloc(ncap, sizeof *sizes);
+    uintptr_t *keys = gk__calloc(ncap, sizeof *keys);
+    size_t *sizes = gk__calloc(ncap, sizeof *sizes);
     if (!keys || !sizes) {
         free(keys);
         free(sizes);
@@ -167,7 +168,7 @@ const char *gk_device_open_error(void)
 static int open_backend(const gk__backend_ops *ops, const gk__spec *spec, const char *text,
                         const gk_device_config *cfg, gk_device **out)
 {
-    gk_device *dev = calloc(1, sizeof *dev);
+    gk_device *dev = gk__calloc(1, sizeof *dev);
     if (!dev)
         return gk__device_error(NULL, -ENOMEM, "device: out of host memory");
     dev->ops = ops;
@@ -423,7 +424,7 @@ int gk_device_host_free(gk_device *dev, void *ptr)
 static int handle_open(gk_device *dev, gk__handle **list, size_t size,
                        int (*create)(gk_device *, void **), const char *fn, gk__handle **out)
 {
-    gk__handle *h = calloc(1, size);
+    gk__handle *h = gk__calloc(1, size);
     if (!h)
         return gk__device_error(dev, -ENOMEM, "%s: out of host memory", fn);
     int rc = create(dev, &h->impl);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "device/sim_int.h"
 
 int gk__sim_space_init(gk__sim_space *sp, uint64_t base, uint64_t size)
@@ -13,7 +14,7 @@ int gk__sim_space_init(gk__sim_space *sp, uint64_t base, uint64_t size)
     sp->base = base;
     sp->size = size;
     sp->cap = 16;
-    sp->free = malloc(sp->cap * sizeof *sp->free);
+    sp->free = gk__malloc(sp->cap * sizeof *sp->free);
     if (!sp->free)
         return -ENOMEM;
     if (size) {
@@ -38,7 +39,7 @@ static int reserve_room(gk__sim_space *sp, size_t nlive)
     size_t ncap = sp->cap * 2;
     while (ncap < nlive + 1)
         ncap *= 2;
-    gk__sim_range *r = realloc(sp->free, ncap * sizeof *r);
+    gk__sim_range *r = gk__realloc(sp->free, ncap * sizeof *r);
     if (!r)
         return -ENOMEM;
     sp->free = r;

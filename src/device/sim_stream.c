@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "device/sim_int.h"
 
 enum op_kind { OP_COPY, OP_HOST_FN, OP_RECORD, OP_WAIT };
@@ -52,7 +53,7 @@ typedef struct sim_event {
 
 static sim_stream *stream_new(void)
 {
-    sim_stream *st = calloc(1, sizeof *st);
+    sim_stream *st = gk__calloc(1, sizeof *st);
     if (st)
         st->refs = 1;
     return st;
@@ -124,7 +125,7 @@ static int push(gk_device *dev, sim_stream *st, const sim_op *op)
     size_t cap = st->ring ? st->mask + 1 : 0;
     if (st->enq - st->popped == cap) {
         size_t ncap = cap ? cap * 2 : 16;
-        sim_op *ring = malloc(ncap * sizeof *ring);
+        sim_op *ring = gk__malloc(ncap * sizeof *ring);
         if (!ring)
             return gk__device_error(dev, -ENOMEM, "sim: out of host memory queueing work");
         for (uint64_t i = st->popped; i < st->enq; i++)
@@ -275,8 +276,8 @@ int gk__sim_device_sync(gk_device *dev, double timeout)
     size_t n = 0;
     for (sim_stream *st = s->streams; st; st = st->next)
         n++;
-    sim_stream **all = malloc(n * sizeof *all);
-    uint64_t *upto = malloc(n * sizeof *upto);
+    sim_stream **all = gk__malloc(n * sizeof *all);
+    uint64_t *upto = gk__malloc(n * sizeof *upto);
     if (!all || !upto) {
         rc = gk__device_error(dev, -ENOMEM, "sim: out of host memory");
         goto out_unlock;
@@ -337,7 +338,7 @@ int gk__sim_memcpy(gk_device *dev, gk__copy_kind kind, void *dst, const void *sr
 
 int gk__sim_event_create(gk_device *dev, void **impl)
 {
-    sim_event *ev = calloc(1, sizeof *ev);
+    sim_event *ev = gk__calloc(1, sizeof *ev);
     if (!ev)
         return gk__device_error(dev, -ENOMEM, "sim: out of host memory");
     *impl = ev;

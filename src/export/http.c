@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "gpukit/export.h"
 
@@ -80,6 +81,13 @@ bad:
 
 #if GK__HTTP
 
+/* Connections served at once, and the kernel's queue of connections not yet accepted. Idle or slow
+ * clients hold a slot until the connection timeout; with room for a few hundred of them a scrape
+ * still finds a free slot at once (at 64, a burst of idle clients made scrapes wait for the
+ * timeout plus TCP's SYN retries). Each slot costs at most the server's 32 KiB request memory. */
+#define GK_HTTP_MAX_CONNECTIONS 512u
+#define GK_HTTP_BACKLOG         512
+
 struct gk_exporter {
     struct MHD_Daemon *daemon;
     gk_metrics *metrics;
@@ -133,7 +141,7 @@ static enum MHD_Result serve_health(gk_exporter *e, struct MHD_Connection *c)
         gk_monitor_get_stats(e->monitor, &st);
         double limit = 3.0 * st.interval > 10.0 ? 3.0 * st.interval : 10.0;
         if (st.running && st.seconds_since_tick > limit) {
-            char *msg = malloc(128);
+            char *msg = gk__malloc(128);
             if (!msg)
                 return MHD_NO;
             int n =
@@ -216,7 +224,7 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
                      cfg.listen, host);
         return -EINVAL;
     }
-    gk_exporter *e = calloc(1, sizeof *e);
+    gk_exporter *e = gk__calloc(1, sizeof *e);
     if (!e)
         return -ENOMEM;
     e->metrics = cfg.metrics ? cfg.metrics : gk_metrics_default();
@@ -235,7 +243,7 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     socklen_t alen = ss.ss_family == AF_INET ? sizeof *v4 : sizeof *v6;
-    if (bind(fd, (struct sockaddr *)&ss, alen) != 0 || listen(fd, 64) != 0) {
+    if (bind(fd, (struct sockaddr *)&ss, alen) != 0 || listen(fd, GK_HTTP_BACKLOG) != 0) {
         rc = -errno;
         if (err && errlen)
             snprintf(err, errlen, "cannot listen on %s: %s (choose another port with --listen)",
@@ -248,9 +256,10 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0)
         e->port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
                                                    : ((struct sockaddr_in6 *)&bound)->sin6_port);
-    e->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, e, MHD_OPTION_LISTEN_SOCKET, fd,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg.timeout,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
+    e->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, handle, e, MHD_OPTION_LISTEN_SOCKET, fd,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg.timeout,
+                         MHD_OPTION_CONNECTION_LIMIT, GK_HTTP_MAX_CONNECTIONS, MHD_OPTION_END);
     if (!e->daemon) {
         close(fd);
         rc = -ENOMEM;

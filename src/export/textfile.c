@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "gpukit/export.h"
 
@@ -38,7 +39,7 @@ int gk_metrics_write_textfile(gk_metrics *m, const char *path)
     int rc = gk_metrics_render(m, GK_METRICS_PROMETHEUS, &text, &len);
     if (rc)
         return rc;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = gk__open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = -errno;
         goto out_free;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "loader/loader_int.h"
 
 static _Thread_local char dataset_err[512];
@@ -47,7 +48,7 @@ int gk_dataset_create(const gk_dataset_ops *ops, void *ctx, const char *name, gk
     if (n == 0 || isz == 0)
         return gk__dataset_fail(-EINVAL, "dataset %s: %s is 0", name ? name : "dataset",
                                 n == 0 ? "the item count" : "the item size");
-    gk_dataset *ds = calloc(1, sizeof *ds);
+    gk_dataset *ds = gk__calloc(1, sizeof *ds);
     if (!ds)
         return gk__dataset_fail(-ENOMEM, "gk_dataset_create: out of memory");
     ds->ops = *ops;
@@ -158,7 +159,7 @@ int gk_dataset_memory(const void *data, size_t item_size, uint64_t count, gk_dat
     if (count > SIZE_MAX / item_size)
         return gk__dataset_fail(-EOVERFLOW, "gk_dataset_memory: %llu items of %zu bytes overflow",
                                 (unsigned long long)count, item_size);
-    mem_ctx *m = malloc(sizeof *m);
+    mem_ctx *m = gk__malloc(sizeof *m);
     if (!m)
         return gk__dataset_fail(-ENOMEM, "gk_dataset_memory: out of memory");
     m->data = data;

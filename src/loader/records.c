@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "loader/loader_int.h"
 
 #define HEADER_USED 128
@@ -125,7 +126,7 @@ int gk_records_inspect(const char *path, gk_records_info *info, char *err, size_
         snprintf(err, err_len, "gk_records_inspect: path and info are required");
         return -EINVAL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = gk__open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return open_error(path, errno, err, err_len);
     int rc = read_header_fd(fd, path, info, err, err_len);
@@ -285,7 +286,7 @@ int gk_dataset_open_records(const char *path, const gk_records_options *opt, gk_
     if (!out || !path)
         return gk__dataset_fail(-EINVAL, "gk_dataset_open_records: path and out are required");
     *out = NULL;
-    rec_ctx *r = calloc(1, sizeof *r);
+    rec_ctx *r = gk__calloc(1, sizeof *r);
     if (!r)
         return gk__dataset_fail(-ENOMEM, "%s: out of memory", path);
     snprintf(r->path, sizeof r->path, "%s", path);
@@ -297,7 +298,7 @@ int gk_dataset_open_records(const char *path, const gk_records_options *opt, gk_
         r->opt.readahead = 1;
     }
     int rc;
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    r->fd = gk__open(path, O_RDONLY | O_CLOEXEC);
     if (r->fd < 0) {
         rc = open_error(path, errno, err, sizeof err);
         goto out_free;
@@ -317,7 +318,7 @@ int gk_dataset_open_records(const char *path, const gk_records_options *opt, gk_
     }
     if (r->opt.access == GK_RECORDS_MMAP) {
         r->map_len = (size_t)r->info.file_size;
-        void *m = mmap(NULL, r->map_len, PROT_READ, MAP_SHARED, r->fd, 0);
+        void *m = gk__mmap(NULL, r->map_len, PROT_READ, MAP_SHARED, r->fd, 0);
         if (m == MAP_FAILED) {
             snprintf(err, sizeof err, "%s: cannot map %zu bytes: %s", path, r->map_len,
                      strerror(errno));
@@ -368,7 +369,7 @@ int gk_records_writer_open(const char *path, uint64_t record_size, const char *d
     if (dtype && strlen(dtype) > 16)
         return gk__dataset_fail(-EINVAL, "%s: element type \"%s\" is longer than 16 characters",
                                 path, dtype);
-    gk_records_writer *w = calloc(1, sizeof *w);
+    gk_records_writer *w = gk__calloc(1, sizeof *w);
     if (!w)
         return gk__dataset_fail(-ENOMEM, "%s: out of memory", path);
     snprintf(w->path, sizeof w->path, "%s", path);
@@ -389,7 +390,7 @@ int gk_records_writer_open(const char *path, uint64_t record_size, const char *d
         for (uint32_t i = 0; i < ndim; i++)
             wr64(h + 64 + 8 * i, shape[i]);
     }
-    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    w->fd = gk__open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         int e = errno;
         free(w);

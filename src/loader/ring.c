@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "loader/loader_int.h"
 
 static _Thread_local char create_err[768];
@@ -406,7 +407,7 @@ static int register_metrics(gk_loader *ld, char *err, size_t errlen)
 static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
 {
     gk_device *dev = ld->cfg.device;
-    ld->slots = calloc((size_t)ld->K, sizeof *ld->slots);
+    ld->slots = gk__calloc((size_t)ld->K, sizeof *ld->slots);
     if (!ld->slots)
         goto out_nomem;
     if (dev) {
@@ -422,7 +423,7 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
         s->seq = i - ld->K;
         s->state = GK__SLOT_FREE;
         atomic_init(&s->ready_seq, INT64_MIN);
-        s->indices = calloc((size_t)ld->smp.batch_size, sizeof *s->indices);
+        s->indices = gk__calloc((size_t)ld->smp.batch_size, sizeof *s->indices);
         if (!s->indices)
             goto out_nomem;
         int e = 0;
@@ -460,7 +461,7 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
             }
         } else {
             void *p = NULL;
-            if (posix_memalign(&p, 4096, ld->slot_bytes))
+            if (gk__posix_memalign(&p, 4096, ld->slot_bytes))
                 goto out_nomem;
             s->host = p;
         }
@@ -507,7 +508,7 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
         snprintf(create_err, sizeof create_err, "loader config: %s", bad);
         return -EINVAL;
     }
-    gk_loader *ld = calloc(1, sizeof *ld);
+    gk_loader *ld = gk__calloc(1, sizeof *ld);
     if (!ld) {
         snprintf(create_err, sizeof create_err, "loader: out of memory");
         return -ENOMEM;
@@ -566,7 +567,7 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
     ld->consumer.ld = ld;
     atomic_store(&ld->consumer.cur_seq, -1);
     if (ld->nworkers == 0) {
-        ld->consumer.ahead = calloc((size_t)cfg.batch_size, sizeof(uint64_t));
+        ld->consumer.ahead = gk__calloc((size_t)cfg.batch_size, sizeof(uint64_t));
         if (!ld->consumer.ahead) {
             rc = -ENOMEM;
             snprintf(create_err, sizeof create_err, "loader: out of memory");
@@ -583,7 +584,7 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
             ld->consumer_open = 1;
         }
     } else {
-        ld->workers = calloc((size_t)ld->nworkers, sizeof *ld->workers);
+        ld->workers = gk__calloc((size_t)ld->nworkers, sizeof *ld->workers);
         if (!ld->workers) {
             rc = -ENOMEM;
             snprintf(create_err, sizeof create_err, "loader: out of memory");
@@ -592,7 +593,7 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
         for (int i = 0; i < ld->nworkers; i++) {
             ld->workers[i].ld = ld;
             ld->workers[i].id = i;
-            ld->workers[i].ahead = calloc((size_t)cfg.batch_size, sizeof(uint64_t));
+            ld->workers[i].ahead = gk__calloc((size_t)cfg.batch_size, sizeof(uint64_t));
             if (!ld->workers[i].ahead) {
                 rc = -ENOMEM;
                 snprintf(create_err, sizeof create_err, "loader: out of memory");

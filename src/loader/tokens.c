@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "loader/loader_int.h"
 
 int gk__tokens_parse(const char *path, const unsigned char *bytes, size_t got, uint64_t file_size,
@@ -83,7 +84,7 @@ int gk_tokens_inspect(const char *path, gk_tokens_info *info, char *err, size_t 
         snprintf(err, err_len, "gk_tokens_inspect: path and info are required");
         return -EINVAL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = gk__open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         snprintf(err, err_len, "%s: cannot open: %s", path, strerror(e));
@@ -205,10 +206,10 @@ int gk_dataset_open_tokens(const char *pattern, uint32_t B, uint32_t T, uint32_t
         return gk__dataset_fail(-EIO, "token dataset %s: glob failed", pattern);
     char err[600] = "";
     int rc = -ENOMEM;
-    tok_ctx *t = calloc(1, sizeof *t);
+    tok_ctx *t = gk__calloc(1, sizeof *t);
     if (!t)
         goto out_glob;
-    t->shards = calloc(g.gl_pathc, sizeof *t->shards);
+    t->shards = gk__calloc(g.gl_pathc, sizeof *t->shards);
     if (!t->shards)
         goto out_ctx;
     t->window = (uint64_t)B * T;
@@ -216,7 +217,7 @@ int gk_dataset_open_tokens(const char *pattern, uint32_t B, uint32_t T, uint32_t
     for (size_t i = 0; i < g.gl_pathc; i++) {
         const char *path = g.gl_pathv[i];
         shard *s = &t->shards[i];
-        s->fd = open(path, O_RDONLY | O_CLOEXEC);
+        s->fd = gk__open(path, O_RDONLY | O_CLOEXEC);
         if (s->fd < 0) {
             int e = errno;
             snprintf(err, sizeof err, "%s: cannot open: %s", path, strerror(e));
@@ -224,7 +225,7 @@ int gk_dataset_open_tokens(const char *pattern, uint32_t B, uint32_t T, uint32_t
             goto out_shards;
         }
         t->nshards++;
-        s->path = strdup(path);
+        s->path = gk__strdup(path);
         if (!s->path) {
             rc = -ENOMEM;
             snprintf(err, sizeof err, "%s: out of memory", path);

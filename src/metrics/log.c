@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "metrics_int.h"
 
@@ -58,17 +59,17 @@ static int new_log(gk_metrics *m, const char *name, gk__log **out)
         return -ENOSPC;
     if (m->nlogs == m->logs_cap) {
         size_t cap = m->logs_cap ? m->logs_cap * 2 : 8;
-        gk__log **logs = realloc(m->logs, cap * sizeof *logs);
+        gk__log **logs = gk__realloc(m->logs, cap * sizeof *logs);
         if (!logs)
             return -ENOMEM;
         m->logs = logs;
         m->logs_cap = cap;
     }
-    gk__log *l = calloc(1, sizeof *l);
+    gk__log *l = gk__calloc(1, sizeof *l);
     if (!l)
         return -ENOMEM;
-    l->name = strdup(name);
-    l->ring = malloc(m->cfg.log_capacity * sizeof *l->ring);
+    l->name = gk__strdup(name);
+    l->ring = gk__malloc(m->cfg.log_capacity * sizeof *l->ring);
     if (!l->name || !l->ring || gk_summary_create(&l->summary) != 0) {
         log_free(l);
         return -ENOMEM;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "metrics_int.h"
 
@@ -49,7 +50,7 @@ int gk_metrics_create(const gk_metrics_config *cfg, gk_metrics **out)
         c = *cfg;
     if (!c.max_families || !c.max_series_per_family || !c.log_capacity || !c.max_logs)
         return -EINVAL;
-    gk_metrics *m = calloc(1, sizeof *m);
+    gk_metrics *m = gk__calloc(1, sizeof *m);
     if (!m)
         return -ENOMEM;
     m->cfg = c;
@@ -209,7 +210,7 @@ static int base_name(const char *name, gk_metric_type type, char *buf, size_t le
 
 static char *dup_str(const char *s)
 {
-    return strdup(s ? s : "");
+    return gk__strdup(s ? s : "");
 }
 
 /* 1 when a logged name would clash with a family named `base` (the same name, or the name of
@@ -258,20 +259,20 @@ static int new_family(gk_metrics *m, const char *base, const char *help, gk_metr
         return -ENOSPC;
     if (m->nfams == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 16;
-        gk__family **fams = realloc(m->fams, cap * sizeof *fams);
+        gk__family **fams = gk__realloc(m->fams, cap * sizeof *fams);
         if (!fams)
             return -ENOMEM;
         m->fams = fams;
         m->cap = cap;
     }
-    gk__family *f = calloc(1, sizeof *f);
+    gk__family *f = gk__calloc(1, sizeof *f);
     if (!f)
         return -ENOMEM;
     f->type = type;
     f->name = dup_str(base);
     f->help = dup_str(help);
     f->nlabels = nlabels;
-    f->label_names = nlabels ? calloc(nlabels, sizeof(char *)) : NULL;
+    f->label_names = nlabels ? gk__calloc(nlabels, sizeof(char *)) : NULL;
     if (!f->name || !f->help || (nlabels && !f->label_names))
         goto out_free;
     for (size_t i = 0; i < nlabels; i++) {
@@ -281,7 +282,7 @@ static int new_family(gk_metrics *m, const char *base, const char *help, gk_metr
     }
     if (type == GK_METRIC_HISTOGRAM) {
         f->nbounds = nbounds;
-        f->bounds = malloc(nbounds * sizeof(double));
+        f->bounds = gk__malloc(nbounds * sizeof(double));
         if (!f->bounds)
             goto out_free;
         memcpy(f->bounds, bounds, nbounds * sizeof(double));
@@ -313,18 +314,18 @@ static int new_series(gk_metrics *m, gk__family *f, const char *const *labels, g
         return -ENOSPC;
     if (f->nseries == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 4;
-        gk_metric **series = realloc(f->series, cap * sizeof *series);
+        gk_metric **series = gk__realloc(f->series, cap * sizeof *series);
         if (!series)
             return -ENOMEM;
         f->series = series;
         f->cap = cap;
     }
-    gk_metric *s = calloc(1, sizeof *s);
+    gk_metric *s = gk__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     s->fam = f;
     if (f->nlabels) {
-        s->label_values = calloc(f->nlabels, sizeof(char *));
+        s->label_values = gk__calloc(f->nlabels, sizeof(char *));
         if (!s->label_values)
             goto out_free;
         for (size_t i = 0; i < f->nlabels; i++) {
@@ -334,7 +335,7 @@ static int new_series(gk_metrics *m, gk__family *f, const char *const *labels, g
         }
     }
     if (f->type == GK_METRIC_HISTOGRAM) {
-        s->buckets = calloc(f->nbounds + 1, sizeof(uint64_t));
+        s->buckets = gk__calloc(f->nbounds + 1, sizeof(uint64_t));
         if (!s->buckets)
             goto out_free;
         for (size_t i = 0; i <= f->nbounds; i++)

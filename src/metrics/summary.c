@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "metrics_int.h"
 
@@ -29,7 +30,7 @@ int gk_summary_create(gk_summary **out)
 {
     if (!out)
         return -EINVAL;
-    gk_summary *s = calloc(1, sizeof *s);
+    gk_summary *s = gk__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     *out = s;
@@ -102,7 +103,7 @@ static int bucket_add(gk_summary *s, double v, uint64_t count)
     }
     uint64_t **set = v > 0 ? s->pos : s->neg;
     if (!set[slot]) {
-        set[slot] = calloc(SUBS, sizeof(uint64_t));
+        set[slot] = gk__calloc(SUBS, sizeof(uint64_t));
         if (!set[slot])
             return -ENOMEM;
     }
@@ -164,7 +165,7 @@ int gk_summary_merge(gk_summary *dst, const gk_summary *src)
             if (!from[i])
                 continue;
             if (!to[i]) {
-                to[i] = calloc(SUBS, sizeof(uint64_t));
+                to[i] = gk__calloc(SUBS, sizeof(uint64_t));
                 if (!to[i]) {
                     rc = -ENOMEM;
                     continue;

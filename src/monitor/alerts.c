@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "gpukit/options.h"
 #include "monitor_int.h"
@@ -156,7 +157,7 @@ int gk_monitor_add_alert(gk_monitor *m, const char *name, const char *rule, char
                      name ? name : "(null)");
         return -EINVAL;
     }
-    gk__rule *r = calloc(1, sizeof *r);
+    gk__rule *r = gk__calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
     int rc = parse_rule(rule, r, err, errlen);
@@ -240,7 +241,7 @@ static gk__alert_instance *instance(gk__rule *r, size_t series)
     }
     if (r->ninst == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 8;
-        gk__alert_instance *v = realloc(r->inst, cap * sizeof *v);
+        gk__alert_instance *v = gk__realloc(r->inst, cap * sizeof *v);
         if (!v)
             return NULL;
         r->inst = v;
@@ -257,7 +258,7 @@ static void queue_event(gk_monitor *m, const gk__rule *r, const gk__series *s, g
 {
     if (m->nevents == m->events_cap) {
         size_t cap = m->events_cap ? m->events_cap * 2 : 8;
-        gk__alert_event *v = realloc(m->events, cap * sizeof *v);
+        gk__alert_event *v = gk__realloc(m->events, cap * sizeof *v);
         if (!v)
             return;
         m->events = v;

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "monitor_int.h"
 
@@ -41,7 +42,7 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
     if (!(cfg.interval >= 0.001) || !isfinite(cfg.interval) || cfg.slow_every == 0 ||
         !(cfg.retention > 0) || cfg.pid < 0 || (unsigned)cfg.gpu > GK_MONITOR_GPU_REQUIRE)
         return -EINVAL;
-    gk_monitor *m = calloc(1, sizeof *m);
+    gk_monitor *m = gk__calloc(1, sizeof *m);
     if (!m)
         return -ENOMEM;
     int rc = -ENOMEM;
@@ -74,7 +75,7 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
         rc = gk_host_open(&hc, &m->host);
         if (rc)
             goto out_destroy;
-        m->host_sample = malloc(sizeof *m->host_sample);
+        m->host_sample = gk__malloc(sizeof *m->host_sample);
         if (!m->host_sample) {
             rc = -ENOMEM;
             goto out_destroy;
@@ -96,7 +97,7 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
                 goto out_destroy;
             gk_log(&m->cfg.logger, GK_LOG_WARN, "monitor", "%s", info.reason);
         } else if (gk_nvml_device_count(m->nvml) > 0) {
-            m->gpu = calloc(gk_nvml_device_count(m->nvml), sizeof *m->gpu);
+            m->gpu = gk__calloc(gk_nvml_device_count(m->nvml), sizeof *m->gpu);
             if (!m->gpu) {
                 rc = -ENOMEM;
                 goto out_destroy;
@@ -379,7 +380,7 @@ static void publish_self(gk_monitor *m, double tick_seconds)
         PUBC("process_cpu_seconds_total", "CPU time of this process.", NULL,
              (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
                  ru.ru_stime.tv_usec / 1e6);
-    FILE *f = fopen("/proc/self/statm", "re");
+    FILE *f = gk__fopen("/proc/self/statm", "re");
     if (f) {
         unsigned long long size, resident;
         if (fscanf(f, "%llu %llu", &size, &resident) == 2)
@@ -448,7 +449,7 @@ static void run_tick(gk_monitor *m)
     size_t nev = m->nevents;
     gk__alert_event *events = NULL;
     if (nev) {
-        events = malloc(nev * sizeof *events);
+        events = gk__malloc(nev * sizeof *events);
         if (events)
             memcpy(events, m->events, nev * sizeof *events);
         m->nevents = 0;

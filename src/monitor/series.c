@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "monitor_int.h"
 
@@ -68,18 +69,18 @@ static gk__series *new_series(gk_monitor *m, const char *name, const char *help,
 {
     if (m->nseries == m->series_cap) {
         size_t cap = m->series_cap ? m->series_cap * 2 : 64;
-        gk__series **v = realloc(m->series, cap * sizeof *v);
+        gk__series **v = gk__realloc(m->series, cap * sizeof *v);
         if (!v)
             return NULL;
         m->series = v;
         m->series_cap = cap;
     }
-    gk__series *s = calloc(1, sizeof *s);
+    gk__series *s = gk__calloc(1, sizeof *s);
     if (!s)
         return NULL;
     double pts = ceil(m->cfg.retention / m->cfg.interval - 1e-9);
     s->cap = pts < 2 ? 2 : pts > 1e6 ? 1000000 : (size_t)pts;
-    s->ring = malloc(s->cap * sizeof *s->ring);
+    s->ring = gk__malloc(s->cap * sizeof *s->ring);
     if (!s->ring) {
         free(s);
         return NULL;

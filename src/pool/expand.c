@@ -4,6 +4,7 @@
  * strands a half-used segment the way fixed segments do. */
 #include <stdlib.h>
 
+#include "common/alloc.h"
 #include "pool/pool_int.h"
 
 static size_t round_up(size_t v, size_t m)
@@ -25,9 +26,9 @@ int gk__expand_new_segment(gk_pool *p, const gk__request *r, gk__block **out)
     size_t va = round_up(p->total_memory / 8 * 9, page);
     if (va < need)
         va = need;
-    gk__segment *s = calloc(1, sizeof *s);
-    gk__block *b = calloc(1, sizeof *b);
-    uint8_t *mapped = calloc(va / page, 1);
+    gk__segment *s = gk__calloc(1, sizeof *s);
+    gk__block *b = gk__calloc(1, sizeof *b);
+    uint8_t *mapped = gk__calloc(va / page, 1);
     if (!s || !b || !mapped) {
         free(s);
         free(b);
@@ -202,7 +203,7 @@ int gk__expand_release(gk_pool *p, gk__segment *s, bool sync, bool drop_empty)
 {
     int rc = 0;
     if (s->mapped_pages) {
-        uint8_t *live = calloc(s->npages, 1);
+        uint8_t *live = gk__calloc(s->npages, 1);
         if (!live)
             return -ENOMEM;
         for (gk__block *b = s->head; b; b = b->next) {

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/options.h"
 #include "pool/pool_int.h"
 
@@ -36,7 +37,7 @@ int gk_pool_record_history(gk_pool *p, size_t entries)
     if (!p)
         return -EINVAL;
     gk__hist_entry *h = NULL;
-    if (entries && !(h = calloc(entries, sizeof *h)))
+    if (entries && !(h = gk__calloc(entries, sizeof *h)))
         return -ENOMEM;
     pthread_mutex_lock(&p->lock);
     free(p->hist);
@@ -135,7 +136,7 @@ long gk__pool_live_blocks(gk_pool *p, gk__block ***out)
     for (gk__segment *s = p->segments; s; s = s->next)
         for (gk__block *b = s->head; b; b = b->next)
             n += gk__block_handed_out(b);
-    gk__block **v = malloc((n ? n : 1) * sizeof *v);
+    gk__block **v = gk__malloc((n ? n : 1) * sizeof *v);
     if (!v)
         return -ENOMEM;
     size_t i = 0;

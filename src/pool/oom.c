@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/options.h"
 #include "pool/pool_int.h"
 
@@ -28,7 +29,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
     size_t add = (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1;
     if (b->len + add + 1 > b->cap) {
         size_t nc = (b->cap ? b->cap * 2 : 1024) + add;
-        char *ns = realloc(b->s, nc);
+        char *ns = gk__realloc(b->s, nc);
         if (!ns)
             return;
         b->s = ns;

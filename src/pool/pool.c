@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "pool/pool_int.h"
 
 static _Thread_local char create_error[256];
@@ -109,8 +110,8 @@ static int new_segment(gk_pool *p, const gk__request *r, gk__block **out)
     size_t size = r->alloc;
     if (p->limit && p->reserved + size > p->limit)
         return GK_EDEVOOM;
-    gk__segment *s = calloc(1, sizeof *s);
-    gk__block *b = calloc(1, sizeof *b);
+    gk__segment *s = gk__calloc(1, sizeof *s);
+    gk__block *b = gk__calloc(1, sizeof *b);
     if (!s || !b) {
         free(s);
         free(b);
@@ -214,7 +215,7 @@ static int take_block(gk_pool *p, const gk__request *r, gk__block *b, bool cache
 {
     gk__block *rest = NULL;
     if (should_split(p, b, r->rsize)) {
-        rest = calloc(1, sizeof *rest);
+        rest = gk__calloc(1, sizeof *rest);
         if (!rest)
             return -ENOMEM;
     }
@@ -350,7 +351,7 @@ static void event_return(gk_pool *p, gk_event *ev)
 {
     if (p->nevents == p->cap_events) {
         size_t n = p->cap_events ? p->cap_events * 2 : 16;
-        gk_event **a = realloc(p->events, n * sizeof *a);
+        gk_event **a = gk__realloc(p->events, n * sizeof *a);
         if (!a) {
             gk_event_destroy(p->dev, ev);
             return;
@@ -399,7 +400,7 @@ static void defer_on_stream(gk_pool *p, gk__block *b, gk_stream *stream)
     gk_event *ev = NULL;
     if (p->npending == p->cap_pending) {
         size_t n = p->cap_pending ? p->cap_pending * 2 : 16;
-        gk__pending *a = realloc(p->pending, n * sizeof *a);
+        gk__pending *a = gk__realloc(p->pending, n * sizeof *a);
         if (!a)
             goto out_sync;
         p->pending = a;
@@ -462,7 +463,7 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
     int rc = gk__pool_config_check(&c, create_error, sizeof create_error);
     if (rc)
         return rc;
-    gk_pool *p = calloc(1, sizeof *p);
+    gk_pool *p = gk__calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->dev = dev;
@@ -726,7 +727,7 @@ int gk_pool_record_stream(gk_pool *p, void *ptr, gk_stream *stream)
             goto out_unlock;
     if (b->nuses == b->cap_uses) {
         int n = b->cap_uses ? b->cap_uses * 2 : 2;
-        gk_stream **a = realloc(b->uses, (size_t)n * sizeof *a);
+        gk_stream **a = gk__realloc(b->uses, (size_t)n * sizeof *a);
         if (!a) {
             rc = -ENOMEM;
             goto out_unlock;

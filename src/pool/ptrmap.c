@@ -3,6 +3,7 @@
  * pool lock. Chains run through the blocks (hnext); a shard doubles its buckets at load 1. */
 #include <stdlib.h>
 
+#include "common/alloc.h"
 #include "pool/pool_int.h"
 
 static size_t hash_ptr(uintptr_t p)
@@ -42,7 +43,7 @@ void gk__ptrmap_fini(gk__ptrmap *m)
 static int shard_grow(gk__shard *s)
 {
     size_t n = s->nbuckets ? s->nbuckets * 2 : 16;
-    gk__block **nb = calloc(n, sizeof *nb);
+    gk__block **nb = gk__calloc(n, sizeof *nb);
     if (!nb)
         return -ENOMEM;
     for (size_t i = 0; i < s->nbuckets; i++) {

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "pool/pool_int.h"
 
 #define MAX_STREAMS 64
@@ -62,15 +63,15 @@ int gk_trace_replay(const gk_trace *t, gk_pool *pool, int stop_on_oom, int timed
         return rc;
     uint64_t *at = NULL, *ft = NULL;
     size_t nat = 0, nft = 0;
+    streams ss = {.n = 0}; /* before the first goto: out_free destroys ss.n streams */
     if (timed) {
-        at = malloc((t->count + 1) * sizeof *at);
-        ft = malloc((t->count + 1) * sizeof *ft);
+        at = gk__malloc((t->count + 1) * sizeof *at);
+        ft = gk__malloc((t->count + 1) * sizeof *ft);
         if (!at || !ft) {
             rc = -ENOMEM;
             goto out_free;
         }
     }
-    streams ss = {.n = 0};
     uint64_t live_bytes = 0, v, sz;
     for (size_t i = 0; i < t->count; i++) {
         const gk_trace_event *e = &t->events[i];

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "pool/pool_int.h"
 
 typedef struct synth {
@@ -20,7 +21,7 @@ static uint64_t emit(synth *s, gk_trace_action a, uint64_t ptr, uint64_t size)
         return 0;
     if (s->t->count == s->cap) {
         size_t n = s->cap ? s->cap * 2 : 4096;
-        gk_trace_event *e = realloc(s->t->events, n * sizeof *e);
+        gk_trace_event *e = gk__realloc(s->t->events, n * sizeof *e);
         if (!e) {
             s->rc = -ENOMEM;
             return 0;
@@ -72,16 +73,16 @@ int gk_trace_synth_transformer(const gk_synth_config *c, gk_trace **out)
         c->batch <= 0 || c->steps <= 0 || c->vocab <= 0 || !(c->vary > 0 && c->vary <= 1) ||
         c->hidden % c->heads || c->layers > 1024)
         return -EINVAL;
-    synth s = {.t = calloc(1, sizeof(gk_trace))};
+    synth s = {.t = gk__calloc(1, sizeof(gk_trace))};
     if (!s.t)
         return -ENOMEM;
     uint64_t d = (uint64_t)c->hidden, L = (uint64_t)c->layers, V = (uint64_t)c->vocab;
     uint64_t psize[PARAMS] = {3 * d * d * 4, d * d * 4, 4 * d * d * 4, 4 * d * d * 4};
-    uint64_t(*params)[PARAMS] = calloc(L, sizeof *params);
-    uint64_t(*adam)[2 * PARAMS] = calloc(L, sizeof *adam);
-    uint64_t(*grads)[PARAMS] = calloc(L, sizeof *grads);
-    uint64_t(*acts)[ACTS] = calloc(L, sizeof *acts);
-    uint64_t(*asize)[ACTS] = calloc(L, sizeof *asize);
+    uint64_t(*params)[PARAMS] = gk__calloc(L, sizeof *params);
+    uint64_t(*adam)[2 * PARAMS] = gk__calloc(L, sizeof *adam);
+    uint64_t(*grads)[PARAMS] = gk__calloc(L, sizeof *grads);
+    uint64_t(*acts)[ACTS] = gk__calloc(L, sizeof *acts);
+    uint64_t(*asize)[ACTS] = gk__calloc(L, sizeof *asize);
     if (!params || !adam || !grads || !acts || !asize) {
         s.rc = -ENOMEM;
         goto out_free;

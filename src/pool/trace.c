@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "pool/pool_int.h"
 
 static const char header[] = "Thread,Time,Action,Pointer,Size,Stream";
@@ -113,7 +114,7 @@ int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t
         return -EINVAL;
     if (!name)
         name = "trace";
-    gk_trace *t = calloc(1, sizeof *t);
+    gk_trace *t = gk__calloc(1, sizeof *t);
     if (!t)
         return -ENOMEM;
     size_t cap = 0, lineno = 0;
@@ -142,7 +143,7 @@ int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t
         }
         if (t->count == cap) {
             size_t ncap = cap ? cap * 2 : 1024;
-            gk_trace_event *ev = realloc(t->events, ncap * sizeof *ev);
+            gk_trace_event *ev = gk__realloc(t->events, ncap * sizeof *ev);
             if (!ev) {
                 rc = -ENOMEM;
                 goto out_fail;
@@ -182,7 +183,7 @@ int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen)
         *out = NULL;
     if (!path || !out)
         return -EINVAL;
-    FILE *f = fopen(path, "r");
+    FILE *f = gk__fopen(path, "r");
     if (!f) {
         int e = errno;
         if (err && errlen)
@@ -223,9 +224,9 @@ int gk__tmap_init(gk__tmap *m, size_t expect)
     size_t cap = 64;
     while (cap < expect * 2)
         cap *= 2;
-    m->keys = calloc(cap, sizeof *m->keys);
-    m->vals = calloc(cap, sizeof *m->vals);
-    m->sizes = calloc(cap, sizeof *m->sizes);
+    m->keys = gk__calloc(cap, sizeof *m->keys);
+    m->vals = gk__calloc(cap, sizeof *m->vals);
+    m->sizes = gk__calloc(cap, sizeof *m->sizes);
     m->cap = cap;
     m->count = m->used = 0;
     if (!m->keys || !m->vals || !m->sizes) {

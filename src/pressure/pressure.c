@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/pressure.h"
 
 struct gk_pressure {
@@ -48,7 +49,7 @@ int gk_pressure_create(gk_pool *pool, const gk_pressure_config *cfg, gk_pressure
     if (!frac_ok(c.gc_high) || !frac_ok(c.free_low) || !frac_ok(c.shrink_high) ||
         !(c.margin >= 0 && c.margin < 1) || c.hysteresis < 1 || c.fit_k < 0 || c.batch < 0)
         return -EINVAL;
-    gk_pressure *pr = calloc(1, sizeof *pr);
+    gk_pressure *pr = gk__calloc(1, sizeof *pr);
     if (!pr)
         return -ENOMEM;
     if (pthread_mutex_init(&pr->lock, NULL) != 0) {

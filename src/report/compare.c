@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "report/report_int.h"
 
 #define MIN_NOISE_PCT 1.0 /* changes below 1% are never reported */
@@ -115,7 +116,7 @@ int gk__report_compare(gk_report *rep)
     gk_recording_info binfo;
     gk_recording_get_info(rep->base, &binfo);
     double bdur = binfo.has_end ? binfo.end.duration_s : binfo.last_t;
-    rep->cmp = calloc(rep->nsums ? rep->nsums : 1, sizeof *rep->cmp);
+    rep->cmp = gk__calloc(rep->nsums ? rep->nsums : 1, sizeof *rep->cmp);
     if (!rep->cmp)
         return -ENOMEM;
     for (size_t i = 0; i < rep->nsums; i++) {

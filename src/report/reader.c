@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "report/report_int.h"
 
@@ -64,11 +65,11 @@ static int add_issue(gk_recording *rec, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    char **is = realloc(rec->issues, (rec->nissues + 2) * sizeof *is);
+    char **is = gk__realloc(rec->issues, (rec->nissues + 2) * sizeof *is);
     if (!is)
         return -ENOMEM;
     rec->issues = is;
-    if (!(is[rec->nissues] = strdup(buf)))
+    if (!(is[rec->nissues] = gk__strdup(buf)))
         return -ENOMEM;
     rec->nissues++;
     return 0;
@@ -77,7 +78,7 @@ static int add_issue(gk_recording *rec, const char *fmt, ...)
 static int grow_table(gk_recording *rec)
 {
     size_t cap = rec->table_cap ? rec->table_cap * 2 : 64;
-    size_t *t = calloc(cap, sizeof *t);
+    size_t *t = gk__calloc(cap, sizeof *t);
     if (!t)
         return -ENOMEM;
     for (size_t i = 0; i < rec->nseries; i++) {
@@ -119,7 +120,7 @@ static int get_series(gk_recording *rec, const char *name, gk_series_kind kind, 
         return -ENOMEM;
     if (rec->nseries == rec->cap) {
         size_t cap = rec->cap ? rec->cap * 2 : 32;
-        rseries *s = realloc(rec->series, cap * sizeof *s);
+        rseries *s = gk__realloc(rec->series, cap * sizeof *s);
         if (!s)
             return -ENOMEM;
         rec->series = s;
@@ -127,7 +128,7 @@ static int get_series(gk_recording *rec, const char *name, gk_series_kind kind, 
     }
     rseries *s = &rec->series[rec->nseries];
     memset(s, 0, sizeof *s);
-    if (!(s->name = strdup(name)))
+    if (!(s->name = gk__strdup(name)))
         return -ENOMEM;
     s->kind = kind;
     size_t h = (size_t)hash_key(name, kind) & (rec->table_cap - 1);
@@ -146,11 +147,11 @@ static int push(gk_recording *rec, const char *name, gk_series_kind kind, double
         return rc;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
-        double *nt = realloc(s->t, cap * sizeof *nt);
+        double *nt = gk__realloc(s->t, cap * sizeof *nt);
         if (!nt)
             return -ENOMEM;
         s->t = nt;
-        double *nv = realloc(s->v, cap * sizeof *nv);
+        double *nv = gk__realloc(s->v, cap * sizeof *nv);
         if (!nv)
             return -ENOMEM;
         s->v = nv;
@@ -165,7 +166,7 @@ static int push(gk_recording *rec, const char *name, gk_series_kind kind, double
 static char *dup_str(const cJSON *obj, const char *key)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return strdup(cJSON_IsString(it) && it->valuestring ? it->valuestring : "");
+    return gk__strdup(cJSON_IsString(it) && it->valuestring ? it->valuestring : "");
 }
 
 static double get_num(const cJSON *obj, const char *key, double dflt)
@@ -321,16 +322,16 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
         const cJSON *state = cJSON_GetObjectItemCaseSensitive(j, "state");
         if (!cJSON_IsString(name) || !*name->valuestring || !cJSON_IsString(state))
             return add_issue(rec, "line %zu: alert without a name or state (skipped)", lineno);
-        gk_alert_event *a = realloc(rec->alerts, (rec->nalerts + 1) * sizeof *a);
+        gk_alert_event *a = gk__realloc(rec->alerts, (rec->nalerts + 1) * sizeof *a);
         if (!a)
             return -ENOMEM;
         rec->alerts = a;
         a = &rec->alerts[rec->nalerts];
         a->t = tt;
         a->value = get_num(j, "value", NAN);
-        a->name = strdup(name->valuestring);
-        a->labels = strdup(cJSON_IsString(labels) ? labels->valuestring : "");
-        a->state = strdup(state->valuestring);
+        a->name = gk__strdup(name->valuestring);
+        a->labels = gk__strdup(cJSON_IsString(labels) ? labels->valuestring : "");
+        a->state = gk__strdup(state->valuestring);
         rec->nalerts++;
         if (!a->name || !a->labels || !a->state)
             return -ENOMEM;
@@ -343,7 +344,7 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
 
 static int build_views(gk_recording *rec)
 {
-    rec->views = calloc(rec->nseries ? rec->nseries : 1, sizeof *rec->views);
+    rec->views = gk__calloc(rec->nseries ? rec->nseries : 1, sizeof *rec->views);
     if (!rec->views)
         return -ENOMEM;
     for (size_t i = 0; i < rec->nseries; i++) {
@@ -368,7 +369,7 @@ int gk_recording_load(const char *path, gk_recording **out, char *err, size_t er
     if (!path || !out)
         return -EINVAL;
     *out = NULL;
-    FILE *f = fopen(path, "re");
+    FILE *f = gk__fopen(path, "re");
     if (!f) {
         int rc = -errno;
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(-rc));
@@ -382,7 +383,7 @@ int gk_recording_load(const char *path, gk_recording **out, char *err, size_t er
 int gk__recording_read(FILE *f, const char *path, gk_recording **out, char *err, size_t errlen)
 {
     *out = NULL;
-    gk_recording *rec = calloc(1, sizeof *rec);
+    gk_recording *rec = gk__calloc(1, sizeof *rec);
     if (!rec)
         return -ENOMEM;
     char *line = NULL;

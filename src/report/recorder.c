@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "report/report_int.h"
 
@@ -63,10 +64,10 @@ int gk_recorder_open(const char *path, const gk_recording_meta *meta, gk_recorde
         meta->ndevices < 0 || (meta->ndevices > 0 && !meta->devices))
         return -EINVAL;
     *out = NULL;
-    gk_recorder *r = calloc(1, sizeof *r);
+    gk_recorder *r = gk__calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
-    r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    r->fd = gk__open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (r->fd < 0) {
         int rc = -errno;
         free(r);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "report/report_int.h"
 
 static int ends_with(const char *s, const char *suffix)
@@ -170,18 +171,18 @@ const gk__series_summary *gk__report_find(const gk_report *rep, const char *name
 int gk__report_add_advice(gk_report *rep, const char *rule, const char *title, const char *evidence,
                           const char *fix)
 {
-    gk_advice *a = realloc(rep->advice, (rep->nadvice + 1) * sizeof *a);
+    gk_advice *a = gk__realloc(rep->advice, (rep->nadvice + 1) * sizeof *a);
     if (!a)
         return -ENOMEM;
     rep->advice = a;
-    char **t = realloc(rep->advice_text, (rep->nadvice_text + 4) * sizeof *t);
+    char **t = gk__realloc(rep->advice_text, (rep->nadvice_text + 4) * sizeof *t);
     if (!t)
         return -ENOMEM;
     rep->advice_text = t;
     const char *src[4] = {rule, title, evidence, fix};
     char *dst[4];
     for (int k = 0; k < 4; k++) {
-        dst[k] = strdup(src[k] ? src[k] : "");
+        dst[k] = gk__strdup(src[k] ? src[k] : "");
         if (!dst[k]) {
             for (int m = 0; m < k; m++)
                 free(dst[m]);
@@ -198,7 +199,7 @@ int gk_report_create(const gk_recording *rec, const gk_recording *baseline, gk_r
     if (!rec || !out)
         return -EINVAL;
     *out = NULL;
-    gk_report *rep = calloc(1, sizeof *rep);
+    gk_report *rep = gk__calloc(1, sizeof *rep);
     if (!rep)
         return -ENOMEM;
     rep->rec = rec;
@@ -208,7 +209,7 @@ int gk_report_create(const gk_recording *rec, const gk_recording *baseline, gk_r
     double interval = rep->info.interval_s > 0 ? rep->info.interval_s : 0.5;
     int rc = 0;
     rep->nsums = gk_recording_series_count(rec);
-    rep->sums = calloc(rep->nsums ? rep->nsums : 1, sizeof *rep->sums);
+    rep->sums = gk__calloc(rep->nsums ? rep->nsums : 1, sizeof *rep->sums);
     if (!rep->sums) {
         rc = -ENOMEM;
         goto out_fail;

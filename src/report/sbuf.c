@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "report/report_int.h"
 
 void gk__sbuf_free(gk__sbuf *b)
@@ -23,7 +24,7 @@ static int reserve(gk__sbuf *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra + 1)
         cap *= 2;
-    char *s = realloc(b->s, cap);
+    char *s = gk__realloc(b->s, cap);
     if (!s) {
         b->oom = 1;
         return -1;

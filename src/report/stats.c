@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "report/report_int.h"
 
 static int cmp_double(const void *a, const void *b)
@@ -30,7 +31,7 @@ int gk_stats_compute(const double *v, size_t n, gk_stats *out)
     memset(out, 0, sizeof *out);
     if (n == 0)
         return 0;
-    double *s = malloc(n * sizeof *s);
+    double *s = gk__malloc(n * sizeof *s);
     if (!s)
         return -ENOMEM;
     size_t k = 0;

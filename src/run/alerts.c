@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "gpukit/monitor.h"
 #include "run/alerts_int.h"
@@ -96,7 +97,7 @@ int gk__alerts_start(const gk_run_config *cfg, int gpu, pid_t pid, gk_recorder *
     *out = NULL;
     if (!cfg->nalerts)
         return 0;
-    gk__run_alerts *a = calloc(1, sizeof *a);
+    gk__run_alerts *a = gk__calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
     a->rec = rec;

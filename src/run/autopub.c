@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "run/autopub_int.h"
 
 struct gk__autopub {
@@ -48,7 +49,7 @@ int gk__autopub_start(gk__autopub_fn fn, void *user, gk__autopub **out)
     const char *path = getenv(GK_METRICS_SOCKET_ENV);
     if (!fn || !path || !*path)
         return 0;
-    gk__autopub *p = calloc(1, sizeof *p);
+    gk__autopub *p = gk__calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
     p->fn = fn;

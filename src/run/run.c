@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "gpukit/report.h"
 #include "run/alerts_int.h"
@@ -161,7 +162,7 @@ static char **child_env(const char *sock, char **own)
     size_t n = 0;
     for (char **e = environ; e && *e; e++)
         n++;
-    char **env = calloc(n + 2, sizeof *env);
+    char **env = gk__calloc(n + 2, sizeof *env);
     if (!env)
         return NULL;
     size_t k = 0;
@@ -172,7 +173,7 @@ static char **child_env(const char *sock, char **own)
         env[k++] = *e;
     }
     size_t len = plen + strlen(sock) + 2;
-    *own = malloc(len);
+    *own = gk__malloc(len);
     if (!*own) {
         free(env);
         return NULL;
@@ -198,6 +199,7 @@ static int spawn_child(char *const argv[], const char *sock, const sigset_t *mas
     sigaddset(&def, SIGHUP);
     sigaddset(&def, SIGCHLD);
     sigaddset(&def, SIGPIPE);
+    sigaddset(&def, SIGXFSZ); /* gpukit run ignores it to report a full recording */
     posix_spawnattr_setsigmask(&attr, mask);
     posix_spawnattr_setsigdefault(&attr, &def);
     posix_spawnattr_setpgroup(&attr, 0);
@@ -210,7 +212,7 @@ static int spawn_child(char *const argv[], const char *sock, const sigset_t *mas
     return -err;
 }
 
-static void write_end(run_state *st, const gk_run_result *res)
+static int write_end(run_state *st, const gk_run_result *res)
 {
     gk_recording_end end = {.t = mono_now() - st->t0,
                             .exit_status = res->exit_status,
@@ -224,8 +226,9 @@ static void write_end(run_state *st, const gk_run_result *res)
                             .metric_dropped = res->metric_dropped,
                             .cpu_seconds = res->cpu_seconds,
                             .max_rss_bytes = res->max_rss_bytes};
-    gk_recorder_close(st->rec, &end);
+    int rc = gk_recorder_close(st->rec, &end);
     st->rec = NULL;
+    return rc;
 }
 
 static void take_sample(gk__sampler *smp, pid_t pid, run_state *st, gk__values *vals,
@@ -323,9 +326,9 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
         return rc;
     run_state st = {.cfg = cfg};
     char dir[128], sockpath[160];
-    char *buf = malloc(GK__STATSD_MAX_DGRAM);
-    gk__values *vals = malloc(sizeof *vals);
-    st.gauges = calloc(MAX_GAUGES, sizeof *st.gauges);
+    char *buf = gk__malloc(GK__STATSD_MAX_DGRAM);
+    gk__values *vals = gk__malloc(sizeof *vals);
+    st.gauges = gk__calloc(MAX_GAUGES, sizeof *st.gauges);
     if (!buf || !vals || !st.gauges) {
         rc = -ENOMEM;
         goto out_free;
@@ -388,7 +391,7 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
     rc = spawn_child(argv, sockpath, &old, &pid);
     if (rc) {
         snprintf(res->error, sizeof res->error, "cannot run \"%s\": %s", argv[0], strerror(-rc));
-        write_end(&st, res);
+        res->record_error = write_end(&st, res);
         goto out_sfd;
     }
     res->started = 1;
@@ -403,7 +406,7 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
     res->alerts_fired = gk__alerts_fired(st.alerts);
     gk__alerts_stop(st.alerts);
     st.alerts = NULL;
-    write_end(&st, res);
+    res->record_error = write_end(&st, res);
     rc = 0;
 out_sfd:
     close(sfd);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/telemetry.h"
 #include "run/sampler_int.h"
 
@@ -204,11 +205,11 @@ int gk__sampler_create(int want_gpu, const gk_logger *lg, gk__sampler **out, gk_
 {
     *out = NULL;
     memset(info, 0, sizeof *info);
-    gk__sampler *s = calloc(1, sizeof *s);
+    gk__sampler *s = gk__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
-    s->prev = calloc(1, sizeof *s->prev);
-    s->cur = calloc(1, sizeof *s->cur);
+    s->prev = gk__calloc(1, sizeof *s->prev);
+    s->cur = gk__calloc(1, sizeof *s->cur);
     if (!s->prev || !s->cur) {
         gk__sampler_destroy(s);
         return -ENOMEM;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "run/run_int.h"
 
 /* The longest a send waits for room in the receiver's queue. */
@@ -35,7 +36,7 @@ int gk_statsd_open(const char *path, gk_statsd **out)
         if (path && !*path)
             path = NULL;
     }
-    gk_statsd *c = calloc(1, sizeof *c);
+    gk_statsd *c = gk__calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
     c->fd = -1;

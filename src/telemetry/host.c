@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "host_int.h"
 
@@ -26,7 +27,7 @@ long gk__host_read_into(const gk_host *h, const char *rel, char *buf, size_t cap
     char path[512];
     if (snprintf(path, sizeof path, "%s/%s", h->root, rel) >= (int)sizeof path)
         return -ENAMETOOLONG;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = gk__open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     size_t len = 0;
@@ -75,10 +76,10 @@ int gk_host_open(const gk_host_config *cfg, gk_host **out)
     }
     if (strlen(root) >= sizeof((gk_host *)0)->root)
         return -EINVAL;
-    gk_host *h = calloc(1, sizeof *h);
+    gk_host *h = gk__calloc(1, sizeof *h);
     if (!h)
         return -ENOMEM;
-    h->buf = malloc(GK__HOST_BUF);
+    h->buf = gk__malloc(GK__HOST_BUF);
     if (!h->buf) {
         free(h);
         return -ENOMEM;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "gpukit/telemetry.h"
 #include "nvml_int.h"
@@ -276,7 +277,7 @@ int gk_nvml_open(const gk_nvml_config *cfg_in, gk_nvml **out, gk_nvml_info *info
         cfg.library = (env && *env) ? env : "libnvidia-ml.so.1";
     }
     snprintf(info->library, sizeof info->library, "%s", cfg.library);
-    gk_nvml *n = calloc(1, sizeof *n);
+    gk_nvml *n = gk__calloc(1, sizeof *n);
     if (!n) {
         snprintf(info->reason, sizeof info->reason, "out of host memory");
         return -ENOMEM;
@@ -320,7 +321,7 @@ int gk_nvml_open(const gk_nvml_config *cfg_in, gk_nvml **out, gk_nvml_info *info
         goto out_shutdown;
     }
     if (count > 0) {
-        n->devs = calloc(count, sizeof *n->devs);
+        n->devs = gk__calloc(count, sizeof *n->devs);
         if (!n->devs) {
             rc = -ENOMEM;
             set_reason(info, "out of host memory");

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "nvml_int.h"
 
@@ -82,7 +83,7 @@ static int grow_procbuf(gk_nvml *n, unsigned want)
 {
     if (want <= n->procbuf_cap)
         return 0;
-    void *p = realloc(n->procbuf, (size_t)want * sizeof(gk__nvmlProcessInfo_t));
+    void *p = gk__realloc(n->procbuf, (size_t)want * sizeof(gk__nvmlProcessInfo_t));
     if (!p)
         return -ENOMEM;
     n->procbuf = p;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "gpukit/error.h"
 #include "host_int.h"
 
@@ -83,11 +84,11 @@ static int by_ppid(const void *a, const void *b)
 /* Collects (pid, ppid) of every process into a growing array. */
 static int scan(gk_host *h, proc_entry **out, size_t *count)
 {
-    DIR *d = opendir(h->root);
+    DIR *d = gk__opendir(h->root);
     if (!d)
         return -errno;
     size_t n = 0, cap = 256;
-    proc_entry *v = malloc(cap * sizeof *v);
+    proc_entry *v = gk__malloc(cap * sizeof *v);
     if (!v) {
         closedir(d);
         return -ENOMEM;
@@ -101,7 +102,7 @@ static int scan(gk_host *h, proc_entry **out, size_t *count)
         if (pid <= 0 || read_stat(h, pid, &st) != 0)
             continue; /* exited meanwhile, or unreadable */
         if (n == cap) {
-            proc_entry *nv = realloc(v, cap * 2 * sizeof *v);
+            proc_entry *nv = gk__realloc(v, cap * 2 * sizeof *v);
             if (!nv) {
                 free(v);
                 closedir(d);
@@ -173,7 +174,7 @@ int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out)
     /* Breadth-first from the root over the entries sorted by parent: each process's children
      * are one contiguous run found by binary search. The queue reuses in_tree as "visited". */
     qsort(v, n, sizeof *v, by_ppid);
-    int *queue = malloc((n + 1) * sizeof *queue);
+    int *queue = gk__malloc((n + 1) * sizeof *queue);
     if (!queue) {
         free(v);
         return -ENOMEM;

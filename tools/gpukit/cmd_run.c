@@ -154,6 +154,10 @@ int gk_tool_run(int argc, char **argv)
         out = tmp;
     }
     cfg.record_path = out;
+    /* A file-size limit (ulimit -f) reached by the recording must end the recording with an
+     * error (EFBIG), not kill gpukit with SIGXFSZ and orphan the command; the command gets the
+     * default back. */
+    signal(SIGXFSZ, SIG_IGN);
     gk_run_result res;
     int rc = gk_run_execute(&cfg, argv + i, &res);
     /* The command has ended: a late interrupt must not cut the report short. */
@@ -174,6 +178,10 @@ int gk_tool_run(int argc, char **argv)
         gk_tool_error("run failed: %s", gk_strerror(rc));
         status = GK_TOOL_FAIL;
     }
+    if (res.started && res.record_error)
+        gk_tool_error("the recording %s is incomplete: writing it failed (%s); the command ran to "
+                      "its end (free space there, or choose another place with --out)",
+                      out, strerror(-res.record_error));
     if (res.started || !rc) {
         if (report_recording(out, json, html) != 0 && status == 0)
             status = GK_TOOL_FAIL;
