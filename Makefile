@@ -27,8 +27,8 @@ fuzz:
 	@bash scripts/deps.sh test
 	cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DGK_FUZZ=ON -DGK_ASAN=ON -DGK_TESTS=OFF >/dev/null
 	cmake --build build/fuzz -j $(JOBS)
-	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/work/$$n; \
-	  echo "== $$n"; $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/work/$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -2 || exit 1; done
+	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/runs/$$n; \
+	  echo "== $$n"; $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/runs/$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -2 || exit 1; done
 
 # Longer concurrency, abuse and fault runs than CI's: the same test programs with SOAK_SCALE times
 # their counts (GK_SOAK_SCALE), under ThreadSanitizer. Figures are printed; see docs/reliability.md.
