@@ -128,8 +128,10 @@ static void add_process(gk_host *h, int pid, gk_proc_tree *t)
     /* Own time plus the time of reaped children: a child's CPU moves into its parent's
      * cutime/cstime when the parent waits for it, so the sum does not drop when a child exits
      * (as long as its reaper is in the tree). */
-    long long reaped = (st.cutime > 0 ? st.cutime : 0) + (st.cstime > 0 ? st.cstime : 0);
-    t->cpu_seconds += (double)(st.utime + st.stime + (unsigned long long)reaped) / h->clk_tck;
+    /* Summed in double: a corrupt or hostile stat line must not overflow an integer sum. */
+    double ticks = (double)st.utime + (double)st.stime + (st.cutime > 0 ? (double)st.cutime : 0) +
+                   (st.cstime > 0 ? (double)st.cstime : 0);
+    t->cpu_seconds += ticks / h->clk_tck;
     t->rss_bytes += (uint64_t)(st.rss_pages > 0 ? st.rss_pages : 0) * (uint64_t)h->page_size;
     t->threads += st.threads > 0 ? (unsigned)st.threads : 0;
     if (pid == t->root_pid)
