@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 static const char header[] = "Thread,Time,Action,Pointer,Size,Stream";
@@ -111,12 +112,12 @@ int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t
     if (out)
         *out = NULL;
     if (!in || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_trace_parse: in or out is NULL");
     if (!name)
         name = "trace";
     gk_trace *t = gk__calloc(1, sizeof *t);
     if (!t)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_trace_parse: out of host memory (!t)");
     size_t cap = 0, lineno = 0;
     char *line = NULL;
     size_t lcap = 0;
@@ -182,7 +183,7 @@ int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen)
     if (out)
         *out = NULL;
     if (!path || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_trace_read: path or out is NULL");
     FILE *f = gk__fopen(path, "r");
     if (!f) {
         int e = errno;
@@ -206,7 +207,7 @@ void gk_trace_free(gk_trace *t)
 int gk_trace_write(const gk_trace *t, FILE *out)
 {
     if (!t || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_trace_write: t or out is NULL");
     static const char *names[] = {"allocate", "free", "allocate failure"};
     fprintf(out, "%s\n", header);
     for (size_t i = 0; i < t->count; i++) {

@@ -187,7 +187,7 @@ static void test_values_and_units(void **state)
     assert_false(VALID(s, GK_GPU_POWER)); /* fast tier not asked */
     assert_int_equal(gk_nvml_error_count(n), 0);
     GK_ASSERT_ERR(gk_nvml_sample(n, 2, all_tiers(), &s), -ERANGE);
-    GK_ASSERT_ERR(gk_nvml_sample(n, 0, all_tiers(), NULL), -EINVAL);
+    GK_ASSERT_ERR((gk_nvml_sample)(n, 0, all_tiers(), NULL, 0), -EINVAL);
     GK_ASSERT_ERR(gk_nvml_sample(NULL, 0, all_tiers(), &s), -EINVAL);
     gk_nvml_info live;
     gk_nvml_get_info(n, &live);
