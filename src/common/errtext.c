@@ -9,6 +9,12 @@
 #include "gpukit/error.h"
 
 static _Thread_local char last_error[GK__ERROR_MAX];
+static _Thread_local unsigned long error_seq;
+
+unsigned long gk__error_seq(void)
+{
+    return error_seq;
+}
 
 const char *gk_last_error(void)
 {
@@ -23,6 +29,7 @@ int gk__verror(int rc, const char *fmt, va_list ap)
     else
         vsnprintf(scratch, sizeof scratch, fmt, ap);
     memcpy(last_error, scratch, sizeof scratch);
+    error_seq++;
     return rc;
 }
 
@@ -50,6 +57,7 @@ int gk__error_text(int rc, const char *text)
 {
     if (text != last_error)
         snprintf(last_error, sizeof last_error, "%s", text ? text : gk_strerror(rc));
+    error_seq++;
     return rc;
 }
 

@@ -21,6 +21,10 @@ int gk__error(int rc, const char *fmt, ...)
     ;
 int gk__verror(int rc, const char *fmt, va_list ap);
 
+/* How many messages this thread has stored: a call compares it before and after an inner call to
+ * tell whether the message is fresh (set during the inner call) or left from an earlier one. */
+unsigned long gk__error_seq(void);
+
 /* Copies `text` as the message (truncated to GK__ERROR_MAX - 1) and returns rc. */
 int gk__error_text(int rc, const char *text);
 

@@ -245,9 +245,9 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     socklen_t alen = ss.ss_family == AF_INET ? sizeof *v4 : sizeof *v6;
     if (bind(fd, (struct sockaddr *)&ss, alen) != 0 || listen(fd, GK_HTTP_BACKLOG) != 0) {
         rc = -errno;
-        return gk__error_buf(GK_EUNAVAIL, err, errlen,
-                             "cannot listen on %s: %s (choose another port with --listen)",
-                             cfg.listen, strerror(errno));
+        gk__error_buf(rc, err, errlen,
+                      "cannot listen on %s: %s (choose another port with --listen)", cfg.listen,
+                      strerror(errno));
         close(fd);
         goto out_free;
     }
@@ -304,8 +304,7 @@ int gk_exporter_start(const gk_exporter_config *cfg, gk_exporter **out, char *er
     (void)cfg;
     if (out)
         *out = NULL;
-    if (err && errlen)
-        snprintf(err, errlen, "%s", no_http);
+    return gk__error_buf(GK_EUNAVAIL, err, errlen, "%s", no_http);
 }
 
 int gk_exporter_port(const gk_exporter *e)

@@ -94,7 +94,8 @@ static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size
     uint64_t first = s->index * smp->batch_size;
     for (size_t i = lo; i < hi; i++)
         s->indices[i] = gk_sampler_rank_item(smp, s->epoch, first + i);
-    gk_read_ctx rc = {.worker_state = w->state,
+    gk_read_ctx rc = {.size = sizeof(gk_read_ctx),
+                      .worker_state = w->state,
                       .worker = w->id,
                       .seed = smp->seed,
                       .epoch = s->epoch,

@@ -616,6 +616,7 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
     r.sptr = stream;
     r.expandable = p->cfg.expandable_segments != 0;
     gk__block *b = NULL;
+    unsigned long seq = gk__error_seq();
     pthread_mutex_lock(&p->lock);
     gk__process_events(p);
     int rc = ladder(p, &r, &b);
@@ -629,10 +630,12 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
         }
         pthread_mutex_unlock(&p->lock);
         if (rc == GK_EDEVOOM)
-            return gk__error(rc,
-                             "gk_pool_malloc: out of device memory for %zu bytes (%zu rounded); "
-                             "gk_pool_oom_report() has the pool's state and a hint",
-                             size, r.rsize);
+            return gk__error(
+                rc,
+                "gk_pool_malloc: out of device memory for %zu bytes (%zu rounded)%s%s; "
+                "gk_pool_oom_report() has the pool's state and a hint",
+                size, r.rsize, gk__error_seq() != seq ? ": " : "",
+                gk__error_seq() != seq ? gk_last_error() : "");
         return gk__error(rc, "gk_pool_malloc: out of host memory for the pool's bookkeeping");
     }
     if (tag)

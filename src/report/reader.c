@@ -352,7 +352,8 @@ static int build_views(gk_recording *rec)
     if (!rec->views)
         return -ENOMEM;
     for (size_t i = 0; i < rec->nseries; i++) {
-        rec->views[i] = (gk_series){.name = rec->series[i].name,
+        rec->views[i] = (gk_series){.size = sizeof(gk_series),
+                                    .name = rec->series[i].name,
                                     .kind = rec->series[i].kind,
                                     .n = rec->series[i].n,
                                     .t = rec->series[i].t,

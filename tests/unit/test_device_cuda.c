@@ -843,6 +843,7 @@ typedef struct thread_arg {
     int rc;
     int same_ctx; /* the thread's own context is current again afterwards */
     int iterations;
+    char msg[1024]; /* the thread's gk_last_error() when it ends */
 } thread_arg;
 
 static void *bare_thread(void *p)
@@ -852,6 +853,7 @@ static void *bare_thread(void *p)
     a->rc = gk_device_malloc(a->dev, 4096, &d);
     if (a->rc == 0)
         a->rc = gk_device_free(a->dev, d);
+    snprintf(a->msg, sizeof a->msg, "%s", gk_last_error());
     return NULL;
 }
 
@@ -873,6 +875,7 @@ static void *foreign_ctx_thread(void *p)
     a->same_ctx = cur == other;
     fk.cuCtxPopCurrent_v2(&cur);
     fk.cuDevicePrimaryCtxRelease_v2(1);
+    snprintf(a->msg, sizeof a->msg, "%s", gk_last_error());
     return NULL;
 }
 
@@ -903,13 +906,13 @@ static void test_contexts(void **state)
     assert_int_equal(pthread_create(&th, NULL, bare_thread, &a), 0);
     pthread_join(th, NULL);
     GK_ASSERT_ERR(a.rc, GK_EDRIVER);
-    GK_ASSERT_CONTAINS(gk_last_error(), "cuCtxSetCurrent(cuda:0 primary context)");
+    GK_ASSERT_CONTAINS(a.msg, "cuCtxSetCurrent(cuda:0 primary context)");
 
     fk.fakecuda_fail("cuCtxPushCurrent_v2", 2, CUDA_ERROR_INVALID_CONTEXT);
     assert_int_equal(pthread_create(&th, NULL, foreign_ctx_thread, &a), 0);
     pthread_join(th, NULL);
     GK_ASSERT_ERR(a.rc, GK_EDRIVER);
-    GK_ASSERT_CONTAINS(gk_last_error(), "cuCtxPushCurrent_v2");
+    GK_ASSERT_CONTAINS(a.msg, "cuCtxPushCurrent_v2");
 
     /* A failing pop is reported, but the allocation it follows stands (no leak). */
     fk.fakecuda_fail("cuCtxPopCurrent_v2", 1, CUDA_ERROR_INVALID_CONTEXT);
@@ -917,7 +920,7 @@ static void test_contexts(void **state)
     pthread_join(th, NULL);
     GK_ASSERT_OK(a.rc);
     assert_false(a.same_ctx);
-    GK_ASSERT_CONTAINS(gk_last_error(), "cuCtxPopCurrent_v2");
+    GK_ASSERT_CONTAINS(a.msg, "cuCtxPopCurrent_v2"); /* in the failing thread's own message */
     gk_device_close(dev);
     fk.fakecuda_reset(); /* the failed pop left a device-1 reference behind in that thread */
 }

@@ -312,13 +312,33 @@ static void test_config_default(void **state)
     (void)state;
     gk_device_config cfg;
     gk_test_setenv("GK_SYNC_TIMEOUT", "250ms");
+    gk_test_setenv("GK_CUDA_LIBRARY", "/nowhere/libcuda.so.1");
     gk_device_config_default(&cfg);
+    assert_int_equal(cfg.size, sizeof cfg);
+    assert_true(cfg.sync_timeout == 60.0); /* the defaults read no variable */
+    assert_null(cfg.cuda_library);
+    GK_ASSERT_OK(gk_device_config_from_env(&cfg));
     assert_true(cfg.sync_timeout == 0.25);
+    assert_string_equal(cfg.cuda_library, "/nowhere/libcuda.so.1");
     gk_test_setenv("GK_SYNC_TIMEOUT", "soon");
     gk_device_config_default(&cfg);
+    GK_ASSERT_ERR(gk_device_config_from_env(&cfg), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_last_error(), "GK_SYNC_TIMEOUT: \"soon\" is not a duration");
     assert_true(cfg.sync_timeout == 60.0);
+    /* gk_device_open is the environment's form: it refuses the bad variable ... */
+    gk_device *dev;
+    GK_ASSERT_ERR(gk_device_open("host", &dev), -EINVAL);
+    /* ... and open_ex with an explicit config does not read it. */
+    gk_device_config_default(&cfg);
+    GK_ASSERT_OK(gk_device_open_ex("host", &cfg, &dev));
+    gk_device_close(dev);
     gk_test_setenv("GK_SYNC_TIMEOUT", NULL);
+    gk_test_setenv("GK_CUDA_LIBRARY", NULL);
     (gk_device_config_default)(NULL, 0);
+    /* A config that did not come from _default() is refused. */
+    gk_device_config bad = {0};
+    GK_ASSERT_ERR(gk_device_open_ex("host", &bad, &dev), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_last_error(), "gk_device_config: size is 0");
 }
 
 int main(void)

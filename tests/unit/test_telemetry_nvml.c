@@ -139,7 +139,10 @@ static void test_values_and_units(void **state)
 {
     (void)state;
     gk_nvml_info info;
-    GK_ASSERT_OK(gk_nvml_probe(&(gk_nvml_config){.library = GK_TEST_FAKE_NVML}, &info));
+    gk_nvml_config fakecfg;
+    gk_nvml_config_default(&fakecfg);
+    fakecfg.library = GK_TEST_FAKE_NVML;
+    GK_ASSERT_OK(gk_nvml_probe(&fakecfg, &info));
     assert_int_equal(info.available, 1);
     assert_string_equal(info.driver_version, "550.54.15");
     assert_string_equal(info.nvml_version, "12.550.54.15");
