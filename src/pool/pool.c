@@ -723,7 +723,7 @@ int gk_pool_record_stream(gk_pool *p, void *ptr, gk_stream *stream)
     pthread_mutex_lock(&p->lock);
     gk__block *b = gk__ptrmap_find(&p->map, (uintptr_t)ptr);
     if (!b) {
-        rc = -EINVAL;
+        rc = gk__error(-EINVAL, "gk_pool_record_stream(%p): not a live block of this pool", ptr);
         goto out_unlock;
     }
     if ((uintptr_t)stream == b->stream)
@@ -735,7 +735,7 @@ int gk_pool_record_stream(gk_pool *p, void *ptr, gk_stream *stream)
         int n = b->cap_uses ? b->cap_uses * 2 : 2;
         gk_stream **a = gk__realloc(b->uses, (size_t)n * sizeof *a);
         if (!a) {
-            rc = -ENOMEM;
+            rc = gk__error(-ENOMEM, "gk_pool_record_stream: out of host memory");
             goto out_unlock;
         }
         b->uses = a;

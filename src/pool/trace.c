@@ -107,7 +107,7 @@ static int parse_line(char *line, gk_trace_event *e, const char *name, size_t li
     return 0;
 }
 
-int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen)
+static int trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen)
 {
     if (out)
         *out = NULL;
@@ -178,7 +178,28 @@ out_fail:
     return rc;
 }
 
+static int trace_read(const char *path, gk_trace **out, char *err, size_t errlen);
+static int trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen);
+
 int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen)
+{
+    char msg[GK__ERROR_MAX] = "";
+    int rc = trace_read(path, out, msg, sizeof msg);
+    if (rc)
+        return gk__error_buf(rc, err, errlen, "%s", msg[0] ? msg : gk_strerror(rc));
+    return 0;
+}
+
+int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen)
+{
+    char msg[GK__ERROR_MAX] = "";
+    int rc = trace_parse(in, name, out, msg, sizeof msg);
+    if (rc)
+        return gk__error_buf(rc, err, errlen, "%s", msg[0] ? msg : gk_strerror(rc));
+    return 0;
+}
+
+static int trace_read(const char *path, gk_trace **out, char *err, size_t errlen)
 {
     if (out)
         *out = NULL;
@@ -191,7 +212,7 @@ int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen)
             snprintf(err, errlen, "%s: %s", path, strerror(e));
         return e == ENOENT ? -ENOENT : -EIO;
     }
-    int rc = gk_trace_parse(f, path, out, err, errlen);
+    int rc = trace_parse(f, path, out, err, errlen);
     fclose(f);
     return rc;
 }

@@ -362,15 +362,21 @@ static int build_views(gk_recording *rec)
     return 0;
 }
 
+static int recording_load(const char *path, gk_recording **out, char *err, size_t errlen);
+
 int gk_recording_load(const char *path, gk_recording **out, char *err, size_t errlen)
 {
-    char dummy[8];
-    if (!err) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    if (errlen)
+    char msg[GK__ERROR_MAX] = "";
+    if (err && errlen)
         err[0] = '\0';
+    int rc = recording_load(path, out, msg, sizeof msg);
+    if (rc)
+        return gk__error_buf(rc, err, errlen, "%s", msg[0] ? msg : gk_strerror(rc));
+    return 0;
+}
+
+static int recording_load(const char *path, gk_recording **out, char *err, size_t errlen)
+{
     if (!path || !out)
         return gk__error(-EINVAL, "gk_recording_load: path or out is NULL");
     *out = NULL;
