@@ -19,7 +19,11 @@ int gk__error(int rc, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-int gk__verror(int rc, const char *fmt, va_list ap);
+int gk__verror(int rc, const char *fmt, va_list ap)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 0)))
+#endif
+    ;
 
 /* How many messages this thread has stored: a call compares it before and after an inner call to
  * tell whether the message is fresh (set during the inner call) or left from an earlier one. */
