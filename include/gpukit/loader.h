@@ -291,7 +291,9 @@ typedef struct gk_loader_config {
     size_t size; /* sizeof(gk_loader_config) (set by gk_loader_config_default) */
     gk_logger logger;
     uint64_t batch_size;  /* items per batch (default 32) */
-    int workers;          /* worker threads; 0 = the consumer fills in next() (default 1) */
+    int workers;          /* worker threads; 0 = the consumer fills in next() (default 1); -1 =
+                             one per CPU this process may use (its affinity mask, capped by its
+                             cgroup CPU quota) but one for the consumer, at least 1 */
     int depth;            /* ring slots K (default 4, at least 2) */
     uint64_t seed;        /* default 0 */
     uint64_t epoch;       /* first epoch (default 0) */
@@ -318,8 +320,11 @@ typedef struct gk_loader_config {
     /* Batches of at least this many bytes are split across workers by item ranges (default
      * 4 MiB; 0 never splits). */
     size_t split_bytes;
-    /* 1 (default): after filling batch n, pass the items of batch n+K to the dataset's
-     * will_need (for items of at least 4 KiB). */
+    /* 1 (default): pass the dataset's will_need the items of the batches up to K ahead, each
+     * batch's indices sorted (so the dataset can coalesce them into page ranges): after batch n
+     * is marked ready, batch n+K; at the start (create, seek, restore), batches 0..K before
+     * batch 0 is read. Only for items of at least 4 KiB. While a built-in dataset reports the
+     * hinted items already cached, only every 16th batch is hinted (a probe). */
     int readahead;
     /* Where to publish the loader's metrics (NULL, the default: nowhere; gk_metrics_default()
      * for the process registry). The registry must outlive the loader. Series, each labelled
@@ -400,8 +405,9 @@ GK_API int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_b
  * batch not delivered, returns -EINVAL. Consumer thread only. */
 GK_API int gk_loader_release(gk_loader *ld, const gk_batch *b, gk_stream *stream);
 
-/* The resumable position: batches the consumer released (not batches prefetched). */
-#define GK_LOADER_STATE_VERSION 1
+/* The resumable position: batches the consumer released (not batches prefetched). Version 2
+ * added the global position (position, epoch_start); restore still reads version 1. */
+#define GK_LOADER_STATE_VERSION 2
 typedef struct gk_loader_state {
     size_t size;      /* bytes filled (see gpukit/version.h) */
     uint32_t version; /* GK_LOADER_STATE_VERSION */
@@ -412,16 +418,33 @@ typedef struct gk_loader_state {
     uint64_t count; /* dataset items N */
     uint64_t batch_size;
     uint32_t world, rank;
+    /* Version 2: the global position in `epoch`, samples consumed by all ranks together (every
+     * rank released `batch` batches: epoch_start + batch * batch_size * world, capped at the
+     * epoch's end), and where this loader's epoch began (0, or the position a restore under
+     * another world size continued it from). */
+    uint64_t position;
+    uint64_t epoch_start;
 } gk_loader_state;
 
 /* Fills `st` with the current position. Consumer thread only. */
 GK_API int gk_loader_get_state(gk_loader *ld, gk_loader_state *st, size_t size);
 #define gk_loader_get_state(ld, st) (gk_loader_get_state)((ld), (st), sizeof *(st))
 
-/* Moves to a saved position: refuses (GK_EMISMATCH, or GK_EVERSION for another version; message in
- * gk_last_error() naming the field, the saved and the configured value) a state whose N, B,
- * seed, world, rank or flags differ from this loader's; otherwise discards the ring and continues
- * at (epoch, batch). Outstanding batches become invalid. Consumer thread only. */
+/* Moves to a saved position (version 1 or 2): refuses (GK_EMISMATCH, or GK_EVERSION for a version
+ * it does not read; message in gk_last_error() naming the field, the saved and the configured
+ * value) a state whose N, B, seed or flags differ from this loader's. Otherwise discards the ring
+ * and:
+ *  - same world size: continues at (epoch, batch) exactly, batch for batch (any rank's state
+ *    works, since ranks step together);
+ *  - another world size: continues `epoch` from the saved global position g. The remaining
+ *    positions [g, N) of the epoch's permutation (with shard_drop_last, the largest multiple of
+ *    the new world's size of them) are dealt round-robin without padding: rank r takes
+ *    g + r, g + r + world, ... So across all ranks no sample of that epoch is delivered twice
+ *    and none is skipped; ranks may differ by one item, and so by one batch (drop_last drops a
+ *    rank's last partial batch as in any epoch). Later epochs follow the new world's
+ *    DistributedSampler order exactly. Every new rank must restore a state with the same global
+ *    position (ranks saved at the same step). g = 0 starts the new world's own epoch.
+ * Outstanding batches become invalid. Consumer thread only. */
 GK_API int gk_loader_restore(gk_loader *ld, const gk_loader_state *st);
 
 /* Discards the ring and continues at `batch` of `epoch`. set_epoch(e) = seek(e, 0). Returns 0 or
@@ -451,6 +474,10 @@ typedef struct gk_loader_stats {
     uint32_t depth;                 /* K */
     uint64_t first_batch_ns;        /* create (or last seek) to first delivery; 0 before */
     uint64_t uptime_ns;             /* since create */
+    uint32_t workers;               /* worker threads (what workers = -1 resolved to) */
+    uint32_t cpus;                  /* CPUs this process may use (affinity, cgroup quota) */
+    uint32_t spin;                  /* 1: the consumer spins about one fill time before sleeping
+                                       (every thread has a CPU) */
 } gk_loader_stats;
 
 /* A snapshot of the statistics. Any thread. */

@@ -327,15 +327,21 @@ static void test_restore_refuses_mismatch(void **state)
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
     GK_ASSERT_CONTAINS(gk_last_error(), "seed");
     bad = st;
-    bad.world = 2;
+    bad.world = 2; /* another world size resumes from the global position (test_loader_elastic) */
+    GK_ASSERT_OK(gk_loader_restore(ld, &bad));
+    bad = st;
+    bad.position = 61; /* past the epoch's 60 samples */
+    bad.world = 3;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
-    GK_ASSERT_CONTAINS(gk_last_error(), "world");
+    GK_ASSERT_CONTAINS(gk_last_error(), "global position 61");
     bad = st;
     bad.flags = 0;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
     GK_ASSERT_CONTAINS(gk_last_error(), "flags");
     bad = st;
-    bad.version = 2;
+    bad.version = GK_LOADER_STATE_VERSION + 1;
+    GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EVERSION);
+    bad.version = 0;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EVERSION);
     bad = st;
     bad.batch = 9;
