@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <ucontext.h>
 
 #include "loader/loader_int.h"
 
@@ -27,6 +28,11 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
     /* si_code > 0: raised by the kernel for a fault (BUS_ADRERR, ...), not sent with kill(). */
     if (env && si && si->si_code > 0) {
         armed = NULL;
+        /* Jumping out skips sigreturn, which would restore the interrupted code's signal mask:
+         * restore it here (SA_NODEFER keeps SIGBUS unblocked, but a wrapper such as a sanitizer
+         * may install its own handler that blocks every signal while it runs). */
+        if (uc)
+            pthread_sigmask(SIG_SETMASK, &((ucontext_t *)uc)->uc_sigmask, NULL);
         siglongjmp(*env, 1);
     }
     if (previous.sa_flags & SA_SIGINFO) {
