@@ -31,6 +31,8 @@
  * called concurrently); gk_loader_get_stats may be called from any thread. The worker threads run
  * the dataset's callbacks concurrently, so read callbacks must be thread-safe. A crash inside a
  * callback crashes the process (threads cannot be isolated). Do not fork() while a loader exists.
+ * Workers and consumer hand batches over without a mutex (per-slot sequence numbers); a side that
+ * waits spins briefly only when every thread has a CPU of its own, then sleeps on a futex.
  */
 #ifndef GPUKIT_LOADER_H
 #define GPUKIT_LOADER_H
@@ -156,8 +158,13 @@ typedef enum gk_records_access {
 typedef struct gk_records_options {
     size_t size; /* sizeof(gk_records_options) (set by gk_records_options_default) */
     gk_records_access access;
-    int random;    /* 1: madvise(MADV_RANDOM) (shuffled reads); 0: MADV_SEQUENTIAL */
-    int readahead; /* 1: honour will_need hints with madvise(MADV_WILLNEED) for records >= 64 KiB */
+    /* 1 (shuffled reads): the kernel's read-around stays on (MADV_NORMAL, POSIX_FADV_NORMAL);
+     * 0: MADV_SEQUENTIAL / POSIX_FADV_SEQUENTIAL */
+    int random;
+    /* 1: honour will_need hints (records >= 4 KiB, the loader's threshold): the records' pages,
+     * coalesced into ranges, go to posix_fadvise(WILLNEED); a mapped file is probed first (one
+     * page, mincore) and a batch found cached is not hinted */
+    int readahead;
 } gk_records_options;
 
 /* Fills `opt` with the defaults: mmap, random, readahead. */
@@ -165,9 +172,22 @@ GK_API void gk_records_options_default(gk_records_options *opt, size_t size);
 #define gk_records_options_default(opt) (gk_records_options_default)((opt), sizeof *(opt))
 
 /* Opens a fixed-record file as a dataset (one item = one record). opt NULL = the defaults.
- * Before each batch the file's size is checked against the header, so a file truncated while in
- * use gives GK_ECORRUPT naming the file instead of a SIGBUS (a truncation racing the copy itself
- * cannot be caught). Errors as gk_records_inspect; message in gk_last_error(). */
+ * Errors as gk_records_inspect; message in gk_last_error().
+ *
+ * A file changed while in use is an error naming it and what changed (GK_ECORRUPT, or -EIO for
+ * an I/O error), never a SIGBUS:
+ *  - mapped reads copy under a fault guard: the first open of a mapped record file installs a
+ *    SIGBUS handler for the process, which turns a fault inside gpukit's copy into an error for
+ *    the batch and passes every other SIGBUS to the handler installed before it (or the default
+ *    action). After each batch an 8-byte canary near the file's end is read: a cut anywhere that
+ *    changes bytes a record could return faults or changes it, so the first batch read after a
+ *    cut fails (a cut that only drops trailing zero bytes changes no record). If another handler
+ *    replaces gpukit's later, the dataset notices at the next epoch and reads with pread instead.
+ *  - pread reads see a cut as a short read (and read the canary too).
+ *  - once per epoch (at its first read, not per batch) the size, modification time and identity
+ *    are compared with the file as opened: "grown", "modified while in use" (rewritten in place)
+ *    and "replaced" (the path now names another file; the run still reads the one it opened) are
+ *    found there. */
 GK_API int gk_dataset_open_records(const char *path, const gk_records_options *opt,
                                    gk_dataset **out);
 

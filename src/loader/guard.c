@@ -80,6 +80,11 @@ int gk__guard_installed(void)
     return (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_sigbus;
 }
 
+/* Large records are copied in pieces of this size: glibc's memcpy of a 1 MiB block took its
+ * non-temporal path on the AMD EPYC development VM (3.6 GB/s), 64 KiB pieces its cached one
+ * (9 to 11.5 GB/s), measured in the same run. */
+#define COPY_PIECE 65536
+
 /* noinline: the jump target must be this function's frame, whatever the caller inlines. */
 __attribute__((noinline)) int gk__guarded_gather(unsigned char *dst, const unsigned char *base,
                                                  size_t size, const uint64_t *idx, size_t n,
@@ -95,8 +100,15 @@ __attribute__((noinline)) int gk__guarded_gather(unsigned char *dst, const unsig
     }
     armed = &env;
     atomic_signal_fence(memory_order_seq_cst);
-    for (; i < n; i++)
-        memcpy(dst + i * size, base + idx[i] * size, size);
+    if (size <= COPY_PIECE) {
+        for (; i < n; i++)
+            memcpy(dst + i * size, base + idx[i] * size, size);
+    } else {
+        for (; i < n; i++)
+            for (size_t off = 0; off < size; off += COPY_PIECE)
+                memcpy(dst + i * size + off, base + idx[i] * size + off,
+                       size - off < COPY_PIECE ? size - off : COPY_PIECE);
+    }
     /* The canary is read after every record (a fence orders the loads): if it still holds its
      * value, the file was not cut before this read, so not during the copies either. */
     atomic_thread_fence(memory_order_seq_cst);

@@ -76,19 +76,21 @@ void gk__publish_ready(gk_loader *ld, gk__slot *s, int64_t seq)
     }
 }
 
-/* Frees a sleeping worker may wait for before it is woken: as many as leave the ring enough ready
- * batches to cover twice the wake-up latency and one fill at the consumer's pace; at least 1,
- * at most K - 1. */
+/* Frees a sleeping worker may wait for before it is woken. Woken after h frees, it has about
+ * (K - h) of the consumer's periods (the batches still ready, and the one being used) to make the
+ * next batch ready; that must cover twice the wake-up latency plus one fill. At least 1, at most
+ * K - 1. */
 static unsigned wake_after(const gk_loader *ld)
 {
     uint64_t period = ld->period_avg_ns;
     if (!period || ld->K <= 2)
         return 1;
     uint64_t fill = atomic_load_explicit(&ld->fill_avg_ns, memory_order_relaxed);
-    uint64_t reserve = (2 * (fill + WAKE_LATENCY_NS) + period - 1) / period; /* batches */
-    if (reserve >= (uint64_t)ld->K - 1)
+    uint64_t need = (2 * (fill + WAKE_LATENCY_NS) + period - 1) / period; /* periods */
+    if (need >= (uint64_t)ld->K - 1)
         return 1;
-    return (unsigned)((uint64_t)ld->K - 1 - reserve);
+    uint64_t h = (uint64_t)ld->K - need;
+    return (unsigned)(h > (uint64_t)ld->K - 1 ? (uint64_t)ld->K - 1 : h);
 }
 
 void gk__publish_free(gk_loader *ld, gk__slot *s, int64_t seq)
