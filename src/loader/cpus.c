@@ -71,11 +71,12 @@ static double quota_up(const char *root, const char *rel, int v2)
     return best;
 }
 
-/* The cgroup CPU quota of this process in CPUs (0: no quota found). */
-static double cgroup_quota(void)
+/* The tightest CPU quota, in CPUs, of the cgroups listed in `cgroup_file` (/proc/self/cgroup's
+ * format) under the cgroup mount `fs_root` (0: no quota found). */
+static double cgroup_quota(const char *cgroup_file, const char *fs_root)
 {
     char buf[4096];
-    if (read_small("/proc/self/cgroup", buf, sizeof buf) <= 0)
+    if (read_small(cgroup_file, buf, sizeof buf) <= 0)
         return 0;
     double best = 0;
     char *lines = NULL;
@@ -91,7 +92,7 @@ static double cgroup_quota(void)
             rel = "";
         double q = 0;
         if (!*ctrl) {
-            q = quota_up("/sys/fs/cgroup", rel, 1);
+            q = quota_up(fs_root, rel, 1);
         } else {
             int has_cpu = 0;
             char list[256];
@@ -101,16 +102,32 @@ static double cgroup_quota(void)
                 has_cpu |= strcmp(t, "cpu") == 0;
             if (!has_cpu)
                 continue;
-            char root[300];
-            snprintf(root, sizeof root, "/sys/fs/cgroup/%s", ctrl);
+            char root[4400];
+            snprintf(root, sizeof root, "%s/%s", fs_root, ctrl);
             q = quota_up(root, rel, 0);
-            if (q == 0)
-                q = quota_up("/sys/fs/cgroup/cpu", rel, 0);
+            if (q == 0) {
+                snprintf(root, sizeof root, "%s/cpu", fs_root);
+                q = quota_up(root, rel, 0);
+            }
         }
         if (q > 0 && (best == 0 || q < best))
             best = q;
     }
     return best;
+}
+
+int gk__cpus_limit(const char *cgroup_file, const char *fs_root, int affinity_cpus)
+{
+    int n = affinity_cpus > 0 ? affinity_cpus : 1;
+    double q = cgroup_quota(cgroup_file, fs_root);
+    if (q > 0) {
+        int by_quota = (int)q; /* whole CPUs: a quota of 1.5 gives no second thread a CPU */
+        if (by_quota < 1)
+            by_quota = 1;
+        if (by_quota < n)
+            n = by_quota;
+    }
+    return n;
 }
 
 int gk__usable_cpus(void)
@@ -123,13 +140,5 @@ int gk__usable_cpus(void)
         long online = sysconf(_SC_NPROCESSORS_ONLN);
         n = online > 0 ? (int)online : 1;
     }
-    double q = cgroup_quota();
-    if (q > 0) {
-        int by_quota = (int)q; /* whole CPUs: a quota of 1.5 gives no second thread a CPU */
-        if (by_quota < 1)
-            by_quota = 1;
-        if (by_quota < n)
-            n = by_quota;
-    }
-    return n;
+    return gk__cpus_limit("/proc/self/cgroup", "/sys/fs/cgroup", n);
 }

@@ -216,8 +216,11 @@ struct gk_loader {
  * them (one value for both). */
 #define GK__READAHEAD_MIN_ITEM 4096
 
-/* cpus.c: CPUs in this process's affinity mask, capped by its cgroup CPU quota (at least 1). */
+/* cpus.c: CPUs in this process's affinity mask, capped by its cgroup CPU quota (at least 1);
+ * and the cap itself: affinity_cpus limited by the quotas of the cgroups listed in cgroup_file
+ * (/proc/self/cgroup's format) under the cgroup mount fs_root (tests pass their own files). */
 int gk__usable_cpus(void);
+int gk__cpus_limit(const char *cgroup_file, const char *fs_root, int affinity_cpus);
 
 /* guard.c: installs the process's SIGBUS handler once (0 or a negative errno); whether it is
  * still the installed handler; and a gather of n records of `size` bytes from base + idx[i]*size
