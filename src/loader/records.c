@@ -168,6 +168,7 @@ typedef struct rec_ctx {
     gk_dataset *self;
     size_t page;
     char path[4096];
+    char *real; /* the absolute path as opened, for the identity check (NULL: not checked) */
 } rec_ctx;
 
 static uint64_t rec_count(void *ctx)
@@ -203,7 +204,7 @@ static int file_changed(rec_ctx *r, char *err, size_t len)
                  r->path);
         return GK_ECORRUPT;
     }
-    if (stat(r->path, &now) == 0 && (now.st_ino != r->ino || now.st_dev != r->dev)) {
+    if (r->real && stat(r->real, &now) == 0 && (now.st_ino != r->ino || now.st_dev != r->dev)) {
         snprintf(err, len,
                  "%s: file replaced while in use (the path now names another file); this run "
                  "still reads the file it opened",
@@ -407,6 +408,7 @@ static void rec_destroy(void *ctx)
     if (r->map)
         munmap((void *)r->map, r->map_len);
     close(r->fd);
+    free(r->real);
     free(r);
 }
 
@@ -463,6 +465,7 @@ int gk_dataset_open_records(const char *path, const gk_records_options *opt, gk_
     r->dev = st.st_dev;
     r->ino = st.st_ino;
     r->mtime = st.st_mtim;
+    r->real = realpath(path, NULL); /* a later chdir must not make another file look like it */
     long page = sysconf(_SC_PAGESIZE);
     r->page = page > 0 ? (size_t)page : 4096;
     rc = find_canary(r, err, sizeof err);
@@ -499,6 +502,7 @@ out_unmap:
         munmap((void *)r->map, r->map_len);
 out_close:
     close(r->fd);
+    free(r->real);
 out_free:
     free(r);
     return gk__dataset_fail(rc, "%s", err);
