@@ -47,6 +47,11 @@ int gk__records_parse(const char *path, const unsigned char *h, size_t got, uint
 int gk__tokens_parse(const char *path, const unsigned char *h, size_t got, uint64_t file_size,
                      gk_tokens_info *info, char *err, size_t len);
 
+/* The sampler's permutation with the epoch's key computed once (gk__sampler_key) for many
+ * positions: gk_sampler_permute(s, epoch, pos) == gk__sampler_permute_keyed(s, key, pos). */
+uint64_t gk__sampler_key(const gk_sampler *s, uint64_t epoch);
+uint64_t gk__sampler_permute_keyed(const gk_sampler *s, uint64_t key, uint64_t pos);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t gk__loader_now_ns(void);
 
@@ -239,8 +244,8 @@ void gk__set_origin(gk_loader *ld, uint64_t epoch, uint64_t batch);
 uint64_t gk__epoch_batches(const gk_loader *ld, uint64_t epoch);
 /* Where delivery seq falls. */
 void gk__locate(const gk_loader *ld, int64_t seq, gk__pos *p);
-/* Dataset index of this rank's item j of `epoch`. */
-uint64_t gk__rank_item(const gk_loader *ld, uint64_t epoch, uint64_t j);
+/* Dataset indices of this rank's items first .. first+n-1 of `epoch` into out. */
+void gk__rank_items(const gk_loader *ld, uint64_t epoch, uint64_t first, size_t n, uint64_t *out);
 /* Fills out with the items of delivery seq (room for batch_size); returns how many. */
 size_t gk__batch_indices(const gk_loader *ld, int64_t seq, uint64_t *out);
 /* A resumed epoch continuing `epoch` from global position g for this loader's world and rank

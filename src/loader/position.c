@@ -65,21 +65,25 @@ void gk__locate(const gk_loader *ld, int64_t seq, gk__pos *p)
     p->last = p->index + 1 == gk__epoch_batches(ld, p->epoch);
 }
 
-uint64_t gk__rank_item(const gk_loader *ld, uint64_t epoch, uint64_t j)
+void gk__rank_items(const gk_loader *ld, uint64_t epoch, uint64_t first, size_t n, uint64_t *out)
 {
-    if (ld->res.active && epoch == ld->res.epoch)
-        return gk_sampler_permute(&ld->smp, epoch,
-                                  ld->res.start + ld->smp.rank + j * ld->smp.world);
-    return gk_sampler_rank_item(&ld->smp, epoch, j);
+    const gk_sampler *s = &ld->smp;
+    uint64_t key = gk__sampler_key(s, epoch); /* once per call, not per item */
+    /* DistributedSampler's layout: position rank + j * world of the padded list (padding wraps);
+     * a resumed epoch: start + rank + j * world, never past its end. */
+    int resumed = ld->res.active && epoch == ld->res.epoch;
+    uint64_t base = resumed ? ld->res.start + s->rank : s->rank;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t pos = base + (first + i) * s->world;
+        out[i] = gk__sampler_permute_keyed(s, key, resumed ? pos : pos % s->count);
+    }
 }
 
 size_t gk__batch_indices(const gk_loader *ld, int64_t seq, uint64_t *out)
 {
     gk__pos p;
     gk__locate(ld, seq, &p);
-    uint64_t first = p.index * ld->smp.batch_size;
-    for (size_t i = 0; i < p.count; i++)
-        out[i] = gk__rank_item(ld, p.epoch, first + i);
+    gk__rank_items(ld, p.epoch, p.index * ld->smp.batch_size, p.count, out);
     return p.count;
 }
 

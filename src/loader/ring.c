@@ -118,9 +118,7 @@ static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, const gk__pos *
     if (lo >= hi)
         return 0;
     const gk_sampler *smp = &ld->smp;
-    uint64_t first = p->index * smp->batch_size;
-    for (size_t i = lo; i < hi; i++)
-        s->indices[i] = gk__rank_item(ld, p->epoch, first + i);
+    gk__rank_items(ld, p->epoch, p->index * smp->batch_size + lo, hi - lo, s->indices + lo);
     gk_read_ctx rc = {.size = sizeof(gk_read_ctx),
                       .worker_state = w->state,
                       .worker = w->id,
