@@ -15,9 +15,10 @@
 
 /* A sleeping worker's wake-up latency assumed when deciding how early to wake it. */
 #define WAKE_LATENCY_NS 20000ULL
-/* The consumer's spin: at least this long, at most this long, whatever the fill time. */
-#define SPIN_MIN_NS 1000ULL
-#define SPIN_MAX_NS 50000ULL
+/* The consumer's spin: twice the average fill time (it often arrives as a fill starts), at least
+ * SPIN_MIN_NS, at most SPIN_MAX_NS. */
+#define SPIN_MIN_NS 2000ULL
+#define SPIN_MAX_NS 200000ULL
 /* A sleeping worker rechecks at least this often (a lost wake-up cannot hang it). */
 #define WORKER_NAP_NS 1000000000ULL
 
@@ -115,7 +116,7 @@ int gk__wait_ready(gk_loader *ld, gk__slot *s, int64_t seq, double timeout)
         return -ETIMEDOUT;
     uint64_t t0 = gk__loader_now_ns();
     if (ld->spin) {
-        uint64_t budget = atomic_load_explicit(&ld->fill_avg_ns, memory_order_relaxed);
+        uint64_t budget = 2 * atomic_load_explicit(&ld->fill_avg_ns, memory_order_relaxed);
         budget = budget < SPIN_MIN_NS ? SPIN_MIN_NS : budget > SPIN_MAX_NS ? SPIN_MAX_NS : budget;
         do {
             for (int i = 0; i < 64; i++) {
