@@ -256,6 +256,9 @@ static int next_batch(gk_loader *ld, gk_stream *stream, double timeout, gk_batch
             return e; /* the batch stays ready: the next call delivers it */
         atomic_store_explicit(&s->held, 1, memory_order_relaxed);
         s->stream = stream;
+        atomic_store_explicit(&ld->cs_taken, seq, memory_order_relaxed);
+        atomic_store_explicit(&ld->cs_last_ns, t0, memory_order_relaxed);
+        atomic_store_explicit(&ld->cs_period_ns, ld->period_avg_ns, memory_order_relaxed);
         ld->next_seq++;
         ld->have_held = 1;
         ld->held_seq = seq;
@@ -344,6 +347,7 @@ static int reposition(gk_loader *ld, uint64_t epoch, uint64_t batch, const gk__r
     ld->have_held = 0;
     ld->failed = 0;
     ld->frees_unwoken = 0;
+    atomic_store(&ld->cs_taken, -1);
     atomic_store(&ld->next_unit, 0);
     atomic_store(&ld->hinted, -1);
     atomic_store(&ld->st.first_batch_ns, 0);

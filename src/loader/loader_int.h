@@ -182,8 +182,16 @@ struct gk_loader {
     _Atomic uint64_t hint_skips;               /* batches left before the next warm probe */
     /* Workers sleeping for a free slot: the futex word, how many sleep, and a stop flag. */
     _Alignas(GK__LINE) _Atomic uint32_t wk_word;
-    _Atomic int wk_sleepers;
-    _Atomic int halt; /* stop or failed: workers leave their loop */
+    _Atomic int wk_sleepers;          /* sleeping until the consumer wakes them */
+    _Atomic int wk_nappers;           /* on a timed nap (woken early only if the consumer waits) */
+    _Atomic int halt;                 /* stop or failed: workers leave their loop */
+    _Atomic uint64_t wake_ns;         /* when the consumer last woke the workers */
+    _Atomic uint64_t wake_lat_avg_ns; /* moving average of wake call to worker running */
+    _Atomic uint64_t nap_late_avg_ns; /* moving average of how late a timed nap returns */
+    /* The consumer's pace, published at each delivery for the workers' timed naps: the batch it
+     * took last, when, and its moving average period between next calls. */
+    _Alignas(GK__LINE) _Atomic int64_t cs_taken;
+    _Atomic uint64_t cs_last_ns, cs_period_ns;
     /* The consumer sleeping for a batch: the futex word and the batch it waits for (-1: none). */
     _Alignas(GK__LINE) _Atomic uint32_t cs_word;
     _Atomic int64_t cs_waiting;

@@ -540,6 +540,7 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
     pthread_mutex_init(&ld->mu, NULL);
     pthread_cond_init(&ld->cv_open, NULL);
     atomic_init(&ld->cs_waiting, -1);
+    atomic_init(&ld->cs_taken, -1);
     atomic_init(&ld->hinted, -1);
     int rc = gk_sampler_init(&ld->smp, ds->count, cfg.batch_size, cfg.seed, cfg.rank, cfg.world,
                              cfg.shuffle, cfg.shard_drop_last, cfg.drop_last, create_err,
