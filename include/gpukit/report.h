@@ -81,8 +81,12 @@ typedef struct gk_recording_end {
     double max_rss_bytes;      /* the largest RSS of one process of the tree (rusage) */
 } gk_recording_end;
 
-/* Creates (truncates) `path` and writes the metadata line. Returns 0 and *out, -EINVAL, -ENOMEM
- * or the negative errno of open/write (-EACCES, -ENOENT, ...). Close with gk_recorder_close. */
+/* Opens `path` as a gk_output log (gpukit/output.h) and writes the metadata line: a new file is
+ * written in place, line by line, so a killed run leaves its lines at `path`; an existing regular
+ * file is left as it was until gk_recorder_close renames the new recording over it (until then a
+ * killed run's lines are in ".NAME.gk-XXXXXX" beside it); a device or pipe is written in place.
+ * Returns 0 and *out, -EINVAL, -ENOMEM or the negative errno of open/write (-EACCES, -ENOENT,
+ * -EISDIR, -ENOSPC, ...). Close with gk_recorder_close. */
 GK_API int gk_recorder_open(const char *path, const gk_recording_meta *meta, gk_recorder **out);
 
 /* Writes one sample line at `t` seconds: n values named names[i] (non-finite values are written

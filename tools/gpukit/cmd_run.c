@@ -68,18 +68,8 @@ static int report_recording(const char *path, int json, const char *html_path)
         gk_report_write_text(rep, stderr);
     }
     int ok = 0;
-    if (html_path) {
-        FILE *f = fopen(html_path, "w");
-        if (!f || gk_report_write_html(rep, f) != 0) {
-            gk_tool_error("cannot write %s (check the directory exists and is writable)",
-                          html_path);
-            ok = -1;
-        }
-        if (f && fclose(f) != 0 && ok == 0) {
-            gk_tool_error("cannot write %s", html_path);
-            ok = -1;
-        }
-    }
+    if (html_path && gk_tool_write_file(html_path, "--html", gk_tool_write_html, rep) != 0)
+        ok = -1;
     gk_report_destroy(rep);
     gk_recording_free(rec);
     return ok;

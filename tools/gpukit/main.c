@@ -1,4 +1,6 @@
 /* gpukit: the command-line tool. Dispatches to one subcommand per file (cmd_*.c). */
+#include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,12 +32,20 @@ static const tool_command commands[] = {
 
 void gk_tool_error(const char *fmt, ...)
 {
+    /* Messages quote file names, recordings and arguments: their control bytes are escaped so
+     * that none reaches the terminal raw. */
+    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    fputs("gpukit: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
+    fputs("gpukit: ", stderr);
+    if (n >= 0)
+        gk_text_fputs(msg, stderr);
+    else
+        fputs(fmt, stderr);
+    fputc('\n', stderr);
+    free(msg);
 }
 
 int gk_tool_help_or_version(int argc, char **argv, const char *usage)
@@ -70,6 +80,45 @@ void gk_tool_json_escape(FILE *out, const char *s)
         else
             fputc(c, out);
     }
+}
+
+int gk_tool_write_file(const char *path, const char *what, int (*fn)(FILE *f, void *ctx), void *ctx)
+{
+    gk_output *o = NULL;
+    char err[700];
+    int rc = gk_output_open(path, 0, &o, err, sizeof err);
+    if (rc) {
+        gk_tool_error("%s %s", what, err);
+        return -1;
+    }
+    FILE *f = gk_output_stream(o);
+    int wrc = f ? fn(f, ctx) : -ENOMEM;
+    if (wrc && !(f && ferror(f))) {
+        gk_output_abort(o);
+        gk_tool_error("%s %s: cannot write: %s", what, path, gk_strerror(wrc));
+        return -1;
+    }
+    rc = gk_output_commit(o, err, sizeof err);
+    if (rc || wrc) {
+        gk_tool_error("%s %s", what, rc ? err : "the output is incomplete");
+        return -1;
+    }
+    return 0;
+}
+
+int gk_tool_write_html(FILE *f, void *report)
+{
+    return gk_report_write_html(report, f);
+}
+
+int gk_tool_check_stdout(void)
+{
+    char err[300];
+    if (gk_output_check_stream(stdout, "standard output", err, sizeof err) == 0)
+        return 0;
+    gk_tool_error("%s", err);
+    clearerr(stdout);
+    return -1;
 }
 
 static void usage(FILE *out)
@@ -128,8 +177,21 @@ static int apply_settings(int argc, char **argv)
     return i;
 }
 
+/* Runs one subcommand, then checks that what it printed reached stdout: a full disk or a closed
+ * descriptor is an error (exit 1), never a silent loss. */
+static int dispatch(const tool_command *c, int argc, char **argv)
+{
+    int status = c->run(argc, argv);
+    if (gk_tool_check_stdout() != 0 && status == GK_TOOL_OK)
+        status = GK_TOOL_FAIL;
+    return status;
+}
+
 int main(int argc, char **argv)
 {
+    /* A file-size limit (ulimit -f) must make a write fail with EFBIG, which names the file,
+     * rather than kill gpukit half-way through it. Commands gpukit starts get the default back. */
+    signal(SIGXFSZ, SIG_IGN);
     int first = apply_settings(argc, argv);
     if (first < 0)
         return GK_TOOL_USAGE;
@@ -143,15 +205,15 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return GK_TOOL_OK;
+        return gk_tool_check_stdout() ? GK_TOOL_FAIL : GK_TOOL_OK;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("gpukit %s\n", gk_version_string());
-        return GK_TOOL_OK;
+        return gk_tool_check_stdout() ? GK_TOOL_FAIL : GK_TOOL_OK;
     }
     for (size_t i = 0; i < NCOMMANDS; i++) {
         if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].run(argc - 1, argv + 1);
+            return dispatch(&commands[i], argc - 1, argv + 1);
     }
     gk_tool_error("unknown command \"%s\" (see 'gpukit --help')", argv[1]);
     return GK_TOOL_USAGE;
