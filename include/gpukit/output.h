@@ -69,6 +69,10 @@ GK_API FILE *gk_output_stream(gk_output *o);
  * message giving both figures. Always 0 for devices and pipes. */
 GK_API int gk_output_reserve(gk_output *o, uint64_t bytes, char *err, size_t errlen);
 
+/* The first error met so far (a negative errno), or 0. Call fflush on gk_output_stream first to
+ * include what the stream still holds. */
+GK_API int gk_output_error(const gk_output *o);
+
 /* The path as given to gk_output_open. */
 GK_API const char *gk_output_path(const gk_output *o);
 

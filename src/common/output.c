@@ -427,6 +427,11 @@ int gk_output_reserve(gk_output *o, uint64_t bytes, char *err, size_t errlen)
     return -ENOSPC;
 }
 
+int gk_output_error(const gk_output *o)
+{
+    return o ? o->err : -EINVAL;
+}
+
 const char *gk_output_path(const gk_output *o)
 {
     return o ? o->path : NULL;

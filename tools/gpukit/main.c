@@ -3,8 +3,10 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tool.h"
 
@@ -111,14 +113,60 @@ int gk_tool_write_html(FILE *f, void *report)
     return gk_report_write_html(report, f);
 }
 
+/* stdout goes through a gk_output (a duplicate of descriptor 1), so the errno of a failed
+ * write is kept: a full disk and a reader that went away are told apart. */
+static gk_output *stdout_out;
+static FILE *plain_stdout;
+static int stdout_reported;
+
+static void wrap_stdout(void)
+{
+    if (gk_output_open("/dev/stdout", 0, &stdout_out, NULL, 0) != 0)
+        return; /* descriptor 1 is closed: the plain stream fails and says so */
+    FILE *f = gk_output_stream(stdout_out);
+    if (!f) {
+        gk_output_abort(stdout_out);
+        stdout_out = NULL;
+        return;
+    }
+    if (isatty(STDOUT_FILENO))
+        setvbuf(f, NULL, _IOLBF, 0);
+    plain_stdout = stdout;
+    stdout = f;
+}
+
+static void unwrap_stdout(void)
+{
+    if (!stdout_out)
+        return;
+    fflush(stdout);
+    stdout = plain_stdout;
+    gk_output_abort(stdout_out); /* a duplicate descriptor: closing it touches nothing */
+    stdout_out = NULL;
+}
+
 int gk_tool_check_stdout(void)
 {
     char err[300];
-    if (gk_output_check_stream(stdout, "standard output", err, sizeof err) == 0)
-        return 0;
-    gk_tool_error("%s", err);
-    clearerr(stdout);
-    return -1;
+    int rc;
+    if (stdout_out) {
+        fflush(stdout);
+        rc = gk_output_error(stdout_out);
+        if (rc)
+            snprintf(err, sizeof err, "cannot write to standard output: %s%s", strerror(-rc),
+                     rc == -ENOSPC  ? " (free space there, or choose another place)"
+                     : rc == -EPIPE ? " (the reader of the pipe went away)"
+                                    : "");
+    } else {
+        rc = gk_output_check_stream(stdout, "standard output", err, sizeof err);
+        if (rc) {
+            __fpurge(stdout); /* what could not be written is dropped, not tried again */
+            clearerr(stdout);
+        }
+    }
+    if (rc && !stdout_reported++)
+        gk_tool_error("%s", err);
+    return rc;
 }
 
 static void usage(FILE *out)
@@ -181,9 +229,14 @@ static int apply_settings(int argc, char **argv)
  * descriptor is an error (exit 1), never a silent loss. */
 static int dispatch(const tool_command *c, int argc, char **argv)
 {
+    if (c->run != gk_tool_top) /* top hands stdout to curses, which needs its descriptor */
+        wrap_stdout();
     int status = c->run(argc, argv);
-    if (gk_tool_check_stdout() != 0 && status == GK_TOOL_OK)
+    int rc = gk_tool_check_stdout();
+    /* gpukit run reports its command's status even when its reader went away */
+    if (rc && status == GK_TOOL_OK && !(rc == -EPIPE && c->run == gk_tool_run))
         status = GK_TOOL_FAIL;
+    unwrap_stdout();
     return status;
 }
 

@@ -31,8 +31,9 @@ int gk_tool_write_file(const char *path, const char *what, int (*fn)(FILE *f, vo
 /* A gk_tool_write_file writer of a gk_report's HTML page (ctx is the gk_report). */
 int gk_tool_write_html(FILE *f, void *report);
 
-/* Flushes stdout and says whether everything printed arrived; on failure prints one line naming
- * the cause (a full disk, a closed pipe) and returns -1. main() calls it after every command. */
+/* Flushes stdout and says whether everything printed arrived: 0, or (after one line naming the
+ * cause, and dropping what was not written) the negative errno, -EPIPE for a reader that went
+ * away. main() calls it after every command. */
 int gk_tool_check_stdout(void);
 
 /* JSON string escaping into `out` (quotes not included). */
