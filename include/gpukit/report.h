@@ -122,6 +122,12 @@ typedef enum gk_series_kind {
     GK_SERIES_HISTOGRAM, /* |h */
 } gk_series_kind;
 
+/* Values of a larger magnitude are left out of their series when a recording is read (sums and
+ * variances of such values overflow) and counted in gk_series.overflow; times (t, duration_s)
+ * beyond GK_RECORDING_TIME_MAX seconds are refused the same way. */
+#define GK_RECORDING_VALUE_MAX 1e18
+#define GK_RECORDING_TIME_MAX  1e9
+
 /* One series of a recording. The arrays belong to the recording. */
 typedef struct gk_series {
     const char *name;
@@ -129,6 +135,7 @@ typedef struct gk_series {
     size_t n;
     const double *t; /* seconds since the start, ascending as recorded */
     const double *v;
+    size_t overflow; /* values beyond +-GK_RECORDING_VALUE_MAX, left out of t and v */
 } gk_series;
 
 /* The metadata and end of a recording. Strings belong to the recording. */
