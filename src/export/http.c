@@ -391,9 +391,9 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **ctx,
         if (e->open > GK_HTTP_MAX_CONNECTIONS - GK_HTTP_RESERVE) {
             for (conn *old = e->head; old; old = old->next) {
                 if (!old->in_request && !old->closing && old != k) {
-                    shut(e, old);
                     atomic_fetch_add(&e->evictions, 1);
                     gk_counter_add(e->m_closed_evicted, 1);
+                    shut(e, old);
                     break;
                 }
             }
@@ -421,9 +421,9 @@ static double enforce_deadlines(gk_exporter *e, double now)
         double left = k->since + e->header_timeout - now;
         if (left > 0)
             return left;
-        shut(e, k);
-        atomic_fetch_add(&e->header_timeouts, 1);
+        atomic_fetch_add(&e->header_timeouts, 1); /* counted before the client can see it */
         gk_counter_add(e->m_closed_timeout, 1);
+        shut(e, k);
     }
     return e->header_timeout;
 }

@@ -319,6 +319,16 @@ int gk__web_config_parse(const char *text, size_t len, const char *dir, gk__web_
                           lineno);
             break;
         }
+        const char *v0 = colon + 1;
+        while (v0 < le && *v0 == ' ')
+            v0++;
+        if (v0 < le && (*v0 == '{' || *v0 == '[')) {
+            rc = web_fail(err, errlen, GK_ESYNTAX,
+                          "line %zu: flow mappings and lists ({...}, [...]) are not supported: "
+                          "write \"%s:\" and one indented \"key: value\" per line below it",
+                          lineno, key);
+            break;
+        }
         if (scalar(colon + 1, le, val, sizeof val) != 0) {
             rc = web_fail(err, errlen, GK_ESYNTAX,
                           "line %zu: the value of \"%s\" is malformed (an unclosed quote, or "
