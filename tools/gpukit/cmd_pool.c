@@ -433,10 +433,13 @@ static int cmd_synth(const pool_args *a)
         gk_tool_error("pool synth: out of memory");
         return GK_TOOL_FAIL;
     }
-    if (gk_output_commit(o, err, sizeof err) != 0) {
+    rc = gk_output_commit(o, err, sizeof err);
+    if (rc && !a->out)
+        gk_tool_error("cannot write to standard output: %s", strerror(-rc));
+    else if (rc)
         gk_tool_error("pool synth: %s", err);
+    if (rc)
         return GK_TOOL_FAIL;
-    }
     return GK_TOOL_OK;
 }
 

@@ -192,7 +192,7 @@ int gk_tool_serve(int argc, char **argv)
         rc = gk_exporter_start(&ec, &e, err, sizeof err);
         if (rc) {
             gk_tool_error("serve: %s", *err ? err : gk_strerror(rc));
-            status = rc == -EINVAL ? GK_TOOL_USAGE : GK_TOOL_FAIL;
+            status = rc == -EINVAL || rc == GK_ESYNTAX ? GK_TOOL_USAGE : GK_TOOL_FAIL;
             goto out_monitor;
         }
     }
