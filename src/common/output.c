@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errbuf.h"
 #include "common/text_int.h"
 #include "gpukit/options.h"
 #include "gpukit/output.h"
@@ -36,22 +37,6 @@ struct gk_output {
     char *tmp;        /* the temporary file (OUT_TEMP) */
     FILE *stream;
 };
-
-static void say(char *err, size_t errlen, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static void say(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* What to do about an errno from writing: the fix a user can apply. */
 static const char *write_hint(int e)
@@ -106,16 +91,17 @@ static int open_in_place(gk_output *o, const struct stat *st, char *err, size_t 
     if (fd < 0) {
         int e = errno;
         if (e == ENXIO && S_ISFIFO(st->st_mode))
-            say(err, errlen, "%s: a named pipe with no reader (start the reader first)", o->path);
+            gk__errbuf(err, errlen, 0, "%s: a named pipe with no reader (start the reader first)",
+                       o->path);
         else
-            say(err, errlen, "%s: cannot open for writing: %s%s", o->path, strerror(e),
-                write_hint(e));
+            gk__errbuf(err, errlen, 0, "%s: cannot open for writing: %s%s", o->path, strerror(e),
+                       write_hint(e));
         return -e;
     }
     struct stat now;
     if (fstat(fd, &now) != 0 || (!S_ISCHR(now.st_mode) && !S_ISFIFO(now.st_mode))) {
         close(fd);
-        say(err, errlen, "%s: changed while it was being opened; try again", o->path);
+        gk__errbuf(err, errlen, 0, "%s: changed while it was being opened; try again", o->path);
         return -EAGAIN;
     }
     if (S_ISFIFO(st->st_mode))
@@ -135,7 +121,7 @@ static int open_temp(gk_output *o, char *err, size_t errlen)
     size_t cap = dirlen + 128;
     o->tmp = gk__malloc(cap);
     if (!o->tmp) {
-        say(err, errlen, "%s: out of memory", o->path);
+        gk__errbuf(err, errlen, 0, "%s: out of memory", o->path);
         return -ENOMEM;
     }
     static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
@@ -159,17 +145,17 @@ static int open_temp(gk_output *o, char *err, size_t errlen)
         if (errno != EEXIST) {
             int e = errno;
             if (e == ENOENT || e == ENOTDIR)
-                say(err, errlen, "%s: the folder %.*s does not exist (create it first)", o->path,
-                    dirlen ? (int)dirlen : 1, dirlen ? o->target : ".");
+                gk__errbuf(err, errlen, 0, "%s: the folder %.*s does not exist (create it first)",
+                           o->path, dirlen ? (int)dirlen : 1, dirlen ? o->target : ".");
             else
-                say(err, errlen, "%s: cannot create a file in its folder: %s%s", o->path,
-                    strerror(e), write_hint(e));
+                gk__errbuf(err, errlen, 0, "%s: cannot create a file in its folder: %s%s", o->path,
+                           strerror(e), write_hint(e));
             free(o->tmp);
             o->tmp = NULL;
             return -e;
         }
     }
-    say(err, errlen, "%s: cannot find a free temporary name beside it", o->path);
+    gk__errbuf(err, errlen, 0, "%s: cannot find a free temporary name beside it", o->path);
     free(o->tmp);
     o->tmp = NULL;
     return -EEXIST;
@@ -199,16 +185,16 @@ static int named_descriptor(const char *path)
 static int open_descriptor(gk_output *o, int n, unsigned flags, char *err, size_t errlen)
 {
     if (flags & GK_OUTPUT_SEEKABLE) {
-        say(err, errlen,
-            "%s: this output is written at several places, so it must be a regular "
-            "file; name the file itself",
-            o->path);
+        gk__errbuf(err, errlen, 0,
+                   "%s: this output is written at several places, so it must be a regular "
+                   "file; name the file itself",
+                   o->path);
         return -EINVAL;
     }
     int fd = fcntl(n, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) {
         int e = errno;
-        say(err, errlen, "%s: descriptor %d is not open (%s)", o->path, n, strerror(e));
+        gk__errbuf(err, errlen, 0, "%s: descriptor %d is not open (%s)", o->path, n, strerror(e));
         return -e;
     }
     o->fd = fd;
@@ -218,18 +204,18 @@ static int open_descriptor(gk_output *o, int n, unsigned flags, char *err, size_
 
 int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err, size_t errlen)
 {
-    say(err, errlen, "%s", "");
+    gk__errbuf(err, errlen, 0, "%s", "");
     if (!out)
         return -EINVAL;
     *out = NULL;
     if (!path || !*path) {
-        say(err, errlen, "the output file name is empty (name a file)");
+        gk__errbuf(err, errlen, 0, "the output file name is empty (name a file)");
         return -EINVAL;
     }
     gk_output *o = gk__calloc(1, sizeof *o);
     if (!o || !(o->path = gk__strdup(path))) {
         free(o);
-        say(err, errlen, "%s: out of memory", path);
+        gk__errbuf(err, errlen, 0, "%s: out of memory", path);
         return -ENOMEM;
     }
     o->fd = -1;
@@ -247,16 +233,16 @@ int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err,
     int exists = lstat(path, &lst) == 0;
     if (!exists && errno != ENOENT) {
         rc = -errno;
-        say(err, errlen, "%s: %s", path, strerror(errno));
+        gk__errbuf(err, errlen, 0, "%s: %s", path, strerror(errno));
         goto fail;
     }
     if (exists && S_ISLNK(lst.st_mode)) {
         if (stat(path, &st) != 0) {
             rc = -ENOENT;
-            say(err, errlen,
-                "%s: a symbolic link to a missing file (remove the link, or name "
-                "the file itself)",
-                path);
+            gk__errbuf(err, errlen, 0,
+                       "%s: a symbolic link to a missing file (remove the link, or name "
+                       "the file itself)",
+                       path);
             goto fail;
         }
     } else {
@@ -266,9 +252,10 @@ int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err,
         int in_place = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode);
         if (!in_place || (flags & GK_OUTPUT_SEEKABLE)) {
             rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-            say(err, errlen, "%s: is %s%s; name a regular file%s", path, type_name(st.st_mode),
-                S_ISLNK(lst.st_mode) ? " (through a symbolic link)" : "",
-                S_ISDIR(st.st_mode) ? " inside it" : "");
+            gk__errbuf(err, errlen, 0, "%s: is %s%s; name a regular file%s", path,
+                       type_name(st.st_mode),
+                       S_ISLNK(lst.st_mode) ? " (through a symbolic link)" : "",
+                       S_ISDIR(st.st_mode) ? " inside it" : "");
             goto fail;
         }
         rc = open_in_place(o, &st, err, errlen);
@@ -281,17 +268,19 @@ int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err,
         o->target = realpath(path, NULL);
         if (!o->target) {
             rc = -errno;
-            say(err, errlen, "%s: cannot resolve the symbolic link: %s", path, strerror(errno));
+            gk__errbuf(err, errlen, 0, "%s: cannot resolve the symbolic link: %s", path,
+                       strerror(errno));
             goto fail;
         }
     } else if (!(o->target = gk__strdup(path))) {
         rc = -ENOMEM;
-        say(err, errlen, "%s: out of memory", path);
+        gk__errbuf(err, errlen, 0, "%s: out of memory", path);
         goto fail;
     }
     if (exists && access(o->target, W_OK) != 0) {
         rc = -errno;
-        say(err, errlen, "%s: not writable: %s (check its permissions)", path, strerror(errno));
+        gk__errbuf(err, errlen, 0, "%s: not writable: %s (check its permissions)", path,
+                   strerror(errno));
         goto fail;
     }
     if (!exists && (flags & GK_OUTPUT_LOG)) {
@@ -305,10 +294,10 @@ int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err,
         if (errno != EEXIST) {
             rc = -errno;
             if (errno == ENOENT || errno == ENOTDIR)
-                say(err, errlen, "%s: its folder does not exist (create it first)", path);
+                gk__errbuf(err, errlen, 0, "%s: its folder does not exist (create it first)", path);
             else
-                say(err, errlen, "%s: cannot create: %s%s", path, strerror(errno),
-                    write_hint(errno));
+                gk__errbuf(err, errlen, 0, "%s: cannot create: %s%s", path, strerror(errno),
+                           write_hint(errno));
             goto fail;
         }
         /* created by someone else meanwhile: replace it like any existing file */
@@ -336,15 +325,14 @@ static int keep(gk_output *o, int e)
     return o->err;
 }
 
-int gk_output_write(gk_output *o, const void *buf, size_t len)
+/* Writes all of buf, at `off` (pwrite) or at the descriptor's position (off < 0). */
+static int write_at(gk_output *o, const void *buf, size_t len, int64_t off)
 {
-    if (!o || (!buf && len))
-        return -EINVAL;
     if (o->err)
         return o->err;
     const char *p = buf;
     while (len > 0) {
-        ssize_t w = write(o->fd, p, len);
+        ssize_t w = off < 0 ? write(o->fd, p, len) : pwrite(o->fd, p, len, (off_t)off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -355,32 +343,24 @@ int gk_output_write(gk_output *o, const void *buf, size_t len)
         p += w;
         len -= (size_t)w;
         o->written += (uint64_t)w;
+        if (off >= 0)
+            off += w;
     }
     return 0;
+}
+
+int gk_output_write(gk_output *o, const void *buf, size_t len)
+{
+    if (!o || (!buf && len))
+        return -EINVAL;
+    return write_at(o, buf, len, -1);
 }
 
 int gk_output_pwrite(gk_output *o, const void *buf, size_t len, uint64_t off)
 {
     if (!o || (!buf && len) || o->kind == OUT_DEVICE || off > (uint64_t)INT64_MAX - len)
         return -EINVAL;
-    if (o->err)
-        return o->err;
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = pwrite(o->fd, p, len, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return keep(o, errno);
-        }
-        if (w == 0)
-            return keep(o, EIO);
-        p += w;
-        len -= (size_t)w;
-        off += (uint64_t)w;
-        o->written += (uint64_t)w;
-    }
-    return 0;
+    return write_at(o, buf, len, (int64_t)off);
 }
 
 static ssize_t stream_write(void *cookie, const char *buf, size_t len)
@@ -420,7 +400,8 @@ int gk_output_reserve(gk_output *o, uint64_t bytes, char *err, size_t errlen)
     char need[32], have[32];
     gk_format_size(bytes, need, sizeof need);
     gk_format_size(avail, have, sizeof have);
-    say(err, errlen,
+    gk__errbuf(
+        err, errlen, 0,
         "%s: the output needs about %s but only %s is free there (free space, choose another "
         "place, or make the output smaller)",
         o->path, need, have);
@@ -450,7 +431,7 @@ static void close_stream(gk_output *o)
 
 int gk_output_commit(gk_output *o, char *err, size_t errlen)
 {
-    say(err, errlen, "%s", "");
+    gk__errbuf(err, errlen, 0, "%s", "");
     if (!o)
         return -EINVAL;
     close_stream(o);
@@ -490,7 +471,7 @@ int gk_output_commit(gk_output *o, char *err, size_t errlen)
     if (!rc)
         rc = o->err;
     if (rc) {
-        say(err, errlen, "%s: %s: %s%s", o->path, step, strerror(-rc), write_hint(-rc));
+        gk__errbuf(err, errlen, 0, "%s: %s: %s%s", o->path, step, strerror(-rc), write_hint(-rc));
         if (o->tmp)
             unlink(o->tmp);
     }
@@ -512,7 +493,7 @@ void gk_output_abort(gk_output *o)
 
 int gk_output_check_stream(FILE *f, const char *name, char *err, size_t errlen)
 {
-    say(err, errlen, "%s", "");
+    gk__errbuf(err, errlen, 0, "%s", "");
     if (!f)
         return -EINVAL;
     errno = 0;
@@ -522,8 +503,8 @@ int gk_output_check_stream(FILE *f, const char *name, char *err, size_t errlen)
         return 0;
     if (!e)
         e = EIO;
-    say(err, errlen, "cannot write to %s: %s%s", name ? name : "the output", strerror(e),
-        write_hint(e));
+    gk__errbuf(err, errlen, 0, "cannot write to %s: %s%s", name ? name : "the output", strerror(e),
+               write_hint(e));
     return -e;
 }
 

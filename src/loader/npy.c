@@ -12,27 +12,11 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errbuf.h"
 #include "loader/loader_int.h"
 
 #define NPY_MAX_HEADER (1u << 20)
 #define NPY_MAX_BYTES  (1ull << 62) /* no file is larger; keeps every sum below overflow */
-
-static int npy_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-
-static int npy_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 typedef struct cursor {
     const char *p, *end;
@@ -141,7 +125,7 @@ int gk_npy_parse_header(const void *buf, size_t len, gk_npy_info *info, char *er
     memset(info, 0, sizeof *info);
     const unsigned char *b = buf;
     if (len < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
-        return npy_fail(err, errlen, GK_ECORRUPT, "not a .npy file (bad magic)");
+        return gk__errbuf(err, errlen, GK_ECORRUPT, "not a .npy file (bad magic)");
     unsigned major = b[6];
     size_t pre;
     uint64_t hlen;
@@ -150,35 +134,35 @@ int gk_npy_parse_header(const void *buf, size_t len, gk_npy_info *info, char *er
         hlen = (uint64_t)b[8] | (uint64_t)b[9] << 8;
     } else if (major == 2 || major == 3) {
         if (len < 12)
-            return npy_fail(err, errlen, GK_ECORRUPT, "truncated .npy header");
+            return gk__errbuf(err, errlen, GK_ECORRUPT, "truncated .npy header");
         pre = 12;
         hlen = (uint64_t)b[8] | (uint64_t)b[9] << 8 | (uint64_t)b[10] << 16 | (uint64_t)b[11] << 24;
     } else {
-        return npy_fail(err, errlen, GK_EVERSION,
-                        ".npy format version %u is not supported (1 to 3)", major);
+        return gk__errbuf(err, errlen, GK_EVERSION,
+                          ".npy format version %u is not supported (1 to 3)", major);
     }
     if (hlen > NPY_MAX_HEADER)
-        return npy_fail(err, errlen, GK_ECORRUPT,
-                        ".npy header of %llu bytes is larger than 1 MiB (corrupt?)",
-                        (unsigned long long)hlen);
+        return gk__errbuf(err, errlen, GK_ECORRUPT,
+                          ".npy header of %llu bytes is larger than 1 MiB (corrupt?)",
+                          (unsigned long long)hlen);
     if (len < pre + hlen)
-        return npy_fail(err, errlen, GK_ECORRUPT, "truncated .npy header (%llu bytes announced)",
-                        (unsigned long long)hlen);
+        return gk__errbuf(err, errlen, GK_ECORRUPT, "truncated .npy header (%llu bytes announced)",
+                          (unsigned long long)hlen);
     info->header_bytes = pre + hlen;
     cursor c = {(const char *)b + pre, (const char *)b + pre + hlen};
     int seen_descr = 0, seen_fo = 0, seen_shape = 0;
     if (!eat(&c, '{'))
-        return npy_fail(err, errlen, GK_ECORRUPT, ".npy header is not a dict");
+        return gk__errbuf(err, errlen, GK_ECORRUPT, ".npy header is not a dict");
     while (!eat(&c, '}')) {
         char key[32], val[32];
         if (read_str(&c, key, sizeof key) != 0 || !eat(&c, ':'))
-            return npy_fail(err, errlen, GK_ECORRUPT, ".npy header: a key is malformed");
+            return gk__errbuf(err, errlen, GK_ECORRUPT, ".npy header: a key is malformed");
         if (strcmp(key, "descr") == 0 && !seen_descr++) {
             if (read_str(&c, val, sizeof val) != 0 || parse_descr(val, info) != 0)
-                return npy_fail(err, errlen, -ENOTSUP,
-                                ".npy element type is not a fixed-size number type (b, i, u, f "
-                                "or c with a size of 1 to 64 bytes; structured arrays are not "
-                                "supported)");
+                return gk__errbuf(err, errlen, -ENOTSUP,
+                                  ".npy element type is not a fixed-size number type (b, i, u, f "
+                                  "or c with a size of 1 to 64 bytes; structured arrays are not "
+                                  "supported)");
         } else if (strcmp(key, "fortran_order") == 0 && !seen_fo++) {
             skip_space(&c);
             if ((size_t)(c.end - c.p) >= 4 && memcmp(c.p, "True", 4) == 0) {
@@ -187,62 +171,62 @@ int gk_npy_parse_header(const void *buf, size_t len, gk_npy_info *info, char *er
             } else if ((size_t)(c.end - c.p) >= 5 && memcmp(c.p, "False", 5) == 0) {
                 c.p += 5;
             } else {
-                return npy_fail(err, errlen, GK_ECORRUPT,
-                                ".npy header: fortran_order is not True or False");
+                return gk__errbuf(err, errlen, GK_ECORRUPT,
+                                  ".npy header: fortran_order is not True or False");
             }
         } else if (strcmp(key, "shape") == 0 && !seen_shape++) {
             int rc = read_shape(&c, info);
             if (rc == -2)
-                return npy_fail(err, errlen, -ENOTSUP, ".npy shape has more than %d dimensions",
-                                GK_NPY_MAX_DIMS);
+                return gk__errbuf(err, errlen, -ENOTSUP, ".npy shape has more than %d dimensions",
+                                  GK_NPY_MAX_DIMS);
             if (rc)
-                return npy_fail(err, errlen, GK_ECORRUPT,
-                                ".npy shape is not a tuple of whole numbers below 10^19");
+                return gk__errbuf(err, errlen, GK_ECORRUPT,
+                                  ".npy shape is not a tuple of whole numbers below 10^19");
         } else {
-            return npy_fail(err, errlen, GK_ECORRUPT, ".npy header: unexpected or repeated key");
+            return gk__errbuf(err, errlen, GK_ECORRUPT, ".npy header: unexpected or repeated key");
         }
         if (!eat(&c, ',')) {
             if (!eat(&c, '}'))
-                return npy_fail(err, errlen, GK_ECORRUPT, ".npy header: expected , or }");
+                return gk__errbuf(err, errlen, GK_ECORRUPT, ".npy header: expected , or }");
             break;
         }
     }
     if (!seen_descr || !seen_fo || !seen_shape)
-        return npy_fail(err, errlen, GK_ECORRUPT,
-                        ".npy header lacks descr, fortran_order or shape");
+        return gk__errbuf(err, errlen, GK_ECORRUPT,
+                          ".npy header lacks descr, fortran_order or shape");
     while (c.p < c.end && (*c.p == ' ' || *c.p == '\n' || *c.p == '\t' || *c.p == '\r'))
         c.p++;
     if (c.p != c.end)
-        return npy_fail(err, errlen, GK_ECORRUPT, ".npy header: text after the dict");
+        return gk__errbuf(err, errlen, GK_ECORRUPT, ".npy header: text after the dict");
     /* One record per row: item size times every dimension but the first. */
     if (info->ndim == 0)
-        return npy_fail(err, errlen, -ENOTSUP, "a scalar .npy array has no records");
+        return gk__errbuf(err, errlen, -ENOTSUP, "a scalar .npy array has no records");
     uint64_t rs = info->item_size;
     for (uint32_t i = 1; i < info->ndim; i++) {
         if (info->shape[i] == 0)
-            return npy_fail(err, errlen, -ENOTSUP,
-                            ".npy shape has a dimension of 0: its records would be empty");
+            return gk__errbuf(err, errlen, -ENOTSUP,
+                              ".npy shape has a dimension of 0: its records would be empty");
         if (rs > GK_NPY_MAX_RECORD / info->shape[i])
-            return npy_fail(err, errlen, -ENOTSUP,
-                            ".npy shape makes records larger than 1 TiB (dimension %u is %llu)", i,
-                            (unsigned long long)info->shape[i]);
+            return gk__errbuf(err, errlen, -ENOTSUP,
+                              ".npy shape makes records larger than 1 TiB (dimension %u is %llu)",
+                              i, (unsigned long long)info->shape[i]);
         rs *= info->shape[i];
     }
     if (info->shape[0] == 0)
-        return npy_fail(err, errlen, -ENOTSUP, "an empty .npy array has no records");
+        return gk__errbuf(err, errlen, -ENOTSUP, "an empty .npy array has no records");
     if (info->shape[0] > NPY_MAX_BYTES / rs)
-        return npy_fail(err, errlen, -ENOTSUP,
-                        ".npy shape holds more than 2^62 bytes (%llu rows of %llu bytes)",
-                        (unsigned long long)info->shape[0], (unsigned long long)rs);
+        return gk__errbuf(err, errlen, -ENOTSUP,
+                          ".npy shape holds more than 2^62 bytes (%llu rows of %llu bytes)",
+                          (unsigned long long)info->shape[0], (unsigned long long)rs);
     info->record_size = rs;
     info->data_bytes = info->shape[0] * rs;
     uint32_t wide = 0;
     for (uint32_t i = 0; i < info->ndim; i++)
         wide += info->shape[i] > 1;
     if (info->fortran_order && wide > 1)
-        return npy_fail(err, errlen, -ENOTSUP,
-                        "Fortran-ordered arrays are not supported (save with "
-                        "np.ascontiguousarray)");
+        return gk__errbuf(err, errlen, -ENOTSUP,
+                          "Fortran-ordered arrays are not supported (save with "
+                          "np.ascontiguousarray)");
     return 0;
 }
 
@@ -256,22 +240,22 @@ int gk_npy_inspect(const char *path, gk_npy_info *info, char *err, size_t errlen
     int fd = gk__open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return npy_fail(err, errlen, -e, "%s: cannot open: %s", path, strerror(e));
+        return gk__errbuf(err, errlen, -e, "%s: cannot open: %s", path, strerror(e));
     }
     int rc;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = npy_fail(err, errlen, -EINVAL,
-                      "%s: not a regular file (a pipe, device or directory); save the array to "
-                      "a file first",
-                      path);
+        rc = gk__errbuf(err, errlen, -EINVAL,
+                        "%s: not a regular file (a pipe, device or directory); save the array to "
+                        "a file first",
+                        path);
         goto out;
     }
     size_t want = 12 + NPY_MAX_HEADER;
     size_t have = (uint64_t)st.st_size < want ? (size_t)st.st_size : want;
     char *buf = gk__malloc(have ? have : 1);
     if (!buf) {
-        rc = npy_fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+        rc = gk__errbuf(err, errlen, -ENOMEM, "%s: out of memory", path);
         goto out;
     }
     ssize_t got = pread(fd, buf, have, 0);
@@ -279,19 +263,19 @@ int gk_npy_inspect(const char *path, gk_npy_info *info, char *err, size_t errlen
     rc = got < 0 ? -errno : gk_npy_parse_header(buf, (size_t)got, info, msg, sizeof msg);
     free(buf);
     if (got < 0) {
-        npy_fail(err, errlen, rc, "%s: cannot read: %s", path, strerror(-rc));
+        gk__errbuf(err, errlen, rc, "%s: cannot read: %s", path, strerror(-rc));
         goto out;
     }
     if (rc) {
-        npy_fail(err, errlen, rc, "%s: %s", path, msg);
+        gk__errbuf(err, errlen, rc, "%s: %s", path, msg);
         goto out;
     }
     uint64_t data = (uint64_t)st.st_size - info->header_bytes;
     if (data != info->data_bytes) {
-        rc = npy_fail(err, errlen, GK_ECORRUPT,
-                      "%s: %llu data bytes, but the shape and element type need %llu (truncated "
-                      "or not what the header says)",
-                      path, (unsigned long long)data, (unsigned long long)info->data_bytes);
+        rc = gk__errbuf(err, errlen, GK_ECORRUPT,
+                        "%s: %llu data bytes, but the shape and element type need %llu (truncated "
+                        "or not what the header says)",
+                        path, (unsigned long long)data, (unsigned long long)info->data_bytes);
         goto out;
     }
 out:

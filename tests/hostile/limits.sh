@@ -45,33 +45,27 @@ h += " " * ((64 - (10 + len(h) + 1) % 64) % 64) + "\n"
 open(path, "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode() + b"\1" * n)
 PY
 }
-npy wrap.npy "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 65536, 281474976710657), }" 64
-status 1 "$G" data pack --npy wrap.npy out.gkr 2>err
-expect err "shape makes records larger than 1 TiB"
+# refused_npy SHAPE-DICT DATA-BYTES EXPECTED: data pack --npy refuses it, saying EXPECTED.
+refused_npy() {
+    npy bad.npy "$1" "$2"
+    status 1 "$G" data pack --npy bad.npy out.gkr 2>err
+    expect err "$3"
+    [ ! -e out.gkr ] || fail "out.gkr was created by a refused .npy"
+}
+f4="'descr': '<f4', 'fortran_order': False"
+refused_npy "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 65536, 281474976710657), }" 64 \
+    "shape makes records larger than 1 TiB"
 ok ".npy shape (1,65536,281474976710657) is refused (it used to be packed overflowed)"
-npy rows.npy "{'descr': '<u1', 'fortran_order': False, 'shape': (9223372036854775807, 4), }" 64
-status 1 "$G" data pack --npy rows.npy out.gkr 2>err
-expect err "holds more than 2^62 bytes"
+refused_npy "{'descr': '<u1', 'fortran_order': False, 'shape': (9223372036854775807, 4), }" 64 \
+    "holds more than 2^62 bytes"
 ok ".npy row count times record size beyond 2^62 is refused"
-npy long.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }" 64
-status 1 "$G" data pack --npy long.npy out.gkr 2>err
-expect err "not a tuple of whole numbers below 10^19"
-npy neg.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (-4,), }" 64
-status 1 "$G" data pack --npy neg.npy out.gkr 2>err
-expect err "not a tuple of whole numbers"
-npy deep.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1,1,1,1), }" 4
-status 1 "$G" data pack --npy deep.npy out.gkr 2>err
-expect err "more than 9 dimensions"
-npy zero.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 0), }" 0
-status 1 "$G" data pack --npy zero.npy out.gkr 2>err
-expect err "a dimension of 0"
-npy short.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2), }" 31
-status 1 "$G" data pack --npy short.npy out.gkr 2>err
-expect err "31 data bytes, but the shape and element type need 32"
-npy twice.npy "{'descr': '<f4', 'shape': (2,), 'fortran_order': False, 'shape': (4,), }" 16
-status 1 "$G" data pack --npy twice.npy out.gkr 2>err
-expect err "unexpected or repeated key"
-[ ! -e out.gkr ] || fail "out.gkr was created by a refused .npy"
+refused_npy "{$f4, 'shape': (99999999999999999999,), }" 64 "not a tuple of whole numbers below 10^19"
+refused_npy "{$f4, 'shape': (-4,), }" 64 "not a tuple of whole numbers"
+refused_npy "{$f4, 'shape': (1,1,1,1,1,1,1,1,1,1), }" 4 "more than 9 dimensions"
+refused_npy "{$f4, 'shape': (4, 0), }" 0 "a dimension of 0"
+refused_npy "{$f4, 'shape': (4, 2), }" 31 "31 data bytes, but the shape and element type need 32"
+refused_npy "{'descr': '<f4', 'shape': (2,), 'fortran_order': False, 'shape': (4,), }" 16 \
+    "unexpected or repeated key"
 ok ".npy shapes: huge, negative, too deep, zero, short data and repeated keys are refused"
 npy good.npy "{'descr': '<f4', 'fortran_order': False, 'shape': (4, 2), }" 32
 "$G" data pack --npy good.npy good.gkr >out

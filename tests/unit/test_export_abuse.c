@@ -126,7 +126,9 @@ typedef struct server {
     int port;
 } server;
 
-static void start(server *s)
+/* An exporter with an idle timeout of `timeout_s` and a header timeout of `header_s` seconds (0:
+ * the default, at most the idle timeout). */
+static void start_with(server *s, double timeout_s, double header_s)
 {
     GK_ASSERT_OK(gk_metrics_create(NULL, &s->reg));
     gk_metric *c = NULL;
@@ -136,29 +138,18 @@ static void start(server *s)
     gk_exporter_config_default(&cfg);
     cfg.listen = "127.0.0.1:0";
     cfg.metrics = s->reg;
-    cfg.timeout = TIMEOUT_S;
+    cfg.timeout = timeout_s;
+    if (header_s > 0)
+        cfg.header_timeout = header_s;
     char err[256];
     GK_ASSERT_OK(gk_exporter_start(&cfg, &s->e, err, sizeof err));
     s->port = gk_exporter_port(s->e);
     assert_true(s->port > 0);
 }
 
-/* As start, with a header timeout of `header_s` seconds. */
-static void start_with(server *s, double header_s)
+static void start(server *s)
 {
-    GK_ASSERT_OK(gk_metrics_create(NULL, &s->reg));
-    gk_metric *c = NULL;
-    GK_ASSERT_OK(gk_metrics_counter(s->reg, "gpukit_abuse_requests_total", "R.", NULL, &c));
-    gk_counter_add(c, 7);
-    gk_exporter_config cfg;
-    gk_exporter_config_default(&cfg);
-    cfg.listen = "127.0.0.1:0";
-    cfg.metrics = s->reg;
-    cfg.timeout = 30;
-    cfg.header_timeout = header_s;
-    char err[256];
-    GK_ASSERT_OK(gk_exporter_start(&cfg, &s->e, err, sizeof err));
-    s->port = gk_exporter_port(s->e);
+    start_with(s, TIMEOUT_S, 0);
 }
 
 static void stop(server *s)
@@ -365,7 +356,7 @@ static void test_header_deadline(void **state)
 {
     (void)state;
     server s;
-    start_with(&s, 1);
+    start_with(&s, 30, 1);
     int fd = dial(s.port, 0);
     assert_true(fd >= 0);
     static const char req[] =
@@ -409,7 +400,7 @@ static void test_slot_reserve(void **state)
         }
     }
     server s;
-    start_with(&s, 30);
+    start_with(&s, 30, 30);
     static int fds[SLOW_CLIENTS];
     for (int i = 0; i < SLOW_CLIENTS; i++) {
         fds[i] = dial(s.port, 1);

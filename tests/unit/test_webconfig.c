@@ -139,22 +139,33 @@ static int get_status(int port, const char *auth_b64)
     return status;
 }
 
+static void put_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The defaults, on `listen`, rendering `reg`. */
+static void config(gk_exporter_config *cfg, gk_metrics *reg, const char *listen)
+{
+    gk_exporter_config_default(cfg);
+    cfg->listen = listen;
+    cfg->metrics = reg;
+}
+
 static void test_exporter_with_users(void **state)
 {
     (void)state;
     const char *dir = gk_test_tmpdir("webconfig");
     char path[4200];
     snprintf(path, sizeof path, "%s/web.yml", dir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs("basic_auth_users:\n  prom: " HASH "\n", f);
-    fclose(f);
+    put_file(path, "basic_auth_users:\n  prom: " HASH "\n");
     gk_metrics *reg = NULL;
     GK_ASSERT_OK(gk_metrics_create(NULL, &reg));
     gk_exporter_config cfg;
-    gk_exporter_config_default(&cfg);
-    cfg.listen = "127.0.0.1:0";
-    cfg.metrics = reg;
+    config(&cfg, reg, "127.0.0.1:0");
     cfg.web_config = path;
     gk_exporter *e = NULL;
     char err[512];
@@ -172,16 +183,12 @@ static void test_exporter_with_users(void **state)
     assert_int_equal(st.insecure, 0);
     gk_exporter_destroy(e);
     /* a file that does not parse stops the start, naming the file and the line */
-    f = fopen(path, "w");
-    fputs("basic_auth_users:\n  prom: hunter2\n", f);
-    fclose(f);
+    put_file(path, "basic_auth_users:\n  prom: hunter2\n");
     GK_ASSERT_ERR(gk_exporter_start(&cfg, &e, err, sizeof err), GK_ESYNTAX);
     GK_ASSERT_CONTAINS(err, path);
     GK_ASSERT_CONTAINS(err, "line 2");
     /* PEM files that are not there or not PEM */
-    f = fopen(path, "w");
-    fputs("tls_server_config:\n  cert_file: web.yml\n  key_file: none.key\n", f);
-    fclose(f);
+    put_file(path, "tls_server_config:\n  cert_file: web.yml\n  key_file: none.key\n");
     GK_ASSERT_ERR(gk_exporter_start(&cfg, &e, err, sizeof err), -EINVAL);
     GK_ASSERT_CONTAINS(err, "is not a PEM file");
     gk_metrics_destroy(reg);
@@ -194,9 +201,7 @@ static void test_insecure(void **state)
     gk_metrics *reg = NULL;
     GK_ASSERT_OK(gk_metrics_create(NULL, &reg));
     gk_exporter_config cfg;
-    gk_exporter_config_default(&cfg);
-    cfg.listen = "0.0.0.0:0";
-    cfg.metrics = reg;
+    config(&cfg, reg, "0.0.0.0:0");
     gk_exporter *e = NULL;
     char err[512];
     if (gk_exporter_start(&cfg, &e, err, sizeof err) != 0)
