@@ -16,7 +16,6 @@
 
 #include "common/alloc.h"
 #include "common/errbuf.h"
-#include "common/text_int.h"
 #include "gpukit/options.h"
 #include "gpukit/output.h"
 
@@ -537,13 +536,13 @@ static size_t utf8_len(const unsigned char *s)
     return n;
 }
 
-int gk__text_escape_char(const unsigned char *s, size_t *used, char rep[8], int keep_newline)
+/* The escape of the character at s into `rep` (NUL-terminated); *used gets its byte count (1 to
+ * 4). Returns 1 when it must be escaped, 0 when it passes unchanged. */
+static int escape_char(const unsigned char *s, size_t *used, char rep[8])
 {
     unsigned c = s[0];
     size_t n = utf8_len(s);
     *used = n ? n : 1;
-    if (c == '\n' && keep_newline)
-        return 0;
     if (c < 0x20 || c == 0x7f) {
         const char *named = c == '\n'   ? "\\n"
                             : c == '\t' ? "\\t"
@@ -577,7 +576,7 @@ size_t gk_text_escape(char *dst, size_t dstlen, const char *src)
         size_t used;
         const char *piece = (const char *)s;
         size_t plen;
-        if (gk__text_escape_char(s, &used, rep, 0)) {
+        if (escape_char(s, &used, rep)) {
             piece = rep;
             plen = strlen(rep);
         } else {
@@ -605,94 +604,11 @@ int gk_text_fputs(const char *s, FILE *out)
     while (*p) {
         char rep[8];
         size_t used;
-        int bad = gk__text_escape_char(p, &used, rep, 0) ? fputs(rep, out) < 0
-                                                         : fwrite(p, 1, used, out) != used;
+        int bad =
+            escape_char(p, &used, rep) ? fputs(rep, out) < 0 : fwrite(p, 1, used, out) != used;
         if (bad)
             return -EIO;
         p += used;
     }
     return 0;
-}
-
-/* The stream behind gk__text_safe_stream: a UTF-8 character cut by the stream's buffer waits in
- * `carry` for its last bytes, so it is not mistaken for invalid bytes. */
-typedef struct safe_cookie {
-    FILE *out;
-    unsigned char carry[4];
-    size_t ncarry;
-} safe_cookie;
-
-/* The expected length of a sequence starting with lead byte c (1 when not a lead byte). */
-static size_t lead_len(unsigned c)
-{
-    return c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 1;
-}
-
-/* Escapes and writes the characters of p[0..len) that are complete; returns how many bytes were
- * consumed (the rest is an unfinished sequence), or -1 on a write error. `final` writes an
- * unfinished tail too (escaped). */
-static ssize_t safe_emit(FILE *out, const unsigned char *p, size_t len, int final)
-{
-    size_t at = 0;
-    while (at < len) {
-        size_t want = lead_len(p[at]);
-        if (at + want > len && !final)
-            break;
-        unsigned char one[5] = {0};
-        memcpy(one, p + at, len - at < 4 ? len - at : 4);
-        char rep[8];
-        size_t used;
-        int bad = gk__text_escape_char(one, &used, rep, 1) ? fputs(rep, out) < 0
-                                                           : fwrite(p + at, 1, used, out) != used;
-        if (bad)
-            return -1;
-        at += used;
-    }
-    return (ssize_t)at;
-}
-
-static ssize_t safe_write(void *cookie, const char *buf, size_t len)
-{
-    safe_cookie *c = cookie;
-    const unsigned char *p = (const unsigned char *)buf;
-    size_t taken = 0;
-    while (c->ncarry && taken < len) { /* finish the character left over */
-        c->carry[c->ncarry++] = p[taken++];
-        if (c->ncarry == lead_len(c->carry[0]) || c->ncarry == 4) {
-            if (safe_emit(c->out, c->carry, c->ncarry, 1) < 0)
-                goto fail;
-            c->ncarry = 0;
-        }
-    }
-    ssize_t done = safe_emit(c->out, p + taken, len - taken, 0);
-    if (done < 0)
-        goto fail;
-    taken += (size_t)done;
-    memcpy(c->carry, p + taken, len - taken);
-    c->ncarry = len - taken;
-    return (ssize_t)len;
-fail:
-    errno = EIO;
-    return -1;
-}
-
-static int safe_close(void *cookie)
-{
-    safe_cookie *c = cookie;
-    int rc = c->ncarry && safe_emit(c->out, c->carry, c->ncarry, 1) < 0 ? -1 : 0;
-    free(c);
-    return rc;
-}
-
-FILE *gk__text_safe_stream(FILE *out)
-{
-    safe_cookie *c = gk__calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
-    c->out = out;
-    cookie_io_functions_t io = {.write = safe_write, .close = safe_close};
-    FILE *f = fopencookie(c, "w", io);
-    if (!f)
-        free(c);
-    return f;
 }

@@ -82,6 +82,10 @@ expect err "is a directory; data pack reads a regular file"
 refuse err 18446744073709551615
 status 1 "$G" data pack --npy . out.gkr 2>err
 expect err "not a regular file"
+status 1 "$G" pool replay . 2>err
+expect err "is a directory (name an RMM CSV trace file)"
+status 1 "$G" report . 2>err
+expect err "is a directory (name a recording file)"
 ok "piped and directory inputs are refused clearly"
 
 # Record counts and sizes of a generated file: checked against the free disk first.
