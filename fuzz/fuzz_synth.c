@@ -9,7 +9,7 @@
 
 #include "fuzz.h"
 #include "gpukit/error.h"
-#include "gpukit/pool.h"
+#include "gpukit/trace.h"
 
 __extension__ typedef unsigned __int128 u128; /* exact products, no overflow */
 

@@ -27,6 +27,7 @@ extern "C" {
 typedef struct gk_exporter gk_exporter;
 
 typedef struct gk_exporter_config {
+    size_t size;         /* sizeof(gk_exporter_config) (set by gk_exporter_config_default) */
     const char *listen;  /* "HOST:PORT" or "[IPv6]:PORT"; port 0 picks a free one; default
                             GK_EXPORTER_DEFAULT_LISTEN (copied) */
     gk_metrics *metrics; /* what /metrics renders; NULL: gk_metrics_default() */
@@ -43,7 +44,8 @@ typedef struct gk_exporter_config {
 } gk_exporter_config;
 
 /* Fills `cfg` with the defaults. */
-GK_API void gk_exporter_config_default(gk_exporter_config *cfg);
+GK_API void gk_exporter_config_default(gk_exporter_config *cfg, size_t size);
+#define gk_exporter_config_default(cfg) (gk_exporter_config_default)((cfg), sizeof *(cfg))
 
 /* Splits "HOST:PORT" / "[V6]:PORT" into host and port. Returns 0 or -EINVAL (the message, naming
  * the value and the fix, goes to err). */
@@ -58,8 +60,9 @@ GK_API int gk_exporter_parse_listen(const char *listen, char *host, size_t hostl
  * second (beyond that: 429). Returns 0, -EINVAL (bad address; a web configuration file that does
  * not parse or names unusable PEM files or hashes), -EADDRINUSE or another negative errno from
  * bind, -ENOMEM, or GK_EUNAVAIL when gpukit was built without libmicrohttpd (GK_HTTP=OFF) or
- * TLS is asked of a libmicrohttpd without it; err (may be NULL) receives a one-line message
- * naming the address or file and the fix. Stop with gk_exporter_destroy. */
+ * TLS is asked of a libmicrohttpd without it; the one-line message naming the address or file
+ * and the fix is in gk_last_error() and in err (which may be NULL). Stop with
+ * gk_exporter_destroy. */
 GK_API int gk_exporter_start(const gk_exporter_config *cfg, gk_exporter **out, char *err,
                              size_t errlen);
 
@@ -76,14 +79,17 @@ GK_API int gk_exporter_insecure(const gk_exporter *e);
 
 /* What the exporter has done so far. */
 typedef struct gk_exporter_stats {
+    size_t size;                   /* bytes filled (see gpukit/version.h) */
     unsigned long scrapes;         /* /metrics answered */
     unsigned long header_timeouts; /* connections closed at their header deadline */
     unsigned long evictions;       /* waiting connections closed to keep slots for scrapes */
     int tls, auth, insecure;       /* HTTPS on; basic authentication on; gk_exporter_insecure */
 } gk_exporter_stats;
 
-/* Fills *out (zeros for NULL e). Thread-safe. */
-GK_API void gk_exporter_get_stats(const gk_exporter *e, gk_exporter_stats *out);
+/* Fills *out (zeros for NULL e). Returns 0, or -EINVAL when out is NULL or its size is unset.
+ * Thread-safe. */
+GK_API int gk_exporter_get_stats(const gk_exporter *e, gk_exporter_stats *out, size_t size);
+#define gk_exporter_get_stats(e, out) (gk_exporter_get_stats)((e), (out), sizeof *(out))
 
 /* Stops the server (waits for requests in flight) and frees it. NULL is a no-op. */
 GK_API void gk_exporter_destroy(gk_exporter *e);

@@ -1,21 +1,5 @@
-/* gk_strerror and gk_err_name, generated from the tables in gpukit/error.h; messages into a
- * caller's buffer. */
-#include <stdarg.h>
-#include <stdio.h>
-
-#include "common/errbuf.h"
+/* gk_strerror and gk_err_name, generated from the tables in gpukit/error.h. */
 #include "gpukit/error.h"
-
-int gk__errbuf(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 const char *gk_strerror(int code)
 {

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "common/errbuf.h"
+#include "common/errtext.h"
 #include "gpukit/options.h"
 #include "gpukit/output.h"
 
@@ -90,17 +90,17 @@ static int open_in_place(gk_output *o, const struct stat *st, char *err, size_t 
     if (fd < 0) {
         int e = errno;
         if (e == ENXIO && S_ISFIFO(st->st_mode))
-            gk__errbuf(err, errlen, 0, "%s: a named pipe with no reader (start the reader first)",
-                       o->path);
+            gk__error_buf(0, err, errlen,
+                          "%s: a named pipe with no reader (start the reader first)", o->path);
         else
-            gk__errbuf(err, errlen, 0, "%s: cannot open for writing: %s%s", o->path, strerror(e),
-                       write_hint(e));
+            gk__error_buf(0, err, errlen, "%s: cannot open for writing: %s%s", o->path, strerror(e),
+                          write_hint(e));
         return -e;
     }
     struct stat now;
     if (fstat(fd, &now) != 0 || (!S_ISCHR(now.st_mode) && !S_ISFIFO(now.st_mode))) {
         close(fd);
-        gk__errbuf(err, errlen, 0, "%s: changed while it was being opened; try again", o->path);
+        gk__error_buf(0, err, errlen, "%s: changed while it was being opened; try again", o->path);
         return -EAGAIN;
     }
     if (S_ISFIFO(st->st_mode))
@@ -120,7 +120,7 @@ static int open_temp(gk_output *o, char *err, size_t errlen)
     size_t cap = dirlen + 128;
     o->tmp = gk__malloc(cap);
     if (!o->tmp) {
-        gk__errbuf(err, errlen, 0, "%s: out of memory", o->path);
+        gk__error_buf(0, err, errlen, "%s: out of memory", o->path);
         return -ENOMEM;
     }
     static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
@@ -144,17 +144,18 @@ static int open_temp(gk_output *o, char *err, size_t errlen)
         if (errno != EEXIST) {
             int e = errno;
             if (e == ENOENT || e == ENOTDIR)
-                gk__errbuf(err, errlen, 0, "%s: the folder %.*s does not exist (create it first)",
-                           o->path, dirlen ? (int)dirlen : 1, dirlen ? o->target : ".");
+                gk__error_buf(0, err, errlen,
+                              "%s: the folder %.*s does not exist (create it first)", o->path,
+                              dirlen ? (int)dirlen : 1, dirlen ? o->target : ".");
             else
-                gk__errbuf(err, errlen, 0, "%s: cannot create a file in its folder: %s%s", o->path,
-                           strerror(e), write_hint(e));
+                gk__error_buf(0, err, errlen, "%s: cannot create a file in its folder: %s%s",
+                              o->path, strerror(e), write_hint(e));
             free(o->tmp);
             o->tmp = NULL;
             return -e;
         }
     }
-    gk__errbuf(err, errlen, 0, "%s: cannot find a free temporary name beside it", o->path);
+    gk__error_buf(0, err, errlen, "%s: cannot find a free temporary name beside it", o->path);
     free(o->tmp);
     o->tmp = NULL;
     return -EEXIST;
@@ -184,16 +185,17 @@ static int named_descriptor(const char *path)
 static int open_descriptor(gk_output *o, int n, unsigned flags, char *err, size_t errlen)
 {
     if (flags & GK_OUTPUT_SEEKABLE) {
-        gk__errbuf(err, errlen, 0,
-                   "%s: this output is written at several places, so it must be a regular "
-                   "file; name the file itself",
-                   o->path);
+        gk__error_buf(0, err, errlen,
+                      "%s: this output is written at several places, so it must be a regular "
+                      "file; name the file itself",
+                      o->path);
         return -EINVAL;
     }
     int fd = fcntl(n, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) {
         int e = errno;
-        gk__errbuf(err, errlen, 0, "%s: descriptor %d is not open (%s)", o->path, n, strerror(e));
+        gk__error_buf(0, err, errlen, "%s: descriptor %d is not open (%s)", o->path, n,
+                      strerror(e));
         return -e;
     }
     o->fd = fd;
@@ -203,18 +205,19 @@ static int open_descriptor(gk_output *o, int n, unsigned flags, char *err, size_
 
 int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err, size_t errlen)
 {
-    gk__errbuf(err, errlen, 0, "%s", "");
+    if (err && errlen)
+        err[0] = '\0';
     if (!out)
         return -EINVAL;
     *out = NULL;
     if (!path || !*path) {
-        gk__errbuf(err, errlen, 0, "the output file name is empty (name a file)");
+        gk__error_buf(0, err, errlen, "the output file name is empty (name a file)");
         return -EINVAL;
     }
     gk_output *o = gk__calloc(1, sizeof *o);
     if (!o || !(o->path = gk__strdup(path))) {
         free(o);
-        gk__errbuf(err, errlen, 0, "%s: out of memory", path);
+        gk__error_buf(0, err, errlen, "%s: out of memory", path);
         return -ENOMEM;
     }
     o->fd = -1;
@@ -232,16 +235,16 @@ int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err,
     int exists = lstat(path, &lst) == 0;
     if (!exists && errno != ENOENT) {
         rc = -errno;
-        gk__errbuf(err, errlen, 0, "%s: %s", path, strerror(errno));
+        gk__error_buf(0, err, errlen, "%s: %s", path, strerror(errno));
         goto fail;
     }
     if (exists && S_ISLNK(lst.st_mode)) {
         if (stat(path, &st) != 0) {
             rc = -ENOENT;
-            gk__errbuf(err, errlen, 0,
-                       "%s: a symbolic link to a missing file (remove the link, or name "
-                       "the file itself)",
-                       path);
+            gk__error_buf(0, err, errlen,
+                          "%s: a symbolic link to a missing file (remove the link, or name "
+                          "the file itself)",
+                          path);
             goto fail;
         }
     } else {
@@ -251,10 +254,10 @@ int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err,
         int in_place = S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode);
         if (!in_place || (flags & GK_OUTPUT_SEEKABLE)) {
             rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-            gk__errbuf(err, errlen, 0, "%s: is %s%s; name a regular file%s", path,
-                       type_name(st.st_mode),
-                       S_ISLNK(lst.st_mode) ? " (through a symbolic link)" : "",
-                       S_ISDIR(st.st_mode) ? " inside it" : "");
+            gk__error_buf(0, err, errlen, "%s: is %s%s; name a regular file%s", path,
+                          type_name(st.st_mode),
+                          S_ISLNK(lst.st_mode) ? " (through a symbolic link)" : "",
+                          S_ISDIR(st.st_mode) ? " inside it" : "");
             goto fail;
         }
         rc = open_in_place(o, &st, err, errlen);
@@ -267,19 +270,19 @@ int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err,
         o->target = realpath(path, NULL);
         if (!o->target) {
             rc = -errno;
-            gk__errbuf(err, errlen, 0, "%s: cannot resolve the symbolic link: %s", path,
-                       strerror(errno));
+            gk__error_buf(0, err, errlen, "%s: cannot resolve the symbolic link: %s", path,
+                          strerror(errno));
             goto fail;
         }
     } else if (!(o->target = gk__strdup(path))) {
         rc = -ENOMEM;
-        gk__errbuf(err, errlen, 0, "%s: out of memory", path);
+        gk__error_buf(0, err, errlen, "%s: out of memory", path);
         goto fail;
     }
     if (exists && access(o->target, W_OK) != 0) {
         rc = -errno;
-        gk__errbuf(err, errlen, 0, "%s: not writable: %s (check its permissions)", path,
-                   strerror(errno));
+        gk__error_buf(0, err, errlen, "%s: not writable: %s (check its permissions)", path,
+                      strerror(errno));
         goto fail;
     }
     if (!exists && (flags & GK_OUTPUT_LOG)) {
@@ -293,10 +296,11 @@ int gk_output_open(const char *path, unsigned flags, gk_output **out, char *err,
         if (errno != EEXIST) {
             rc = -errno;
             if (errno == ENOENT || errno == ENOTDIR)
-                gk__errbuf(err, errlen, 0, "%s: its folder does not exist (create it first)", path);
+                gk__error_buf(0, err, errlen, "%s: its folder does not exist (create it first)",
+                              path);
             else
-                gk__errbuf(err, errlen, 0, "%s: cannot create: %s%s", path, strerror(errno),
-                           write_hint(errno));
+                gk__error_buf(0, err, errlen, "%s: cannot create: %s%s", path, strerror(errno),
+                              write_hint(errno));
             goto fail;
         }
         /* created by someone else meanwhile: replace it like any existing file */
@@ -399,12 +403,10 @@ int gk_output_reserve(gk_output *o, uint64_t bytes, char *err, size_t errlen)
     char need[32], have[32];
     gk_format_size(bytes, need, sizeof need);
     gk_format_size(avail, have, sizeof have);
-    gk__errbuf(
-        err, errlen, 0,
-        "%s: the output needs about %s but only %s is free there (free space, choose another "
-        "place, or make the output smaller)",
-        o->path, need, have);
-    return -ENOSPC;
+    return gk__error_buf(-ENOSPC, err, errlen,
+                         "%s: the output needs about %s but only %s is free there (free space, "
+                         "choose another place, or make the output smaller)",
+                         o->path, need, have);
 }
 
 int gk_output_error(const gk_output *o)
@@ -430,7 +432,8 @@ static void close_stream(gk_output *o)
 
 int gk_output_commit(gk_output *o, char *err, size_t errlen)
 {
-    gk__errbuf(err, errlen, 0, "%s", "");
+    if (err && errlen)
+        err[0] = '\0';
     if (!o)
         return -EINVAL;
     close_stream(o);
@@ -470,7 +473,8 @@ int gk_output_commit(gk_output *o, char *err, size_t errlen)
     if (!rc)
         rc = o->err;
     if (rc) {
-        gk__errbuf(err, errlen, 0, "%s: %s: %s%s", o->path, step, strerror(-rc), write_hint(-rc));
+        gk__error_buf(0, err, errlen, "%s: %s: %s%s", o->path, step, strerror(-rc),
+                      write_hint(-rc));
         if (o->tmp)
             unlink(o->tmp);
     }
@@ -492,7 +496,8 @@ void gk_output_abort(gk_output *o)
 
 int gk_output_check_stream(FILE *f, const char *name, char *err, size_t errlen)
 {
-    gk__errbuf(err, errlen, 0, "%s", "");
+    if (err && errlen)
+        err[0] = '\0';
     if (!f)
         return -EINVAL;
     errno = 0;
@@ -502,8 +507,8 @@ int gk_output_check_stream(FILE *f, const char *name, char *err, size_t errlen)
         return 0;
     if (!e)
         e = EIO;
-    gk__errbuf(err, errlen, 0, "cannot write to %s: %s%s", name ? name : "the output", strerror(e),
-               write_hint(e));
+    gk__error_buf(0, err, errlen, "cannot write to %s: %s%s", name ? name : "the output",
+                  strerror(e), write_hint(e));
     return -e;
 }
 

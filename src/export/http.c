@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/export.h"
 
@@ -43,14 +44,14 @@
 #include "export/export_int.h"
 #endif
 
-void gk_exporter_config_default(gk_exporter_config *cfg)
+void(gk_exporter_config_default)(gk_exporter_config *out, size_t size)
 {
-    if (!cfg)
-        return;
-    memset(cfg, 0, sizeof *cfg);
-    cfg->listen = GK_EXPORTER_DEFAULT_LISTEN;
-    cfg->timeout = 10.0;
-    cfg->header_timeout = 5.0;
+    gk_exporter_config c;
+    memset(&c, 0, sizeof c);
+    c.listen = GK_EXPORTER_DEFAULT_LISTEN;
+    c.timeout = 10.0;
+    c.header_timeout = 5.0;
+    (void)gk__sized_put(out, size, &c, sizeof c, "gk_exporter_config");
 }
 
 int gk_exporter_parse_listen(const char *listen, char *host, size_t hostlen, int *port, char *err,
@@ -58,7 +59,9 @@ int gk_exporter_parse_listen(const char *listen, char *host, size_t hostlen, int
 {
     const char *fix = "(try 127.0.0.1:9430 or [::1]:9430)";
     if (!listen || !host || !port || hostlen == 0)
-        return -EINVAL;
+        return gk__error_buf(
+            -EINVAL, err, errlen,
+            "gk_exporter_parse_listen: listen, host or port is NULL or hostlen is 0");
     const char *colon;
     size_t hl;
     const char *h = listen;
@@ -86,9 +89,8 @@ int gk_exporter_parse_listen(const char *listen, char *host, size_t hostlen, int
     *port = (int)p;
     return 0;
 bad:
-    if (err && errlen)
-        snprintf(err, errlen, "listen address \"%s\" is not HOST:PORT %s", listen, fix);
-    return -EINVAL;
+    return gk__error_buf(-EINVAL, err, errlen, "listen address \"%s\" is not HOST:PORT %s", listen,
+                         fix);
 }
 
 #if GK__HTTP
@@ -468,18 +470,16 @@ static char *read_pem(const char *path, const char *what, char *err, size_t errl
     FILE *f = gk__fopen(path, "re");
     char *buf = NULL;
     if (!f) {
-        if (err && errlen)
-            snprintf(err, errlen, "web config: cannot open the %s %s: %s", what, path,
-                     strerror(errno));
+        gk__error_buf(-errno, err, errlen, "web config: cannot open the %s %s: %s", what, path,
+                      strerror(errno));
         return NULL;
     }
     buf = gk__malloc((1 << 20) + 1);
     size_t n = buf ? fread(buf, 1, 1 << 20, f) : 0;
     fclose(f);
     if (!buf || n == 0 || n == (1 << 20) || !memmem(buf, n, "-----BEGIN ", 11)) {
-        if (err && errlen)
-            snprintf(err, errlen, "web config: the %s %s is not a PEM file of at most 1 MiB", what,
-                     path);
+        gk__error_buf(-EINVAL, err, errlen,
+                      "web config: the %s %s is not a PEM file of at most 1 MiB", what, path);
         free(buf);
         return NULL;
     }
@@ -520,34 +520,28 @@ static int load_web_config(gk_exporter *e, const char *path, char *err, size_t e
     if (rc)
         return rc;
     if (e->web.cert_file) {
-        if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
-            if (err && errlen)
-                snprintf(err, errlen,
-                         "web config %s: this libmicrohttpd has no TLS support "
-                         "(install Debian's libmicrohttpd12, built with GnuTLS)",
-                         path);
-            return GK_EUNAVAIL;
-        }
+        if (!MHD_is_feature_supported(MHD_FEATURE_TLS))
+            return gk__error_buf(GK_EUNAVAIL, err, errlen,
+                                 "web config %s: this libmicrohttpd has no TLS support (install "
+                                 "Debian's libmicrohttpd12, built with GnuTLS)",
+                                 path);
         e->cert_pem = read_pem(e->web.cert_file, "cert_file", err, errlen);
         e->key_pem = e->cert_pem ? read_pem(e->web.key_file, "key_file", err, errlen) : NULL;
         if (!e->cert_pem || !e->key_pem)
-            return -EINVAL;
+            return -EINVAL; /* read_pem said why */
     }
     if (e->web.nusers) {
         e->crypt = gk__calloc(1, sizeof *e->crypt);
         e->auth_cache = gk__calloc(e->web.nusers, sizeof *e->auth_cache);
         if (!e->crypt || !e->auth_cache)
-            return -ENOMEM;
+            return gk__error_buf(-ENOMEM, err, errlen, "web config %s: out of host memory", path);
         for (size_t i = 0; i < e->web.nusers; i++) {
             const char *h = crypt_r("", e->web.users[i].hash, e->crypt);
-            if (!h || h[0] == '*') {
-                if (err && errlen)
-                    snprintf(err, errlen,
-                             "web config %s: the hash of \"%s\" is not one this system's "
-                             "crypt(3) checks (bcrypt $2y$ needs libxcrypt)",
-                             path, e->web.users[i].name);
-                return -EINVAL;
-            }
+            if (!h || h[0] == '*')
+                return gk__error_buf(-EINVAL, err, errlen,
+                                     "web config %s: the hash of \"%s\" is not one this system's "
+                                     "crypt(3) checks (bcrypt $2y$ needs libxcrypt)",
+                                     path, e->web.users[i].name);
         }
     }
     return 0;
@@ -576,13 +570,12 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     if (err && errlen)
         err[0] = '\0';
     if (!out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_exporter_start: out is NULL");
     *out = NULL;
     gk_exporter_config cfg;
-    if (cfg_in)
-        cfg = *cfg_in;
-    else
-        gk_exporter_config_default(&cfg);
+    gk_exporter_config_default(&cfg);
+    if (cfg_in && gk__sized_in(&cfg, sizeof cfg, cfg_in, "gk_exporter_config") != 0)
+        return gk__error_buf(-EINVAL, err, errlen, "%s", gk_last_error());
     if (!cfg.listen || !*cfg.listen)
         cfg.listen = GK_EXPORTER_DEFAULT_LISTEN;
     if (!(cfg.timeout > 0))
@@ -611,15 +604,14 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
         v6->sin6_port = htons((uint16_t)port);
         flags |= MHD_USE_IPv6;
     } else {
-        if (err && errlen)
-            snprintf(err, errlen,
-                     "listen address \"%s\": \"%s\" is not a numeric IP address (try 127.0.0.1)",
-                     cfg.listen, host);
-        return -EINVAL;
+        return gk__error_buf(
+            -EINVAL, err, errlen,
+            "listen address \"%s\": \"%s\" is not a numeric IP address (try 127.0.0.1)", cfg.listen,
+            host);
     }
     gk_exporter *e = gk__calloc(1, sizeof *e);
     if (!e)
-        return -ENOMEM;
+        return gk__error_buf(-ENOMEM, err, errlen, "gk_exporter_start: out of host memory");
     e->wake_fd = -1;
     e->metrics = cfg.metrics ? cfg.metrics : gk_metrics_default();
     e->monitor = cfg.monitor;
@@ -629,7 +621,7 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     atomic_init(&e->evictions, 0);
     atomic_init(&e->stop, 0);
     if (!e->metrics) {
-        rc = -ENOMEM;
+        rc = gk__error_buf(-ENOMEM, err, errlen, "gk_exporter_start: out of host memory");
         goto out_free;
     }
     if (cfg.web_config && *cfg.web_config) {
@@ -654,9 +646,9 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     socklen_t alen = ss.ss_family == AF_INET ? sizeof *v4 : sizeof *v6;
     if (bind(fd, (struct sockaddr *)&ss, alen) != 0 || listen(fd, GK_HTTP_BACKLOG) != 0) {
         rc = -errno;
-        if (err && errlen)
-            snprintf(err, errlen, "cannot listen on %s: %s (choose another port with --listen)",
-                     cfg.listen, strerror(errno));
+        gk__error_buf(rc, err, errlen,
+                      "cannot listen on %s: %s (choose another port with --listen)", cfg.listen,
+                      strerror(errno));
         close(fd);
         goto out_free;
     }
@@ -682,13 +674,11 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
                                  e->cert_pem ? tls : tls + 3, MHD_OPTION_END);
     if (!e->daemon) {
         close(fd);
-        rc = e->cert_pem ? -EINVAL : -ENOMEM;
-        if (err && errlen)
-            snprintf(err, errlen,
-                     e->cert_pem ? "cannot start TLS on %s: check that cert_file and key_file "
-                                   "are a PEM certificate and its private key"
-                                 : "cannot start the HTTP server on %s",
-                     cfg.listen);
+        rc = gk__error_buf(e->cert_pem ? -EINVAL : -ENOMEM, err, errlen,
+                           e->cert_pem ? "cannot start TLS on %s: check that cert_file and "
+                                         "key_file are a PEM certificate and its private key"
+                                       : "cannot start the HTTP server on %s",
+                           cfg.listen);
         goto out_free;
     }
     register_metrics(e);
@@ -703,7 +693,9 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     return 0;
 out_free:
     exporter_free(e);
-    return rc;
+    if (err && errlen && err[0])
+        return gk__error_text(rc, err);
+    return gk__error(rc, "cannot start the exporter on %s: %s", cfg.listen, gk_strerror(rc));
 }
 
 int gk_exporter_port(const gk_exporter *e)
@@ -721,20 +713,20 @@ int gk_exporter_insecure(const gk_exporter *e)
     return e ? e->insecure : 0;
 }
 
-void gk_exporter_get_stats(const gk_exporter *e, gk_exporter_stats *out)
+int(gk_exporter_get_stats)(const gk_exporter *e, gk_exporter_stats *out, size_t size)
 {
-    if (!out)
-        return;
-    memset(out, 0, sizeof *out);
-    if (!e)
-        return;
-    gk_exporter *m = (gk_exporter *)e;
-    out->scrapes = atomic_load(&m->scrapes);
-    out->header_timeouts = atomic_load(&m->header_timeouts);
-    out->evictions = atomic_load(&m->evictions);
-    out->tls = e->cert_pem != NULL;
-    out->auth = e->web.nusers > 0;
-    out->insecure = e->insecure;
+    gk_exporter_stats st;
+    memset(&st, 0, sizeof st);
+    if (e) {
+        gk_exporter *m = (gk_exporter *)e;
+        st.scrapes = atomic_load(&m->scrapes);
+        st.header_timeouts = atomic_load(&m->header_timeouts);
+        st.evictions = atomic_load(&m->evictions);
+        st.tls = e->cert_pem != NULL;
+        st.auth = e->web.nusers > 0;
+        st.insecure = e->insecure;
+    }
+    return gk__sized_put(out, size, &st, sizeof st, "gk_exporter_stats");
 }
 
 void gk_exporter_destroy(gk_exporter *e)
@@ -762,9 +754,7 @@ int gk_exporter_start(const gk_exporter_config *cfg, gk_exporter **out, char *er
     (void)cfg;
     if (out)
         *out = NULL;
-    if (err && errlen)
-        snprintf(err, errlen, "%s", no_http);
-    return GK_EUNAVAIL;
+    return gk__error_buf(GK_EUNAVAIL, err, errlen, "%s", no_http);
 }
 
 int gk_exporter_port(const gk_exporter *e)
@@ -785,11 +775,12 @@ int gk_exporter_insecure(const gk_exporter *e)
     return 0;
 }
 
-void gk_exporter_get_stats(const gk_exporter *e, gk_exporter_stats *out)
+int(gk_exporter_get_stats)(const gk_exporter *e, gk_exporter_stats *out, size_t size)
 {
     (void)e;
-    if (out)
-        memset(out, 0, sizeof *out);
+    gk_exporter_stats st;
+    memset(&st, 0, sizeof st);
+    return gk__sized_put(out, size, &st, sizeof st, "gk_exporter_stats");
 }
 
 void gk_exporter_destroy(gk_exporter *e)

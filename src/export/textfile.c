@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/export.h"
 #include "gpukit/output.h"
@@ -13,7 +14,7 @@
 int gk_metrics_write_textfile(gk_metrics *m, const char *path)
 {
     if (!m || !path || !*path)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_metrics_write_textfile: registry or path is missing");
     char *text = NULL;
     size_t len = 0;
     int rc = gk_metrics_render(m, GK_METRICS_PROMETHEUS, &text, &len);
@@ -26,5 +27,5 @@ int gk_metrics_write_textfile(gk_metrics *m, const char *path)
         rc = gk_output_commit(o, NULL, 0);
     }
     free(text);
-    return rc;
+    return rc; /* gk_output's message names the file and the cause */
 }

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
-#include "common/errbuf.h"
+#include "common/errtext.h"
 #include "export/export_int.h"
 #include "gpukit/error.h"
 
@@ -160,42 +160,43 @@ static int tls_key(gk__web_config *c, const char *key, const char *val, const ch
                                                  : NULL;
     if (slot) {
         if (*slot)
-            return gk__errbuf(err, errlen, GK_ESYNTAX, "line %zu: %s is given twice", lineno, key);
+            return gk__error_buf(GK_ESYNTAX, err, errlen, "line %zu: %s is given twice", lineno,
+                                 key);
         if (!*val)
-            return gk__errbuf(err, errlen, GK_ESYNTAX, "line %zu: %s needs a file name", lineno,
-                              key);
+            return gk__error_buf(GK_ESYNTAX, err, errlen, "line %zu: %s needs a file name", lineno,
+                                 key);
         *slot = join_path(dir, val);
         return *slot ? 0 : -ENOMEM;
     }
     if (strcmp(key, "client_auth_type") == 0) {
         if (strcmp(val, "NoClientCert") == 0)
             return 0; /* the default: nothing to do */
-        return gk__errbuf(err, errlen, GK_ESYNTAX,
-                          "line %zu: client_auth_type %s is not supported by gpukit (client "
-                          "certificates are not checked; use basic_auth_users)",
-                          lineno, val);
+        return gk__error_buf(GK_ESYNTAX, err, errlen,
+                             "line %zu: client_auth_type %s is not supported by gpukit (client "
+                             "certificates are not checked; use basic_auth_users)",
+                             lineno, val);
     }
     if (strcmp(key, "min_version") == 0) {
         if (strcmp(val, "TLS12") == 0 || strcmp(val, "TLS13") == 0) {
             c->min_tls13 = strcmp(val, "TLS13") == 0;
             return 0;
         }
-        return gk__errbuf(err, errlen, GK_ESYNTAX,
-                          "line %zu: min_version \"%s\" is not TLS12 or TLS13 (gpukit never "
-                          "serves older versions)",
-                          lineno, val);
+        return gk__error_buf(GK_ESYNTAX, err, errlen,
+                             "line %zu: min_version \"%s\" is not TLS12 or TLS13 (gpukit never "
+                             "serves older versions)",
+                             lineno, val);
     }
     for (size_t i = 0; i < sizeof tls_unsupported / sizeof tls_unsupported[0]; i++)
         if (strcmp(key, tls_unsupported[i]) == 0)
-            return gk__errbuf(err, errlen, GK_ESYNTAX,
-                              "line %zu: tls_server_config.%s is not supported by gpukit (it "
-                              "reads cert_file, key_file, min_version and client_auth_type "
-                              "NoClientCert)",
-                              lineno, key);
-    return gk__errbuf(err, errlen, GK_ESYNTAX,
-                      "line %zu: unknown key \"%s\" in tls_server_config (cert_file, key_file, "
-                      "min_version)",
-                      lineno, key);
+            return gk__error_buf(GK_ESYNTAX, err, errlen,
+                                 "line %zu: tls_server_config.%s is not supported by gpukit (it "
+                                 "reads cert_file, key_file, min_version and client_auth_type "
+                                 "NoClientCert)",
+                                 lineno, key);
+    return gk__error_buf(GK_ESYNTAX, err, errlen,
+                         "line %zu: unknown key \"%s\" in tls_server_config (cert_file, key_file, "
+                         "min_version)",
+                         lineno, key);
 }
 
 /* One "user: hash" line inside basic_auth_users. */
@@ -203,20 +204,21 @@ static int user_key(gk__web_config *c, const char *user, const char *hash, size_
                     size_t errlen)
 {
     if (!*user || strchr(user, ':'))
-        return gk__errbuf(err, errlen, GK_ESYNTAX,
-                          "line %zu: a user name must be non-empty and without ':'", lineno);
+        return gk__error_buf(GK_ESYNTAX, err, errlen,
+                             "line %zu: a user name must be non-empty and without ':'", lineno);
     for (size_t i = 0; i < c->nusers; i++)
         if (strcmp(c->users[i].name, user) == 0)
-            return gk__errbuf(err, errlen, GK_ESYNTAX, "line %zu: user \"%s\" is listed twice",
-                              lineno, user);
+            return gk__error_buf(GK_ESYNTAX, err, errlen, "line %zu: user \"%s\" is listed twice",
+                                 lineno, user);
     if (!gk__bcrypt_hash_ok(hash))
-        return gk__errbuf(err, errlen, GK_ESYNTAX,
-                          "line %zu: the password of \"%s\" is not a bcrypt hash ($2y$10$ and 53 "
-                          "more characters); make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'",
-                          lineno, user);
+        return gk__error_buf(
+            GK_ESYNTAX, err, errlen,
+            "line %zu: the password of \"%s\" is not a bcrypt hash ($2y$10$ and 53 "
+            "more characters); make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'",
+            lineno, user);
     if (c->nusers == GK__WEB_MAX_USERS)
-        return gk__errbuf(err, errlen, GK_ESYNTAX, "line %zu: more than %d users", lineno,
-                          GK__WEB_MAX_USERS);
+        return gk__error_buf(GK_ESYNTAX, err, errlen, "line %zu: more than %d users", lineno,
+                             GK__WEB_MAX_USERS);
     gk__web_user *u = gk__realloc(c->users, (c->nusers + 1) * sizeof *u);
     if (!u)
         return -ENOMEM;
@@ -232,24 +234,24 @@ static int top_key(enum section *sec, int *seen, const char *key, const char *re
                    char *err, size_t errlen)
 {
     if (*rest)
-        return gk__errbuf(err, errlen, GK_ESYNTAX,
-                          "line %zu: %s takes an indented block of \"key: value\" lines below it",
-                          lineno, key);
+        return gk__error_buf(
+            GK_ESYNTAX, err, errlen,
+            "line %zu: %s takes an indented block of \"key: value\" lines below it", lineno, key);
     if (strcmp(key, "tls_server_config") == 0)
         *sec = SEC_TLS;
     else if (strcmp(key, "basic_auth_users") == 0)
         *sec = SEC_USERS;
     else if (strcmp(key, "http_server_config") == 0 || strcmp(key, "rate_limit") == 0)
-        return gk__errbuf(err, errlen, GK_ESYNTAX,
-                          "line %zu: %s is not supported by gpukit (it reads tls_server_config "
-                          "and basic_auth_users)",
-                          lineno, key);
+        return gk__error_buf(GK_ESYNTAX, err, errlen,
+                             "line %zu: %s is not supported by gpukit (it reads tls_server_config "
+                             "and basic_auth_users)",
+                             lineno, key);
     else
-        return gk__errbuf(err, errlen, GK_ESYNTAX,
-                          "line %zu: unknown key \"%s\" (tls_server_config or basic_auth_users)",
-                          lineno, key);
+        return gk__error_buf(GK_ESYNTAX, err, errlen,
+                             "line %zu: unknown key \"%s\" (tls_server_config or basic_auth_users)",
+                             lineno, key);
     if (seen[*sec]++)
-        return gk__errbuf(err, errlen, GK_ESYNTAX, "line %zu: %s is given twice", lineno, key);
+        return gk__error_buf(GK_ESYNTAX, err, errlen, "line %zu: %s is given twice", lineno, key);
     return 0;
 }
 
@@ -276,7 +278,8 @@ int gk__web_config_parse(const char *text, size_t len, const char *dir, gk__web_
             le--;
         for (const char *q = p; q < le; q++)
             if ((unsigned char)*q < 0x20 && *q != '\t') {
-                rc = gk__errbuf(err, errlen, GK_ESYNTAX, "line %zu: a control character", lineno);
+                rc =
+                    gk__error_buf(GK_ESYNTAX, err, errlen, "line %zu: a control character", lineno);
                 break;
             }
         if (rc)
@@ -292,33 +295,34 @@ int gk__web_config_parse(const char *text, size_t len, const char *dir, gk__web_
         if (s == le || (sp == 0 && le - s == 3 && memcmp(s, "---", 3) == 0))
             continue;
         if (*s == '\t') {
-            rc = gk__errbuf(err, errlen, GK_ESYNTAX, "line %zu: indent with spaces, not tabs",
-                            lineno);
+            rc = gk__error_buf(GK_ESYNTAX, err, errlen, "line %zu: indent with spaces, not tabs",
+                               lineno);
             break;
         }
         const char *colon = key_colon(s, le);
         if (!colon || scalar(s, colon, key, sizeof key) != 0) {
-            rc = gk__errbuf(err, errlen, GK_ESYNTAX,
-                            "line %zu: expected \"key: value\" (lists, flow mappings and "
-                            "multi-line values are not supported)",
-                            lineno);
+            rc = gk__error_buf(GK_ESYNTAX, err, errlen,
+                               "line %zu: expected \"key: value\" (lists, flow mappings and "
+                               "multi-line values are not supported)",
+                               lineno);
             break;
         }
         const char *v0 = colon + 1;
         while (v0 < le && *v0 == ' ')
             v0++;
         if (v0 < le && (*v0 == '{' || *v0 == '[')) {
-            rc = gk__errbuf(err, errlen, GK_ESYNTAX,
-                            "line %zu: flow mappings and lists ({...}, [...]) are not supported: "
-                            "write \"%s:\" and one indented \"key: value\" per line below it",
-                            lineno, key);
+            rc =
+                gk__error_buf(GK_ESYNTAX, err, errlen,
+                              "line %zu: flow mappings and lists ({...}, [...]) are not supported: "
+                              "write \"%s:\" and one indented \"key: value\" per line below it",
+                              lineno, key);
             break;
         }
         if (scalar(colon + 1, le, val, sizeof val) != 0) {
-            rc = gk__errbuf(err, errlen, GK_ESYNTAX,
-                            "line %zu: the value of \"%s\" is malformed (an unclosed quote, or "
-                            "YAML this file does not need)",
-                            lineno, key);
+            rc = gk__error_buf(GK_ESYNTAX, err, errlen,
+                               "line %zu: the value of \"%s\" is malformed (an unclosed quote, or "
+                               "YAML this file does not need)",
+                               lineno, key);
             break;
         }
         if (sp == 0) {
@@ -327,31 +331,31 @@ int gk__web_config_parse(const char *text, size_t len, const char *dir, gk__web_
             continue;
         }
         if (sec == SEC_NONE) {
-            rc = gk__errbuf(err, errlen, GK_ESYNTAX, "line %zu: indented, but under no section",
-                            lineno);
+            rc = gk__error_buf(GK_ESYNTAX, err, errlen, "line %zu: indented, but under no section",
+                               lineno);
             break;
         }
         if (indent == 0)
             indent = sp;
         if (sp != indent) {
-            rc = gk__errbuf(err, errlen, GK_ESYNTAX,
-                            "line %zu: indented by %zu spaces, the block above by %zu (nested "
-                            "mappings are not supported)",
-                            lineno, sp, indent);
+            rc = gk__error_buf(GK_ESYNTAX, err, errlen,
+                               "line %zu: indented by %zu spaces, the block above by %zu (nested "
+                               "mappings are not supported)",
+                               lineno, sp, indent);
             break;
         }
         rc = sec == SEC_TLS ? tls_key(out, key, val, dir, lineno, err, errlen)
                             : user_key(out, key, val, lineno, err, errlen);
     }
     if (!rc && seen[SEC_TLS] && (!out->cert_file || !out->key_file))
-        rc = gk__errbuf(err, errlen, GK_ESYNTAX,
-                        "tls_server_config needs both cert_file and key_file");
+        rc = gk__error_buf(GK_ESYNTAX, err, errlen,
+                           "tls_server_config needs both cert_file and key_file");
     if (!rc && !seen[SEC_TLS] && !seen[SEC_USERS])
-        rc = gk__errbuf(err, errlen, GK_ESYNTAX,
-                        "no tls_server_config and no basic_auth_users: the file configures "
-                        "nothing");
+        rc = gk__error_buf(GK_ESYNTAX, err, errlen,
+                           "no tls_server_config and no basic_auth_users: the file configures "
+                           "nothing");
     if (rc == -ENOMEM)
-        gk__errbuf(err, errlen, rc, "out of memory");
+        gk__error_buf(rc, err, errlen, "out of memory");
     if (rc)
         gk__web_config_free(out);
     return rc;
@@ -365,19 +369,19 @@ int gk__web_config_load(const char *path, gk__web_config *out, char *err, size_t
     int fd = gk__open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return gk__errbuf(err, errlen, -e, "web config %s: cannot open: %s", path, strerror(e));
+        return gk__error_buf(-e, err, errlen, "web config %s: cannot open: %s", path, strerror(e));
     }
     struct stat st;
     int rc = 0;
     char *text = NULL;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > GK__WEB_MAX_BYTES) {
-        rc = gk__errbuf(err, errlen, -EINVAL, "web config %s: not a regular file of at most 1 MiB",
-                        path);
+        rc = gk__error_buf(-EINVAL, err, errlen,
+                           "web config %s: not a regular file of at most 1 MiB", path);
         goto out;
     }
     text = gk__malloc((size_t)st.st_size + 1);
     if (!text) {
-        rc = gk__errbuf(err, errlen, -ENOMEM, "web config %s: out of memory", path);
+        rc = gk__error_buf(-ENOMEM, err, errlen, "web config %s: out of memory", path);
         goto out;
     }
     size_t got = 0;
@@ -396,7 +400,7 @@ int gk__web_config_load(const char *path, gk__web_config *out, char *err, size_t
     char msg[512];
     rc = gk__web_config_parse(text, got, dir, out, msg, sizeof msg);
     if (rc)
-        gk__errbuf(err, errlen, rc, "web config %s: %s", path, msg);
+        gk__error_buf(rc, err, errlen, "web config %s: %s", path, msg);
 out:
     free(text);
     close(fd);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "gpukit/options.h"
 #include "pool/pool_int.h"
 
@@ -28,20 +29,7 @@ enum key_type { K_SIZE, K_UINT, K_BOOL, K_DOUBLE };
     XX("fraction", limit_fraction, K_DOUBLE)                                                       \
     XX("gc_threshold", gc_threshold, K_DOUBLE)                                                     \
     XX("release_lock", release_lock_on_device_alloc, K_BOOL)                                       \
-    XX("history", history, K_SIZE)                                                                 \
-    XX("track", track, K_BOOL)
-
-/* Applies GK_POOL_CONF on top of a preset; a bad value is logged (naming the variable and the
- * fix) and the settings before it are kept. */
-static void apply_env(gk_pool_config *c)
-{
-    const char *env = getenv("GK_POOL_CONF");
-    if (!env || !*env)
-        return;
-    char err[256] = "";
-    if (gk_pool_config_parse(c, env, err, sizeof err) != 0)
-        gk_log(&c->logger, GK_LOG_WARN, "pool", "GK_POOL_CONF: %s; the rest is ignored", err);
-}
+    XX("history", history, K_SIZE)
 
 static void pytorch_rules(gk_pool_config *c)
 {
@@ -62,42 +50,43 @@ static void pytorch_rules(gk_pool_config *c)
     c->gc_threshold = 0;
     c->release_lock_on_device_alloc = 1;
     c->history = 0;
-    c->track = 1;
 }
 
-void gk_pool_config_default(gk_pool_config *c)
+static void default_rules(gk_pool_config *c)
 {
-    if (!c)
-        return;
-    memset(c, 0, sizeof *c);
     pytorch_rules(c);
     c->expandable_segments = 1;
     c->page_size = 2 * MIB;
-    apply_env(c);
 }
 
-int gk_pool_config_preset(gk_pool_config *c, const char *name)
+void(gk_pool_config_default)(gk_pool_config *c, size_t size)
 {
-    if (!c || !name)
-        return -EINVAL;
-    if (strcmp(name, "default") == 0) {
-        gk_pool_config_default(c);
-        return 0;
-    }
-    if (strcmp(name, "pytorch") == 0) {
-        memset(c, 0, sizeof *c);
-        pytorch_rules(c);
-        apply_env(c);
-        return 0;
-    }
-    return -EINVAL;
+    gk_pool_config d;
+    memset(&d, 0, sizeof d);
+    default_rules(&d);
+    (void)gk__sized_put(c, size, &d, sizeof d, "gk_pool_config");
+}
+
+int(gk_pool_config_preset)(gk_pool_config *c, const char *name, size_t size)
+{
+    gk_pool_config d;
+    if (!name)
+        return gk__error(-EINVAL, "gk_pool_config_preset: name is NULL");
+    memset(&d, 0, sizeof d);
+    if (strcmp(name, "default") == 0)
+        default_rules(&d);
+    else if (strcmp(name, "pytorch") == 0)
+        pytorch_rules(&d);
+    else
+        return gk__error(-EINVAL, "pool preset \"%s\" is unknown (try default or pytorch)", name);
+    return gk__sized_put(c, size, &d, sizeof d, "gk_pool_config");
 }
 
 int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, char *err,
                        size_t errlen)
 {
     if (!c || !key || !value)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_config_set: c, key or value is NULL");
     uint64_t sz;
     long long ll;
     int b;
@@ -105,53 +94,45 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
     int type = -1;
     void *field = NULL;
 #define FIND(k, f, t)                                                                              \
-    if (!field && strcmp(key, k) == 0) {                                                           \
+    if (!field && strcmp(key, k) == 0 && GK__SIZED_HAS(c, gk_pool_config, f)) {                    \
         field = &c->f;                                                                             \
         type = t;                                                                                  \
     }
     KEY_MAP(FIND)
 #undef FIND
     if (!field) {
-        if (err && errlen)
-            snprintf(err, errlen, "unknown pool setting \"%s\" (see docs/pool.md for the keys)",
-                     key);
-        return -ENOENT;
+        return gk__error_buf(-ENOENT, err, errlen,
+                             "unknown pool setting \"%s\" (see docs/pool.md for the keys)", key);
     }
     switch (type) {
     case K_SIZE:
         if (strcmp(value, "unlimited") == 0) {
             sz = SIZE_MAX;
         } else if (gk_parse_size(value, &sz) != 0) {
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting %s: \"%s\" is not a size (try 20MiB)", key,
-                         value);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting %s: \"%s\" is not a size (try 20MiB)", key, value);
         }
         *(size_t *)field = (size_t)sz;
         return 0;
     case K_UINT:
         if (gk_parse_int(value, &ll) != 0 || ll < 0 || ll > 1024) {
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting %s: \"%s\" is not a count 0-1024", key, value);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting %s: \"%s\" is not a count 0-1024", key, value);
         }
         *(unsigned *)field = (unsigned)ll;
         return 0;
     case K_BOOL:
         if (gk_parse_bool(value, &b) != 0) {
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting %s: \"%s\" is not a boolean (try 1 or 0)", key,
-                         value);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting %s: \"%s\" is not a boolean (try 1 or 0)", key,
+                                 value);
         }
         *(int *)field = b;
         return 0;
     default:
         if (gk_parse_double(value, &d) != 0 || d < 0 || d >= 1) {
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting %s: \"%s\" is not a fraction in [0,1)", key,
-                         value);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting %s: \"%s\" is not a fraction in [0,1)", key, value);
         }
         *(double *)field = d;
         return 0;
@@ -161,13 +142,12 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
 int gk_pool_config_parse(gk_pool_config *c, const char *text, char *err, size_t errlen)
 {
     if (!c || !text)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_config_parse: c or text is NULL");
     char buf[1024];
     if (strlen(text) >= sizeof buf) {
-        if (err && errlen)
-            snprintf(err, errlen, "pool settings too long (%zu characters, at most %zu)",
-                     strlen(text), sizeof buf - 1);
-        return -EINVAL;
+        return gk__error_buf(-EINVAL, err, errlen,
+                             "pool settings too long (%zu characters, at most %zu)", strlen(text),
+                             sizeof buf - 1);
     }
     strcpy(buf, text);
     char *save = NULL;
@@ -176,9 +156,8 @@ int gk_pool_config_parse(gk_pool_config *c, const char *text, char *err, size_t 
         if (!eq)
             eq = strchr(item, ':');
         if (!eq) {
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting \"%s\" has no value (write key=value)", item);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting \"%s\" has no value (write key=value)", item);
         }
         *eq = '\0';
         int rc = gk_pool_config_set(c, item, eq + 1, err, errlen);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 static size_t round_up(size_t v, size_t m)
@@ -50,8 +51,7 @@ int gk__expand_new_segment(gk_pool *p, const gk__request *r, gk__block **out)
             va = need;
     }
     if (rc != 0) {
-        snprintf(p->last_error, sizeof p->last_error, "address reserve: %s",
-                 gk_device_last_error(p->dev));
+        gk__error(rc, "address reserve: %s", gk_last_error());
         free(s);
         free(b);
         free(mapped);
@@ -129,7 +129,7 @@ static int unmap_run(gk_pool *p, gk__segment *s, size_t i, size_t j, size_t *don
         gk__hist_push(p, GK__ACT_SEGMENT_UNMAP, s->base + i * s->page, (k - i) * s->page,
                       s->stream);
     if (rc != 0)
-        snprintf(p->last_error, sizeof p->last_error, "unmap: %s", gk_device_last_error(p->dev));
+        gk__error(rc, "unmap: %s", gk_last_error());
     return rc;
 }
 
@@ -156,7 +156,7 @@ int gk__expand_map(gk_pool *p, gk__segment *s, uintptr_t addr, size_t size, int 
         rc = gk_device_vm_map(p->dev, (void *)(s->base + i * s->page), (j - i) * s->page);
         p->stats.backend_ns += gk__pool_now_ns() - t0;
         if (rc != 0) {
-            snprintf(p->last_error, sizeof p->last_error, "map: %s", gk_device_last_error(p->dev));
+            gk__error(rc, "map: %s", gk_last_error());
             break;
         }
         for (size_t k = i; k < j; k++)
@@ -250,8 +250,7 @@ int gk__expand_release(gk_pool *p, gk__segment *s, bool sync, bool drop_empty)
         p->stats.backend_ns += gk__pool_now_ns() - t0;
         /* The device forgets the range even when the driver fails to free it: drop it either way. */
         if (rc != 0)
-            snprintf(p->last_error, sizeof p->last_error, "address release: %s",
-                     gk_device_last_error(p->dev));
+            gk__error(rc, "address release: %s", gk_last_error());
         gk__cache_remove(p, s->head);
         gk__stat_add(p, p->stats.segment, s->kind, -1);
         if (s->prev)

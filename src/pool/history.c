@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/options.h"
 #include "gpukit/output.h"
 #include "pool/pool_int.h"
@@ -36,10 +37,11 @@ void gk__hist_push(gk_pool *p, gk__action a, uintptr_t addr, size_t size, uintpt
 int gk_pool_record_history(gk_pool *p, size_t entries)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_record_history: p is NULL");
     gk__hist_entry *h = NULL;
     if (entries && !(h = gk__calloc(entries, sizeof *h)))
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_pool_record_history: out of host memory (entries && !(h = "
+                                  "gk__calloc(entries, sizeof *h)))");
     pthread_mutex_lock(&p->lock);
     free(p->hist);
     p->hist = h;
@@ -74,7 +76,7 @@ static void json_str(FILE *out, const char *s)
 int gk_pool_snapshot_json(gk_pool *p, FILE *out)
 {
     if (!p || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_snapshot_json: p or out is NULL");
     pthread_mutex_lock(&p->lock);
     fputs("{\"segments\":[", out);
     bool first_seg = true;
@@ -153,7 +155,7 @@ long gk__pool_live_blocks(gk_pool *p, gk__block ***out)
 long gk_pool_report_live(gk_pool *p, FILE *out)
 {
     if (!p || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_report_live: p or out is NULL");
     pthread_mutex_lock(&p->lock);
     gk__block **v = NULL;
     long n = gk__pool_live_blocks(p, &v);

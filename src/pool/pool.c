@@ -8,9 +8,8 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
-
-static _Thread_local char create_error[256];
 
 uint64_t gk__pool_now_ns(void)
 {
@@ -80,7 +79,8 @@ void gk__cache_remove(gk_pool *p, gk__block *b)
 
 static void note_device_error(gk_pool *p, const char *what)
 {
-    snprintf(p->last_error, sizeof p->last_error, "%s: %s", what, gk_device_last_error(p->dev));
+    (void)p;
+    gk__error(0, "%s: %s", what, gk_last_error());
 }
 
 static void segment_link(gk_pool *p, gk__segment *s)
@@ -427,7 +427,7 @@ out_sync:
 
 const char *gk_pool_create_error(void)
 {
-    return create_error;
+    return gk_last_error();
 }
 
 static size_t effective_limit(const gk_pool_config *c, size_t total)
@@ -450,28 +450,25 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
 {
     if (out)
         *out = NULL;
-    create_error[0] = '\0';
-    if (!dev || !out) {
-        snprintf(create_error, sizeof create_error, "gk_pool_create: device and out are required");
-        return -EINVAL;
-    }
+    if (!dev || !out)
+        return gk__error(-EINVAL, "gk_pool_create: dev or out is NULL");
     gk_pool_config c;
-    if (cfg)
-        c = *cfg;
-    else
-        gk_pool_config_default(&c);
-    int rc = gk__pool_config_check(&c, create_error, sizeof create_error);
+    gk_pool_config_default(&c);
+    int rc = cfg ? gk__sized_in(&c, sizeof c, cfg, "gk_pool_config") : 0;
     if (rc)
         return rc;
+    char err[256];
+    rc = gk__pool_config_check(&c, err, sizeof err);
+    if (rc)
+        return gk__error(rc, "%s", err);
     gk_pool *p = gk__calloc(1, sizeof *p);
     if (!p)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_pool_create: out of host memory (!p)");
     p->dev = dev;
     p->cfg = c;
     rc = gk_device_get_props(dev, &p->props);
     if (rc) {
-        snprintf(create_error, sizeof create_error, "gk_pool_create: device properties: %s",
-                 gk_strerror(rc));
+        gk__error(rc, "gk_pool_create: device properties: %s", gk_last_error());
         goto out_free;
     }
     size_t free_b = 0, total = 0;
@@ -496,8 +493,7 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
         goto out_map;
     rc = gk_device_add_stream_hook(dev, gk__stream_hook, p);
     if (rc) {
-        snprintf(create_error, sizeof create_error, "gk_pool_create: stream hook: %s",
-                 gk_strerror(rc));
+        gk__error(rc, "gk_pool_create: stream hook: %s", gk_last_error());
         goto out_map;
     }
     p->hook_added = true;
@@ -607,7 +603,10 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
     if (ptr)
         *ptr = NULL;
     if (!p || !ptr || size == 0 || size > ((size_t)1 << 62))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_malloc: %s",
+                         !p || !ptr  ? "pool or ptr is NULL"
+                         : size == 0 ? "size is 0"
+                                     : "size is above 2^62 bytes");
     gk__request r = {0};
     r.size = size;
     r.rsize = gk__pool_round_size(&p->cfg, size);
@@ -617,6 +616,7 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
     r.sptr = stream;
     r.expandable = p->cfg.expandable_segments != 0;
     gk__block *b = NULL;
+    unsigned long seq = gk__error_seq();
     pthread_mutex_lock(&p->lock);
     gk__process_events(p);
     int rc = ladder(p, &r, &b);
@@ -629,7 +629,14 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
             rc = GK_EDEVOOM;
         }
         pthread_mutex_unlock(&p->lock);
-        return rc;
+        if (rc == GK_EDEVOOM)
+            return gk__error(
+                rc,
+                "gk_pool_malloc: out of device memory for %zu bytes (%zu rounded)%s%s; "
+                "gk_pool_oom_report() has the pool's state and a hint",
+                size, r.rsize, gk__error_seq() != seq ? ": " : "",
+                gk__error_seq() != seq ? gk_last_error() : "");
+        return gk__error(rc, "gk_pool_malloc: out of host memory for the pool's bookkeeping");
     }
     if (tag)
         snprintf(b->tag, sizeof b->tag, "%s", tag);
@@ -643,7 +650,7 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
             gk__stat_one(p, &p->stats.oversize_allocations, -1);
         free_completed(p, b);
         pthread_mutex_unlock(&p->lock);
-        return rc;
+        return gk__error(rc, "gk_pool_malloc: out of host memory for the pointer map");
     }
     gk__hist_push(p, GK__ACT_ALLOC, b->addr, b->size, b->stream);
     gk__pool_trace_line(p, "allocate", b->addr, size, r.stream);
@@ -674,7 +681,7 @@ static bool is_free_block(gk_pool *p, uintptr_t addr)
 int gk_pool_free(gk_pool *p, void *ptr)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_free: p is NULL");
     if (!ptr)
         return 0;
     gk__block *b = gk__ptrmap_remove(&p->map, (uintptr_t)ptr);
@@ -685,13 +692,12 @@ int gk_pool_free(gk_pool *p, void *ptr)
             p->stats.num_double_free++;
         else
             p->stats.num_invalid_free++;
-        snprintf(p->last_error, sizeof p->last_error, "gk_pool_free(%p): %s", ptr,
-                 twice ? "double free (the block is already free)"
-                       : "pointer not allocated by this pool");
         pthread_mutex_unlock(&p->lock);
         gk_log(&p->cfg.logger, GK_LOG_WARN, "pool", "gk_pool_free(%p): %s", ptr,
                twice ? "double free ignored" : "unknown pointer ignored");
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_free(%p): %s", ptr,
+                         twice ? "double free (the block is already free)"
+                               : "pointer not allocated by this pool");
     }
     int kind = b->seg->kind;
     gk__stat_add(p, p->stats.allocation, kind, -1);
@@ -712,12 +718,12 @@ int gk_pool_free(gk_pool *p, void *ptr)
 int gk_pool_record_stream(gk_pool *p, void *ptr, gk_stream *stream)
 {
     if (!p || !ptr)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_record_stream: p or ptr is NULL");
     int rc = 0;
     pthread_mutex_lock(&p->lock);
     gk__block *b = gk__ptrmap_find(&p->map, (uintptr_t)ptr);
     if (!b) {
-        rc = -EINVAL;
+        rc = gk__error(-EINVAL, "gk_pool_record_stream(%p): not a live block of this pool", ptr);
         goto out_unlock;
     }
     if ((uintptr_t)stream == b->stream)
@@ -729,7 +735,7 @@ int gk_pool_record_stream(gk_pool *p, void *ptr, gk_stream *stream)
         int n = b->cap_uses ? b->cap_uses * 2 : 2;
         gk_stream **a = gk__realloc(b->uses, (size_t)n * sizeof *a);
         if (!a) {
-            rc = -ENOMEM;
+            rc = gk__error(-ENOMEM, "gk_pool_record_stream: out of host memory");
             goto out_unlock;
         }
         b->uses = a;

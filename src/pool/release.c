@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 /* --- giving memory back ----------------------------------------------------------------------- */
@@ -62,7 +63,7 @@ int gk_pool_collect(gk_pool *p, size_t target, size_t *released)
     if (released)
         *released = 0;
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_collect: p is NULL");
     pthread_mutex_lock(&p->lock);
     size_t before = p->reserved;
     gk__process_events(p);
@@ -172,7 +173,7 @@ void gk__stream_hook(void *user, gk_stream *stream)
 int gk_pool_empty_cache(gk_pool *p)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_empty_cache: p is NULL");
     pthread_mutex_lock(&p->lock);
     int rc = gk__release_cached(p);
     pthread_mutex_unlock(&p->lock);
@@ -184,7 +185,7 @@ int gk_pool_trim(gk_pool *p, size_t target, size_t *released)
     if (released)
         *released = 0;
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_trim: p is NULL");
     pthread_mutex_lock(&p->lock);
     size_t before = p->reserved;
     int first = 0;
@@ -218,7 +219,7 @@ int gk_pool_trim(gk_pool *p, size_t target, size_t *released)
 int gk_pool_set_limit(gk_pool *p, size_t bytes)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_set_limit: p is NULL");
     pthread_mutex_lock(&p->lock);
     p->cfg.limit_bytes = bytes;
     p->cfg.limit_fraction = 0;
@@ -240,7 +241,7 @@ size_t gk_pool_get_limit(gk_pool *p)
 int gk_pool_add_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *user)
 {
     if (!p || !fn)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_add_pressure_callback: invalid argument (!p || !fn)");
     int rc = 0;
     pthread_mutex_lock(&p->lock);
     if (p->npressure == GK__MAX_PRESSURE) {
@@ -257,7 +258,7 @@ int gk_pool_add_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *user
 int gk_pool_remove_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *user)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_remove_pressure_callback: p is NULL");
     int rc = -ENOENT;
     pthread_mutex_lock(&p->lock);
     for (int i = 0; i < p->npressure; i++) {
@@ -273,13 +274,14 @@ int gk_pool_remove_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *u
 
 const char *gk_pool_last_error(gk_pool *p)
 {
-    return p ? p->last_error : "";
+    (void)p;
+    return gk_last_error();
 }
 
 int gk_pool_set_trace_log(gk_pool *p, FILE *out)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_set_trace_log: p is NULL");
     pthread_mutex_lock(&p->lock);
     p->trace = out;
     int rc = 0;

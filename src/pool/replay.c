@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 #define MAX_STREAMS 64
@@ -51,14 +52,18 @@ static int stream_for(gk_device *dev, streams *ss, uint64_t id, gk_stream **out)
     return 0;
 }
 
-int gk_trace_replay(const gk_trace *t, gk_pool *pool, int stop_on_oom, int timed,
-                    gk_replay_result *out)
+int(gk_trace_replay)(const gk_trace *t, gk_pool *pool, int stop_on_oom, int timed,
+                     gk_replay_result *user, size_t size)
 {
-    if (!t || !pool || !out)
-        return -EINVAL;
+    if (!t || !pool)
+        return gk__error(-EINVAL, "gk_trace_replay: trace or pool is NULL");
+    int rc = gk__sized_check(user, size, "gk_replay_result");
+    if (rc)
+        return rc;
+    gk_replay_result result, *out = &result;
     memset(out, 0, sizeof *out);
     gk__tmap live;
-    int rc = gk__tmap_init(&live, 1024);
+    rc = gk__tmap_init(&live, 1024);
     if (rc)
         return rc;
     uint64_t *at = NULL, *ft = NULL;
@@ -120,7 +125,6 @@ int gk_trace_replay(const gk_trace *t, gk_pool *pool, int stop_on_oom, int timed
             live_bytes -= sz;
         }
     }
-    gk_pool_get_stats(pool, &out->stats);
     for (size_t i = 0; i < live.cap; i++) {
         if (live.keys[i] > 1) {
             out->leaks++;
@@ -147,12 +151,16 @@ out_free:
     free(at);
     free(ft);
     gk__tmap_fini(&live);
-    return rc;
+    if (rc == -ENOMEM)
+        return gk__error(rc, "gk_trace_replay: out of host memory");
+    if (rc)
+        return rc;
+    return gk__sized_put(user, size, out, sizeof *out, "gk_replay_result");
 }
 
 /* One probe: 1 when the trace replays on capacity `cap`, 0 when it runs out, < 0 on error. */
 static int probe(const gk_trace *t, const char *spec, bool sim, const gk_pool_config *cfg,
-                 uint64_t cap, gk_replay_result *res)
+                 uint64_t cap, gk_replay_result *res, gk_pool_stats *st)
 {
     char full[512];
     gk_pool_config c = *cfg;
@@ -165,7 +173,9 @@ static int probe(const gk_trace *t, const char *spec, bool sim, const gk_pool_co
         c.limit_fraction = 0;
     }
     gk_device *dev;
-    int rc = gk_device_open(full, &dev);
+    gk_device_config dc;
+    gk_device_config_default(&dc);
+    int rc = gk_device_open_ex(full, &dc, &dev);
     if (rc)
         return rc;
     gk_pool *pool;
@@ -175,6 +185,8 @@ static int probe(const gk_trace *t, const char *spec, bool sim, const gk_pool_co
         return rc;
     }
     rc = gk_trace_replay(t, pool, 1, 0, res);
+    if (rc == 0)
+        rc = gk_pool_get_stats(pool, st);
     gk_pool_destroy(pool);
     gk_device_close(dev);
     if (rc)
@@ -182,11 +194,15 @@ static int probe(const gk_trace *t, const char *spec, bool sim, const gk_pool_co
     return res->failed_allocs == 0;
 }
 
-int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg,
-                  gk_fcap_result *out)
+int(gk_trace_fcap)(const gk_trace *t, const char *spec, const gk_pool_config *cfg,
+                   gk_fcap_result *user, size_t size)
 {
-    if (!t || !out)
-        return -EINVAL;
+    if (!t)
+        return gk__error(-EINVAL, "gk_trace_fcap: trace is NULL");
+    int rc = gk__sized_check(user, size, "gk_fcap_result");
+    if (rc)
+        return rc;
+    gk_fcap_result result, *out = &result;
     memset(out, 0, sizeof *out);
     if (!spec || !*spec)
         spec = "sim";
@@ -198,14 +214,14 @@ int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg
     bool sim = strncmp(spec, "sim", 3) == 0 && (spec[3] == '\0' || spec[3] == ':');
     out->l_peak = gk_trace_live_peak(t);
     if (out->l_peak == 0)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_trace_fcap: the trace has no live allocations");
     /* Capacities are counted in 2 MiB units; lo fails (below L_peak), hi replays. */
     uint64_t lo = (out->l_peak - 1) / FCAP_STEP, hi = lo + 1;
     gk_replay_result res;
-    int rc;
+    gk_pool_stats st;
     for (;;) {
         out->probes++;
-        rc = probe(t, spec, sim, cfg, hi * FCAP_STEP, &res);
+        rc = probe(t, spec, sim, cfg, hi * FCAP_STEP, &res, &st);
         if (rc < 0)
             return rc;
         if (rc == 1)
@@ -213,12 +229,12 @@ int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg
         lo = hi;
         hi = hi + (hi - (out->l_peak - 1) / FCAP_STEP) * 2;
         if (hi * FCAP_STEP > out->l_peak * 64)
-            return -ERANGE;
+            return gk__error(-ERANGE, "gk_trace_fcap: even 64 x L_peak does not run the trace");
     }
     while (hi - lo > 1) {
         uint64_t mid = lo + (hi - lo) / 2;
         out->probes++;
-        rc = probe(t, spec, sim, cfg, mid * FCAP_STEP, &res);
+        rc = probe(t, spec, sim, cfg, mid * FCAP_STEP, &res, &st);
         if (rc < 0)
             return rc;
         if (rc == 1)
@@ -227,12 +243,12 @@ int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg
             lo = mid;
     }
     out->probes++;
-    rc = probe(t, spec, sim, cfg, hi * FCAP_STEP, &res);
+    rc = probe(t, spec, sim, cfg, hi * FCAP_STEP, &res, &st);
     if (rc < 0)
         return rc;
     out->c_min = hi * FCAP_STEP;
     out->f_cap = (double)out->c_min / (double)out->l_peak;
-    out->peak_reserved = (uint64_t)res.stats.reserved_bytes[GK_POOL_ALL].peak;
-    out->peak_allocated = (uint64_t)res.stats.allocated_bytes[GK_POOL_ALL].peak;
-    return 0;
+    out->peak_reserved = (uint64_t)st.reserved_bytes[GK_POOL_ALL].peak;
+    out->peak_allocated = (uint64_t)st.allocated_bytes[GK_POOL_ALL].peak;
+    return gk__sized_put(user, size, out, sizeof *out, "gk_fcap_result");
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 typedef struct synth {
@@ -43,19 +44,19 @@ static void release(synth *s, uint64_t ptr, uint64_t size)
     emit(s, GK_TRACE_FREE, ptr, size);
 }
 
-void gk_synth_config_default(gk_synth_config *c)
+void(gk_synth_config_default)(gk_synth_config *out, size_t size)
 {
-    if (!c)
-        return;
-    *c = (gk_synth_config){.layers = 12,
-                           .hidden = 768,
-                           .heads = 12,
-                           .seq = 1024,
-                           .batch = 8,
-                           .steps = 4,
-                           .vocab = 32000,
-                           .vary = 0.5,
-                           .seed = 1};
+    gk_synth_config d = {.size = sizeof d,
+                         .layers = 12,
+                         .hidden = 768,
+                         .heads = 12,
+                         .seq = 1024,
+                         .batch = 8,
+                         .steps = 4,
+                         .vocab = 32000,
+                         .vary = 0.5,
+                         .seed = 1};
+    (void)gk__sized_put(out, size, &d, sizeof d, "gk_synth_config");
 }
 
 #define ACTS   8 /* activations kept per layer */
@@ -87,7 +88,7 @@ static uint64_t synth_events(uint64_t L, uint64_t steps)
 }
 
 /* -EINVAL for a setting out of range, -EOVERFLOW when a tensor would pass SYNTH_MAX_TENSOR,
- * -ERANGE when the trace would pass SYNTH_MAX_EVENTS. */
+ * -ERANGE when the trace would pass SYNTH_MAX_EVENTS; each with its message. */
 static int synth_check(const gk_synth_config *c)
 {
     if (c->layers <= 0 || c->layers > SYNTH_MAX_LAYERS || c->hidden <= 0 ||
@@ -95,7 +96,10 @@ static int synth_check(const gk_synth_config *c)
         c->seq > SYNTH_MAX_SEQ || c->batch <= 0 || c->batch > SYNTH_MAX_BATCH || c->steps <= 0 ||
         c->steps > SYNTH_MAX_STEPS || c->vocab <= 0 || c->vocab > SYNTH_MAX_VOCAB ||
         !(c->vary > 0 && c->vary <= 1))
-        return -EINVAL;
+        return gk__error(-EINVAL,
+                         "synthetic transformer: layers 1-1024, hidden 1-65536 (a multiple of "
+                         "heads), seq 1-1048576, batch 1-65536, steps 1-1048576, vocab 1-16777216, "
+                         "vary in (0,1]");
     uint64_t d = (uint64_t)c->hidden, h = (uint64_t)c->heads;
     uint64_t S = c->seq < 8 ? 8 : (uint64_t)c->seq; /* a step never goes below 8 tokens */
     uint64_t b = (uint64_t)c->batch, V = (uint64_t)c->vocab;
@@ -104,30 +108,41 @@ static int synth_check(const gk_synth_config *c)
                           smul(smul(b, S), smul(d, 8))};
     for (size_t i = 0; i < sizeof biggest / sizeof biggest[0]; i++)
         if (biggest[i] > SYNTH_MAX_TENSOR)
-            return -EOVERFLOW;
+            return gk__error(-EOVERFLOW,
+                             "synthetic transformer: a tensor would pass 1 PiB (lower seq, batch, "
+                             "hidden or vocab)");
     if (synth_events((uint64_t)c->layers, (uint64_t)c->steps) > SYNTH_MAX_EVENTS)
-        return -ERANGE;
+        return gk__error(-ERANGE,
+                         "synthetic transformer: %d layers and %d steps make more than %llu "
+                         "events (lower steps or layers)",
+                         c->layers, c->steps, (unsigned long long)SYNTH_MAX_EVENTS);
     return 0;
 }
 
-int gk_trace_synth_transformer(const gk_synth_config *c, gk_trace **out)
+int gk_trace_synth_transformer(const gk_synth_config *cfg, gk_trace **out)
 {
     if (out)
         *out = NULL;
-    if (!c || !out)
-        return -EINVAL;
-    int rc = synth_check(c);
+    gk_synth_config full, *c = &full;
+    gk_synth_config_default(&full);
+    if (!cfg || !out)
+        return gk__error(-EINVAL, "gk_trace_synth_transformer: cfg or out is NULL");
+    int rc = gk__sized_in(&full, sizeof full, cfg, "gk_synth_config");
+    if (rc)
+        return rc;
+    rc = synth_check(c);
     if (rc)
         return rc;
     synth s = {.t = gk__calloc(1, sizeof(gk_trace))};
     if (!s.t)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_trace_synth_transformer: out of host memory");
     uint64_t d = (uint64_t)c->hidden, L = (uint64_t)c->layers, V = (uint64_t)c->vocab;
     s.cap = (size_t)synth_events(L, (uint64_t)c->steps);
     s.t->events = gk__malloc(s.cap * sizeof *s.t->events);
     if (!s.t->events) {
         free(s.t);
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_trace_synth_transformer: out of host memory for %zu events",
+                         s.cap);
     }
     uint64_t psize[PARAMS] = {3 * d * d * 4, d * d * 4, 4 * d * d * 4, 4 * d * d * 4};
     uint64_t(*params)[PARAMS] = gk__calloc(L, sizeof *params);
@@ -224,7 +239,10 @@ out_free:
         s.rc = -EOVERFLOW; /* synth_events and the generator disagree: a bug */
     if (s.rc) {
         gk_trace_free(s.t);
-        return s.rc;
+        return gk__error(s.rc, s.rc == -ENOMEM
+                                   ? "gk_trace_synth_transformer: out of host memory"
+                                   : "gk_trace_synth_transformer: the event count was miscounted "
+                                     "(a bug in gpukit)");
     }
     *out = s.t;
     return 0;

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/output.h"
 #include "report/report_int.h"
@@ -42,19 +43,26 @@ static void iso_time(double unix_s, char *buf, size_t len)
         snprintf(buf, len, "unknown");
 }
 
-int gk_recorder_open(const char *path, const gk_recording_meta *meta, gk_recorder **out)
+int gk_recorder_open(const char *path, const gk_recording_meta *meta_in, gk_recorder **out)
 {
-    if (!path || !meta || !out || meta->argc < 0 || (meta->argc > 0 && !meta->argv) ||
-        meta->ndevices < 0 || (meta->ndevices > 0 && !meta->devices))
+    gk_recording_meta full, *meta = &full;
+    memset(&full, 0, sizeof full);
+    if (!path || !meta_in || !out)
+        return gk__error(-EINVAL, "gk_recorder_open: path, meta or out is NULL");
+    if (gk__sized_in(&full, sizeof full, meta_in, "gk_recording_meta") != 0)
         return -EINVAL;
+    if (meta->argc < 0 || (meta->argc > 0 && !meta->argv) || meta->ndevices < 0 ||
+        (meta->ndevices > 0 && !meta->devices))
+        return gk__error(-EINVAL, "gk_recorder_open: argc/argv or ndevices/devices disagree");
     *out = NULL;
     gk_recorder *r = gk__calloc(1, sizeof *r);
     if (!r)
-        return -ENOMEM;
-    int orc = gk_output_open(path, GK_OUTPUT_LOG, &r->out, NULL, 0);
+        return gk__error(-ENOMEM, "gk_recorder_open: out of host memory");
+    char err[700];
+    int orc = gk_output_open(path, GK_OUTPUT_LOG, &r->out, err, sizeof err);
     if (orc) {
         free(r);
-        return orc;
+        return gk__error(orc, "cannot create the recording %s", err);
     }
     pthread_mutex_init(&r->lock, NULL);
     gk__sbuf *b = &r->line;
@@ -106,7 +114,8 @@ int gk_recorder_sample(gk_recorder *r, double t, size_t n, const char *const *na
                        const double *values)
 {
     if (!r || (n > 0 && (!names || !values)))
-        return -EINVAL;
+        return gk__error(
+            -EINVAL, "gk_recorder_sample: invalid argument (!r || (n > 0 && (!names || !values)))");
     pthread_mutex_lock(&r->lock);
     gk__sbuf *b = &r->line;
     gk__sbuf_puts(b, "{\"type\":\"sample\",\"t\":");
@@ -130,7 +139,7 @@ int gk_recorder_metric(gk_recorder *r, double t, const char *name, const char *k
 {
     if (!r || !name || !*name || !kind ||
         (strcmp(kind, "g") && strcmp(kind, "c") && strcmp(kind, "ms") && strcmp(kind, "h")))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_recorder_metric: invalid argument");
     pthread_mutex_lock(&r->lock);
     gk__sbuf *b = &r->line;
     gk__sbuf_puts(b, "{\"type\":\"metric\",\"t\":");
@@ -155,7 +164,9 @@ int gk_recorder_alert(gk_recorder *r, double t, const char *name, const char *la
                       const char *state, double value)
 {
     if (!r || !name || !*name || !state || !*state)
-        return -EINVAL;
+        return gk__error(
+            -EINVAL,
+            "gk_recorder_alert: invalid argument (!r || !name || !*name || !state || !*state)");
     pthread_mutex_lock(&r->lock);
     gk__sbuf *b = &r->line;
     gk__sbuf_puts(b, "{\"type\":\"alert\",\"t\":");
@@ -174,10 +185,18 @@ int gk_recorder_alert(gk_recorder *r, double t, const char *name, const char *la
     return rc;
 }
 
-int gk_recorder_close(gk_recorder *r, const gk_recording_end *end)
+int gk_recorder_close(gk_recorder *r, const gk_recording_end *end_in)
 {
     if (!r)
         return 0;
+    gk_recording_end full, *end = NULL;
+    memset(&full, 0, sizeof full);
+    if (end_in) {
+        if (gk__sized_in(&full, sizeof full, end_in, "gk_recording_end") == 0)
+            end = &full;
+        else
+            r->first_err = r->first_err ? r->first_err : -EINVAL;
+    }
     pthread_mutex_lock(&r->lock);
     if (end) {
         gk__sbuf *b = &r->line;
@@ -208,5 +227,7 @@ int gk_recorder_close(gk_recorder *r, const gk_recording_end *end)
     pthread_mutex_destroy(&r->lock);
     gk__sbuf_free(&r->line);
     free(r);
+    if (rc && rc != -EINVAL)
+        return gk__error(rc, "writing the recording: %s", strerror(-rc));
     return rc;
 }

@@ -63,7 +63,7 @@ static int copy_records(FILE *in, const char *in_path, gk_records_writer *w, uin
             return GK_TOOL_FAIL;
         }
         if (gk_records_writer_write(w, buf, n)) {
-            gk_tool_error("%s", gk_dataset_error());
+            gk_tool_error("%s", gk_last_error());
             free(buf);
             return GK_TOOL_FAIL;
         }
@@ -103,11 +103,11 @@ static int pack_into(FILE *in, const char *in_path, const char *out_path, uint64
 {
     gk_records_writer *w;
     if (gk_records_writer_open(out_path, rs, dtype, ndim, shape, &w)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         return GK_TOOL_FAIL;
     }
     if (gk_records_writer_reserve(w, count)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         gk_records_writer_abort(w);
         return GK_TOOL_FAIL;
     }
@@ -117,7 +117,7 @@ static int pack_into(FILE *in, const char *in_path, const char *out_path, uint64
         return rc;
     }
     if (gk_records_writer_close(w)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         return GK_TOOL_FAIL;
     }
     return GK_TOOL_OK;

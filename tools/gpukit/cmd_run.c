@@ -111,6 +111,7 @@ int gk_tool_run(int argc, char **argv)
         return GK_TOOL_OK;
     gk_run_config cfg;
     gk_run_config_default(&cfg);
+    (void)gk_logger_from_env(&cfg.logger); /* a bad GK_LOG was already reported by main */
     const char *out = NULL, *html = NULL;
     const char **alerts = calloc((size_t)argc, sizeof *alerts);
     if (!alerts) {
@@ -185,6 +186,7 @@ int gk_tool_run(int argc, char **argv)
     cfg.record_path = out;
     take_signals();
     gk_run_result res;
+    memset(&res, 0, sizeof res); /* an early refusal fills nothing */
     int rc = gk_run_execute(&cfg, argv + i, &res);
     status = res.exit_status;
     if (rc == GK_ESYNTAX) {
@@ -194,7 +196,7 @@ int gk_tool_run(int argc, char **argv)
         gk_tool_error("%s", res.error);
         status = res.error[0] && strstr(res.error, "cannot run") ? 127 : GK_TOOL_FAIL;
     } else if (rc) {
-        gk_tool_error("run failed: %s", gk_strerror(rc));
+        gk_tool_error("run failed: %s", gk_last_error());
         status = GK_TOOL_FAIL;
     }
     if (res.started && res.record_error)
