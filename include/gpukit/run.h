@@ -128,8 +128,8 @@ GK_API int gk_run_takes_signal(int sig);
  * caller's mask is restored. The command starts with all of them at their default action and
  * the caller's signal mask. Returns 0 when the command ran (whatever its status) and *res says
  * how it ended; -EINVAL for a bad config, or an empty argv (gk_last_error() says so);
- * -ENOENT/-EACCES... when it
- * could not be started (res->error says why, res->exit_status is 127); GK_ESYNTAX for an alert
+ * -ENOENT/-EACCES... when it could not be started (res->error says why, res->exit_status is
+ * 127); GK_ESYNTAX for an alert
  * rule that does not parse (res->error names it; nothing is started); the negative errno of
  * creating the recording or the socket. Alert rules are evaluated at every sample by a
  * gk_monitor watching the command's tree; each state change is logged (warn) and recorded. The

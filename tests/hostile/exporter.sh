@@ -78,7 +78,8 @@ stop
 # 3. Off loopback without credentials: a warning at start and the gauge from the first scrape.
 if serve open --listen 0.0.0.0:0 2>/dev/null; then
     expect open.err "warning: 0.0.0.0 is not a loopback address and no credentials are required"
-    curl -s --max-time 5 "http://127.0.0.1:$port/metrics" | grep -q '^gpukit_exporter_insecure 1' ||
+    curl -s --max-time 5 "http://127.0.0.1:$port/metrics" >open.txt || true
+    grep -q '^gpukit_exporter_insecure 1' open.txt ||
         fail "gpukit_exporter_insecure should be 1 on 0.0.0.0 without credentials"
     stop
     ok "serving 0.0.0.0 without credentials warns and says so in gpukit_exporter_insecure"

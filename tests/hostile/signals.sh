@@ -11,7 +11,8 @@ wait_for() {
     for _ in $(seq 1 200); do [ -s "$1" ] && return 0; sleep 0.05; done
     fail "timed out waiting for $1"
 }
-end_line() { tail -n 1 "$1" | grep -q '"type":"end"' || fail "$1 has no end line: $(tail -n 1 "$1")"; }
+# The last line of a recording (grep reads all of it: no early exit under pipefail).
+end_line() { tail -n 1 "$1" | grep '"type":"end"' >/dev/null || fail "$1 has no end line: $(tail -n 1 "$1")"; }
 
 # Starts `gpukit run --out $1.jsonl -- sh -c CMD` in the background once its command runs.
 start_run() {
@@ -35,7 +36,8 @@ for sig in USR1 USR2 QUIT ALRM VTALRM; do
     num=$(kill -l "$sig")
     [ "$got" -eq $((128 + num)) ] || { cat "$sig.err"; fail "SIG$sig: status $got, expected $((128 + num))"; }
     end_line "$sig.jsonl"
-    tail -n 1 "$sig.jsonl" | grep -q "\"signal\":$num" || fail "SIG$sig: the end line names another signal"
+    tail -n 1 "$sig.jsonl" | grep "\"signal\":$num" >/dev/null ||
+        fail "SIG$sig: the end line names another signal"
     kill -0 "$(cat pid)" 2>/dev/null && fail "SIG$sig: the command still runs"
     clean_tmpdir
     ok "SIG$sig to gpukit run is forwarded; the recording ends, nothing is left"
