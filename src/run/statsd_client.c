@@ -125,6 +125,11 @@ uint64_t gk_statsd_dropped(const gk_statsd *c)
     return c ? c->dropped : 0;
 }
 
+int gk_statsd_active(const gk_statsd *c)
+{
+    return c && c->fd >= 0;
+}
+
 int gk_statsd_send(const char *name, double value, const char *type)
 {
     const char *path = getenv(GK_METRICS_SOCKET_ENV);
