@@ -81,8 +81,9 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
     if (tags && *tags && !gk__statsd_tags_ok(tags, strlen(tags)))
         return gk__error(-EINVAL, "gk_statsd_client_send: invalid argument (tags && *tags && "
                                   "!gk__statsd_tags_ok(tags, strlen(tags)))");
-    if (value != value || value - value != 0)
-        return -EINVAL; /* NaN or infinite */
+    if (value != value || value - value != 0) /* NaN or infinite */
+        return gk__error(-EINVAL, "gk_statsd_client_send: %s: the value %g is not a finite number",
+                         name, value);
     if (c->fd < 0)
         return 0;
     char line[2 * (GK__STATSD_MAX_NAME + GK__STATSD_MAX_TAGS) + 96];

@@ -3,6 +3,7 @@
  * (gk_last_error, fresh after every failing call, private to each thread), the environment read
  * only by the _from_env functions, and the status codes (no positive returns). */
 /* gk-labels: unit threads */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -470,6 +471,7 @@ static void test_every_failure_has_a_message(void **state)
     GK_ASSERT_OK(gk_statsd_open("/nonexistent/gk.sock", &sd));
     gk_alloc_figures af = {.size = sizeof af, .in_use_bytes = -5};
     FRESH(gk_statsd_send_alloc(sd, &af), -EINVAL, "gpukit_alloc_in_use_bytes is -5");
+    FRESH(gk_statsd_client_send(sd, "loss", NAN, "g", NULL), -EINVAL, "loss: the value nan");
     gk_statsd_close(sd);
     gk_options o;
     gk_options_default(&o);
