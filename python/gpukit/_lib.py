@@ -117,6 +117,7 @@ PROTOTYPES = {
     "gk_pressure_config_default": (None, [_ptr(S.gk_pressure_config), c_size_t]),
     "gk_pressure_create": (c_int, [c_void_p, _ptr(S.gk_pressure_config), _p(c_void_p)]),
     "gk_pressure_destroy": (None, [c_void_p]),
+    "gk_pressure_sample": (c_int, [c_void_p, _p(c_uint)]),
     "gk_pressure_sample_figures": (c_int, [c_void_p, _ptr(S.gk_pressure_figures), _p(c_uint),
                                            _ptr(S.gk_pressure_advice), c_size_t]),
     # run.h
