@@ -2,11 +2,47 @@
 import ctypes
 import errno
 import json
+import threading
 from ctypes import byref, c_size_t, c_void_p
 
 from . import _structs as S
 from ._lib import capture, cstr, lib
 from .errors import Error, check, error_from
+
+
+class _Resource:
+    """A C handle closed once its owner asked and every user released it.
+
+    Python's garbage collector finalizes a reference cycle in any order, so a device could be
+    closed before the pool or loader that still uses it. Users acquire the resource; ``close``
+    then only marks it, and the last release closes it."""
+
+    def __init__(self, handle, close_fn):
+        self.handle, self._close_fn = handle, close_fn
+        self._users, self._closing = 0, False
+        self._lock = threading.Lock()
+
+    def acquire(self):
+        with self._lock:
+            self._users += 1
+
+    def release(self):
+        with self._lock:
+            self._users -= 1
+        self._maybe_close()
+
+    def close(self):
+        with self._lock:
+            self._closing = True
+        self._maybe_close()
+
+    def _maybe_close(self):
+        with self._lock:
+            h = self.handle if self._closing and self._users == 0 else None
+            if h is not None:
+                self.handle = None
+        if h is not None:
+            self._close_fn(h)
 
 
 class Device:
@@ -25,6 +61,7 @@ class Device:
                                 byref(handle))
         check(rc)
         self._h = handle
+        self._res = _Resource(handle, lib.gk_device_close)
         props = S.new(S.gk_device_props)
         check(lib.gk_device_get_props(self._h, byref(props), ctypes.sizeof(props)))
         self.backend = props.backend_name.decode()
@@ -69,10 +106,11 @@ class Device:
         return out.raw
 
     def close(self):
-        """Closes the device (NULL-safe, idempotent)."""
+        """Closes the device (idempotent). Pools and loaders still using it keep it open until
+        they are closed or collected."""
         if getattr(self, "_h", None):
-            lib.gk_device_close(self._h)
             self._h = None
+            self._res.close()
 
     def __enter__(self):
         return self
@@ -121,6 +159,13 @@ class Pool:
         handle = c_void_p()
         check(lib.gk_pool_create(self.device.handle, byref(cfg), byref(handle)))
         self._h = handle
+        dev_res = self.device._res
+        dev_res.acquire()
+
+        def destroy(h):
+            lib.gk_pool_destroy(h)
+            dev_res.release()
+        self._res = _Resource(handle, destroy)
 
     @property
     def handle(self):
@@ -198,10 +243,11 @@ class Pool:
         return buf.value.decode("utf-8", "replace")
 
     def close(self):
-        """Destroys the pool (idempotent), then the device if the pool opened it."""
+        """Destroys the pool (idempotent; loaders whose device slots come from it keep it until
+        they are closed or collected), then the device if the pool opened it."""
         if getattr(self, "_h", None):
-            lib.gk_pool_destroy(self._h)
             self._h = None
+            self._res.close()
         if getattr(self, "_owns_device", False):
             self.device.close()
             self._owns_device = False

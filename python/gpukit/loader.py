@@ -43,10 +43,14 @@ class _Native:
     def __init__(self):
         self.ld = None
         self.ds = None
-        self.device = None  # a Device the loader opened itself
-        self.keep = []      # objects the C side borrows (the numpy array, the pool, a Device)
+        self.keep = []      # what the C side borrows: the numpy array of a memory dataset
+        self.users = []     # device and pool resources acquired (released after destroy)
         self.streams = {}   # native stream handle -> wrapped gk_stream (c_void_p)
         self.dev_handle = None
+
+    def use(self, resource):
+        resource.acquire()
+        self.users.append(resource)
 
     def stop(self):
         if self.ld:
@@ -63,8 +67,9 @@ class _Native:
             if self.ds:
                 lib.gk_dataset_destroy(self.ds)
                 self.ds = None
-            if self.device is not None:
-                self.device.close()
+            users, self.users = self.users, []
+            for r in reversed(users):  # the pool before its device
+                r.release()
         except Exception:
             pass
 
@@ -193,7 +198,7 @@ class Loader:
             cfg.name = self._name
 
         # The device, its pool.
-        self.device = None
+        self.device, self._owns_device = None, False
         if pool is not None:
             if not isinstance(pool, Pool):
                 raise TypeError("Loader pool must be a gpukit.Pool, not %s" % type(pool).__name__)
@@ -205,16 +210,14 @@ class Loader:
         if device is not None:
             self.device, owned = as_device(str(device) if not isinstance(device, (Device, str))
                                            else device)
-            if owned:
-                n.device = self.device
-            else:
-                n.keep.append(self.device)
             cfg.device = self.device.handle
             n.dev_handle = self.device.handle
+            n.use(self.device._res)
+            self._owns_device = owned
         self._pool = pool
         if pool is not None:
             cfg.pool = pool.handle
-            n.keep.append(pool)
+            n.use(pool._res)
 
         # The dataset, and how one batch is laid out.
         np = _numpy()
@@ -253,7 +256,7 @@ class Loader:
         ld = c_void_p()
         rc = lib.gk_loader_create(byref(cfg), n.ds, byref(ld))
         if rc:
-            raise error_from(rc, pool.handle if pool is not None else None)
+            raise error_from(rc, pool._res.handle if pool is not None else None)
         n.ld = ld
         self.rank, self.world, self.depth = cfg.rank, cfg.world, cfg.depth
         self._cfg = cfg
@@ -303,7 +306,7 @@ class Loader:
         stream = self._stream() if self._cuda else None
         rc = self._next(n.ld, stream, self._timeout, self._bref, self._bsize)
         if rc:
-            raise error_from(rc, self._pool.handle if self._pool is not None else None)
+            raise error_from(rc, self._pool._res.handle if self._pool is not None else None)
         b = self._b
         slot = b.slot
         entry = self._cache.get(slot)
@@ -446,6 +449,9 @@ class Loader:
         if n is not None:
             n.stop()
         self._cache = {}
+        if getattr(self, "_owns_device", False):
+            self.device.close()  # for real once the last batch's views are gone
+            self._owns_device = False
 
     def __enter__(self):
         return self

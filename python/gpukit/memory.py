@@ -135,6 +135,8 @@ class MemoryManager:
         check(lib.gk_pressure_create(self._pool.handle if self._pool is not None else None,
                                      byref(self._cfg), byref(pr)))
         self._close()
+        if self._pool is not None:
+            self._pool._res.acquire()  # the pool outlives the policy, whatever the collector does
         self._pr = pr
 
     @property
@@ -219,6 +221,8 @@ class MemoryManager:
         if getattr(self, "_pr", None):
             lib.gk_pressure_destroy(self._pr)
             self._pr = None
+            if self._pool is not None:
+                self._pool._res.release()
 
     def close(self):
         """Frees the policy (idempotent)."""

@@ -355,3 +355,24 @@ def test_cuda_array_interface_on_the_fake_driver(records, monkeypatch):
                        "strides": None, "version": 3, "stream": 1}
         assert np.array_equal(a.to_numpy(), arr[:25])
         assert ld.device.backend == "cuda"
+
+
+def test_collected_in_any_order(records):
+    """A loader, its pool and its device caught in one reference cycle: the collector finalizes
+    them in any order, yet the loader is destroyed before the pool and the pool before the
+    device (under AddressSanitizer a wrong order is a use after free), and all are closed."""
+    path, _ = records
+    for order in range(3):
+        dev = gpukit.Device("sim:capacity=64MiB,backed=1")
+        pool = gpukit.Pool(dev)
+        ld = gpukit.Loader(path, 50, pool=pool, rank=0, world=1)
+        a = next(iter(ld)).to_numpy()
+        res = (dev._res, pool._res)
+        objs = [dev, pool, ld]
+        cycle = objs[order:] + objs[:order]
+        for x, y in zip(cycle, cycle[1:] + cycle[:1]):
+            x.next_in_cycle = y
+        del dev, pool, ld, objs, cycle, x, y
+        gc.collect()
+        assert all(r.handle is None for r in res), order  # everything was closed
+        assert a.shape == (50, 3, 5)
