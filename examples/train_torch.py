@@ -246,6 +246,11 @@ def main(argv=None):
                         ballast = gpukit.Pool(args.device, from_env=False)
                         ballast.malloc(take, tag="another tenant")
                 say("step %5d  squeeze: %d bytes left for this job" % (step, keep))
+            if cuda and step == 1:  # the batch is a CUDA tensor over the loader's device slot
+                slot = loader.batch_info()["device"]
+                assert rec.is_cuda and rec.data_ptr() == slot, (rec.device, rec.data_ptr(), slot)
+                say("device tensors: CUDA tensors over the loader's device slots (batch %s on "
+                    "%s at 0x%x)" % (tuple(rec.shape), rec.device, slot))
             t0 = time.perf_counter()
             with gm.timer("train_step_time"):
                 n = rec.shape[0]

@@ -257,7 +257,7 @@ class Loader:
         rc = lib.gk_loader_create(byref(cfg), n.ds, byref(ld))
         if rc:
             raise error_from(rc, pool._res.handle if pool is not None else None)
-        n.ld = ld
+        n.ld = self._ld = ld
         self.rank, self.world, self.depth = cfg.rank, cfg.world, cfg.depth
         self._cfg = cfg
 
@@ -299,25 +299,29 @@ class Loader:
         return s
 
     def _deliver(self):
-        """The next batch (what iteration yields) and whether it ends its epoch."""
-        n = self._native
-        if n is None:
-            raise Error(-errno.EBADF, "gpukit.Loader: the loader is closed")
+        """The next batch (what iteration yields) and whether it ends its epoch. The hot path:
+        one C call, a few field reads, a dictionary lookup."""
         stream = self._stream() if self._cuda else None
-        rc = self._next(n.ld, stream, self._timeout, self._bref, self._bsize)
+        rc = self._next(self._ld, stream, self._timeout, self._bref, self._bsize)
         if rc:
-            raise error_from(rc, self._pool._res.handle if self._pool is not None else None)
+            self._raise(rc)
         b = self._b
         slot = b.slot
         entry = self._cache.get(slot)
-        if entry is None or entry[0] != b.host or entry[1] != b.device or entry[3] is not stream:
-            entry = self._cache[slot] = (b.host, b.device, self._make(b, stream), stream)
+        if entry is None or entry[0] != b.host or entry[1] is not stream:
+            entry = self._cache[slot] = (b.host, stream, self._make(b, stream))
         out = entry[2]
         if b.count != self._full:
             out = out[:b.count]
         elif self._post is not None:
             out = self._post(out)
         return out, b.last_in_epoch
+
+    def _raise(self, rc):
+        if self._native is None:
+            lib.last_error()
+            raise Error(-errno.EBADF, "gpukit.Loader: the loader is closed")
+        raise error_from(rc, self._pool._res.handle if self._pool is not None else None)
 
     def _make(self, b, stream):
         """The objects delivered for a slot (built once per slot, then reused)."""
@@ -388,9 +392,10 @@ class Loader:
 
     def batch_info(self):
         """The last batch delivered: seq, epoch, index (within the epoch), count,
-        last_in_epoch, slot and indices (the dataset indices, a list)."""
+        last_in_epoch, slot, device (the device slot's address, None without a device) and
+        indices (the dataset indices, a list)."""
         b = self._b
-        d = S.as_dict(b, skip=("size", "host", "device", "indices", "item_size", "bytes"))
+        d = S.as_dict(b, skip=("size", "host", "indices", "item_size", "bytes"))
         d["indices"] = [b.indices[i] for i in range(b.count)] if b.indices else []
         return d
 
@@ -445,7 +450,7 @@ class Loader:
     def close(self):
         """Stops the workers and the copies. The memory of the last batch stays valid until its
         views are gone; the loader delivers nothing more. Idempotent."""
-        n, self._native = self._native, None
+        n, self._native, self._ld = self._native, None, None
         if n is not None:
             n.stop()
         self._cache = {}

@@ -17,7 +17,6 @@ import errno
 import threading
 import time
 import warnings
-from contextlib import contextmanager
 from ctypes import byref, c_void_p
 
 from ._lib import cstr, lib
@@ -84,16 +83,24 @@ def timing(name, ms, **tags):
     _send(name, ms, b"ms", tags)
 
 
-@contextmanager
-def timer(name, **tags):
-    """Times the ``with`` block and sends it as a timing in milliseconds (also when it raises).
-    Outside ``gpukit run`` it only reads the clock twice."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        if _active is not False:
-            timing(name, (time.perf_counter() - t0) * 1e3, **tags)
+class timer:
+    """``with timer(name, **tags):`` times the block and sends it as a timing in milliseconds
+    (also when the block raises). Outside ``gpukit run`` it does not even read the clock."""
+
+    __slots__ = ("name", "tags", "t0")
+
+    def __init__(self, name, **tags):
+        self.name, self.tags, self.t0 = name, tags, None
+
+    def __enter__(self):
+        if _active is not False and (_active is not None or _open()):
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.t0 is not None:
+            _send(self.name, (time.perf_counter() - self.t0) * 1e3, b"ms", self.tags)
+        return False
 
 
 def dropped():

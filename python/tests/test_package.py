@@ -169,3 +169,16 @@ def test_pip_install_in_a_venv(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [gpukit.__version__, "GPUKIT_LIBRARY"]
     assert sys.version_info >= (3, 8)
+
+
+def test_the_python_guide_runs(tmp_path, capsys, monkeypatch):
+    """Every ```python block of docs/python.md, in order, in one namespace."""
+    text = open(os.path.join(SOURCE, "docs/python.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    for code in blocks:
+        exec(compile(code, "docs/python.md", "exec"), ns)
+    assert ns["found"].batch > 200 and len(ns["found"].trials) <= 4
+    assert ns["resumed"].state_dict() == ns["state"]

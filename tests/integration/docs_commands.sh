@@ -58,6 +58,15 @@ doc README.md 0 '^gpukit report: python3' '^advice:' -- \
 shown README.md "gpukit report run.jsonl"
 doc README.md 0 '^gpukit report: python3' '^py_loss +5 ' '^advice:' -- "$G" report run.jsonl
 
+# --- docs/python.md (and README.md) ---------------------------------------------------------
+shown README.md 'gpukit run -- /usr/bin/python3 examples/train_torch.py        # a PyTorch CNN'
+shown docs/python.md 'gpukit run -- /usr/bin/python3 examples/train_torch.py'
+doc docs/python.md 0 '^converged: loss' '^train_loss ' '^train_step_time \(ms\) ' \
+    '^gpukit_alloc_reserved_bytes ' '^gpukit_loader_wait_seconds_total\{loader:train\} ' -- \
+    env LD_PRELOAD="${GK_SAN_PRELOAD:-}" ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0 \
+    PYTHONPATH="$src/python" PYTHONDONTWRITEBYTECODE=1 \
+    "$G" run -- /usr/bin/python3 "$src/examples/train_torch.py"
+
 # --- docs/tutorial.md ------------------------------------------------------------------------
 shown docs/tutorial.md '$ gpukit info'
 doc docs/tutorial.md 0 '^gpukit [0-9]' '^backends:' '^  host +usable' '^  sim +usable' -- "$G" info
