@@ -84,8 +84,7 @@ int main(int argc, char **argv)
             return fail(source);
     } else if (!strcmp(kind, "tokens")) {
         /* Items are windows of batch*seq+1 tokens; the loader takes one per batch. */
-        if (gk_dataset_open_tokens(source, (uint32_t)cfg.batch_size, (uint32_t)seq, cfg.world,
-                                   &ds))
+        if (gk_dataset_open_tokens(source, (uint32_t)cfg.batch_size, (uint32_t)seq, cfg.world, &ds))
             return fail(source);
         cfg.batch_size = 1;
     } else if (!strcmp(kind, "memory")) {
