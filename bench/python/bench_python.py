@@ -32,6 +32,9 @@ os.environ.pop("GK_METRICS_SOCKET", None)
 import gpukit  # noqa: E402
 import gpukit.metrics as gm  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "loader"))
+import torch_compare  # noqa: E402  (its argv: GPUKIT [SECONDS], the same as ours)
+
 GPUKIT = sys.argv[1] if len(sys.argv) > 1 else "build/release/gpukit"
 SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
@@ -68,40 +71,10 @@ def c_rate(path, batch, workers):
 
 
 def torch_rate(path, batch, workers):
-    import torch
-    from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
-    info = gpukit.data.inspect(path)
-    rs, count, off = info["record_size"], info["record_count"], info["data_offset"]
-
-    class Records(Dataset):
-        def __init__(self):
-            self.mm = None
-
-        def __len__(self):
-            return count
-
-        def __getitem__(self, idx):
-            if self.mm is None:  # lazily, in each worker
-                self.mm = np.memmap(path, dtype=np.uint8, mode="r", offset=off, shape=(count, rs))
-            return torch.from_numpy(np.take(self.mm, np.asarray(idx), axis=0))
-
-    ds = Records()
-    kw = dict(num_workers=workers, pin_memory=False)
-    if workers:
-        kw["prefetch_factor"] = 2
-    make = lambda: DataLoader(ds, sampler=BatchSampler(RandomSampler(ds), batch, True),
-                              batch_size=None, **kw)
-    it = iter(make())
-    next(it)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < SECONDS:
-        try:
-            next(it)
-        except StopIteration:
-            it = iter(make())
-            continue
-        n += 1
-    return n * batch / (time.perf_counter() - t0)
+    """items/s of PyTorch's DataLoader in its best form, as bench/loader/torch_compare.py
+    measures it (a BatchSampler, one vectorized np.take per batch, the memmap opened lazily in
+    each worker, the first batch timed apart)."""
+    return torch_compare.torch_rate(path, batch, workers, True, SECONDS)[0]
 
 
 def fmt(x):

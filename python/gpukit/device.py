@@ -45,7 +45,23 @@ class _Resource:
             self._close_fn(h)
 
 
-class Device:
+class _Closeable:
+    """close() through ``with`` blocks and the garbage collector."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Device(_Closeable):
     """A gpukit device: ``"host"``, ``"sim[:key=value,...]"``, ``"cuda[:N]"`` or ``"auto"``.
 
     ``Device()`` opens what GK_DEVICE names, else ``auto`` (cuda:0 when a driver and a GPU
@@ -112,18 +128,6 @@ class Device:
             self._h = None
             self._res.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __repr__(self):
         return "gpukit.Device(%r, name=%r)" % (self.spec, self.name)
 
@@ -135,7 +139,7 @@ def as_device(device):
     return Device(device), True
 
 
-class Pool:
+class Pool(_Closeable):
     """gpukit's caching device-memory pool on `device` (a Device or a spec).
 
     Settings start from `preset` ("default" or "pytorch"), then GK_POOL_CONF when `from_env`
@@ -251,15 +255,3 @@ class Pool:
         if getattr(self, "_owns_device", False):
             self.device.close()
             self._owns_device = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

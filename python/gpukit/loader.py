@@ -11,7 +11,7 @@ from ctypes import byref, c_void_p
 from . import _structs as S
 from ._lib import cstr, lib
 from .data import Records, TokenShards
-from .device import Device, Pool, as_device
+from .device import Device, Pool, _Closeable, as_device
 from .errors import Error, check, error_from
 
 
@@ -130,7 +130,7 @@ class _Retyped:
         self.__cuda_array_interface__, self._base = cai, base
 
 
-class Loader:
+class Loader(_Closeable):
     """Batches from a record file, llm.c token shards or an in-memory numpy array.
 
     Args:
@@ -457,12 +457,6 @@ class Loader:
         if getattr(self, "_owns_device", False):
             self.device.close()  # for real once the last batch's views are gone
             self._owns_device = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return "gpukit.Loader(%r, batch_size=%d, rank=%d, world=%d%s)" % (

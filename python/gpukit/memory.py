@@ -15,7 +15,7 @@ from typing import Callable, FrozenSet, Optional
 
 from . import _structs as S
 from ._lib import lib
-from .device import Pool
+from .device import Pool, _Closeable
 from .errors import check
 
 COLLECT, TRIM, SHRINK = 1, 2, 4
@@ -53,7 +53,7 @@ class PressureStep:
     budget: int = 0
 
 
-class MemoryManager:
+class MemoryManager(_Closeable):
     """The memory-pressure policy over gpukit's pool, PyTorch's allocator, or figures you read.
 
     Args:
@@ -227,9 +227,3 @@ class MemoryManager:
     def close(self):
         """Frees the policy (idempotent)."""
         self._close()
-
-    def __del__(self):
-        try:
-            self._close()
-        except Exception:
-            pass
