@@ -151,7 +151,8 @@ class Loader(_Closeable):
             loader's copy stream.
         pool: a :class:`gpukit.Pool` on `device` for the device slots.
         as_torch: deliver torch tensors (``torch.from_numpy`` on the host; on a cuda device a
-            CUDA tensor over the device slot, ordered after the copy on torch's current stream).
+            CUDA tensor over the device slot, ordered after the copy on torch's current stream;
+            on host and sim devices, which torch cannot address, the host slot's tensors).
         timeout: seconds an iteration waits for a batch before raising (default 300).
         name: the loader's name in metrics (``loader:<name>`` under ``gpukit run``).
 
