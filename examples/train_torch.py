@@ -72,7 +72,7 @@ def make_images(n, seed):
     period = rng.uniform(3.0, 6.0, n)[:, None, None]
     phase = rng.uniform(0, 2 * np.pi, n)[:, None, None]
     img = np.sin(2 * np.pi * coord[y] / period + phase)
-    img += rng.normal(0, 1.5, img.shape)
+    img += rng.normal(0, 1.0, img.shape)
     return img.reshape(n, PIXELS).astype(np.float32), y
 
 

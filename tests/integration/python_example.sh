@@ -16,10 +16,10 @@ if [ -n "${GK_SAN_PRELOAD:-}" ]; then # a sanitizer build: its runtime goes firs
 fi
 
 timeout 240 "$GPUKIT" run --interval 0.1 --out "$tmp/run.jsonl" -- /usr/bin/python3 \
-    "$GK_SOURCE_DIR/examples/train_torch.py" --samples 4096 --epochs 3 --workers 2 \
+    "$GK_SOURCE_DIR/examples/train_torch.py" --samples 2048 --epochs 3 --workers 2 \
     --squeeze 10:3MiB --data "$tmp/stripes.gkr" >"$tmp/out" 2>"$tmp/report" ||
     { cat "$tmp/out" "$tmp/report"; fail "gpukit run -- train_torch.py failed"; }
-expect "$tmp/out" "^data $tmp/stripes.gkr: 4096 records of <f4 (257,)"
+expect "$tmp/out" "^data $tmp/stripes.gkr: 2048 records of <f4 (257,)"
 expect "$tmp/out" "^batch [0-9]* (finder: [0-9] trials"
 expect "$tmp/out" "memory pressure (shrink): micro-batch now [0-9]*, [0-9]* accumulation steps keep the batch"
 expect "$tmp/out" "^converged: loss"
