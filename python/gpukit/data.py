@@ -8,6 +8,7 @@ numpy arrays or an iterable of records into its calls.
 import ctypes
 import os
 from ctypes import byref, c_uint64, c_void_p
+from typing import Any, Dict, Optional, Sequence, Union
 
 from . import _structs as S
 from ._lib import cstr, lib
@@ -81,7 +82,7 @@ class TokenShards:
         return "gpukit.data.TokenShards(%r, seq_len=%d)" % (self.pattern, self.seq_len)
 
 
-def inspect(path):
+def inspect(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     """The header of a record file or an llm.c token shard as a dict.
 
     Record files give ``kind="records"``, version, record_size, record_count, data_offset,
@@ -113,7 +114,8 @@ def _np():
     return numpy
 
 
-def pack(data, path, dtype=None, shape=None):
+def pack(data: Any, path: Union[str, os.PathLike], dtype: Any = None,
+         shape: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """Writes `data` to the record file `path` through the library's writer and returns the
     header of the file written (as :func:`inspect` gives it).
 

@@ -3,6 +3,7 @@ import ctypes
 import errno
 import json
 import threading
+from typing import Any, Optional, Union
 from ctypes import byref, c_size_t, c_void_p
 
 from . import _structs as S
@@ -71,7 +72,7 @@ class Device(_Closeable):
     (after every pool and loader on it).
     """
 
-    def __init__(self, spec=None):
+    def __init__(self, spec: Optional[str] = None):
         handle = c_void_p()
         rc = lib.gk_device_open(None if spec is None else cstr(spec, "device spec"),
                                 byref(handle))
@@ -148,7 +149,8 @@ class Pool(_Closeable):
     Under ``gpukit run`` the pool publishes its figures (gpukit_alloc_*) by itself.
     """
 
-    def __init__(self, device, preset="default", from_env=True, **settings):
+    def __init__(self, device: Union[str, "Device"], preset: str = "default",
+                 from_env: bool = True, **settings: Any):
         self.device, self._owns_device = as_device(device)
         cfg = S.new(S.gk_pool_config)
         check(lib.gk_pool_config_preset(byref(cfg), cstr(preset, "pool preset"),
@@ -178,7 +180,7 @@ class Pool(_Closeable):
             raise Error(-errno.EBADF, "gpukit.Pool: the pool is closed")
         return self._h
 
-    def malloc(self, nbytes, tag=None):
+    def malloc(self, nbytes: int, tag: Optional[str] = None) -> int:
         """Allocates `nbytes` (on the default stream) and returns the device address as an int.
         Raises gpukit.OutOfMemoryError (with the pool's report) when the device is full."""
         ptr = c_void_p()

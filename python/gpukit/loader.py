@@ -6,7 +6,9 @@ copies each batch on its own stream. Python gets zero-copy views of the ring's s
 """
 import ctypes
 import errno
+import os
 from ctypes import byref, c_void_p
+from typing import Any, Dict, Iterator, Optional, Union
 
 from . import _structs as S
 from ._lib import cstr, lib
@@ -171,9 +173,13 @@ class Loader(_Closeable):
     its wait, batches and items itself. One thread drives a loader.
     """
 
-    def __init__(self, source, batch_size, *, workers=None, depth=None, shuffle=False, seed=0,
-                 drop_last=False, shard_drop_last=False, rank=None, world=None, device=None,
-                 pool=None, as_torch=False, timeout=None, name=None):
+    def __init__(self, source: Union[str, os.PathLike, Records, TokenShards, Any],
+                 batch_size: int, *, workers: Optional[int] = None, depth: Optional[int] = None,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+                 shard_drop_last: bool = False, rank: Optional[int] = None,
+                 world: Optional[int] = None, device: Union[None, str, Device] = None,
+                 pool: Optional[Pool] = None, as_torch: bool = False,
+                 timeout: Optional[float] = None, name: Optional[str] = None):
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError("Loader batch_size must be at least 1, not %r" % (batch_size,))
         batch_size = int(batch_size)
@@ -371,7 +377,7 @@ class Loader(_Closeable):
             return make(0, (B, T)), make(step, (B, T))
         return make(0, (self._full,) + tuple(self._item_shape))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         """Yields the batches from the current position to the end of its epoch."""
         deliver = self._deliver
         while True:
@@ -380,7 +386,7 @@ class Loader(_Closeable):
             if last:
                 return
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Batches per epoch for this rank."""
         return lib.gk_loader_batches_per_epoch(self._live().ld)
 
@@ -391,7 +397,7 @@ class Loader(_Closeable):
             raise Error(-errno.EBADF, "gpukit.Loader: the loader is closed")
         return self._native
 
-    def batch_info(self):
+    def batch_info(self) -> Dict[str, Any]:
         """The last batch delivered: seq, epoch, index (within the epoch), count,
         last_in_epoch, slot, device (the device slot's address, None without a device) and
         indices (the dataset indices, a list)."""
@@ -400,20 +406,20 @@ class Loader(_Closeable):
         d["indices"] = [b.indices[i] for i in range(b.count)] if b.indices else []
         return d
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Continues at the start of `epoch` (as DistributedSampler.set_epoch does, but the
         loader also moves on to the next epoch by itself). Views of held batches become
         invalid."""
         check(lib.gk_loader_set_epoch(self._live().ld, int(epoch)))
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, int]:
         """The position as a plain dict (JSON- and pickle-friendly): every field of
         gk_loader_state. Taken after a batch was received, it resumes with the batch after it."""
         st = S.new(S.gk_loader_state)
         check(lib.gk_loader_get_state_delivered(self._live().ld, byref(st), ctypes.sizeof(st)))
         return S.as_dict(st)
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, int]) -> None:
         """Continues at a position saved by :meth:`state_dict`. A state saved with other
         settings (items, batch size, seed, rank, world, shuffle or drop_last) is refused with
         gpukit.Error naming the field."""
@@ -441,7 +447,7 @@ class Loader(_Closeable):
 
     # --- figures and lifetime ----------------------------------------------------------------
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """gk_loader_stats as a dict: items, bytes, batches, wait_ns, fill_ns, copy_ns,
         worker_busy_ns, ring_ready, depth, first_batch_ns, ... (times in nanoseconds)."""
         st = S.new(S.gk_loader_stats)

@@ -15,6 +15,7 @@ are dropped and counted by the library (:func:`dropped`). All functions are thre
 """
 import errno
 import threading
+from typing import Any
 import time
 import warnings
 from ctypes import byref, c_void_p
@@ -45,7 +46,7 @@ def _open():
     return _active
 
 
-def active():
+def active() -> bool:
     """True when metrics go to ``gpukit run`` (GK_METRICS_SOCKET was set)."""
     return _open() if _active is None else _active
 
@@ -62,21 +63,21 @@ def _send(name, value, kind, tags):
                       RuntimeWarning, stacklevel=3)
 
 
-def gauge(name, value, **tags):
+def gauge(name: str, value: float, **tags: Any) -> None:
     """Sets gauge `name` to `value` (the report keeps every value and summarizes them)."""
     if _active is False or (_active is None and not _open()):
         return
     _send(name, value, b"g", tags)
 
 
-def counter(name, value=1, **tags):
+def counter(name: str, value: float = 1, **tags: Any) -> None:
     """Adds `value` to counter `name`."""
     if _active is False or (_active is None and not _open()):
         return
     _send(name, value, b"c", tags)
 
 
-def timing(name, ms, **tags):
+def timing(name: str, ms: float, **tags: Any) -> None:
     """Records a duration of `ms` milliseconds under `name`."""
     if _active is False or (_active is None and not _open()):
         return

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 import gpukit
 from gpukit import _structs as S
@@ -59,13 +58,15 @@ def test_the_search_order_and_its_message(tmp_path):
     shutil.copytree(os.path.join(SOURCE, "python/gpukit"), pkg,
                     ignore=shutil.ignore_patterns("__pycache__", "_install.py"))
     env = {"GPUKIT_LIBRARY": None, "PYTHONPATH": str(tmp_path / "site"), "LD_LIBRARY_PATH": None}
-    r = run_py("import gpukit", env, cwd=str(tmp_path))
-    assert r.returncode != 0
-    assert "cannot find a usable libgpukit" in r.stderr
-    assert "GPUKIT_LIBRARY (not set)" in r.stderr
-    assert "%s (beside the package): not found" % (pkg / "libgpukit.so.1") in r.stderr
-    assert "libgpukit.so.1 (system loader)" in r.stderr
-    assert "make install" in r.stderr and "GPUKIT_LIBRARY=/path/to/libgpukit.so.1" in r.stderr
+    r = run_py("import gpukit; print(gpukit.library_found_by)", env, cwd=str(tmp_path))
+    if r.returncode == 0:  # this machine has gpukit installed where the system loader looks
+        assert r.stdout.strip() == "system loader"
+    else:
+        assert "cannot find a usable libgpukit" in r.stderr
+        assert "GPUKIT_LIBRARY (not set)" in r.stderr
+        assert "%s (beside the package): not found" % (pkg / "libgpukit.so.1") in r.stderr
+        assert "libgpukit.so.1 (system loader)" in r.stderr
+        assert "make install" in r.stderr and "GPUKIT_LIBRARY=/path/to/libgpukit.so.1" in r.stderr
     shutil.copy(need_env("GPUKIT_LIBRARY"), pkg / "libgpukit.so.1")
     r = run_py("import gpukit; print(gpukit.library_found_by, gpukit.library_path)", env,
                cwd=str(tmp_path))
