@@ -50,9 +50,35 @@ GK_API int gk_statsd_client_send(gk_statsd *c, const char *name, double value, c
 /* Values this client could not deliver (full queue or send error). */
 GK_API uint64_t gk_statsd_dropped(const gk_statsd *c);
 
+/* 1 when the client sends somewhere (it was opened on a socket), 0 when its sends do nothing
+ * (NULL, or no path and GK_METRICS_SOCKET unset). A binding asks once and then skips its own work
+ * for every value outside `gpukit run`. */
+GK_API int gk_statsd_active(const gk_statsd *c);
+
 /* One-shot: opens a client from $GK_METRICS_SOCKET, sends one value and closes it (about the
  * cost of three system calls). A no-op returning 0 when the variable is unset. Thread-safe. */
 GK_API int gk_statsd_send(const char *name, double value, const char *type);
+
+/* An allocator's figures as gk_statsd_send_alloc publishes them: a gk_pool's (what
+ * gk_statsd_send_pool sends) or another allocator's, such as PyTorch's torch.cuda.memory_stats().
+ * A field that is NAN is not known and not sent. Set `.size = sizeof(gk_alloc_figures)`; fields
+ * beyond the size count as unknown. */
+typedef struct gk_alloc_figures {
+    size_t size;
+    double in_use_bytes;   /* bytes handed out: gpukit_alloc_in_use_bytes */
+    double reserved_bytes; /* bytes held from the device: gpukit_alloc_reserved_bytes */
+    double active_bytes;   /* bytes allocated or waiting on events: gpukit_alloc_active_bytes */
+    double ooms;           /* allocations that failed: gpukit_alloc_ooms_total */
+    double retries;        /* allocations that freed the cache and retried: _retries_total */
+    double device_mallocs; /* device allocations: gpukit_alloc_device_mallocs_total */
+} gk_alloc_figures;
+
+/* Publishes `f` as gauges (the totals too: the receiver keeps the last value), skipping the
+ * unknown (NAN) fields. The report's fragmentation rule reads gpukit_alloc_reserved_bytes against
+ * gpukit_alloc_in_use_bytes. Returns 0 (also when the client is inactive), -EINVAL (NULL
+ * arguments, a size below sizeof(size_t), a negative or infinite figure), or the first send
+ * error. */
+GK_API int gk_statsd_send_alloc(gk_statsd *c, const gk_alloc_figures *f);
 
 /* Publishes a pool's current figures as gauges: gpukit_alloc_in_use_bytes (allocated),
  * gpukit_alloc_reserved_bytes (reserved from the device), gpukit_alloc_active_bytes, and the
