@@ -282,11 +282,12 @@ static int next_batch(gk_loader *ld, gk_stream *stream, double timeout, gk_batch
 
 /* --- position ------------------------------------------------------------------------------- */
 
-/* The delivery the state starts from: the oldest batch still held, else the next one. */
-static int64_t first_unreleased(gk_loader *ld)
+/* The delivery the state starts from: the oldest batch still held, else the next one; with
+ * `held_done`, the next one (every delivered batch counts as consumed). */
+static int64_t first_unreleased(gk_loader *ld, int held_done)
 {
     int64_t done = ld->next_seq;
-    for (int i = 0; i < ld->K; i++) {
+    for (int i = 0; i < ld->K && !held_done; i++) {
         gk__slot *s = &ld->slots[i];
         int64_t seq = atomic_load_explicit(&s->ready, memory_order_relaxed);
         if (atomic_load_explicit(&s->held, memory_order_relaxed) && seq < done)
@@ -295,11 +296,12 @@ static int64_t first_unreleased(gk_loader *ld)
     return done;
 }
 
-/* The position in the library's own gk_loader_state. */
-static void get_state(gk_loader *ld, gk_loader_state *st)
+/* The position in the library's own gk_loader_state: after the batches released, or with
+ * `held_done` after every batch delivered (held ones count as consumed). */
+static void get_state(gk_loader *ld, gk_loader_state *st, int held_done)
 {
     gk__pos p;
-    gk__locate(ld, first_unreleased(ld), &p);
+    gk__locate(ld, first_unreleased(ld, held_done), &p);
     memset(st, 0, sizeof *st);
     st->size = sizeof *st;
     st->version = GK_LOADER_STATE_VERSION;
@@ -319,7 +321,16 @@ int(gk_loader_get_state)(gk_loader *ld, gk_loader_state *out, size_t size)
     if (!ld)
         return gk__error(-EINVAL, "gk_loader_get_state: loader is NULL");
     gk_loader_state st;
-    get_state(ld, &st);
+    get_state(ld, &st, 0);
+    return gk__sized_put(out, size, &st, sizeof st, "gk_loader_state");
+}
+
+int(gk_loader_get_state_delivered)(gk_loader *ld, gk_loader_state *out, size_t size)
+{
+    if (!ld)
+        return gk__error(-EINVAL, "gk_loader_get_state_delivered: loader is NULL");
+    gk_loader_state st;
+    get_state(ld, &st, 1);
     return gk__sized_put(out, size, &st, sizeof st, "gk_loader_state");
 }
 
@@ -400,7 +411,7 @@ int gk_loader_restore(gk_loader *ld, const gk_loader_state *saved_in)
                                 "reads 1 to %d)",
                                 st->version, GK_LOADER_STATE_VERSION);
     gk_loader_state cur;
-    get_state(ld, &cur);
+    get_state(ld, &cur, 0);
     const char *field = NULL;
     uint64_t saved = 0, have = 0;
 #define CHECK(f)                                                                                   \

@@ -58,10 +58,10 @@ echo "loader bench under truncation: $errors runs ended with the file's error, $
 set +e
 "$GPUKIT" loader bench --record-size 1e9 --records 1e12 2>"$tmp/err"
 [ $? = 1 ] || fail "overflowing generated file accepted"
-expect "$tmp/err" "overflow 64 bits"
+expect "$tmp/err" "too many"
 "$GPUKIT" loader bench --record-size 1e9 --records 1e9 2>"$tmp/err"
 [ $? = 1 ] || fail "generated file larger than the disk accepted"
-expect "$tmp/err" "bytes free"
+expect "$tmp/err" "is free there"
 set -e
 
 # The generated file is removed on every exit path.

@@ -1,9 +1,10 @@
 /* gpukit loader bench: runs the loader over a record file (given, or generated) and reports
  * items/s, GB/s, microseconds per batch, time to first batch and next() wait percentiles, next to
  * a single-core memcpy of the same bytes measured in the same run. The bench warms only what its
- * run reads, checks a generated file against the free disk space first and removes it on every
- * exit path (signals included), and never maps the file itself (its baseline copies from private
- * memory), so a file cut under it is an error, not a crash. */
+ * run reads, checks a generated file against the free disk space before writing it
+ * (gk_records_writer_reserve) and removes it on every exit path (signals included), and never maps
+ * the file itself (its baseline copies from private memory), so a file cut under it is an error,
+ * not a crash. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -11,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,15 +74,34 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return 0;
 }
 
-/* The generated file and its directory, removed on every exit path (see remove_temp). */
-static char temp_dir[4096], temp_file[4200];
+/* The private folder of the generated file, removed with all it holds on every exit path (see
+ * remove_temp): the file, or the writer's temporary file beside it. */
+static char temp_dir[4096];
 
+/* Empties and removes temp_dir. Only system calls (open, getdents64, unlinkat, rmdir), so a
+ * signal handler may call it. */
 static void remove_temp(void)
 {
-    if (temp_file[0])
-        unlink(temp_file);
-    if (temp_dir[0])
-        rmdir(temp_dir);
+    if (!temp_dir[0])
+        return;
+    int dfd = open(temp_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        char buf[4096];
+        long n;
+        while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+            for (long off = 0; off < n;) {
+                /* struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), name */
+                unsigned short reclen;
+                memcpy(&reclen, buf + off + 16, sizeof reclen);
+                const char *name = buf + off + 19;
+                if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+                    unlinkat(dfd, name, 0);
+                off += reclen;
+            }
+        }
+        close(dfd);
+    }
+    rmdir(temp_dir);
 }
 
 /* A signal that ends the process removes the generated file first, then ends it as it would. */
@@ -92,40 +112,19 @@ static void on_fatal_signal(int sig)
     raise(sig);
 }
 
-/* Refuses a generated file that overflows or does not fit in the free space of `dir`. */
-static int check_space(const char *dir, uint64_t rs, uint64_t records)
-{
-    uint64_t bytes;
-    if (__builtin_mul_overflow(rs, records, &bytes) ||
-        __builtin_add_overflow(bytes, (uint64_t)GK_RECORDS_DATA_ALIGN, &bytes)) {
-        gk_tool_error("loader bench: %llu records of %llu bytes overflow 64 bits; use fewer "
-                      "--records or a smaller --record-size",
-                      (unsigned long long)records, (unsigned long long)rs);
-        return -1;
-    }
-    struct statvfs vfs;
-    if (statvfs(dir, &vfs) != 0) {
-        gk_tool_error("loader bench: cannot check the free space of %s: %s", dir, strerror(errno));
-        return -1;
-    }
-    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-    if (bytes > avail) {
-        gk_tool_error("loader bench: the generated file needs %llu bytes (%llu records of %llu "
-                      "bytes) but %s has %llu bytes free; use fewer --records, a smaller "
-                      "--record-size, or TMPDIR on a larger disk",
-                      (unsigned long long)bytes, (unsigned long long)records,
-                      (unsigned long long)rs, dir, (unsigned long long)avail);
-        return -1;
-    }
-    return 0;
-}
-
 /* Writes a record file of `records` records of `rs` bytes with deterministic content. */
 static int make_file(const char *path, uint64_t rs, uint64_t records)
 {
     gk_records_writer *w;
     if (gk_records_writer_open(path, rs, NULL, 0, NULL, &w)) {
         gk_tool_error("%s", gk_last_error());
+        return -1;
+    }
+    if (gk_records_writer_reserve(w, records)) {
+        gk_tool_error("loader bench: the test file of --records %llu x --record-size %llu does "
+                      "not fit: %s",
+                      (unsigned long long)records, (unsigned long long)rs, gk_last_error());
+        gk_records_writer_abort(w);
         return -1;
     }
     uint64_t per = rs >= (4u << 20) ? 1 : (4u << 20) / rs;
@@ -519,15 +518,17 @@ int gk_tool_loader(int argc, char **argv)
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp)
         tmp = "/tmp";
-    if (check_space(tmp, o.record_size, o.records))
-        return GK_TOOL_FAIL;
-    snprintf(temp_dir, sizeof temp_dir, "%s/gpukit-bench.XXXXXX", tmp);
+    /* The test file lives in a private folder of its own, so nothing else is ever replaced or
+     * removed. */
+    snprintf(temp_dir, sizeof temp_dir, "%s/gpukit-bench-XXXXXX", tmp);
     if (!mkdtemp(temp_dir)) {
-        gk_tool_error("loader bench: cannot create a directory in %s: %s", tmp, strerror(errno));
+        gk_tool_error("loader bench: cannot create a folder in %s: %s (set TMPDIR)", tmp,
+                      strerror(errno));
         temp_dir[0] = '\0';
         return GK_TOOL_FAIL;
     }
-    snprintf(temp_file, sizeof temp_file, "%s/records.gkr", temp_dir);
+    char temp_file[4200];
+    snprintf(temp_file, sizeof temp_file, "%s/bench.gkr", temp_dir);
     /* Every exit removes it: returns below, and the signals that end the process. A file-size
      * limit (ulimit -f) makes the write fail (EFBIG) instead of killing the process. */
     static const int fatal[] = {SIGINT,  SIGTERM, SIGHUP,  SIGQUIT,
