@@ -529,13 +529,12 @@ int gk_tool_loader(int argc, char **argv)
     }
     char temp_file[4200];
     snprintf(temp_file, sizeof temp_file, "%s/bench.gkr", temp_dir);
-    /* Every exit removes it: returns below, and the signals that end the process. A file-size
-     * limit (ulimit -f) makes the write fail (EFBIG) instead of killing the process. */
+    /* Every exit removes it: returns below, and the signals that end the process (a file-size
+     * limit, ulimit -f, makes the write fail with EFBIG: main ignores SIGXFSZ). */
     static const int fatal[] = {SIGINT,  SIGTERM, SIGHUP,  SIGQUIT,
                                 SIGPIPE, SIGALRM, SIGUSR1, SIGUSR2};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
         signal(fatal[i], on_fatal_signal);
-    signal(SIGXFSZ, SIG_IGN);
     int rc =
         make_file(temp_file, o.record_size, o.records) ? GK_TOOL_FAIL : run_bench(&o, temp_file);
     remove_temp();
