@@ -221,11 +221,15 @@ typedef struct gk_pool_stats {
 #undef GK__POOL_COUNTER_FIELD
     gk_pool_stat oversize_allocations; /* blocks of at least max_split_size */
     gk_pool_stat oversize_segments;
-    uint64_t max_split_size;     /* the setting (SIZE_MAX when unlimited) */
-    uint64_t largest_free_block; /* largest free (mapped) cached block, bytes */
-    uint64_t free_cached_bytes;  /* free bytes inside reserved memory */
-    double frag_external;        /* 1 - largest_free_block / free_cached_bytes; 0 when none free */
-    uint64_t limit;              /* the effective cap; 0 = none */
+    uint64_t max_split_size;      /* the setting (SIZE_MAX when unlimited) */
+    uint64_t largest_free_block;  /* largest free (mapped) cached block, bytes */
+    uint64_t free_cached_bytes;   /* free bytes inside reserved memory */
+    double frag_external;         /* 1 - largest_free_block / free_cached_bytes; 0 when none free */
+    uint64_t limit;               /* the effective cap; 0 = none */
+    uint64_t expandable_segments; /* 1 when the pool maps pages on demand, 0 for classic segments */
+    uint64_t expandable_fallback; /* 1 when expandable segments were asked for but the device
+                                     cannot support them (well): classic segments are used and
+                                     the pool's log said why when it was created */
 } gk_pool_stats;
 
 /* Fills `out`. Computing the free-block figures walks the cache (O(free blocks)). */

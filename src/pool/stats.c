@@ -41,33 +41,13 @@ void gk__stat_add(gk_pool *p, gk_pool_stat *arr, int kind, int64_t delta)
     gk__stat_one(p, &arr[kind], delta);
 }
 
-typedef struct free_acc {
-    uint64_t largest, total;
-} free_acc;
-
-static void add_free(gk__block *b, void *arg)
-{
-    free_acc *a = arg;
-    size_t largest = b->size, total = b->size;
-    if (b->seg->expandable)
-        gk__expand_mapped_in(b->seg, b->addr, b->size, &largest, &total);
-    if (largest > a->largest)
-        a->largest = largest;
-    a->total += total;
-}
-
-void gk__pool_free_figures(gk_pool *p, uint64_t *largest, uint64_t *free_bytes)
-{
-    free_acc a = {0, 0};
-    gk__tree_walk(&p->free[GK_POOL_SMALL], add_free, &a);
-    gk__tree_walk(&p->free[GK_POOL_LARGE], add_free, &a);
-    *largest = a.largest;
-    *free_bytes = a.total;
-}
-
+/* The free-block figures are kept up to date as blocks come and go (free_bytes, and the largest
+ * size at each tree's root), so reading them costs the same whatever the pool's size. */
 static void fill_derived(gk_pool *p, gk_pool_stats *out)
 {
-    gk__pool_free_figures(p, &out->largest_free_block, &out->free_cached_bytes);
+    size_t a = gk__tree_max(&p->free[GK_POOL_SMALL]), b = gk__tree_max(&p->free[GK_POOL_LARGE]);
+    out->largest_free_block = a > b ? a : b;
+    out->free_cached_bytes = p->free_bytes;
     out->frag_external = out->free_cached_bytes ? 1.0 - (double)out->largest_free_block /
                                                             (double)out->free_cached_bytes
                                                 : 0.0;
@@ -315,9 +295,11 @@ int gk_pool_stats_json(const gk_pool_stats *s, FILE *out)
 #undef JCOUNT
     fprintf(out,
             ",\"max_split_size\":%llu,\"largest_free_block\":%llu,\"free_cached_bytes\":%llu,"
-            "\"frag_external\":%.6f,\"limit\":%llu}",
+            "\"frag_external\":%.6f,\"limit\":%llu,\"expandable_segments\":%llu,"
+            "\"expandable_fallback\":%llu}",
             (unsigned long long)s->max_split_size, (unsigned long long)s->largest_free_block,
             (unsigned long long)s->free_cached_bytes, s->frag_external,
-            (unsigned long long)s->limit);
+            (unsigned long long)s->limit, (unsigned long long)s->expandable_segments,
+            (unsigned long long)s->expandable_fallback);
     return ferror(out) ? -EIO : 0;
 }

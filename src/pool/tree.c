@@ -1,6 +1,7 @@
 /* The free-block tree: a treap (a binary search tree kept balanced by random heap priorities)
  * ordered by (stream, size, address). Insert, remove and lower_bound take O(log n) expected time;
- * nodes live inside the blocks, so the tree never allocates. */
+ * every node also keeps the largest size in its subtree, so the largest free block is read at the
+ * root in O(1). Nodes live inside the blocks, so the tree never allocates. */
 #include "pool/pool_int.h"
 
 static int key_cmp(uintptr_t s1, size_t z1, uintptr_t a1, const gk__block *b)
@@ -14,6 +15,11 @@ static int key_cmp(uintptr_t s1, size_t z1, uintptr_t a1, const gk__block *b)
     return 0;
 }
 
+static bool less(const gk__block *a, const gk__block *b)
+{
+    return key_cmp(a->stream, a->size, a->addr, b) < 0;
+}
+
 static uint32_t next_prio(gk__tree *t)
 {
     /* xorshift32: deterministic, so replays are reproducible. */
@@ -25,67 +31,94 @@ static uint32_t next_prio(gk__tree *t)
     return x;
 }
 
-/* Splits `n` into keys < b's key (*l) and keys > it (*r). */
+static void update(gk__block *n)
+{
+    size_t m = n->size;
+    if (n->left && n->left->maxsz > m)
+        m = n->left->maxsz;
+    if (n->right && n->right->maxsz > m)
+        m = n->right->maxsz;
+    n->maxsz = m;
+}
+
+/* Splits `n` into keys below b's (*l) and keys above it (*r). */
 static void split(gk__block *n, const gk__block *b, gk__block **l, gk__block **r)
 {
-    while (n) {
-        if (key_cmp(b->stream, b->size, b->addr, n) > 0) {
-            *l = n;
-            l = &n->right;
-            n = n->right;
-        } else {
-            *r = n;
-            r = &n->left;
-            n = n->left;
-        }
+    if (!n) {
+        *l = *r = NULL;
+        return;
     }
-    *l = NULL;
-    *r = NULL;
+    if (less(n, b)) {
+        split(n->right, b, &n->right, r);
+        *l = n;
+    } else {
+        split(n->left, b, l, &n->left);
+        *r = n;
+    }
+    update(n);
 }
 
 /* Joins two treaps where every key of a is below every key of b. */
 static gk__block *join(gk__block *a, gk__block *b)
 {
-    gk__block *root = NULL, **link = &root;
-    while (a && b) {
-        if (a->prio >= b->prio) {
-            *link = a;
-            link = &a->right;
-            a = a->right;
-        } else {
-            *link = b;
-            link = &b->left;
-            b = b->left;
-        }
+    if (!a)
+        return b;
+    if (!b)
+        return a;
+    if (a->prio >= b->prio) {
+        a->right = join(a->right, b);
+        update(a);
+        return a;
     }
-    *link = a ? a : b;
-    return root;
+    b->left = join(a, b->left);
+    update(b);
+    return b;
+}
+
+static gk__block *insert(gk__block *n, gk__block *b)
+{
+    if (!n)
+        return b;
+    if (b->prio > n->prio) {
+        split(n, b, &b->left, &b->right);
+        update(b);
+        return b;
+    }
+    if (less(b, n))
+        n->left = insert(n->left, b);
+    else
+        n->right = insert(n->right, b);
+    if (b->maxsz > n->maxsz)
+        n->maxsz = b->maxsz;
+    return n;
+}
+
+static gk__block *erase(gk__block *n, const gk__block *b)
+{
+    if (!n)
+        return NULL;
+    if (n == b)
+        return join(n->left, n->right);
+    if (less(b, n))
+        n->left = erase(n->left, b);
+    else
+        n->right = erase(n->right, b);
+    update(n);
+    return n;
 }
 
 void gk__tree_insert(gk__tree *t, gk__block *b)
 {
     b->prio = next_prio(t);
     b->left = b->right = NULL;
-    gk__block **link = &t->root;
-    while (*link && (*link)->prio >= b->prio)
-        link = key_cmp(b->stream, b->size, b->addr, *link) < 0 ? &(*link)->left : &(*link)->right;
-    split(*link, b, &b->left, &b->right);
-    *link = b;
-    b->in_tree = true;
-    t->count++;
+    b->maxsz = b->size;
+    t->root = insert(t->root, b);
 }
 
 void gk__tree_remove(gk__tree *t, gk__block *b)
 {
-    gk__block **link = &t->root;
-    while (*link && *link != b)
-        link = key_cmp(b->stream, b->size, b->addr, *link) < 0 ? &(*link)->left : &(*link)->right;
-    if (!*link)
-        return;
-    *link = join(b->left, b->right);
+    t->root = erase(t->root, b);
     b->left = b->right = NULL;
-    b->in_tree = false;
-    t->count--;
 }
 
 gk__block *gk__tree_lower_bound(const gk__tree *t, uintptr_t stream, size_t size)
@@ -102,17 +135,35 @@ gk__block *gk__tree_lower_bound(const gk__tree *t, uintptr_t stream, size_t size
     return best;
 }
 
-static void walk(gk__block *n, void (*fn)(gk__block *b, void *arg), void *arg)
+gk__block *gk__tree_after(const gk__tree *t, const gk__block *b)
 {
+    gk__block *n = t->root, *best = NULL;
     while (n) {
-        walk(n->left, fn, arg);
-        gk__block *right = n->right; /* fn must not change the tree */
-        fn(n, arg);
-        n = right;
+        if (key_cmp(b->stream, b->size, b->addr, n) < 0) {
+            best = n;
+            n = n->left;
+        } else {
+            n = n->right;
+        }
     }
+    return best;
 }
 
-void gk__tree_walk(const gk__tree *t, void (*fn)(gk__block *b, void *arg), void *arg)
+gk__block *gk__tree_below_key(const gk__tree *t, uintptr_t stream, size_t size, uintptr_t addr)
 {
-    walk(t->root, fn, arg);
+    gk__block *n = t->root, *best = NULL;
+    while (n) {
+        if (key_cmp(stream, size, addr, n) > 0) {
+            best = n;
+            n = n->right;
+        } else {
+            n = n->left;
+        }
+    }
+    return best;
+}
+
+gk__block *gk__tree_below(const gk__tree *t, uintptr_t stream, size_t size)
+{
+    return gk__tree_below_key(t, stream, size, 0);
 }
