@@ -347,9 +347,13 @@ typedef struct gk_fcap_result {
 } gk_fcap_result;
 
 /* Finds C_min by bisection at 2 MiB resolution. `spec` names the device: a sim spec gets
- * capacity=C appended for each probe (so the sim's own address space is the device); any other
- * device gets the pool limit set to C instead. Returns 0, -EINVAL, -ERANGE when even 64 x L_peak
- * does not replay, or the device's open error. */
+ * capacity=C for each probe, replacing any capacity it has (so the sim's own address space is the
+ * device); any other device gets the pool limit set to C instead. With gc_threshold or
+ * limit_fraction set, whose effect scales with the capacity, it scans every 2 MiB step up to the
+ * first that replays instead of bisecting. Returns 0, -EINVAL, -ENODATA when the trace has no
+ * allocations, -ERANGE when even 64 x L_peak (or the largest capacity the device can have) does
+ * not replay, or the device's open or the pool's create error (gk_device_open_error,
+ * gk_pool_create_error). */
 GK_API int gk_trace_fcap(const gk_trace *trace, const char *spec, const gk_pool_config *cfg,
                          gk_fcap_result *out);
 

@@ -293,8 +293,16 @@ int gk_batch_find(const gk_batch_config *cfg, gk_batch_trial_fn fn, void *user,
         return -EINVAL;
     if (cfg->mode == GK_BATCH_DECAY && !(cfg->decay > 0 && cfg->decay < 1))
         return -EINVAL;
+    if (cfg->multiple > 1 && cfg->max_batch > 0 && cfg->multiple > cfg->max_batch)
+        return -EINVAL; /* no multiple of it is allowed */
     search s = {cfg, fn, user, out, 0, 0};
     int rc = run_search(&s);
+    if (rc == 0 && cfg->multiple > 1) {
+        /* The answer is a multiple: a smaller batch than one that fit fits too. */
+        out->batch = out->batch / cfg->multiple * cfg->multiple;
+        if (out->batch < 1)
+            rc = GK_EDEVOOM;
+    }
     if (rc == 0)
         (void)gk__autopub_once(publish_batch, &s); /* best effort: the answer stands regardless */
     return rc;

@@ -319,6 +319,9 @@ static gk__block *find_fit(gk_pool *p, const gk__request *r)
         while ((n = gk__tree_after(t, b)) && n->stream == r->stream &&
                expandable_size(n) < expandable_size(b))
             b = n;
+        /* The oversize rule keeps large classic segments whole; an expandable segment gives its
+         * free pages back instead, so it splits any block (kept, it would only grow the pool). */
+        return b;
     }
     size_t msplit = p->cfg.max_split_size;
     if (r->rsize < msplit && b->size >= msplit)
@@ -378,13 +381,26 @@ static int try_cache(gk_pool *p, const gk__request *r, gk__block **out)
     return rc;
 }
 
-/* Rung 4: the device. A new classic segment, or pages mapped in an expandable range. */
+/* Rung 4: the device. Pages mapped in an expandable range, or a new classic segment: always
+ * without expandable segments, and for a request that finds no room in a range when the device's
+ * address space cannot take another range (a sim's va_size shared by many streams). */
 static int try_backend(gk_pool *p, const gk__request *r, gk__block **out)
 {
-    if (p->cfg.expandable_segments)
-        return gk__expand_grow(p, r, out);
+    int rc;
+    if (p->cfg.expandable_segments) {
+        rc = gk__expand_grow(p, r, out);
+        if (rc != -ENOSPC)
+            return rc;
+        if (!p->stats.expandable_fallback) {
+            p->stats.expandable_fallback = 1;
+            gk_log(&p->cfg.logger, GK_LOG_WARN, "pool",
+                   "%s: the address space is exhausted (%s): requests that find no room in an "
+                   "expandable range get classic segments from now on",
+                   p->props.spec, p->last_error);
+        }
+    }
     gk__block *b = NULL;
-    int rc = new_segment(p, r, &b);
+    rc = new_segment(p, r, &b);
     if (rc != 0)
         return rc;
     rc = gk__take_block(p, r, b, false);

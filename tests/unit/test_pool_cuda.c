@@ -456,6 +456,40 @@ static void test_oom_cumemcreate(void **state)
     gk_device_close(dev);
 }
 
+/* A driver error that is not about memory (here a launch failure, which CUDA reports on any later
+ * call) goes straight back to the caller with the driver's text: no synchronization of every
+ * stream, no cache emptied, no out-of-memory count or report. A lost device is not a full one. */
+static void test_non_oom_error_returned(void **state)
+{
+    (void)state;
+    const char *presets[] = {"pytorch", "default"}, *fns[] = {"cuMemAlloc_v2", "cuMemCreate"};
+    for (int i = 0; i < 2; i++) {
+        gk_device *dev = open_fake(gk_test_fake_cuda());
+        gk_pool *p = make_pool(dev, presets[i], NULL);
+        void *a, *b;
+        GK_ASSERT_OK(gk_pool_malloc(p, 12 * MIB, NULL, &a));
+        GK_ASSERT_OK(gk_pool_free(p, a)); /* something cached the ladder could have freed */
+        gk_pool_stats before = st(p);
+        assert_int_equal(fk.fakecuda_fail(fns[i], 1, CUDA_ERROR_LAUNCH_FAILED), 0);
+        GK_ASSERT_ERR(gk_pool_malloc(p, 40 * MIB, NULL, &b), GK_EDEVLOST);
+        assert_null(b);
+        gk_pool_stats s = st(p);
+        assert_int_equal(s.num_ooms, 0);
+        assert_int_equal(s.num_alloc_retries, 0);
+        assert_int_equal(s.num_sync_all_streams, 0);
+        assert_int_equal(s.num_device_free, before.num_device_free);
+        assert_int_equal(s.reserved_bytes[GK_POOL_ALL].current,
+                         before.reserved_bytes[GK_POOL_ALL].current);
+        GK_ASSERT_CONTAINS(gk_pool_last_error(p), "CUDA_ERROR_LAUNCH_FAILED");
+        assert_int_equal(gk_pool_oom_report(p, NULL, 0), 0);
+        /* The next call works once the driver does. */
+        GK_ASSERT_OK(gk_pool_malloc(p, 40 * MIB, NULL, &b));
+        GK_ASSERT_OK(gk_pool_free(p, b));
+        gk_pool_destroy(p);
+        gk_device_close(dev);
+    }
+}
+
 /* --- a failure at every driver call ------------------------------------------------------- */
 
 /* A fixed workload for a pool with FAULT_SETTINGS (every rule of the default sizes, scaled down by
@@ -613,6 +647,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_vmm_falls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_cumemalloc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_cumemcreate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_non_oom_error_returned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_every_call_pytorch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_every_call_expandable, setup, teardown),
     };
