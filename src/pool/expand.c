@@ -143,7 +143,7 @@ static int new_range(gk_pool *p, const gk__request *r, size_t page)
     size_t need = round_up(r->rsize, page), va = range_size(p, page, need);
     gk__segment *s = gk__calloc(1, sizeof *s);
     gk__block *b = gk__block_new(p);
-    if (!s || !b) {
+    if (!s || !b || gk__tree_reserve(&p->free[r->kind], r->stream) != 0) {
         free(s);
         if (b)
             gk__block_recycle(p, b);

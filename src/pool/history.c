@@ -214,8 +214,8 @@ long gk__pool_live_blocks(gk_pool *p, gk__block ***out)
     if (!v)
         return -ENOMEM;
     for (size_t k = 0; k < p->map.cap && i < n; k++)
-        if (p->map.keys[k])
-            v[i++] = p->map.vals[k];
+        if (p->map.slots[k].key)
+            v[i++] = p->map.slots[k].val;
     qsort(v, i, sizeof *v, by_size_desc);
     *out = v;
     return (long)i;

@@ -30,6 +30,13 @@ static size_t round_up(size_t v, size_t m)
     return (v + m - 1) / m * m;
 }
 
+/* Rounds v up to a multiple of the power of two m. */
+static inline size_t round_up2(size_t v, size_t m)
+{
+    return (v + m - 1) & ~(m - 1);
+}
+
+/* round_bytes and divisions are powers of two (the settings' ranges), so are the steps. */
 size_t gk__pool_round_size(const gk_pool_config *c, size_t size)
 {
     if (size <= c->round_bytes)
@@ -41,9 +48,9 @@ size_t gk__pool_round_size(const gk_pool_config *c, size_t size)
         size_t step = floor2 / c->divisions;
         if (step < c->round_bytes)
             step = c->round_bytes;
-        return round_up(size, step);
+        return round_up2(size, step);
     }
-    return round_up(size, c->round_bytes);
+    return round_up2(size, c->round_bytes);
 }
 
 static size_t segment_size(const gk_pool_config *c, size_t rsize)
@@ -57,15 +64,50 @@ static size_t segment_size(const gk_pool_config *c, size_t rsize)
 
 /* --- block structs ------------------------------------------------------------------------ */
 
+#define SLAB 64 /* block structs per slab */
+
+/* A new slab of block structs, 64-byte aligned, onto the spare list. */
+static int grow_spare(gk_pool *p)
+{
+    if (p->nslabs == p->capslabs) {
+        size_t n = p->capslabs ? p->capslabs * 2 : 8;
+        void **a = gk__realloc(p->slabs, n * sizeof *a);
+        if (!a)
+            return -ENOMEM;
+        p->slabs = a;
+        p->capslabs = n;
+    }
+    void *mem = NULL;
+    if (gk__posix_memalign(&mem, 64, SLAB * sizeof(gk__block)) != 0)
+        return -ENOMEM;
+    p->slabs[p->nslabs++] = mem;
+    gk__block *v = mem;
+    for (int i = SLAB - 1; i >= 0; i--) {
+        v[i].unext = p->spare;
+        p->spare = &v[i];
+    }
+    return 0;
+}
+
 gk__block *gk__block_new(gk_pool *p)
 {
+    if (!p->spare && grow_spare(p) != 0)
+        return NULL;
     gk__block *b = p->spare;
-    if (b) {
-        p->spare = b->unext;
-        memset(b, 0, sizeof *b);
-        return b;
-    }
-    return gk__calloc(1, sizeof *b);
+    p->spare = b->unext;
+    /* Every field a new block's user does not set itself (addr, size, stream, seg, prev and
+     * next are always set; the tree fields when it is cached). */
+    b->state = GK__FREE;
+    b->event_count = 0;
+    b->requested = 0;
+    b->uses = NULL;
+    b->nuses = b->cap_uses = 0;
+    b->unext = b->uprev = NULL;
+    b->tag[0] = '\0';
+    b->left = b->right = NULL;
+    b->prev = b->next = NULL;
+    b->seg = NULL;
+    return b;
 }
 
 void gk__block_recycle(gk_pool *p, gk__block *b)
@@ -118,7 +160,9 @@ static bool counts_as_split(const gk__block *b)
     return !b->seg->expandable && (b->prev || b->next);
 }
 
-void gk__cache_insert(gk_pool *p, gk__block *b)
+#define HOT static inline __attribute__((always_inline))
+
+HOT void cache_insert(gk_pool *p, gk__block *b)
 {
     gk__segment *s = b->seg;
     b->state = GK__FREE;
@@ -132,7 +176,7 @@ void gk__cache_insert(gk_pool *p, gk__block *b)
     }
 }
 
-void gk__cache_remove(gk_pool *p, gk__block *b)
+HOT void cache_remove(gk_pool *p, gk__block *b)
 {
     gk__segment *s = b->seg;
     if (counts_as_split(b)) {
@@ -146,11 +190,11 @@ void gk__cache_remove(gk_pool *p, gk__block *b)
 }
 
 /* b (not in the tree) becomes free: it merges with its free neighbours and is cached. */
-void gk__cache_merge(gk_pool *p, gk__block *b)
+HOT void cache_merge(gk_pool *p, gk__block *b)
 {
     gk__block *a = b->prev;
     if (a && a->state == GK__FREE) {
-        gk__cache_remove(p, a);
+        cache_remove(p, a);
         a->size += b->size;
         a->next = b->next;
         if (b->next)
@@ -160,18 +204,33 @@ void gk__cache_merge(gk_pool *p, gk__block *b)
     }
     gk__block *c = b->next;
     if (c && c->state == GK__FREE) {
-        gk__cache_remove(p, c);
+        cache_remove(p, c);
         b->size += c->size;
         b->next = c->next;
         if (c->next)
             c->next->prev = b;
         gk__block_recycle(p, c);
     }
-    gk__cache_insert(p, b);
+    cache_insert(p, b);
+}
+
+void gk__cache_insert(gk_pool *p, gk__block *b)
+{
+    cache_insert(p, b);
+}
+
+void gk__cache_remove(gk_pool *p, gk__block *b)
+{
+    cache_remove(p, b);
+}
+
+void gk__cache_merge(gk_pool *p, gk__block *b)
+{
+    cache_merge(p, b);
 }
 
 /* The block's last event completed (or it had none): it becomes free and merges. */
-void gk__free_completed(gk_pool *p, gk__block *b)
+HOT void free_completed(gk_pool *p, gk__block *b)
 {
     int kind = b->seg->kind;
     gk__stat_add(p, p->stats.active, kind, -1);
@@ -185,7 +244,12 @@ void gk__free_completed(gk_pool *p, gk__block *b)
         b->uses = NULL;
         b->nuses = b->cap_uses = 0;
     }
-    gk__cache_merge(p, b);
+    cache_merge(p, b);
+}
+
+void gk__free_completed(gk_pool *p, gk__block *b)
+{
+    free_completed(p, b);
 }
 
 /* --- segments and device calls ------------------------------------------------------------ */
@@ -234,7 +298,7 @@ void gk__relock_after_device(gk_pool *p)
 /* Reserves a classic segment of r->alloc bytes and returns its single block (FREE, not cached). */
 static int new_segment(gk_pool *p, const gk__request *r, gk__block **out)
 {
-    size_t size = r->alloc;
+    size_t size = segment_size(&p->cfg, r->rsize);
     if (p->limit && (size > p->limit || p->reserved > p->limit - size))
         return GK_EDEVOOM;
     gk__segment *s = gk__calloc(1, sizeof *s);
@@ -243,6 +307,11 @@ static int new_segment(gk_pool *p, const gk__request *r, gk__block **out)
         free(s);
         if (b)
             gk__block_recycle(p, b);
+        return -ENOMEM;
+    }
+    if (gk__tree_reserve(&p->free[r->kind], r->stream) != 0) {
+        free(s);
+        gk__block_recycle(p, b);
         return -ENOMEM;
     }
     p->reserved += size; /* counted while in flight so other threads see the limit */
@@ -315,9 +384,10 @@ static gk__block *find_fit(gk_pool *p, const gk__request *r)
     if (!b || b->stream != r->stream)
         return NULL;
     if (b->seg->expandable) {
+        /* Only a block that could grow can give way to a larger one that could grow less. */
         gk__block *n;
-        while ((n = gk__tree_after(t, b)) && n->stream == r->stream &&
-               expandable_size(n) < expandable_size(b))
+        while (b->next && b->next->state == GK__UNMAPPED && (n = gk__tree_after(t, b)) &&
+               n->stream == r->stream && expandable_size(n) < expandable_size(b))
             b = n;
         /* The oversize rule keeps large classic segments whole; an expandable segment gives its
          * free pages back instead, so it splits any block (kept, it would only grow the pool). */
@@ -340,7 +410,7 @@ int gk__take_block(gk_pool *p, const gk__request *r, gk__block *b, bool cached)
             return -ENOMEM;
     }
     if (cached)
-        gk__cache_remove(p, b);
+        cache_remove(p, b);
     b->state = GK__LIVE; /* before the rest is cached: it must not merge back into b */
     if (rest) {
         rest->addr = b->addr + r->rsize;
@@ -353,7 +423,7 @@ int gk__take_block(gk_pool *p, const gk__request *r, gk__block *b, bool cached)
             b->next->prev = rest;
         b->next = rest;
         b->size = r->rsize;
-        gk__cache_merge(p, rest);
+        cache_merge(p, rest);
     }
     b->requested = r->size;
     int kind = b->seg->kind;
@@ -472,12 +542,10 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
         /* Larger than the device: no rung can help (and the sizes below could not be rounded). */
         r.rsize = size;
         r.kind = GK_POOL_LARGE;
-        r.alloc = size;
         rc = GK_EDEVOOM;
     } else {
         r.rsize = gk__pool_round_size(&p->cfg, size);
         r.kind = r.rsize <= p->cfg.small_max ? GK_POOL_SMALL : GK_POOL_LARGE;
-        r.alloc = segment_size(&p->cfg, r.rsize);
         rc = ladder(p, &r, &b);
     }
     if (rc != 0) {
@@ -576,7 +644,7 @@ int gk_pool_free(gk_pool *p, void *ptr)
     for (int i = 0; i < b->nuses; i++)
         gk__events_defer(p, b, b->uses[i]);
     if (b->event_count == 0)
-        gk__free_completed(p, b);
+        free_completed(p, b);
     pthread_mutex_unlock(&p->lock);
     if (tid)
         gk__trace_flush(p);
@@ -698,8 +766,16 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
     p->limit = effective_limit(&p->cfg, total);
     p->stats.max_split_size = p->cfg.max_split_size;
     p->t0_ns = gk__pool_now_ns();
-    for (int k = 0; k < GK_POOL_KINDS; k++)
+    for (int k = 0; k < GK_POOL_KINDS; k++) {
         p->free[k].seed = 0x2545F491u + (uint32_t)k;
+        if (gk__tree_reserve(&p->free[k], 0) != 0) { /* the default stream's, never to fail */
+            rc = -ENOMEM;
+            snprintf(create_error, sizeof create_error, "gk_pool_create: out of host memory");
+            for (int j = 0; j < GK_POOL_KINDS; j++)
+                gk__tree_fini(&p->free[j]);
+            goto out_free;
+        }
+    }
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
         rc = -ENOMEM;
         snprintf(create_error, sizeof create_error, "gk_pool_create: cannot create a mutex");
@@ -727,6 +803,8 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
     *out = p;
     return 0;
 out_mutex:
+    for (int k = 0; k < GK_POOL_KINDS; k++)
+        gk__tree_fini(&p->free[k]);
     free(p->hist);
     pthread_mutex_destroy(&p->trace_lock);
     pthread_cond_destroy(&p->idle);
@@ -759,11 +837,8 @@ void gk_pool_destroy(gk_pool *p)
             gk__expand_destroy(p, s);
         else
             gk_device_free(p->dev, (void *)s->base);
-        for (gk__block *b = s->head, *bn; b; b = bn) {
-            bn = b->next;
+        for (gk__block *b = s->head; b; b = b->next)
             free(b->uses);
-            free(b);
-        }
         free(s);
     }
     if (leaks)
@@ -771,10 +846,11 @@ void gk_pool_destroy(gk_pool *p)
                "destroyed with %zu live blocks (%zu bytes) still allocated", leaks, leak_bytes);
     gk__events_fini(p);
     pthread_mutex_unlock(&p->lock);
-    for (gk__block *b = p->spare, *n; b; b = n) {
-        n = b->unext;
-        free(b);
-    }
+    for (size_t i = 0; i < p->nslabs; i++)
+        free(p->slabs[i]);
+    free(p->slabs);
+    for (int k = 0; k < GK_POOL_KINDS; k++)
+        gk__tree_fini(&p->free[k]);
     free(p->hist);
     free(p->tbuf);
     free(p->oom_report);

@@ -30,20 +30,21 @@ typedef enum gk__bstate {
     GK__RELEASING  /* classic: the whole segment is going back to the device */
 } gk__bstate;
 
-/* A block: a piece of a segment. */
+/* A block: a piece of a segment. What the free tree reads comes first, in one cache line (block
+ * structs come from 64-byte aligned slabs). */
 typedef struct gk__block {
-    uintptr_t addr;
-    size_t size;      /* rounded size (the piece of the segment) */
-    size_t requested; /* bytes asked for (live blocks) */
     uintptr_t stream; /* stream key: the gk_stream pointer, 0 for the default stream */
-    gk__segment *seg;
-    struct gk__block *prev, *next;  /* neighbours in the segment, by address */
+    size_t size;      /* rounded size (the piece of the segment) */
+    uintptr_t addr;
     struct gk__block *left, *right; /* free tree (treap) */
     size_t maxsz;                   /* free tree: the largest size in this subtree */
     uint32_t prio;
     uint8_t state;    /* gk__bstate */
     int event_count;  /* pending events before the block is free */
-    gk_stream **uses; /* streams recorded with record_stream */
+    size_t requested; /* bytes asked for (live blocks) */
+    gk__segment *seg;
+    struct gk__block *prev, *next; /* neighbours in the segment, by address */
+    gk_stream **uses;              /* streams recorded with record_stream */
     int nuses, cap_uses;
     struct gk__block *unext, *uprev; /* UNMAPPED blocks of the segment; the spare list */
     char tag[32];
@@ -66,32 +67,50 @@ struct gk__segment {
     uint64_t free_tick; /* releasable: pool->ticks[kind] when its block was cached whole */
 };
 
-/* The free-block tree: a treap ordered by (stream, size, address), each node knowing the largest
- * size below it. */
+/* The free-block index of a pool kind (tree.c): per stream, 512 size classes (8 per power of
+ * two) with a bitmap of the non-empty ones, each class a treap ordered by (size, address) whose
+ * nodes know the largest size below them. Exact best fit in (stream, size, address) order. */
+#define GK__CLASSES 512
+typedef struct gk__fidx {
+    uintptr_t stream;
+    uint64_t words;                  /* bit w: bits[w] is not 0 */
+    uint64_t bits[GK__CLASSES / 64]; /* bit c: class c holds blocks */
+    gk__block *cls[GK__CLASSES];     /* treap roots */
+    struct gk__fidx *next;
+} gk__fidx;
+
 typedef struct gk__tree {
-    gk__block *root;
+    gk__fidx *head; /* one index per stream, the last one used first */
     uint32_t seed;
 } gk__tree;
 
+/* An index for the stream's free blocks (before any block of that stream is cached). */
+int gk__tree_reserve(gk__tree *t, uintptr_t stream);
+/* Frees the stream's index when it holds nothing (its stream is gone). */
+void gk__tree_drop(gk__tree *t, uintptr_t stream);
+void gk__tree_fini(gk__tree *t);
 void gk__tree_insert(gk__tree *t, gk__block *b);
 void gk__tree_remove(gk__tree *t, gk__block *b);
 /* The first block with key >= (stream, size, 0), or NULL. */
-gk__block *gk__tree_lower_bound(const gk__tree *t, uintptr_t stream, size_t size);
-/* The block after b in key order, or NULL. */
-gk__block *gk__tree_after(const gk__tree *t, const gk__block *b);
-/* The last block with key < (stream, size, 0) / (stream, size, addr), or NULL. */
-gk__block *gk__tree_below(const gk__tree *t, uintptr_t stream, size_t size);
-gk__block *gk__tree_below_key(const gk__tree *t, uintptr_t stream, size_t size, uintptr_t addr);
-/* The largest block size in the tree (0 when empty). */
-static inline size_t gk__tree_max(const gk__tree *t)
-{
-    return t->root ? t->root->maxsz : 0;
-}
+gk__block *gk__tree_lower_bound(gk__tree *t, uintptr_t stream, size_t size);
+/* The block after b in key order (same stream), or NULL. */
+gk__block *gk__tree_after(gk__tree *t, const gk__block *b);
+/* The last block of the stream with key < (size, 0) / (size, addr), or NULL. */
+gk__block *gk__tree_below(gk__tree *t, uintptr_t stream, size_t size);
+gk__block *gk__tree_below_key(gk__tree *t, uintptr_t stream, size_t size, uintptr_t addr);
+/* The largest free block size (0 when none): one look per stream. */
+size_t gk__tree_max(const gk__tree *t);
+/* The size class of a size (for checks). */
+unsigned gk__tree_class(size_t size);
 
 /* The map of live blocks by address (open addressing, under the pool lock). */
+typedef struct gk__ptrslot {
+    uintptr_t key; /* 0 = empty (no device pointer is 0) */
+    gk__block *val;
+} gk__ptrslot;
+
 typedef struct gk__ptrmap {
-    uintptr_t *keys; /* 0 = empty (no device pointer is 0) */
-    gk__block **vals;
+    gk__ptrslot *slots;
     size_t cap, count;
 } gk__ptrmap;
 
@@ -181,7 +200,9 @@ struct gk_pool {
     gk__segment *seg_head, *seg_tail;
     gk__agelist rel[GK_POOL_KINDS];
     gk__ptrmap map;
-    gk__block *spare;  /* recycled block structs */
+    gk__block *spare; /* recycled block structs */
+    void **slabs;     /* where block structs come from, 64 at a time */
+    size_t nslabs, capslabs;
     size_t limit;      /* effective cap; 0 = none */
     size_t reserved;   /* reserved bytes (mirrors stats) plus in-flight device allocations */
     size_t free_bytes; /* bytes in FREE blocks */
@@ -213,7 +234,6 @@ struct gk_pool {
 typedef struct gk__request {
     size_t size;      /* bytes asked for */
     size_t rsize;     /* rounded */
-    size_t alloc;     /* classic segment size for it */
     int kind;         /* GK_POOL_SMALL / GK_POOL_LARGE */
     uintptr_t stream; /* stream key */
     gk_stream *sptr;
@@ -332,9 +352,37 @@ int gk__tmap_put(gk__tmap *m, uint64_t key, uint64_t val, uint64_t size);
 int gk__tmap_take(gk__tmap *m, uint64_t key, uint64_t *val, uint64_t *size);
 uint64_t gk__mix64(uint64_t x);
 
-/* stats.c */
-void gk__stat_add(gk_pool *p, gk_pool_stat *arr, int kind, int64_t delta);
-void gk__stat_one(gk_pool *p, gk_pool_stat *s, int64_t delta);
+/* stats.c: statistics updates, inline (they are on every allocation and free). */
+void gk__scope_peaks(gk_pool *p, const gk_pool_stat *s); /* raises the peaks of open scopes */
+
+static inline void gk__bump(gk_pool_stat *s, int64_t delta)
+{
+    s->current += delta;
+    if (delta > 0) {
+        s->allocated += (uint64_t)delta;
+        if (s->current > s->peak)
+            s->peak = s->current;
+    } else {
+        s->freed += (uint64_t)-delta;
+    }
+}
+
+static inline void gk__stat_one(gk_pool *p, gk_pool_stat *s, int64_t delta)
+{
+    gk__bump(s, delta);
+    if (p->nscopes)
+        gk__scope_peaks(p, s);
+}
+
+static inline void gk__stat_add(gk_pool *p, gk_pool_stat *arr, int kind, int64_t delta)
+{
+    gk__bump(&arr[GK_POOL_ALL], delta);
+    gk__bump(&arr[kind], delta);
+    if (p->nscopes) {
+        gk__scope_peaks(p, &arr[GK_POOL_ALL]);
+        gk__scope_peaks(p, &arr[kind]);
+    }
+}
 
 /* history.c; live_blocks returns the handed-out blocks largest first (caller frees) or -ENOMEM. */
 long gk__pool_live_blocks(gk_pool *p, gk__block ***out);

@@ -20,41 +20,33 @@ uint64_t gk__mix64(uint64_t x)
 
 void gk__ptrmap_fini(gk__ptrmap *m)
 {
-    free(m->keys);
-    free(m->vals);
-    m->keys = NULL;
-    m->vals = NULL;
+    free(m->slots);
+    m->slots = NULL;
     m->cap = m->count = 0;
 }
 
 static void put(gk__ptrmap *m, uintptr_t key, gk__block *b)
 {
     size_t mask = m->cap - 1, i = (size_t)gk__mix64(key) & mask;
-    while (m->keys[i])
+    while (m->slots[i].key)
         i = (i + 1) & mask;
-    m->keys[i] = key;
-    m->vals[i] = b;
+    m->slots[i].key = key;
+    m->slots[i].val = b;
 }
 
 static int grow(gk__ptrmap *m)
 {
     size_t ncap = m->cap ? m->cap * 2 : 64;
-    uintptr_t *keys = gk__calloc(ncap, sizeof *keys);
-    gk__block **vals = gk__malloc(ncap * sizeof *vals);
-    if (!keys || !vals) {
-        free(keys);
-        free(vals);
+    gk__ptrslot *slots = gk__calloc(ncap, sizeof *slots);
+    if (!slots)
         return -ENOMEM;
-    }
     gk__ptrmap old = *m;
-    m->keys = keys;
-    m->vals = vals;
+    m->slots = slots;
     m->cap = ncap;
     for (size_t i = 0; i < old.cap; i++)
-        if (old.keys[i])
-            put(m, old.keys[i], old.vals[i]);
-    free(old.keys);
-    free(old.vals);
+        if (old.slots[i].key)
+            put(m, old.slots[i].key, old.slots[i].val);
+    free(old.slots);
     return 0;
 }
 
@@ -75,9 +67,9 @@ gk__block *gk__ptrmap_find(const gk__ptrmap *m, uintptr_t addr)
     if (!m->cap || !addr)
         return NULL;
     size_t mask = m->cap - 1;
-    for (size_t i = (size_t)gk__mix64(addr) & mask; m->keys[i]; i = (i + 1) & mask)
-        if (m->keys[i] == addr)
-            return m->vals[i];
+    for (size_t i = (size_t)gk__mix64(addr) & mask; m->slots[i].key; i = (i + 1) & mask)
+        if (m->slots[i].key == addr)
+            return m->slots[i].val;
     return NULL;
 }
 
@@ -86,22 +78,21 @@ gk__block *gk__ptrmap_remove(gk__ptrmap *m, uintptr_t addr)
     if (!m->cap || !addr)
         return NULL;
     size_t mask = m->cap - 1, i = (size_t)gk__mix64(addr) & mask;
-    while (m->keys[i] && m->keys[i] != addr)
+    while (m->slots[i].key && m->slots[i].key != addr)
         i = (i + 1) & mask;
-    if (!m->keys[i])
+    if (!m->slots[i].key)
         return NULL;
-    gk__block *found = m->vals[i];
+    gk__block *found = m->slots[i].val;
     /* Backward shift: move later members of the probe run into the hole when their home slot
      * does not lie strictly between the hole and them. */
-    for (size_t j = (i + 1) & mask; m->keys[j]; j = (j + 1) & mask) {
-        size_t home = (size_t)gk__mix64(m->keys[j]) & mask;
+    for (size_t j = (i + 1) & mask; m->slots[j].key; j = (j + 1) & mask) {
+        size_t home = (size_t)gk__mix64(m->slots[j].key) & mask;
         if (((j - home) & mask) >= ((j - i) & mask)) {
-            m->keys[i] = m->keys[j];
-            m->vals[i] = m->vals[j];
+            m->slots[i] = m->slots[j];
             i = j;
         }
     }
-    m->keys[i] = 0;
+    m->slots[i].key = 0;
     m->count--;
     return found;
 }

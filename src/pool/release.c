@@ -326,6 +326,8 @@ void gk__stream_hook(void *user, gk_stream *stream)
     }
     gk__rel_run(p, &rel);
     gk__rel_free(&rel);
+    for (int k = GK_POOL_SMALL; k <= GK_POOL_LARGE; k++)
+        gk__tree_drop(&p->free[k], key);
     pthread_mutex_unlock(&p->lock);
 }
 

@@ -6,19 +6,7 @@
 
 #include "pool/pool_int.h"
 
-static void bump(gk_pool_stat *s, int64_t delta)
-{
-    s->current += delta;
-    if (delta > 0)
-        s->allocated += (uint64_t)delta;
-    else
-        s->freed += (uint64_t)-delta;
-    if (s->current > s->peak)
-        s->peak = s->current;
-}
-
-/* Raises the matching peak of every open scope. */
-static void scope_peaks(gk_pool *p, const gk_pool_stat *s)
+void gk__scope_peaks(gk_pool *p, const gk_pool_stat *s)
 {
     size_t off = (size_t)((const char *)s - (const char *)&p->stats);
     for (int i = 0; i < p->nscopes; i++) {
@@ -26,19 +14,6 @@ static void scope_peaks(gk_pool *p, const gk_pool_stat *s)
         if (s->current > t->peak)
             t->peak = s->current;
     }
-}
-
-void gk__stat_one(gk_pool *p, gk_pool_stat *s, int64_t delta)
-{
-    bump(s, delta);
-    if (p->nscopes)
-        scope_peaks(p, s);
-}
-
-void gk__stat_add(gk_pool *p, gk_pool_stat *arr, int kind, int64_t delta)
-{
-    gk__stat_one(p, &arr[GK_POOL_ALL], delta);
-    gk__stat_one(p, &arr[kind], delta);
 }
 
 /* The free-block figures are kept up to date as blocks come and go (free_bytes, and the largest

@@ -88,15 +88,14 @@ typedef struct walk {
 
 static int key_cmp(const gk__block *a, const gk__block *b)
 {
-    if (a->stream != b->stream)
-        return a->stream < b->stream ? -1 : 1;
     if (a->size != b->size)
         return a->size < b->size ? -1 : 1;
     return (a->addr > b->addr) - (a->addr < b->addr);
 }
 
-/* In order: keys strictly increasing, heap order of priorities, maxsz right, every node FREE. */
-static size_t tree_walk(const gk__block *n, walk *w)
+/* One class in order: keys strictly increasing, heap order of priorities, maxsz right, every node
+ * FREE, of the class and stream. */
+static size_t class_walk(const gk__block *n, walk *w, unsigned cls, uintptr_t stream)
 {
     if (!n)
         return 0;
@@ -104,24 +103,41 @@ static size_t tree_walk(const gk__block *n, walk *w)
     if (n->left) {
         if (n->left->prio > n->prio)
             w->ok = false;
-        size_t l = tree_walk(n->left, w);
+        size_t l = class_walk(n->left, w, cls, stream);
         m = l > m ? l : m;
     }
     if (w->prev && key_cmp(w->prev, n) >= 0)
         w->ok = false;
-    if (n->state != GK__FREE)
+    if (n->state != GK__FREE || gk__tree_class(n->size) != cls || n->stream != stream)
         w->ok = false;
     w->prev = n;
     w->count++;
     if (n->right) {
         if (n->right->prio > n->prio)
             w->ok = false;
-        size_t r = tree_walk(n->right, w);
+        size_t r = class_walk(n->right, w, cls, stream);
         m = r > m ? r : m;
     }
     if (n->maxsz != m)
         w->ok = false;
     return m;
+}
+
+/* Every stream's index of a kind: the bitmap names exactly the non-empty classes. */
+static void index_walk(const gk__tree *t, walk *w)
+{
+    for (const gk__fidx *x = t->head; x; x = x->next) {
+        for (unsigned c = 0; c < GK__CLASSES; c++) {
+            bool bit = (x->bits[c / 64] >> (c % 64)) & 1;
+            if (bit != (x->cls[c] != NULL))
+                w->ok = false;
+            w->prev = NULL;
+            class_walk(x->cls[c], w, c, x->stream);
+        }
+        for (unsigned k = 0; k < GK__CLASSES / 64; k++)
+            if (((x->words >> k) & 1) != (x->bits[k] != 0))
+                w->ok = false;
+    }
 }
 
 static int by_base(const void *a, const void *b)
@@ -262,9 +278,8 @@ static bool check_pool(gk_pool *p, ctx *c)
                         (unsigned long long)sum);
     }
     walk w = {0, true, NULL};
-    tree_walk(p->free[GK_POOL_SMALL].root, &w);
-    w.prev = NULL;
-    tree_walk(p->free[GK_POOL_LARGE].root, &w);
+    index_walk(&p->free[GK_POOL_SMALL], &w);
+    index_walk(&p->free[GK_POOL_LARGE], &w);
     if (!w.ok || w.count != s.free_blocks)
         return fail(c, "free trees hold %zu blocks (order %s), the segments %zu free", w.count,
                     w.ok ? "right" : "wrong", s.free_blocks);

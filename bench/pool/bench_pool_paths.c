@@ -1,0 +1,327 @@
+/* The pool's fast path, statistics and garbage collection, and max_split_size on the default
+ * preset, in one run (public API only, so bench/pool/compare.sh can build the same program against
+ * an earlier library and print both):
+ *   A. replay of the real CNN trace and the synthetic transformer on sim, both presets: ns per
+ *      allocation+free pair (median of rounds after a warm-up round; the cache serves them all);
+ *   B. gk_pool_get_stats: ns per call (median) on expandable pools of 1, 8 and 80 GiB devices
+ *      (address ranges of 1.125x that), with a thousand live blocks and free pages between them;
+ *   C. garbage collection: a loop whose working set drifts through sizes above gc_threshold (the
+ *      pytorch preset with a limit): device frees and allocations per 1,000 allocations, GC
+ *      passes, ns per allocation;
+ *   D. max_split_size on the default preset: failed allocations and peak reserved on the CNN
+ *      trace at 1.1-4 x L_peak, beside the pytorch preset with the same setting.
+ * Usage: bench_pool_paths [CNN_TRACE.csv] [SECTIONS]   (default tests/data/cnn_train_trace.csv,
+ * sections ABCD). Times are the thread's CPU time (the machine may be shared), medians. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "gpukit/gpukit.h"
+
+#define MIB    ((size_t)1 << 20)
+#define GIB    ((size_t)1 << 30)
+#define ROUNDS 15
+
+/* --- A. replay ----------------------------------------------------------------------------------- */
+
+typedef struct op {
+    size_t size; /* 0: free */
+    unsigned slot;
+} op;
+
+typedef struct seq {
+    op *ops;
+    size_t n, allocs;
+    unsigned slots;
+} seq;
+
+/* The trace as slot-numbered operations (a free names its allocation's slot). */
+static int seq_of(const gk_trace *t, seq *s)
+{
+    size_t cap = 1;
+    while (cap < t->count * 2)
+        cap *= 2;
+    uint64_t *keys = calloc(cap, sizeof *keys);
+    unsigned *vals = calloc(cap, sizeof *vals), *spare = malloc((t->count + 1) * sizeof *spare);
+    s->ops = malloc((2 * t->count + 1) * sizeof *s->ops);
+    if (!keys || !vals || !spare || !s->ops)
+        return -1;
+    size_t nspare = 0;
+    s->n = s->allocs = 0;
+    s->slots = 0;
+    for (size_t i = 0; i < t->count; i++) {
+        const gk_trace_event *e = &t->events[i];
+        uint64_t k = e->ptr + 1;
+        size_t h = (size_t)((k * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+        while (keys[h] && keys[h] != k)
+            h = (h + 1) & (cap - 1);
+        if (e->action == GK_TRACE_ALLOCATE && !keys[h]) {
+            unsigned slot = nspare ? spare[--nspare] : s->slots++;
+            keys[h] = k;
+            vals[h] = slot;
+            s->ops[s->n++] = (op){(size_t)e->size, slot};
+            s->allocs++;
+        } else if (e->action == GK_TRACE_FREE && keys[h] == k) {
+            unsigned slot = vals[h];
+            keys[h] = 0;
+            for (size_t j = (h + 1) & (cap - 1); keys[j]; j = (j + 1) & (cap - 1)) {
+                uint64_t kk = keys[j];
+                unsigned vv = vals[j];
+                keys[j] = 0;
+                size_t hh = (size_t)((kk * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+                while (keys[hh])
+                    hh = (hh + 1) & (cap - 1);
+                keys[hh] = kk;
+                vals[hh] = vv;
+            }
+            s->ops[s->n++] = (op){0, slot};
+            spare[nspare++] = slot;
+        }
+    }
+    for (size_t h = 0; h < cap; h++)
+        if (keys[h])
+            s->ops[s->n++] = (op){0, vals[h]};
+    free(keys);
+    free(vals);
+    free(spare);
+    return 0;
+}
+
+static gk_pool *open_pool(const char *spec, const char *preset, const char *set, gk_device **dev)
+{
+    gk_pool_config c;
+    gk_pool_config_preset(&c, preset);
+    c.logger.level = GK_LOG_OFF;
+    char err[256];
+    if (set && gk_pool_config_parse(&c, set, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return NULL;
+    }
+    gk_pool *p = NULL;
+    if (gk_device_open(spec, dev) != 0)
+        return NULL;
+    if (gk_pool_create(*dev, &c, &p) != 0) {
+        gk_device_close(*dev);
+        return NULL;
+    }
+    return p;
+}
+
+/* ns per allocation+free pair over the whole sequence, median of rounds after one warm-up. */
+static double replay(const seq *s, const char *spec, const char *preset)
+{
+    gk_device *dev;
+    gk_pool *pool = open_pool(spec, preset, NULL, &dev);
+    if (!pool)
+        return -1;
+    void **p = calloc(s->slots + 1, sizeof *p);
+    double r[ROUNDS];
+    for (int k = 0; k <= ROUNDS; k++) {
+        uint64_t t0 = gk_bench_cpu_ns();
+        for (size_t i = 0; i < s->n; i++) {
+            const op *o = &s->ops[i];
+            if (o->size) {
+                if (gk_pool_malloc(pool, o->size, NULL, &p[o->slot]))
+                    p[o->slot] = NULL;
+            } else {
+                gk_pool_free(pool, p[o->slot]);
+            }
+        }
+        if (k)
+            r[k - 1] = (double)(gk_bench_cpu_ns() - t0) / (double)s->allocs;
+    }
+    free(p);
+    gk_pool_destroy(pool);
+    gk_device_close(dev);
+    return gk_bench_median(r, ROUNDS);
+}
+
+static void section_a(const gk_trace *cnn, const gk_trace *tf)
+{
+    seq s[2];
+    if (seq_of(cnn, &s[0]) || seq_of(tf, &s[1]))
+        return;
+    const char *names[2] = {"CNN training (real trace)", "transformer (synthetic)"};
+    printf("A. replay on sim:capacity=64GiB: ns per allocation+free pair, median of %d rounds\n\n",
+           ROUNDS);
+    printf("| trace | events | default | pytorch |\n|---|---:|---:|---:|\n");
+    for (int i = 0; i < 2; i++) {
+        double d = replay(&s[i], "sim:capacity=64GiB", "default");
+        double p = replay(&s[i], "sim:capacity=64GiB", "pytorch");
+        printf("| %s | %zu | %.1f | %.1f |\n", names[i], s[i].n, d, p);
+        free(s[i].ops);
+    }
+}
+
+/* --- B. statistics ------------------------------------------------------------------------------- */
+
+static void section_b(void)
+{
+    printf("\nB. gk_pool_get_stats on the default preset: ns per call, median of 201 rounds of "
+           "100 calls\n\n");
+    printf("| device | address range | mapped | live blocks | ns per call |\n"
+           "|---|---:|---:|---:|---:|\n");
+    static const size_t caps[] = {1, 8, 80};
+    for (int i = 0; i < 3; i++) {
+        char spec[64];
+        snprintf(spec, sizeof spec, "sim:capacity=%zuGiB", caps[i]);
+        gk_device *dev;
+        gk_pool *pool = open_pool(spec, "default", NULL, &dev);
+        if (!pool)
+            continue;
+        /* A thousand live 2 MiB blocks with a freed 6 MiB block between each two (cached, mapped
+         * free pages), over a tenth of the device, then the rest of the range unmapped. */
+        size_t n = 1000, span = caps[i] * GIB / 10 / n;
+        if (span < 8 * MIB)
+            span = 8 * MIB;
+        void **live = calloc(n, sizeof *live), *gap;
+        for (size_t k = 0; k < n; k++) {
+            if (gk_pool_malloc(pool, 2 * MIB, NULL, &live[k]) != 0)
+                break;
+            if (gk_pool_malloc(pool, span - 2 * MIB, NULL, &gap) == 0)
+                gk_pool_free(pool, gap);
+        }
+        gk_pool_stats st;
+        gk_pool_get_stats(pool, &st);
+        double r[201];
+        for (int k = 0; k < 201; k++) {
+            uint64_t t0 = gk_bench_cpu_ns();
+            for (int j = 0; j < 100; j++)
+                gk_pool_get_stats(pool, &st);
+            r[k] = (double)(gk_bench_cpu_ns() - t0) / 100;
+        }
+        char a[32], m[32];
+        printf("| %s | %s | %s | %lld | %.0f |\n", spec,
+               gk_format_size(caps[i] * GIB / 8 * 9, a, sizeof a),
+               gk_format_size((uint64_t)st.reserved_bytes[GK_POOL_ALL].current, m, sizeof m),
+               (long long)st.allocation[GK_POOL_ALL].current, gk_bench_median(r, 201));
+        for (size_t k = 0; k < n; k++)
+            gk_pool_free(pool, live[k]);
+        free(live);
+        gk_pool_destroy(pool);
+        gk_device_close(dev);
+    }
+}
+
+/* --- C. garbage collection ------------------------------------------------------------------------ */
+
+static void section_c(void)
+{
+    printf("\nC. garbage collection: pytorch preset, limit 2 GiB, gc_threshold 0.5, on "
+           "sim:capacity=4GiB; each step frees the oldest of 24 live blocks and allocates one of "
+           "a size that drifts from 10 to 60 MiB (4,000 steps, 5 rounds)\n\n");
+    printf("| figure | value |\n|---|---:|\n");
+    double r[5];
+    gk_pool_stats st = {0};
+    for (int round = 0; round < 5; round++) {
+        gk_device *dev;
+        gk_pool *pool =
+            open_pool("sim:capacity=4GiB", "pytorch", "limit=2GiB,gc_threshold=0.5", &dev);
+        if (!pool)
+            return;
+        void *live[24] = {0};
+        uint64_t t0 = gk_bench_cpu_ns();
+        for (int i = 0; i < 4000; i++) {
+            int k = i % 24;
+            gk_pool_free(pool, live[k]);
+            size_t mb = 10 + (size_t)((i / 50) % 51);
+            size_t size = mb * MIB + (size_t)(i % 7) * 3 * MIB / 2;
+            if (gk_pool_malloc(pool, size, NULL, &live[k]) != 0)
+                live[k] = NULL;
+        }
+        r[round] = (double)(gk_bench_cpu_ns() - t0) / 4000;
+        gk_pool_get_stats(pool, &st);
+        for (int k = 0; k < 24; k++)
+            gk_pool_free(pool, live[k]);
+        gk_pool_destroy(pool);
+        gk_device_close(dev);
+    }
+    printf("| device allocations per 1,000 steps | %.1f |\n", (double)st.num_device_alloc / 4.0);
+    printf("| device frees per 1,000 steps | %.1f |\n", (double)st.num_device_free / 4.0);
+    printf("| GC passes | %llu |\n", (unsigned long long)st.num_gc_runs);
+    printf("| failed allocations | %llu |\n", (unsigned long long)st.num_ooms);
+    printf("| peak reserved | %.0f MiB |\n", (double)st.reserved_bytes[GK_POOL_ALL].peak / MIB);
+    printf("| ns per step (median of 5 rounds) | %.0f |\n", gk_bench_median(r, 5));
+}
+
+/* --- D. max_split_size ----------------------------------------------------------------------------- */
+
+static void replay_stats(const gk_trace *t, const char *spec, const char *preset, const char *set,
+                         size_t *failed, int64_t *peak)
+{
+    gk_device *dev;
+    gk_pool *pool = open_pool(spec, preset, set, &dev);
+    *failed = (size_t)-1;
+    *peak = -1;
+    if (!pool)
+        return;
+    gk_replay_result r;
+    if (gk_trace_replay(t, pool, 0, 0, &r) == 0) {
+        *failed = r.failed_allocs;
+        *peak = r.stats.reserved_bytes[GK_POOL_ALL].peak;
+    }
+    gk_pool_destroy(pool);
+    gk_device_close(dev);
+}
+
+static void section_d(const gk_trace *cnn)
+{
+    printf("\nD. max_split_size on the CNN trace (sim; L_peak %.1f MiB): failed allocations and "
+           "peak reserved (MiB), default preset / pytorch preset\n\n",
+           (double)gk_trace_live_peak(cnn) / MIB);
+    static const char *const sets[] = {"max_split_size=32MiB", "max_split_size=128MiB",
+                                       "max_split_size=1GiB"};
+    static const double f[] = {1.1, 1.25, 1.5, 2, 4};
+    printf("| setting |");
+    for (int j = 0; j < 5; j++)
+        printf(" %.2f x L_peak |", f[j]);
+    printf("\n|---|---:|---:|---:|---:|---:|\n");
+    uint64_t lp = gk_trace_live_peak(cnn);
+    for (int i = 0; i < 3; i++) {
+        printf("| %s |", sets[i]);
+        for (int j = 0; j < 5; j++) {
+            char spec[64];
+            snprintf(spec, sizeof spec, "sim:capacity=%llu",
+                     (unsigned long long)((uint64_t)((double)lp * f[j]) & ~(uint64_t)(MIB - 1)));
+            size_t fd, fp;
+            int64_t pd, pp;
+            replay_stats(cnn, spec, "default", sets[i], &fd, &pd);
+            replay_stats(cnn, spec, "pytorch", sets[i], &fp, &pp);
+            printf(" %zu, %.0f / %zu, %.0f |", fd, (double)pd / MIB, fp, (double)pp / MIB);
+        }
+        printf("\n");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = argc > 1 ? argv[1] : "tests/data/cnn_train_trace.csv";
+    const char *sections = argc > 2 ? argv[2] : "ABCD";
+    gk_trace *cnn = NULL, *tf = NULL;
+    char err[256];
+    if (gk_trace_read(path, &cnn, err, sizeof err) != 0) {
+        fprintf(stderr, "bench_pool_paths: %s\n", err);
+        return 1;
+    }
+    gk_synth_config sc;
+    gk_synth_config_default(&sc);
+    sc.layers = 8;
+    sc.hidden = 1024;
+    sc.heads = 16;
+    sc.seq = 1024;
+    sc.steps = 8;
+    if (gk_trace_synth_transformer(&sc, &tf) != 0)
+        return 1;
+    if (strchr(sections, 'A'))
+        section_a(cnn, tf);
+    if (strchr(sections, 'B'))
+        section_b();
+    if (strchr(sections, 'C'))
+        section_c();
+    if (strchr(sections, 'D'))
+        section_d(cnn);
+    gk_trace_free(cnn);
+    gk_trace_free(tf);
+    return 0;
+}
