@@ -48,11 +48,15 @@ int main(int argc, char **argv)
 
     gk_dataset *ds;
     if (gk_dataset_open_tokens(pattern, B, T, 1, &ds) != 0) {
-        fprintf(stderr, "loader_shards: %s\n", gk_dataset_error());
+        fprintf(stderr, "loader_shards: %s\n", gk_last_error());
         return 1;
     }
     gk_loader_config cfg;
     gk_loader_config_default(&cfg);
+    if (gk_loader_config_from_env(&cfg, NULL, 0) != 0) { /* this rank's share under a launcher */
+        fprintf(stderr, "loader_shards: %s\n", gk_last_error());
+        return 1;
+    }
     cfg.batch_size = 1; /* one item = one B x T training batch, as llm.c reads it */
     cfg.workers = 2;
     cfg.shuffle = 1;
@@ -61,7 +65,7 @@ int main(int argc, char **argv)
     gk_loader *ld;
     int rc = gk_loader_create(&cfg, ds, &ld);
     if (rc) {
-        fprintf(stderr, "loader_shards: %s\n", gk_loader_create_error());
+        fprintf(stderr, "loader_shards: %s\n", gk_last_error());
         gk_dataset_destroy(ds);
         return 1;
     }

@@ -19,6 +19,7 @@ int main(int argc, char **argv)
 
     gk_monitor_config mc;
     gk_monitor_config_default(&mc);
+    (void)gk_monitor_config_from_env(&mc); /* GK_NVML_LIBRARY, GK_PROC_ROOT, GK_LOG when set */
     mc.interval = 0.5;
     mc.metrics = reg;
     gk_monitor *mon;

@@ -14,13 +14,13 @@ int main(int argc, char **argv)
     const char *spec = argc > 1 ? argv[1] : "sim:capacity=64MiB";
     gk_device *dev;
     if (gk_device_open(spec, &dev) != 0) {
-        fprintf(stderr, "pool_only: %s\n", gk_device_open_error());
+        fprintf(stderr, "pool_only: %s\n", gk_last_error());
         return 1;
     }
     gk_pool *pool;
     int rc = gk_pool_create(dev, NULL, &pool);
     if (rc) {
-        fprintf(stderr, "pool_only: %s\n", gk_pool_create_error());
+        fprintf(stderr, "pool_only: %s\n", gk_last_error());
         gk_device_close(dev);
         return 1;
     }

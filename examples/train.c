@@ -202,7 +202,7 @@ static int generate(const char *path, uint64_t count, uint32_t dim, uint64_t see
     gk_records_writer *w;
     int rc = gk_records_writer_open(path, (dim + 1u) * sizeof(float), "<f4", 1, shape, &w);
     if (rc) {
-        fprintf(stderr, "train: %s\n", gk_dataset_error());
+        fprintf(stderr, "train: %s\n", gk_last_error());
         return rc;
     }
     enum { CHUNK = 4096 };
@@ -231,13 +231,13 @@ static int generate(const char *path, uint64_t count, uint32_t dim, uint64_t see
     }
     free(buf);
     if (rc) {
-        fprintf(stderr, "train: %s\n", gk_dataset_error());
+        fprintf(stderr, "train: %s\n", gk_last_error());
         gk_records_writer_abort(w);
         return rc;
     }
     rc = gk_records_writer_close(w);
     if (rc)
-        fprintf(stderr, "train: %s\n", gk_dataset_error());
+        fprintf(stderr, "train: %s\n", gk_last_error());
     return rc;
 }
 
@@ -411,7 +411,7 @@ static int load(trainer *t, gk_loader *ld, const char *path)
     }
     fclose(f);
     if (!rc && (rc = gk_loader_restore(ld, &st)) != 0)
-        fprintf(stderr, "train: checkpoint %s: %s\n", path, gk_loader_last_error(ld));
+        fprintf(stderr, "train: checkpoint %s: %s\n", path, gk_last_error());
     if (!rc && micro != t->micro)
         rc = alloc_micro(t, micro);
     if (!rc)
@@ -480,7 +480,7 @@ static int run(trainer *t)
     /* The device, its math and the pool. */
     rc = gk_device_open(o->device, &t->dev);
     if (rc) {
-        fprintf(stderr, "train: %s\n", gk_device_open_error());
+        fprintf(stderr, "train: %s\n", gk_last_error());
         return 1;
     }
     gk_device_props props;
@@ -502,8 +502,12 @@ static int run(trainer *t)
         printf("device %s (%s)%s%s; math: %s\n", props.spec, props.name, *why ? "; " : "", why,
                t->math.name);
     }
-    if ((rc = gk_pool_create(t->dev, NULL, &t->pool)) != 0) {
-        fail("pool", rc, gk_pool_create_error());
+    /* The pool's settings: the default preset, then GK_POOL_CONF if the user set it. */
+    gk_pool_config pcfg;
+    gk_pool_config_default(&pcfg);
+    if ((rc = gk_pool_config_from_env(&pcfg)) != 0 ||
+        (rc = gk_pool_create(t->dev, &pcfg, &t->pool)) != 0) {
+        fail("pool", rc, gk_last_error());
         return 1;
     }
     gk_statsd_open(NULL, &t->metrics);
@@ -514,7 +518,7 @@ static int run(trainer *t)
         static const char *const tags[] = {"weights", "momentum", "gradient"};
         rc = gk_pool_malloc_tagged(t->pool, t->cols * sizeof(float), NULL, tags[i], &p[i]);
         if (rc) {
-            fail("allocating the model", rc, gk_pool_last_error(t->pool));
+            fail("allocating the model", rc, gk_last_error());
             return 1;
         }
     }
@@ -530,7 +534,7 @@ static int run(trainer *t)
         rc = t->math.upload(&t->math, t->w, init, t->cols);
     free(init);
     if (rc) {
-        fail("initializing the model", rc, gk_device_last_error(t->dev));
+        fail("initializing the model", rc, gk_last_error());
         return 1;
     }
 
@@ -548,7 +552,7 @@ static int run(trainer *t)
     gk_batch_result br;
     rc = gk_batch_find(&bc, trial, t, &br);
     if (rc) {
-        fail("batch finder", rc, gk_pool_last_error(t->pool));
+        fail("batch finder", rc, gk_last_error());
         return 1;
     }
     t->batch = br.batch;
@@ -556,7 +560,7 @@ static int run(trainer *t)
         printf("batch %ld (finder: %d trials; memory %.0f B + %.0f B per sample; cap %ld)\n",
                t->batch, br.trials, br.fit_a, br.fit_k, cap);
     if ((rc = alloc_micro(t, t->batch)) != 0) {
-        fail("allocating the residuals", rc, gk_pool_last_error(t->pool));
+        fail("allocating the residuals", rc, gk_last_error());
         return 1;
     }
     gk_pool_empty_cache(t->pool); /* the trial ring's memory goes to the loader's ring */
@@ -564,18 +568,23 @@ static int run(trainer *t)
     rc = zeros ? t->math.upload(&t->math, t->v, zeros, t->cols) : -ENOMEM;
     free(zeros);
     if (rc) {
-        fail("resetting the momentum", rc, gk_device_last_error(t->dev));
+        fail("resetting the momentum", rc, gk_last_error());
         return 1;
     }
 
     /* The loader: shuffled, workers, pinned slots and the copy stream on the device. */
     gk_dataset *ds;
     if ((rc = gk_dataset_open_records(o->data, NULL, &ds)) != 0) {
-        fprintf(stderr, "train: %s\n", gk_dataset_error());
+        fprintf(stderr, "train: %s\n", gk_last_error());
         return 1;
     }
     gk_loader_config lc;
     gk_loader_config_default(&lc);
+    /* A training loader reads this rank's share when a launcher (torchrun, Slurm, MPI) set one. */
+    if ((rc = gk_loader_config_from_env(&lc, NULL, 0)) != 0) {
+        fprintf(stderr, "train: %s\n", gk_last_error());
+        return 1;
+    }
     lc.batch_size = (uint64_t)t->batch;
     lc.workers = o->workers;
     lc.depth = RING_DEPTH;
@@ -589,7 +598,7 @@ static int run(trainer *t)
     lc.name = "train";
     gk_loader *ld;
     if ((rc = gk_loader_create(&lc, ds, &ld)) != 0) {
-        fprintf(stderr, "train: loader: %s\n", gk_loader_create_error());
+        fprintf(stderr, "train: loader: %s\n", gk_last_error());
         gk_dataset_destroy(ds);
         return 1;
     }
@@ -627,16 +636,16 @@ static int run(trainer *t)
             break;
         }
         if (rc) {
-            fprintf(stderr, "train: loader: %s\n", gk_loader_last_error(ld));
+            fprintf(stderr, "train: loader: %s\n", gk_last_error());
             break;
         }
         if ((rc = t->math.sync(&t->math)) != 0 ||
             (rc = train_step(t, b.device, (long)b.count, lr_at(t, total), &loss)) != 0) {
-            fail("step", rc, gk_device_last_error(t->dev));
+            fail("step", rc, gk_last_error());
             break;
         }
         if ((rc = gk_loader_release(ld, &b, NULL)) != 0) {
-            fprintf(stderr, "train: loader: %s\n", gk_loader_last_error(ld));
+            fprintf(stderr, "train: loader: %s\n", gk_last_error());
             break;
         }
         t->step++;
@@ -674,7 +683,7 @@ static int run(trainer *t)
             long m = t->want_micro;
             t->want_micro = 0;
             if ((rc = alloc_micro(t, m)) != 0) {
-                fail("shrinking the micro-batch", rc, gk_pool_last_error(t->pool));
+                fail("shrinking the micro-batch", rc, gk_last_error());
                 break;
             }
             gk_pool_trim(t->pool, 0, NULL);

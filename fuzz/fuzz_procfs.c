@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         put(files[i], data, size);
-    gk_host_config cfg = {.proc_root = root};
+    gk_host_config cfg = {.size = sizeof(gk_host_config), .proc_root = root};
     gk_host *h = NULL;
     if (gk_host_open(&cfg, &h) != 0)
         return 0;

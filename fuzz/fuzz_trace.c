@@ -3,6 +3,7 @@
 
 #include "fuzz.h"
 #include "gpukit/pool.h"
+#include "gpukit/trace.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -21,8 +21,7 @@ static int check(int ok, const char *what, gk_device *dev, int rc)
         printf("PASS  %s\n", what);
     } else {
         failures++;
-        printf("FAIL  %s (rc %s: %s)\n", what, gk_err_name(rc),
-               dev ? gk_device_last_error(dev) : "");
+        printf("FAIL  %s (rc %s: %s)\n", what, gk_err_name(rc), dev ? gk_last_error() : "");
     }
     return ok;
 }
@@ -67,7 +66,7 @@ static void memory_checks(gk_device *dev, const gk_device_props *p)
     void *big = NULL;
     int rc = gk_device_malloc(dev, total + ((size_t)1 << 30), &big);
     check(rc == GK_EDEVOOM && big == NULL, "oversized malloc -> GK_EDEVOOM", dev, rc);
-    printf("      (%s)\n", gk_device_last_error(dev));
+    printf("      (%s)\n", gk_last_error());
 }
 
 static void copy_checks(gk_device *dev)
@@ -169,7 +168,7 @@ static void vm_checks(gk_device *dev, const gk_device_props *p)
     if (base) {
         int rc = gk_device_vm_map(dev, base, want);
         check(rc == GK_EDEVOOM, "vm_map more than the card has -> GK_EDEVOOM", dev, rc);
-        printf("      (%s)\n", gk_device_last_error(dev));
+        printf("      (%s)\n", gk_last_error());
         CHECK_OK(gk_device_vm_release(dev, base, want), "vm_release");
     }
 out:
@@ -183,11 +182,11 @@ int main(int argc, char **argv)
     gk_device *dev = NULL;
     int rc = gk_device_open(spec, &dev);
     if (rc == GK_ENOGPU) {
-        printf("SKIP  no GPU: %s\n", gk_device_open_error());
+        printf("SKIP  no GPU: %s\n", gk_last_error());
         return 77;
     }
     if (rc) {
-        printf("FAIL  gk_device_open(%s): %s: %s\n", spec, gk_err_name(rc), gk_device_open_error());
+        printf("FAIL  gk_device_open(%s): %s: %s\n", spec, gk_err_name(rc), gk_last_error());
         return 1;
     }
     gk_device_props p;

@@ -40,7 +40,7 @@ static double bench_device(const char *spec)
     double r[ROUNDS];
     void *live[LIVE];
     if (gk_device_open(spec, &dev) != 0) {
-        fprintf(stderr, "bench_device: %s\n", gk_device_open_error());
+        fprintf(stderr, "bench_device: %s\n", gk_last_error());
         exit(1);
     }
     for (int i = 0; i < LIVE; i++)

@@ -20,7 +20,7 @@ static double copy_rate(gk_device *dev, gk_stream *s, void *dst, const void *src
         uint64_t t0 = gk_bench_now_ns();
         if (gk_memcpy_htod_async(dev, dst, src, size, s) != 0 ||
             gk_stream_synchronize(dev, s, 30.0) != 0) {
-            fprintf(stderr, "bench_h2d: copy failed: %s\n", gk_device_last_error(dev));
+            fprintf(stderr, "bench_h2d: copy failed: %s\n", gk_last_error());
             exit(1);
         }
         r[k] = (double)size / (double)(gk_bench_now_ns() - t0); /* bytes/ns = GB/s */
@@ -46,7 +46,7 @@ int main(int argc, char **argv)
     gk_stream *s;
     gk_device_props p;
     if (gk_device_open(spec, &dev) != 0) {
-        fprintf(stderr, "bench_h2d: %s\n", gk_device_open_error());
+        fprintf(stderr, "bench_h2d: %s\n", gk_last_error());
         return 1;
     }
     gk_device_get_props(dev, &p);
@@ -55,7 +55,7 @@ int main(int argc, char **argv)
     if (!pageable || gk_stream_create(dev, &s) != 0 ||
         gk_device_host_alloc(dev, max, &pinned) != 0 || gk_device_malloc(dev, max, &dst) != 0) {
         fprintf(stderr, "bench_h2d: cannot allocate %llu bytes: %s\n", (unsigned long long)max,
-                gk_device_last_error(dev));
+                gk_last_error());
         return 1;
     }
     memset(pageable, 1, max);

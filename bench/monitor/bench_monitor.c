@@ -145,7 +145,7 @@ static double update_ns(int kind, gk_metric *metric, int threads)
 
 int main(void)
 {
-    gk_host_config hc = {.proc_root = "/proc"};
+    gk_host_config hc = {.size = sizeof(gk_host_config), .proc_root = "/proc"};
     if (gk_host_open(&hc, &host) != 0 || !(hs = malloc(sizeof *hs))) {
         fprintf(stderr, "bench_monitor: cannot read /proc\n");
         return 1;

@@ -348,7 +348,7 @@ static int run_one(kind k, gk_device *dev, cu_api *cu, const seq *s, int rounds,
         gk_pool_config_preset(&c, k == K_POOL_DEFAULT ? "default" : "pytorch");
         c.logger.level = GK_LOG_ERROR;
         if (gk_pool_create(dev, &c, &m.pool) != 0) {
-            fprintf(stderr, "bench_pool_gpu: pool: %s\n", gk_pool_create_error());
+            fprintf(stderr, "bench_pool_gpu: pool: %s\n", gk_last_error());
             return -1;
         }
         int rc = replay(&m, s, rounds, out);
@@ -436,7 +436,7 @@ int main(int argc, char **argv)
     gk_device *dev = NULL;
     int rc = gk_device_open(spec, &dev);
     if (rc) {
-        fprintf(stderr, "bench_pool_gpu: cannot open %s: %s\n", spec, gk_device_open_error());
+        fprintf(stderr, "bench_pool_gpu: cannot open %s: %s\n", spec, gk_last_error());
         return rc == GK_ENOGPU ? 77 : 1;
     }
     gk_device_props props;

@@ -257,9 +257,10 @@ static void replay_stats(const gk_trace *t, const char *spec, const char *preset
     if (!pool)
         return;
     gk_replay_result r;
-    if (gk_trace_replay(t, pool, 0, 0, &r) == 0) {
+    gk_pool_stats st;
+    if (gk_trace_replay(t, pool, 0, 0, &r) == 0 && gk_pool_get_stats(pool, &st) == 0) {
         *failed = r.failed_allocs;
-        *peak = r.stats.reserved_bytes[GK_POOL_ALL].peak;
+        *peak = st.reserved_bytes[GK_POOL_ALL].peak;
     }
     gk_pool_destroy(pool);
     gk_device_close(dev);

@@ -45,6 +45,7 @@ typedef enum gk_batch_mode {
 typedef int (*gk_batch_trial_fn)(void *user, long batch, uint64_t *peak_bytes);
 
 typedef struct gk_batch_config {
+    size_t size; /* sizeof(gk_batch_config) (set by gk_batch_config_default) */
     gk_batch_mode mode;
     long init;       /* first size for power/binsearch (2) and decay (128); 0 = the mode's own */
     long b1, b2;     /* model: the two measuring trials (2 and 8) */
@@ -59,7 +60,8 @@ typedef struct gk_batch_config {
 } gk_batch_config;
 
 /* Fills `cfg` with the defaults above (mode model, no pool). */
-GK_API void gk_batch_config_default(gk_batch_config *cfg);
+GK_API void gk_batch_config_default(gk_batch_config *cfg, size_t size);
+#define gk_batch_config_default(cfg) (gk_batch_config_default)((cfg), sizeof *(cfg))
 
 /* Parses "model", "power", "binsearch" or "decay". Returns 0 or -EINVAL. */
 GK_API int gk_batch_mode_parse(const char *text, gk_batch_mode *out);
@@ -68,6 +70,7 @@ GK_API const char *gk_batch_mode_name(gk_batch_mode mode);
 #define GK_BATCH_MAX_LOG 64
 
 typedef struct gk_batch_result {
+    size_t size;    /* bytes filled (see gpukit/version.h) */
     long batch;     /* the answer: the largest size found that fits (verified by a trial) */
     int trials;     /* trials run */
     int ooms;       /* trials that ran out of memory */
@@ -86,9 +89,12 @@ typedef struct gk_batch_result {
  * binsearch, power) or the smallest size tried (decay) fits, or when the largest batch that fits
  * is below `multiple`; -EINVAL for a bad config (b1 >= b2, multiple above max_batch,
  * margin outside [0,1), no budget and no pool in model mode, ...); -ERANGE when max_trials ran
- * out before an answer; or the callback's own error. */
+ * out before an answer; or the callback's own error. The message of a failure is in
+ * gk_last_error(). `out` is filled on failure too (the trials run so far). */
 GK_API int gk_batch_find(const gk_batch_config *cfg, gk_batch_trial_fn trial, void *user,
-                         gk_batch_result *out);
+                         gk_batch_result *out, size_t size);
+#define gk_batch_find(cfg, trial, user, out)                                                       \
+    (gk_batch_find)((cfg), (trial), (user), (out), sizeof *(out))
 
 #ifdef __cplusplus
 }

@@ -46,40 +46,51 @@ typedef enum gk_backend_kind {
 } gk_backend_kind;
 
 typedef struct gk_device_config {
+    size_t size;              /* sizeof(gk_device_config) (set by gk_device_config_default) */
     gk_logger logger;         /* where the device logs; default: gk_logger_default() */
-    const char *cuda_library; /* NULL: GK_CUDA_LIBRARY, else "libcuda.so.1" (copied) */
-    double sync_timeout;      /* seconds a blocking wait lasts when given timeout < 0; default
-                                 GK_SYNC_TIMEOUT or 60 */
+    const char *cuda_library; /* the CUDA driver to dlopen; NULL: "libcuda.so.1" (copied) */
+    double sync_timeout;      /* seconds a blocking wait lasts when given timeout < 0 (60) */
 } gk_device_config;
 
-/* Fills `cfg` with the defaults, reading GK_LOG, GK_CUDA_LIBRARY and GK_SYNC_TIMEOUT. An invalid
- * variable is reported through the logger and its default kept. */
-GK_API void gk_device_config_default(gk_device_config *cfg);
+/* Fills `cfg` with the defaults above. Reads no environment variable. */
+GK_API void gk_device_config_default(gk_device_config *cfg, size_t size);
+#define gk_device_config_default(cfg) (gk_device_config_default)((cfg), sizeof *(cfg))
 
-/* Opens the device named by `spec` (NULL or "" means GK_DEVICE, else "auto"). On success stores a
- * handle in *out and returns 0. On failure *out is NULL and the return is -EINVAL (bad spec; the
- * message names the key or value and the fix), GK_ENOGPU (no driver or no such GPU), GK_EDRIVER,
- * or -ENOMEM; gk_device_open_error() gives the message. The caller closes the handle with
- * gk_device_close(). `cfg` may be NULL for the defaults; it is copied. */
+/* Applies the environment to `cfg`: GK_LOG (the logger's level), GK_CUDA_LIBRARY (cuda_library,
+ * pointing into the environment) and GK_SYNC_TIMEOUT. Returns 0, or -EINVAL on the first bad
+ * value, with a message naming the variable, the value and the fix; the fields before it keep
+ * their new values. */
+GK_API int gk_device_config_from_env(gk_device_config *cfg);
+
+/* Opens the device named by `spec`. On success stores a handle in *out and returns 0. On failure
+ * *out is NULL and the return is -EINVAL (bad spec; the message names the key or value and the
+ * fix), GK_ENOGPU (no driver or no such GPU), GK_EDRIVER, or -ENOMEM, with the message in
+ * gk_last_error(). The caller closes the handle with gk_device_close(). `cfg` is copied.
+ *
+ * gk_device_open is the environment's form: it opens `spec` (NULL or "" means GK_DEVICE, else
+ * "auto") with gk_device_config_default() + gk_device_config_from_env(). gk_device_open_ex with a
+ * config reads no environment variable (spec NULL or "" means "auto"); with cfg NULL it is
+ * gk_device_open. */
 GK_API int gk_device_open(const char *spec, gk_device **out);
 GK_API int gk_device_open_ex(const char *spec, const gk_device_config *cfg, gk_device **out);
 
-/* The message of the last failed gk_device_open* on this thread ("" when none). Thread-local. */
-GK_API const char *gk_device_open_error(void);
+/* Deprecated alias of gk_last_error(), kept for one release. */
+GK_API const char *gk_device_open_error(void) GK_DEPRECATED("use gk_last_error()");
 
 /* Closes the device: destroys streams and events still open, frees device and pinned memory still
  * allocated (and logs how much at warn level). NULL is a no-op. */
 GK_API void gk_device_close(gk_device *dev);
 
-/* The last error detail on this device (a driver's text, an injected fault, ...). The string
- * lives until the next failing call on the same device; copy it to keep it. */
-GK_API const char *gk_device_last_error(const gk_device *dev);
+/* Deprecated alias of gk_last_error() (the message of this thread's last failing call, whatever
+ * its handle), kept for one release. */
+GK_API const char *gk_device_last_error(const gk_device *dev) GK_DEPRECATED("use gk_last_error()");
 
 /* Why `auto` chose this backend ("cuda:0 unavailable: libcuda.so.1 not found; using host"), or ""
  * for a device not opened through auto. */
 GK_API const char *gk_device_auto_reason(const gk_device *dev);
 
 typedef struct gk_device_props {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     gk_backend_kind backend;
     const char *backend_name; /* "host", "sim", "cuda" */
     char spec[128];           /* canonical spec, "cuda:0", "sim:capacity=16GiB,..." */
@@ -96,7 +107,8 @@ typedef struct gk_device_props {
 } gk_device_props;
 
 /* Fills `props`. Returns 0 or -EINVAL. */
-GK_API int gk_device_get_props(gk_device *dev, gk_device_props *props);
+GK_API int gk_device_get_props(gk_device *dev, gk_device_props *props, size_t size);
+#define gk_device_get_props(dev, props) (gk_device_get_props)((dev), (props), sizeof *(props))
 
 /* Free and total device memory in bytes, as the backend reports them now. */
 GK_API int gk_device_mem_info(gk_device *dev, size_t *free_bytes, size_t *total_bytes);
@@ -195,19 +207,21 @@ GK_API int gk_device_vm_release(gk_device *dev, void *base, size_t size);
     XX(alloc_ns, "nanoseconds spent in allocation, free, map and unmap calls")
 
 typedef struct gk_device_counters {
+    size_t size; /* bytes filled (see gpukit/version.h) */
 #define GK__COUNTER_FIELD(name, desc) uint64_t name;
     GK_DEVICE_COUNTER_MAP(GK__COUNTER_FIELD)
 #undef GK__COUNTER_FIELD
 } gk_device_counters;
 
-/* A snapshot of the device's counters (each read atomically). */
-GK_API int gk_device_get_counters(gk_device *dev, gk_device_counters *out);
+/* A snapshot of the device's counters (each read atomically). Returns 0 or -EINVAL. */
+GK_API int gk_device_get_counters(gk_device *dev, gk_device_counters *out, size_t size);
+#define gk_device_get_counters(dev, out) (gk_device_get_counters)((dev), (out), sizeof *(out))
 
 /* --- sim only ----------------------------------------------------------------------------- */
 
 /* Changes the sim's fault settings at run time with the spec's fault keys (fail_alloc_nth,
  * fail_prob, seed, fail_above, fail_after_bytes, fail_event_query_nth); "" clears them all.
- * Counting for *_nth restarts from this call. Returns -EINVAL (message in last_error) or
+ * Counting for *_nth restarts from this call. Returns -EINVAL (message in gk_last_error()) or
  * GK_EUNAVAIL on another backend. */
 GK_API int gk_device_sim_set_faults(gk_device *dev, const char *faults);
 

@@ -1,8 +1,12 @@
-/* Status codes shared by every part of gpukit.
+/* Status codes and error text shared by every part of gpukit.
  *
  * Every function that can fail returns int: 0 on success, a negative errno (-ENOMEM, -EINVAL,
  * -ETIMEDOUT, ...) for failures that errno describes well, or a gpukit code at -4000 and below for
- * the rest. Codes are never renumbered or removed; new ones are added at the end of the table. */
+ * the rest. No function returns a positive status. Codes are never renumbered or removed; new ones
+ * are added at the end of the table.
+ *
+ * Error text: every failing call stores a one-line message (naming the thing, the value and the
+ * fix) in a thread-local slot that gk_last_error() returns. */
 #ifndef GPUKIT_ERROR_H
 #define GPUKIT_ERROR_H
 
@@ -50,7 +54,8 @@ extern "C" {
     XX(GK_EMISMATCH, -4007, "saved state does not match")                                          \
     XX(GK_EVERSION, -4008, "unsupported format or driver version")                                 \
     XX(GK_ESYNTAX, -4009, "syntax error")                                                          \
-    XX(GK_EFAULTINJ, -4010, "injected fault")
+    XX(GK_EFAULTINJ, -4010, "injected fault")                                                      \
+    XX(GK_LOADER_END, -4011, "end of the configured epochs")
 
 enum gk_status {
     GK_OK = 0,
@@ -66,6 +71,16 @@ GK_API const char *gk_strerror(int code);
 /* The symbolic name of `code` ("GK_EDEVOOM", "ENOMEM", "OK"); "UNKNOWN" when unknown. Static
  * storage; thread-safe. */
 GK_API const char *gk_err_name(int code);
+
+/* The message of the last failing gpukit call on the calling thread ("" when none has failed):
+ * one line naming what failed and how to fix it, for example
+ *     device spec "sim:capacity=12Q": capacity: "12Q" is not a size (try 16GiB)
+ * Thread-local: each thread sees only its own failures, so two threads failing on one handle at
+ * once each read their own message. A successful call leaves it unchanged. The string is valid
+ * until the next gpukit call on the same thread; copy it to keep it. Never NULL. Errors that a
+ * loader's worker thread meets reach the consumer through gk_loader_next's return value, and
+ * their message is copied into the consumer's slot then. */
+GK_API const char *gk_last_error(void);
 
 #ifdef __cplusplus
 }

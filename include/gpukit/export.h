@@ -26,6 +26,7 @@ extern "C" {
 typedef struct gk_exporter gk_exporter;
 
 typedef struct gk_exporter_config {
+    size_t size;         /* sizeof(gk_exporter_config) (set by gk_exporter_config_default) */
     const char *listen;  /* "HOST:PORT" or "[IPv6]:PORT"; port 0 picks a free one; default
                             GK_EXPORTER_DEFAULT_LISTEN (copied) */
     gk_metrics *metrics; /* what /metrics renders; NULL: gk_metrics_default() */
@@ -34,7 +35,8 @@ typedef struct gk_exporter_config {
 } gk_exporter_config;
 
 /* Fills `cfg` with the defaults. */
-GK_API void gk_exporter_config_default(gk_exporter_config *cfg);
+GK_API void gk_exporter_config_default(gk_exporter_config *cfg, size_t size);
+#define gk_exporter_config_default(cfg) (gk_exporter_config_default)((cfg), sizeof *(cfg))
 
 /* Splits "HOST:PORT" / "[V6]:PORT" into host and port. Returns 0 or -EINVAL (the message, naming
  * the value and the fix, goes to err). */
@@ -43,7 +45,8 @@ GK_API int gk_exporter_parse_listen(const char *listen, char *host, size_t hostl
 
 /* Binds and starts serving. Returns 0, -EINVAL (bad address), -EADDRINUSE or another negative
  * errno from bind, -ENOMEM, or GK_EUNAVAIL when gpukit was built without libmicrohttpd
- * (GK_HTTP=OFF); err (may be NULL) receives a one-line message naming the address and the fix.
+ * (GK_HTTP=OFF); the one-line message naming the address and the fix is in gk_last_error() and
+ * in err (which may be NULL).
  * Stop with gk_exporter_destroy. */
 GK_API int gk_exporter_start(const gk_exporter_config *cfg, gk_exporter **out, char *err,
                              size_t errlen);

@@ -16,6 +16,7 @@
 #include "report.h"
 #include "run.h"
 #include "telemetry.h"
+#include "trace.h"
 #include "version.h"
 
 #endif

@@ -57,6 +57,7 @@ typedef struct gk_dataset gk_dataset;
 
 /* What a read callback receives besides the item. */
 typedef struct gk_read_ctx {
+    size_t size;           /* sizeof(gk_read_ctx) in the library (fields may be added) */
     void *worker_state;    /* what worker_open stored for this worker, else NULL */
     int worker;            /* worker number 0..workers-1 (0 also for a loader without workers) */
     uint64_t seed, epoch;  /* for per-item randomness: gk_item_seed(seed, epoch, index) */
@@ -65,8 +66,10 @@ typedef struct gk_read_ctx {
     uint64_t failed_index; /* read_batch sets the dataset index that failed */
 } gk_read_ctx;
 
-/* A dataset is a table of callbacks over a user context. Every item has the same size. */
+/* A dataset is a table of callbacks over a user context. Every item has the same size. Set
+ * `.size = sizeof(gk_dataset_ops)`; callbacks beyond the size are taken as NULL. */
 typedef struct gk_dataset_ops {
+    size_t size;
     /* Number of items and bytes per item; called once by gk_dataset_create. Required. */
     uint64_t (*count)(void *ctx);
     size_t (*item_size)(void *ctx);
@@ -87,9 +90,9 @@ typedef struct gk_dataset_ops {
     void (*destroy)(void *ctx);
 } gk_dataset_ops;
 
-/* Wraps `ops` over `ctx` (both borrowed until destroy; ops must outlive the dataset). `name` is
- * used in messages (copied; NULL gives "dataset"). Returns 0, -EINVAL (missing callback, zero count
- * or size) or -ENOMEM. On failure ops->destroy is not called. */
+/* Wraps `ops` over `ctx` (ctx borrowed until destroy; ops is copied up to ops->size). `name` is
+ * used in messages (copied; NULL gives "dataset"). Returns 0, -EINVAL (missing callback, zero
+ * count or size, ops->size not set) or -ENOMEM. On failure ops->destroy is not called. */
 GK_API int gk_dataset_create(const gk_dataset_ops *ops, void *ctx, const char *name,
                              gk_dataset **out);
 
@@ -105,9 +108,8 @@ GK_API uint64_t gk_dataset_count(const gk_dataset *ds);
 GK_API size_t gk_dataset_item_size(const gk_dataset *ds);
 GK_API const char *gk_dataset_name(const gk_dataset *ds);
 
-/* The message of the last failed gk_dataset_* open or create on this thread ("" when none); it
- * names the file and the problem. Thread-local. */
-GK_API const char *gk_dataset_error(void);
+/* Deprecated alias of gk_last_error(), kept for one release. */
+GK_API const char *gk_dataset_error(void) GK_DEPRECATED("use gk_last_error()");
 
 /* --- fixed-record files -------------------------------------------------------------------
  *
@@ -130,6 +132,7 @@ GK_API const char *gk_dataset_error(void);
 #define GK_RECORDS_MAX_DIMS   8
 
 typedef struct gk_records_info {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     uint32_t version;
     uint64_t record_size, record_count, data_offset, file_size;
     char dtype[17]; /* NUL-terminated */
@@ -138,9 +141,12 @@ typedef struct gk_records_info {
 } gk_records_info;
 
 /* Reads and checks the header of `path`. Returns 0, -ENOENT/-EACCES/-EIO (cannot open or read),
- * GK_ECORRUPT (bad magic, bad field, size not matching the header) or GK_EVERSION; `err` receives
- * a message naming the file and the problem. */
-GK_API int gk_records_inspect(const char *path, gk_records_info *info, char *err, size_t err_len);
+ * GK_ECORRUPT (bad magic, bad field, size not matching the header) or GK_EVERSION; the message
+ * names the file and the problem (in gk_last_error(), and in err when err_len > 0). */
+GK_API int gk_records_inspect(const char *path, gk_records_info *info, char *err, size_t err_len,
+                              size_t size);
+#define gk_records_inspect(path, info, err, err_len)                                               \
+    (gk_records_inspect)((path), (info), (err), (err_len), sizeof *(info))
 
 typedef enum gk_records_access {
     GK_RECORDS_MMAP = 0, /* memory-map the file (default) */
@@ -148,21 +154,26 @@ typedef enum gk_records_access {
 } gk_records_access;
 
 typedef struct gk_records_options {
+    size_t size; /* sizeof(gk_records_options) (set by gk_records_options_default) */
     gk_records_access access;
     int random;    /* 1: madvise(MADV_RANDOM) (shuffled reads); 0: MADV_SEQUENTIAL */
     int readahead; /* 1: honour will_need hints with madvise(MADV_WILLNEED) for records >= 64 KiB */
 } gk_records_options;
 
-/* Opens a fixed-record file as a dataset (one item = one record). opt NULL = mmap, random,
- * readahead. Before each batch the file's size is checked against the header, so a file truncated
- * while in use gives GK_ECORRUPT naming the file instead of a SIGBUS (a truncation racing the copy
- * itself cannot be caught). Errors as gk_records_inspect; message in gk_dataset_error(). */
+/* Fills `opt` with the defaults: mmap, random, readahead. */
+GK_API void gk_records_options_default(gk_records_options *opt, size_t size);
+#define gk_records_options_default(opt) (gk_records_options_default)((opt), sizeof *(opt))
+
+/* Opens a fixed-record file as a dataset (one item = one record). opt NULL = the defaults.
+ * Before each batch the file's size is checked against the header, so a file truncated while in
+ * use gives GK_ECORRUPT naming the file instead of a SIGBUS (a truncation racing the copy itself
+ * cannot be caught). Errors as gk_records_inspect; message in gk_last_error(). */
 GK_API int gk_dataset_open_records(const char *path, const gk_records_options *opt,
                                    gk_dataset **out);
 
 /* Writes a fixed-record file: open, write records (any number of calls), close. The header is
  * written by close. dtype NULL = "|u1"; shape NULL with ndim 0 = one dimension of record_size.
- * Returns 0 or a negative code with the message (naming the file) in gk_dataset_error(). close
+ * Returns 0 or a negative code with the message (naming the file) in gk_last_error(). close
  * frees the writer even on failure; abort removes the partial file. */
 typedef struct gk_records_writer gk_records_writer;
 GK_API int gk_records_writer_open(const char *path, uint64_t record_size, const char *dtype,
@@ -182,6 +193,7 @@ GK_API void gk_records_writer_abort(gk_records_writer *w);
 #define GK_TOKENS_HEADER_BYTES 1024
 
 typedef struct gk_tokens_info {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     int32_t magic, version;
     uint64_t tokens;      /* token count from the header */
     uint32_t token_bytes; /* 2 or 4 */
@@ -189,7 +201,10 @@ typedef struct gk_tokens_info {
 } gk_tokens_info;
 
 /* Reads and checks one shard's header (errors as gk_records_inspect). */
-GK_API int gk_tokens_inspect(const char *path, gk_tokens_info *info, char *err, size_t err_len);
+GK_API int gk_tokens_inspect(const char *path, gk_tokens_info *info, char *err, size_t err_len,
+                             size_t size);
+#define gk_tokens_inspect(path, info, err, err_len)                                                \
+    (gk_tokens_inspect)((path), (info), (err), (err_len), sizeof *(info))
 
 /* Opens the shards matching `pattern` (glob(3), sorted by name) as a dataset whose items are
  * windows of B*T+1 contiguous tokens (inputs = tokens [0, B*T), targets = tokens [1, B*T+1): two
@@ -211,6 +226,7 @@ GK_API uint32_t gk_dataset_token_bytes(const gk_dataset *ds);
 
 /* The sampler is a plain value with O(1) state: any batch of any epoch is computed directly. */
 typedef struct gk_sampler {
+    size_t size;         /* bytes filled by gk_sampler_init (see gpukit/version.h) */
     uint64_t count;      /* N, dataset items */
     uint64_t batch_size; /* B */
     uint64_t seed;
@@ -224,10 +240,14 @@ typedef struct gk_sampler {
 } gk_sampler;
 
 /* Initializes `s`. Returns 0, or -EINVAL (zero count, batch or world, rank >= world, count above
- * 2^62, or no batch per epoch) with a message in err. */
+ * 2^62, or no batch per epoch) with a message in gk_last_error() (and in err when err_len > 0). */
 GK_API int gk_sampler_init(gk_sampler *s, uint64_t count, uint64_t batch_size, uint64_t seed,
                            uint32_t rank, uint32_t world, int shuffle, int shard_drop_last,
-                           int drop_last, char *err, size_t err_len);
+                           int drop_last, char *err, size_t err_len, size_t size);
+#define gk_sampler_init(s, count, batch_size, seed, rank, world, shuffle, shard_drop_last,         \
+                        drop_last, err, err_len)                                                   \
+    (gk_sampler_init)((s), (count), (batch_size), (seed), (rank), (world), (shuffle),              \
+                      (shard_drop_last), (drop_last), (err), (err_len), sizeof *(s))
 
 /* The epoch's permutation: position pos in [0, N) -> dataset index (identity when shuffle is off).
  * A bijection of [0, N) for every (seed, epoch). */
@@ -245,7 +265,8 @@ GK_API uint64_t gk_item_seed(uint64_t seed, uint64_t epoch, uint64_t index);
 
 /* Rank and world from the launcher's environment: RANK/WORLD_SIZE, else SLURM_PROCID/SLURM_NTASKS,
  * else OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE, else 0/1. Returns 0, or -EINVAL with a message
- * naming the variable when a value is not a number or rank >= world (then 0/1 are stored). */
+ * naming the variable (in gk_last_error(), and in err when err_len > 0) when a value is not a
+ * number or rank >= world (then 0/1 are stored). */
 GK_API int gk_loader_rank_from_env(uint32_t *rank, uint32_t *world, char *err, size_t err_len);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -267,6 +288,7 @@ enum {
 };
 
 typedef struct gk_loader_config {
+    size_t size; /* sizeof(gk_loader_config) (set by gk_loader_config_default) */
     gk_logger logger;
     uint64_t batch_size;  /* items per batch (default 32) */
     int workers;          /* worker threads; 0 = the consumer fills in next() (default 1) */
@@ -277,7 +299,8 @@ typedef struct gk_loader_config {
     int shuffle;          /* default 0 */
     int drop_last;        /* drop the last partial batch of an epoch (default 0) */
     int shard_drop_last;  /* drop the tail instead of padding by wrapping (default 0) */
-    uint32_t rank, world; /* default from gk_loader_rank_from_env */
+    uint32_t rank, world; /* this process's shard: default 0 of 1 (every item); a launcher's
+                             values come from gk_loader_config_from_env */
     gk_device *device;    /* NULL: host only (batch.device is NULL); else pinned slots, device
                              slots and a copy stream on this device (borrowed) */
     /* NULL (default): device slots come from gk_device_malloc. Else they come from this pool
@@ -308,9 +331,20 @@ typedef struct gk_loader_config {
     unsigned test_drop_edges; /* tests only: GK_LOADER_DROP_EDGE_* (default 0) */
 } gk_loader_config;
 
-/* Defaults as listed above; rank and world from the environment (a bad value is logged and 0/1
- * kept). */
-GK_API void gk_loader_config_default(gk_loader_config *cfg);
+/* Fills `cfg` with the defaults listed above: rank 0 of 1, so the loader reads every item. Reads
+ * no environment variable. */
+GK_API void gk_loader_config_default(gk_loader_config *cfg, size_t size);
+#define gk_loader_config_default(cfg) (gk_loader_config_default)((cfg), sizeof *(cfg))
+
+/* Applies the environment to `cfg`: GK_LOG (the logger's level), and rank and world from the
+ * launcher's variables as gk_loader_rank_from_env reads them (torchrun's RANK/WORLD_SIZE, Slurm,
+ * Open MPI), so the loader reads this rank's 1/world share of every epoch, as PyTorch's
+ * DistributedSampler does. `found` (may be NULL) receives one line saying what was found ("rank 3
+ * of 8 from RANK/WORLD_SIZE: ..." or "no launcher variables ..."), which is also logged at info
+ * level. Use it for training loaders; an evaluation loader that must see every item keeps the
+ * default rank 0 of 1. Returns 0, or -EINVAL naming the bad variable (rank and world are then
+ * unchanged). */
+GK_API int gk_loader_config_from_env(gk_loader_config *cfg, char *found, size_t len);
 
 /* Creates a loader over `ds` (borrowed; it must outlive the loader): allocates and touches K host
  * slots (pinned through cfg->device when given), K device slots, per-slot events and a copy
@@ -320,15 +354,17 @@ GK_API void gk_loader_config_default(gk_loader_config *cfg);
  * ring occupancy (gauge gpukit_loader_ring_ready), tagged loader:<name>, every 250 ms and when
  * the loader is destroyed. Returns 0,
  * -EINVAL (bad config; the message says which field), -ENOMEM, GK_EDEVOOM, a worker_open error,
- * or a device error; gk_loader_create_error() gives the message. A failed create frees everything
- * it made, in reverse order. */
+ * or a device error, with the message in gk_last_error(). `cfg` NULL means
+ * gk_loader_config_default(); it is copied up to cfg->size. A failed create frees everything it
+ * made, in reverse order. */
 GK_API int gk_loader_create(const gk_loader_config *cfg, gk_dataset *ds, gk_loader **out);
 
-/* The message of the last failed gk_loader_create on this thread. Thread-local. */
-GK_API const char *gk_loader_create_error(void);
+/* Deprecated alias of gk_last_error(), kept for one release. */
+GK_API const char *gk_loader_create_error(void) GK_DEPRECATED("use gk_last_error()");
 
 /* One delivered batch. Pointers stay valid until the batch is released. */
 typedef struct gk_batch {
+    size_t size;           /* bytes filled (see gpukit/version.h) */
     uint64_t seq;          /* delivery number since create or the last seek */
     uint64_t epoch, index; /* epoch and batch number within it */
     size_t count;          /* items (batch_size, or fewer for a last partial batch) */
@@ -341,19 +377,23 @@ typedef struct gk_batch {
     int slot;                /* ring slot */
 } gk_batch;
 
-#define GK_LOADER_END 1 /* returned by next after cfg.epochs epochs */
+/* GK_LOADER_END (gpukit/error.h) is returned by next after cfg.epochs epochs. */
 
 /* Delivers the next batch in order. With a device, enqueues on `stream` (NULL = the device's
  * default stream) a wait for the batch's copy (edge a): work queued on `stream` afterwards may
  * read b->device. With auto_release, first releases the previously delivered batch on the stream
  * it was given. `timeout` in seconds (< 0: cfg.timeout; 0: do not wait); without workers the
  * batch is read inside this call, and the timeout covers only the wait, not the read.
- * Returns 0; GK_LOADER_END after the configured epochs; -ETIMEDOUT with a diagnostic in
- * gk_loader_last_error (batch, worker, dataset index, time spent in the read); the batch's read
- * error (e.g. GK_ECORRUPT, -EIO) exactly when the failing batch is reached, with the dataset's
- * message; -EBUSY when every slot is held by unreleased batches (auto_release 0). Consumer thread
- * only. */
-GK_API int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b);
+ * Returns 0; GK_LOADER_END (a negative code, "end of the configured epochs") after the configured
+ * epochs; -ETIMEDOUT with a diagnostic in gk_last_error() (batch, worker, dataset index, time
+ * spent in the read); the batch's read error (e.g. GK_ECORRUPT, -EIO) exactly when the failing
+ * batch is reached, with the dataset's message (met on a worker thread, copied into the
+ * consumer's gk_last_error()); -EBUSY when every slot is held by unreleased batches
+ * (auto_release 0). Consumer thread only. */
+GK_API int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b,
+                          size_t size);
+#define gk_loader_next(ld, stream, timeout, b)                                                     \
+    (gk_loader_next)((ld), (stream), (timeout), (b), sizeof *(b))
 
 /* Releases a delivered batch after every piece of work that reads it has been queued on `stream`
  * (an event recorded there gates the next copy into its device slot: edge b). Releasing twice, or a
@@ -363,6 +403,7 @@ GK_API int gk_loader_release(gk_loader *ld, const gk_batch *b, gk_stream *stream
 /* The resumable position: batches the consumer released (not batches prefetched). */
 #define GK_LOADER_STATE_VERSION 1
 typedef struct gk_loader_state {
+    size_t size;      /* bytes filled (see gpukit/version.h) */
     uint32_t version; /* GK_LOADER_STATE_VERSION */
     uint32_t flags;   /* bit 0 shuffle, bit 1 drop_last, bit 2 shard_drop_last */
     uint64_t seed;
@@ -374,10 +415,11 @@ typedef struct gk_loader_state {
 } gk_loader_state;
 
 /* Fills `st` with the current position. Consumer thread only. */
-GK_API int gk_loader_get_state(gk_loader *ld, gk_loader_state *st);
+GK_API int gk_loader_get_state(gk_loader *ld, gk_loader_state *st, size_t size);
+#define gk_loader_get_state(ld, st) (gk_loader_get_state)((ld), (st), sizeof *(st))
 
 /* Moves to a saved position: refuses (GK_EMISMATCH, or GK_EVERSION for another version; message in
- * gk_loader_last_error naming the field, the saved and the configured value) a state whose N, B,
+ * gk_last_error() naming the field, the saved and the configured value) a state whose N, B,
  * seed, world, rank or flags differ from this loader's; otherwise discards the ring and continues
  * at (epoch, batch). Outstanding batches become invalid. Consumer thread only. */
 GK_API int gk_loader_restore(gk_loader *ld, const gk_loader_state *st);
@@ -390,11 +432,12 @@ GK_API int gk_loader_set_epoch(gk_loader *ld, uint64_t epoch);
 /* Batches per epoch for this rank. */
 GK_API uint64_t gk_loader_batches_per_epoch(const gk_loader *ld);
 
-/* The detail of the last failure of next/release/restore/seek (copy it to keep it). */
-GK_API const char *gk_loader_last_error(const gk_loader *ld);
+/* Deprecated alias of gk_last_error(), kept for one release. */
+GK_API const char *gk_loader_last_error(const gk_loader *ld) GK_DEPRECATED("use gk_last_error()");
 
 /* Statistics (cumulative since create). Times in nanoseconds. */
 typedef struct gk_loader_stats {
+    size_t size;                    /* bytes filled (see gpukit/version.h) */
     uint64_t items, bytes, batches; /* delivered by next */
     uint64_t skips;                 /* batches skipped under GK_LOADER_SKIP */
     uint64_t wait_ns, wait_max_ns;  /* consumer time inside next waiting for a batch */
@@ -411,7 +454,8 @@ typedef struct gk_loader_stats {
 } gk_loader_stats;
 
 /* A snapshot of the statistics. Any thread. */
-GK_API int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *st);
+GK_API int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *st, size_t size);
+#define gk_loader_get_stats(ld, st) (gk_loader_get_stats)((ld), (st), sizeof *(st))
 
 /* Stops the workers (joins every thread), waits for the copy stream, and (with a device) waits
  * until the caller's work queued before each release is done; batches still held count as

@@ -2,7 +2,8 @@
  *
  * gpukit never writes to stderr behind the user's back except through a logger. Each handle that
  * logs takes a gk_logger in its config; the default one writes "gpukit: LEVEL: COMPONENT: message"
- * to stderr at the level named by GK_LOG (default: warn). */
+ * to stderr at level warn, and gk_logger_from_env (called by every config's _from_env function)
+ * applies the level named by GK_LOG. */
 #ifndef GPUKIT_LOG_H
 #define GPUKIT_LOG_H
 
@@ -32,10 +33,12 @@ typedef struct gk_logger {
     gk_log_level level; /* messages above this level are dropped */
 } gk_logger;
 
-/* Fills `lg` with the default logger: stderr, level from GK_LOG (off, error, warn, info, debug,
- * trace; default warn). An invalid GK_LOG leaves the level at warn and logs one warning that names
- * the value and the valid levels. */
+/* Fills `lg` with the default logger: stderr, level warn. Reads no environment variable. */
 GK_API void gk_logger_default(gk_logger *lg);
+
+/* Sets lg->level from GK_LOG (off, error, warn, info, debug, trace, or 0-5) when it is set.
+ * Returns 0, or -EINVAL naming the value and the valid levels (the level is then unchanged). */
+GK_API int gk_logger_from_env(gk_logger *lg);
 
 /* Formats and delivers a message if `level` <= lg->level. `lg` may be NULL (then nothing is
  * logged). Thread-safe as far as lg->fn is. */

@@ -37,6 +37,7 @@ typedef enum gk_metrics_format {
 } gk_metrics_format;
 
 typedef struct gk_metrics_config {
+    size_t size;                  /* sizeof(gk_metrics_config) (set by gk_metrics_config_default) */
     size_t max_families;          /* distinct metric names; default 1024 */
     size_t max_series_per_family; /* label sets per name; default 1000 (cardinality cap) */
     size_t max_labels;            /* label pairs per series; default 16 */
@@ -48,6 +49,7 @@ typedef struct gk_metrics_config {
  * at most 1% for |v| in [1e-9, 1e15]); all fields are 0 when count is 0 (std is 0 for count < 2).
  */
 typedef struct gk_summary_stats {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     uint64_t count;
     double sum, mean, std, min, max;
     double p50, p90, p99;
@@ -60,7 +62,8 @@ typedef struct gk_metric_point {
 } gk_metric_point;
 
 /* Fills `cfg` with the defaults listed above. */
-GK_API void gk_metrics_config_default(gk_metrics_config *cfg);
+GK_API void gk_metrics_config_default(gk_metrics_config *cfg, size_t size);
+#define gk_metrics_config_default(cfg) (gk_metrics_config_default)((cfg), sizeof *(cfg))
 
 /* Creates an empty registry. `cfg` may be NULL (defaults). Returns 0, -EINVAL (a zero limit) or
  * -ENOMEM. Free with gk_metrics_destroy. */
@@ -141,7 +144,10 @@ GK_API int gk_metrics_log(gk_metrics *m, const char *name, double value);
 GK_API int gk_metric_log(const char *name, double value);
 
 /* The summary of everything logged under `name`. Returns 0 or -ENOENT. Thread-safe. */
-GK_API int gk_metrics_log_summary(gk_metrics *m, const char *name, gk_summary_stats *out);
+GK_API int gk_metrics_log_summary(gk_metrics *m, const char *name, gk_summary_stats *out,
+                                  size_t size);
+#define gk_metrics_log_summary(m, name, out)                                                       \
+    (gk_metrics_log_summary)((m), (name), (out), sizeof *(out))
 
 /* Copies up to `cap` of the newest points of `name`, oldest first, into buf and sets *n. Returns
  * 0 or -ENOENT. Thread-safe. */
@@ -171,8 +177,9 @@ GK_API void gk_summary_reset(gk_summary *s);
  * q = 0), within 1% relative error and clamped to [min, max]. NaN when empty or q is outside
  * [0, 1]. */
 GK_API double gk_summary_quantile(const gk_summary *s, double q);
-/* Fills `out`. */
-GK_API void gk_summary_get(const gk_summary *s, gk_summary_stats *out);
+/* Fills `out`. Returns 0 or -EINVAL. */
+GK_API int gk_summary_get(const gk_summary *s, gk_summary_stats *out, size_t size);
+#define gk_summary_get(s, out) (gk_summary_get)((s), (out), sizeof *(out))
 
 #ifdef __cplusplus
 }

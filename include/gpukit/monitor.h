@@ -52,6 +52,7 @@ typedef void (*gk_alert_fn)(void *user, const char *rule_name, const char *serie
                             gk_alert_state state, double value);
 
 typedef struct gk_monitor_config {
+    size_t size;              /* sizeof(gk_monitor_config) (set by gk_monitor_config_default) */
     double interval;          /* fast tier period, seconds; default 1; at least 0.001 */
     unsigned slow_every;      /* slow tier every N fast ticks; default 5 */
     double retention;         /* seconds of history kept per series; default 600 */
@@ -59,21 +60,28 @@ typedef struct gk_monitor_config {
     int host;                 /* read the host (default 1) */
     int pcie;                 /* opt-in PCIe throughput (default 0) */
     int pid;                  /* root of a process tree to watch (0: none) */
-    const char *nvml_library; /* NULL: GK_NVML_LIBRARY or libnvidia-ml.so.1 (copied) */
-    const char *proc_root;    /* NULL: GK_PROC_ROOT or /proc (copied) */
+    const char *nvml_library; /* NULL: libnvidia-ml.so.1 (copied) */
+    const char *proc_root;    /* NULL: /proc (copied) */
     gk_metrics *metrics;      /* registry to publish into; NULL: gk_metrics_default() */
     gk_logger logger;         /* default gk_logger_default() */
     gk_alert_fn on_alert;     /* NULL: alerts only log */
     void *alert_user;
 } gk_monitor_config;
 
-/* Fills `cfg` with the defaults above. */
-GK_API void gk_monitor_config_default(gk_monitor_config *cfg);
+/* Fills `cfg` with the defaults above. Reads no environment variable. */
+GK_API void gk_monitor_config_default(gk_monitor_config *cfg, size_t size);
+#define gk_monitor_config_default(cfg) (gk_monitor_config_default)((cfg), sizeof *(cfg))
+
+/* Applies the environment to `cfg`: GK_LOG (the logger's level), GK_NVML_LIBRARY
+ * (nvml_library) and GK_PROC_ROOT (proc_root), the last two pointing into the environment.
+ * Returns 0 or -EINVAL naming the bad variable. */
+GK_API int gk_monitor_config_from_env(gk_monitor_config *cfg);
 
 /* Creates a monitor (not yet sampling). Loads NVML per cfg->gpu: in AUTO mode a missing library
  * or driver logs one info line with the reason and the monitor runs host-only. Returns 0,
  * -EINVAL (bad config), GK_ENOGPU (REQUIRE without NVML), -ENOENT (proc root unreadable) or
- * -ENOMEM. `cfg` may be NULL (defaults). Destroy with gk_monitor_destroy. */
+ * -ENOMEM, with the message in gk_last_error(). `cfg` NULL is the environment's form:
+ * gk_monitor_config_default() + gk_monitor_config_from_env(). Destroy with gk_monitor_destroy. */
 GK_API int gk_monitor_create(const gk_monitor_config *cfg, gk_monitor **out);
 
 /* Starts the sampler thread (the first tick runs at once). Returns 0, -EBUSY when already
@@ -109,6 +117,7 @@ typedef struct gk_series_point {
 } gk_series_point;
 
 typedef struct gk_series_info {
+    size_t size;      /* bytes filled (see gpukit/version.h) */
     char name[96];    /* "gpukit_gpu_power_watts" */
     char labels[256]; /* "gpu=\"0\",uuid=\"GPU-...\"" ("" for none) */
     int counter;      /* 1 when stored raw and read as a rate */
@@ -119,8 +128,10 @@ typedef struct gk_series_info {
 /* Number of series so far (grows as devices and mounts are seen). Thread-safe. */
 GK_API size_t gk_monitor_series_count(gk_monitor *m);
 
-/* Info of series `idx`. Returns 0 or -ERANGE. Thread-safe. */
-GK_API int gk_monitor_series_info(gk_monitor *m, size_t idx, gk_series_info *out);
+/* Info of series `idx`. Returns 0, -EINVAL or -ERANGE. Thread-safe. */
+GK_API int gk_monitor_series_info(gk_monitor *m, size_t idx, gk_series_info *out, size_t size);
+#define gk_monitor_series_info(m, idx, out)                                                        \
+    (gk_monitor_series_info)((m), (idx), (out), sizeof *(out))
 
 /* Finds the series with this name and exact label text (NULL or "" for none). Returns 0 and sets
  * *idx, or -ENOENT. Thread-safe. */
@@ -136,11 +147,13 @@ GK_API int gk_monitor_read(gk_monitor *m, size_t idx, gk_series_point *buf, size
 GK_API int gk_monitor_rate(gk_monitor *m, size_t idx, gk_series_point *buf, size_t cap, size_t *n);
 
 /* Summary (count, mean, std, min, max, p50/p90/p99) of the points held (gauges) or of the
- * rates (counters). Returns 0, -ERANGE or -ENOMEM. Thread-safe. */
-GK_API int gk_monitor_summary(gk_monitor *m, size_t idx, gk_summary_stats *out);
+ * rates (counters). Returns 0, -EINVAL, -ERANGE or -ENOMEM. Thread-safe. */
+GK_API int gk_monitor_summary(gk_monitor *m, size_t idx, gk_summary_stats *out, size_t size);
+#define gk_monitor_summary(m, idx, out) (gk_monitor_summary)((m), (idx), (out), sizeof *(out))
 
 /* Self-metrics. */
 typedef struct gk_monitor_stats {
+    size_t size;              /* bytes filled (see gpukit/version.h) */
     uint64_t ticks;           /* ticks run */
     uint64_t overruns;        /* deadlines missed (a tick took longer than the interval) */
     uint64_t nvml_errors;     /* failed NVML calls */
@@ -152,8 +165,9 @@ typedef struct gk_monitor_stats {
     double seconds_since_tick; /* since the last tick ended; -1 before the first */
 } gk_monitor_stats;
 
-/* Copies the self-metrics. Thread-safe. */
-GK_API void gk_monitor_get_stats(gk_monitor *m, gk_monitor_stats *out);
+/* Copies the self-metrics. Returns 0 or -EINVAL. Thread-safe. */
+GK_API int gk_monitor_get_stats(gk_monitor *m, gk_monitor_stats *out, size_t size);
+#define gk_monitor_get_stats(m, out) (gk_monitor_get_stats)((m), (out), sizeof *(out))
 
 /* --- alerts -------------------------------------------------------------------------------- */
 

@@ -50,6 +50,7 @@ typedef enum gk_option_type {
  * follow the row's type: STRING char[GK_OPT_STRING_MAX], SIZE uint64_t, DURATION and DOUBLE
  * double (seconds), LOG_LEVEL gk_log_level, BOOL int, INT long long. */
 typedef struct gk_options {
+    size_t size; /* sizeof(gk_options) (set by gk_options_default) */
     char device[GK_OPT_STRING_MAX];
     gk_log_level log_level;
     char cuda_library[GK_OPT_STRING_MAX];
@@ -68,17 +69,19 @@ typedef struct gk_option_info {
     const char *help;
 } gk_option_info;
 
-/* Fills every field with its default from the table. */
-GK_API void gk_options_default(gk_options *o);
+/* Fills every field with its default from the table. Reads no environment variable. */
+GK_API void gk_options_default(gk_options *o, size_t size);
+#define gk_options_default(o) (gk_options_default)((o), sizeof *(o))
 
-/* Applies every GK_* variable that is set in the environment. On the first bad value returns
- * -EINVAL and writes a one-line message naming the variable, the value and the fix into err
- * (when errlen > 0); the fields already applied keep their new values. */
+/* Applies every GK_* variable of the table that is set in the environment. On the first bad value
+ * returns -EINVAL with a one-line message naming the variable, the value and the fix (in
+ * gk_last_error(), and in err when errlen > 0); the fields already applied keep their new values.
+ * Fields beyond o->size (a program built against an older header) are skipped. */
 GK_API int gk_options_from_env(gk_options *o, char *err, size_t errlen);
 
 /* Sets one setting named by its dotted name, environment variable or flag. Returns 0, -ENOENT
- * for an unknown key, or -EINVAL for a bad value; err receives the message, which names the key
- * as given. */
+ * for an unknown key (or one beyond o->size), or -EINVAL for a bad value; the message, which names
+ * the key as given, is in gk_last_error() and in err. */
 GK_API int gk_options_set(gk_options *o, const char *key, const char *value, char *err,
                           size_t errlen);
 

@@ -71,6 +71,7 @@ typedef struct gk_pool gk_pool;
 /* Settings. Start from gk_pool_config_default() or gk_pool_config_preset(); sizes in bytes. The
  * string keys accepted by gk_pool_config_set() are given per field. */
 typedef struct gk_pool_config {
+    size_t size;                      /* sizeof(gk_pool_config) (set by _default and _preset) */
     gk_logger logger;                 /* where the pool logs; default gk_logger_default() */
     size_t round_bytes;               /* "round": request rounding; a power of two >= 256 (512) */
     unsigned divisions;               /* "divisions": power-of-two divisions; 0 or 1 = off */
@@ -88,41 +89,49 @@ typedef struct gk_pool_config {
     double gc_threshold;              /* "gc_threshold": in (0,1) to collect old blocks; 0 = off */
     int release_lock_on_device_alloc; /* "release_lock": backend segment allocation unlocked (1) */
     size_t history;                   /* "history": history ring entries; 0 = off */
-    int track;                        /* "track": keep tags of live blocks (1) */
 } gk_pool_config;
 
-/* Fills `cfg` with the `default` preset, then applies GK_POOL_CONF ("key=value,..." with the keys
- * of gk_pool_config_set); a bad GK_POOL_CONF is logged through cfg->logger and ignored from the
- * bad key on. */
-GK_API void gk_pool_config_default(gk_pool_config *cfg);
+/* Fills `cfg` with the `default` preset. Reads no environment variable. */
+GK_API void gk_pool_config_default(gk_pool_config *cfg, size_t size);
+#define gk_pool_config_default(cfg) (gk_pool_config_default)((cfg), sizeof *(cfg))
 
 /* Fills `cfg` with a named preset: "default" (PyTorch's rules with expandable segments of 2 MiB
  * pages where the device has virtual memory) or "pytorch" (PyTorch's documented default policy:
- * the rules above with no expandable segments, no limit, no GC), then applies GK_POOL_CONF as
- * gk_pool_config_default does. Returns 0 or -EINVAL. */
-GK_API int gk_pool_config_preset(gk_pool_config *cfg, const char *name);
+ * the rules above with no expandable segments, no limit, no GC). Reads no environment variable.
+ * Returns 0 or -EINVAL (an unknown name; the message lists the presets). */
+GK_API int gk_pool_config_preset(gk_pool_config *cfg, const char *name, size_t size);
+#define gk_pool_config_preset(cfg, name) (gk_pool_config_preset)((cfg), (name), sizeof *(cfg))
+
+/* Applies the environment to `cfg`: GK_LOG (the logger's level), then GK_POOL_CONF
+ * ("key=value,..." with the keys of gk_pool_config_set, on top of what cfg holds). Returns 0, or
+ * the first error with a message naming the variable, the key and the fix; the keys before it
+ * keep their new values. The tool calls it on every pool it makes, so GK_POOL_CONF reaches every
+ * pool of `gpukit`; a program decides for itself whether its pools read it. */
+GK_API int gk_pool_config_from_env(gk_pool_config *cfg);
 
 /* Sets one field by its key ("max_split_size", "limit", ... as listed in gk_pool_config) from
  * text (sizes as gk_parse_size reads them; "unlimited" only for max_split_size,
  * max_non_split_rounding and limit). Each key has a valid range (docs/pool.md); gk_pool_create
- * checks the same ranges for fields set directly. Returns 0, -ENOENT for an unknown key or -EINVAL
- * for a bad value or one out of range; err (when errlen > 0) receives a one-line message naming
- * the key, the value and the range or fix. */
+ * checks the same ranges for fields set directly. Returns 0, -ENOENT for an unknown key (or one
+ * whose field lies beyond cfg->size, in a program built against an older header) or -EINVAL for a
+ * bad value or one out of range; the message names the key, the value and the range or fix, in
+ * gk_last_error() and in err (when errlen > 0). */
 GK_API int gk_pool_config_set(gk_pool_config *cfg, const char *key, const char *value, char *err,
                               size_t errlen);
 
 /* Applies "key=value,key=value,..." with gk_pool_config_set. Stops at the first error. */
 GK_API int gk_pool_config_parse(gk_pool_config *cfg, const char *text, char *err, size_t errlen);
 
-/* Creates a pool on `dev` (which must outlive it). `cfg` NULL means the defaults; it is copied.
- * Registers a stream-destroy hook on the device. When GK_METRICS_SOCKET is set (under `gpukit
- * run`) it also starts one thread that sends the pool's figures there every 250 ms and when the
- * pool is destroyed (gk_statsd_send_pool's gauges); without it no thread is started. Returns 0, -EINVAL (bad setting; message in
- * gk_pool_create_error()), -ENOMEM or the device's error. */
+/* Creates a pool on `dev` (which must outlive it). `cfg` NULL means gk_pool_config_default(); it
+ * is copied, up to cfg->size. Registers a stream-destroy hook on the device. When
+ * GK_METRICS_SOCKET is set (under `gpukit run`) it also starts one thread that sends the pool's
+ * figures there every 250 ms and when the pool is destroyed (gk_statsd_send_pool's gauges);
+ * without it no thread is started. Returns 0, -EINVAL (bad setting), -ENOMEM or the device's
+ * error, with the message in gk_last_error(). */
 GK_API int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out);
 
-/* The message of the last failed gk_pool_create on this thread. Thread-local. */
-GK_API const char *gk_pool_create_error(void);
+/* Deprecated alias of gk_last_error(), kept for one release. */
+GK_API const char *gk_pool_create_error(void) GK_DEPRECATED("use gk_last_error()");
 
 /* Frees every segment back to the device (live blocks are logged as leaks at warn level and
  * freed with their segments), destroys the pool's events and removes its stream hook. Waits for
@@ -187,9 +196,9 @@ GK_API int gk_pool_remove_pressure_callback(gk_pool *pool, gk_pool_pressure_fn f
  */
 GK_API size_t gk_pool_oom_report(gk_pool *pool, char *buf, size_t len);
 
-/* The last error detail on this pool (device error text, invalid free). Valid until the next
- * failing call; copy it to keep it. */
-GK_API const char *gk_pool_last_error(gk_pool *pool);
+/* Deprecated alias of gk_last_error() (the message of this thread's last failing call), kept for
+ * one release. */
+GK_API const char *gk_pool_last_error(gk_pool *pool) GK_DEPRECATED("use gk_last_error()");
 
 /* --- statistics --------------------------------------------------------------------------- */
 
@@ -227,6 +236,7 @@ typedef struct gk_pool_stat {
 } gk_pool_stat;
 
 typedef struct gk_pool_stats {
+    size_t size; /* bytes filled (see gpukit/version.h) */
 #define GK__POOL_STAT_FIELD(name, desc) gk_pool_stat name[GK_POOL_KINDS];
     GK_POOL_STAT_MAP(GK__POOL_STAT_FIELD)
 #undef GK__POOL_STAT_FIELD
@@ -247,8 +257,9 @@ typedef struct gk_pool_stats {
 } gk_pool_stats;
 
 /* Fills `out`. Every figure is kept up to date as blocks come and go: the cost does not depend on
- * the pool's size. */
-GK_API int gk_pool_get_stats(gk_pool *pool, gk_pool_stats *out);
+ * the pool's size. Returns 0 or -EINVAL. */
+GK_API int gk_pool_get_stats(gk_pool *pool, gk_pool_stats *out, size_t size);
+#define gk_pool_get_stats(pool, out) (gk_pool_get_stats)((pool), (out), sizeof *(out))
 
 /* Sets every peak to its current value. */
 GK_API void gk_pool_reset_peak(gk_pool *pool);
@@ -257,21 +268,25 @@ GK_API void gk_pool_reset_peak(gk_pool *pool);
 GK_API void gk_pool_reset_accumulated(gk_pool *pool);
 
 /* Nested measuring scopes (per-phase peaks), at most 16 deep. push starts a scope; pop ends the
- * innermost one and fills `out` (may be NULL) with that scope's view: peaks reached during the
- * scope, allocated/freed accumulated during it, current values now, counters as deltas. Returns
- * 0, -ENOSPC when too deep, -ENOENT when no scope is open. */
+ * innermost one and fills `out` with that scope's view: peaks reached during the scope,
+ * allocated/freed accumulated during it, current values now, counters as deltas (a binding may
+ * pass out NULL with size 0 to discard it). Returns 0, -ENOSPC when too deep, -ENOENT when no
+ * scope is open. */
 GK_API int gk_pool_scope_push(gk_pool *pool);
-GK_API int gk_pool_scope_pop(gk_pool *pool, gk_pool_stats *out);
+GK_API int gk_pool_scope_pop(gk_pool *pool, gk_pool_stats *out, size_t size);
+#define gk_pool_scope_pop(pool, out) (gk_pool_scope_pop)((pool), (out), sizeof *(out))
 
 /* Writes a table laid out like PyTorch's memory_summary() (75 columns) to `out`. Returns 0 or
  * -EIO. */
 GK_API int gk_pool_summary(gk_pool *pool, FILE *out);
 
 /* Writes the statistics as one JSON object with PyTorch's flat keys ("allocated_bytes.all.peak",
- * "num_ooms", ...) plus gpukit's. Returns 0 or -EIO. */
+ * "num_ooms", ...) plus gpukit's. Fields beyond stats->size count as 0. Returns 0, -EINVAL or
+ * -EIO. */
 GK_API int gk_pool_stats_json(const gk_pool_stats *stats, FILE *out);
 
-/* The memory_summary table for a stats struct (used by gk_pool_summary). */
+/* The memory_summary table for a stats struct (used by gk_pool_summary); fields beyond
+ * stats->size count as 0. Returns 0, -EINVAL or -EIO. */
 GK_API int gk_pool_stats_table(const gk_pool_stats *stats, FILE *out);
 
 /* --- diagnostics -------------------------------------------------------------------------- */
@@ -295,101 +310,6 @@ GK_API int gk_pool_snapshot_json(gk_pool *pool, FILE *out);
 /* Lists the live blocks (address, size, requested size, stream, tag), largest first, one per line.
  * Returns the number of live blocks, or -EIO. */
 GK_API long gk_pool_report_live(gk_pool *pool, FILE *out);
-
-/* --- allocation traces (RMM CSV) -------------------------------------------------------------- */
-
-typedef enum gk_trace_action {
-    GK_TRACE_ALLOCATE = 0,
-    GK_TRACE_FREE = 1,
-    GK_TRACE_ALLOCATE_FAILURE = 2
-} gk_trace_action;
-
-typedef struct gk_trace_event {
-    uint64_t thread;
-    double time; /* seconds (RMM's H:M:S.f times are converted) */
-    gk_trace_action action;
-    uint64_t ptr;
-    uint64_t size;
-    uint64_t stream; /* 0 = default stream */
-} gk_trace_event;
-
-typedef struct gk_trace {
-    gk_trace_event *events;
-    size_t count;
-} gk_trace;
-
-/* Reads an RMM CSV log (header "Thread,Time,Action,Pointer,Size,Stream"; actions allocate, free,
- * allocate failure; pointers and streams hex with 0x or decimal; blank lines skipped). On a
- * malformed line returns GK_ESYNTAX and writes "NAME:LINE: what is wrong" into err; -ENOENT or
- * -EIO when the file cannot be read; -ENOMEM. The caller frees *out with gk_trace_free. */
-GK_API int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen);
-GK_API int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen);
-GK_API void gk_trace_free(gk_trace *trace);
-
-/* Writes the trace as RMM CSV (the format gk_trace_read reads). Returns 0 or -EIO. */
-GK_API int gk_trace_write(const gk_trace *trace, FILE *out);
-
-/* L_peak: the largest sum of live requested bytes over the trace (the lower bound on any
- * allocator's capacity). */
-GK_API uint64_t gk_trace_live_peak(const gk_trace *trace);
-
-typedef struct gk_replay_result {
-    size_t allocs, frees; /* events replayed */
-    size_t failed_allocs; /* allocations the pool refused */
-    size_t unknown_frees; /* frees of pointers the trace never allocated */
-    size_t leaks;         /* allocations still live at the end of the trace */
-    uint64_t leak_bytes;
-    uint64_t live_peak; /* L_peak of the events replayed */
-    uint64_t alloc_ns_p50, alloc_ns_p99, free_ns_p50, free_ns_p99; /* 0 unless timed */
-    gk_pool_stats stats; /* the pool's statistics after the replay */
-} gk_replay_result;
-
-/* Replays the trace through `pool` in order (the default stream for stream 0; one stream created
- * per other stream value, at most 64). With `stop_on_oom` the replay ends at the first refused
- * allocation; else it goes on and frees of refused allocations are skipped. With `timed` the
- * latency percentiles are measured. Live allocations are freed at the end (and counted as leaks).
- * Returns 0 (also when allocations failed: see failed_allocs) or -ENOMEM / -ENOSPC. */
-GK_API int gk_trace_replay(const gk_trace *trace, gk_pool *pool, int stop_on_oom, int timed,
-                           gk_replay_result *out);
-
-typedef struct gk_fcap_result {
-    uint64_t c_min;          /* smallest capacity (multiple of 2 MiB) that replays the trace */
-    uint64_t l_peak;         /* gk_trace_live_peak */
-    double f_cap;            /* c_min / l_peak */
-    uint64_t peak_reserved;  /* at c_min */
-    uint64_t peak_allocated; /* at c_min */
-    int probes;              /* replays run */
-} gk_fcap_result;
-
-/* Finds C_min by bisection at 2 MiB resolution. `spec` names the device: a sim spec gets
- * capacity=C for each probe, replacing any capacity it has (so the sim's own address space is the
- * device); any other device gets the pool limit set to C instead. With gc_threshold or
- * limit_fraction set, whose effect scales with the capacity, it scans every 2 MiB step up to the
- * first that replays instead of bisecting. Returns 0, -EINVAL, -ENODATA when the trace has no
- * allocations, -ERANGE when even 64 x L_peak (or the largest capacity the device can have) does
- * not replay, or the device's open or the pool's create error (gk_device_open_error,
- * gk_pool_create_error). */
-GK_API int gk_trace_fcap(const gk_trace *trace, const char *spec, const gk_pool_config *cfg,
-                         gk_fcap_result *out);
-
-/* A synthetic transformer training trace (GPT-like, fp32 weights and Adam state, fp16
- * activations without flash attention): parameters, embeddings and optimizer state stay live;
- * each step draws its sequence length uniformly in [vary*seq, seq] (multiple of 8), allocates the
- * activations kept for backward layer by layer with short-lived temporaries, the logits, then
- * frees activations in reverse order while gradients are allocated, runs the optimizer with one
- * temporary per parameter, and frees the gradients. */
-typedef struct gk_synth_config {
-    int layers, hidden, heads, seq, batch, steps, vocab;
-    double vary;   /* in (0,1]: the shortest sequence as a fraction of seq */
-    uint64_t seed; /* sequence-length draws */
-} gk_synth_config;
-
-/* layers 12, hidden 768, heads 12, seq 1024, batch 8, steps 4, vocab 32000, vary 0.5, seed 1. */
-GK_API void gk_synth_config_default(gk_synth_config *cfg);
-
-/* Builds the trace. Returns 0, -EINVAL for a non-positive field or hidden not divisible by heads,
- * -ENOMEM. The caller frees *out with gk_trace_free. */
-GK_API int gk_trace_synth_transformer(const gk_synth_config *cfg, gk_trace **out);
 
 #ifdef __cplusplus
 }

@@ -31,6 +31,7 @@ extern "C" {
 typedef struct gk_pressure gk_pressure;
 
 typedef struct gk_pressure_advice {
+    size_t size;          /* bytes filled (see gpukit/version.h) */
     long suggested_batch; /* >= 1 */
     int checkpointing;    /* 1: even batch 1 exceeds the budget: turn on checkpointing */
     uint64_t device_free, device_total;
@@ -41,6 +42,7 @@ typedef struct gk_pressure_advice {
 typedef void (*gk_pressure_shrink_fn)(void *user, const gk_pressure_advice *advice);
 
 typedef struct gk_pressure_config {
+    size_t size;          /* sizeof(gk_pressure_config) (set by gk_pressure_config_default) */
     double gc_high;       /* fraction of the budget (0.85); 0 = never collect */
     double free_low;      /* fraction of device total memory counted as low (0.05) */
     uint64_t trim_margin; /* bytes of reserved-but-unallocated needed before a trim (64 MiB) */
@@ -56,7 +58,8 @@ typedef struct gk_pressure_config {
 enum { GK_PRESSURE_COLLECT = 1, GK_PRESSURE_TRIM = 2, GK_PRESSURE_SHRINK = 4 };
 
 /* Fills `cfg` with the defaults above. */
-GK_API void gk_pressure_config_default(gk_pressure_config *cfg);
+GK_API void gk_pressure_config_default(gk_pressure_config *cfg, size_t size);
+#define gk_pressure_config_default(cfg) (gk_pressure_config_default)((cfg), sizeof *(cfg))
 
 /* Creates a policy over `pool` (which must outlive it). Returns 0, -EINVAL for a setting outside
  * its range (fractions in [0,1], hysteresis >= 1) or -ENOMEM. */
@@ -74,7 +77,10 @@ GK_API int gk_pressure_sample_with(gk_pressure *pr, uint64_t device_free, uint64
                                    unsigned *actions);
 
 /* The advice the SHRINK action would give now (without calling back). */
-GK_API int gk_pressure_advise(gk_pressure *pr, uint64_t device_free, gk_pressure_advice *out);
+GK_API int gk_pressure_advise(gk_pressure *pr, uint64_t device_free, gk_pressure_advice *out,
+                              size_t size);
+#define gk_pressure_advise(pr, device_free, out)                                                   \
+    (gk_pressure_advise)((pr), (device_free), (out), sizeof *(out))
 
 #ifdef __cplusplus
 }

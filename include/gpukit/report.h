@@ -50,8 +50,9 @@ typedef struct gk_recording_device {
 } gk_recording_device;
 
 /* What the metadata line holds. Strings are copied while writing; NULL strings are written as
- * empty. */
+ * empty. Set `.size = sizeof(gk_recording_meta)`. */
 typedef struct gk_recording_meta {
+    size_t size;
     int argc; /* the command: argv[0..argc-1] */
     const char *const *argv;
     const char *host;          /* host name */
@@ -65,8 +66,9 @@ typedef struct gk_recording_meta {
     const gk_recording_device *devices;
 } gk_recording_meta;
 
-/* What the last line holds. */
+/* What the last line holds. Set `.size = sizeof(gk_recording_end)` when writing one. */
 typedef struct gk_recording_end {
+    size_t size;
     double t;                  /* seconds since the start */
     int exit_status;           /* shell-style: the exit code, or 128+signal */
     int exit_code;             /* the code passed to exit(), or -1 when killed by a signal */
@@ -120,6 +122,7 @@ typedef enum gk_series_kind {
 
 /* One series of a recording. The arrays belong to the recording. */
 typedef struct gk_series {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     const char *name;
     gk_series_kind kind;
     size_t n;
@@ -129,6 +132,7 @@ typedef struct gk_series {
 
 /* The metadata and end of a recording. Strings belong to the recording. */
 typedef struct gk_recording_info {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     int schema;
     const char *gpukit_version;
     const char *command; /* argv joined with spaces */
@@ -141,10 +145,10 @@ typedef struct gk_recording_info {
     int gpu_enabled;
     const char *gpu_reason;
     int ndevices;
-    int has_end;          /* 0 when the run did not finish (no end line) */
-    gk_recording_end end; /* valid when has_end */
-    double last_t;        /* the latest t seen on any line */
-    size_t lines;         /* lines read */
+    int has_end;                 /* 0 when the run did not finish (no end line) */
+    const gk_recording_end *end; /* the end line (belongs to the recording); NULL without one */
+    double last_t;               /* the latest t seen on any line */
+    size_t lines;                /* lines read */
 } gk_recording_info;
 
 /* Reads a recording. Lines that cannot be used are skipped and described in the issue list
@@ -157,13 +161,15 @@ GK_API int gk_recording_load(const char *path, gk_recording **out, char *err, si
 /* Frees a recording. NULL is a no-op. */
 GK_API void gk_recording_free(gk_recording *rec);
 
-/* Fills *out with the metadata and end. */
-GK_API void gk_recording_get_info(const gk_recording *rec, gk_recording_info *out);
+/* Fills *out with the metadata and end. Returns 0 or -EINVAL. */
+GK_API int gk_recording_get_info(const gk_recording *rec, gk_recording_info *out, size_t size);
+#define gk_recording_get_info(rec, out) (gk_recording_get_info)((rec), (out), sizeof *(out))
 
 /* Number of series; gk_recording_series fills *out for series i (0 <= i < count), returning 0 or
  * -ERANGE. gk_recording_find looks a series up by name; NULL when absent. */
 GK_API size_t gk_recording_series_count(const gk_recording *rec);
-GK_API int gk_recording_series(const gk_recording *rec, size_t i, gk_series *out);
+GK_API int gk_recording_series(const gk_recording *rec, size_t i, gk_series *out, size_t size);
+#define gk_recording_series(rec, i, out) (gk_recording_series)((rec), (i), (out), sizeof *(out))
 GK_API const gk_series *gk_recording_find(const gk_recording *rec, const char *name);
 
 /* Problems met while reading: "line 7: not JSON (skipped)", "line 40: the last line is cut off
@@ -173,6 +179,7 @@ GK_API const char *gk_recording_issue(const gk_recording *rec, size_t i);
 
 /* One alert-state change recorded by `gpukit run --alert`. Strings belong to the recording. */
 typedef struct gk_alert_event {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     double t;
     const char *name;   /* the rule's name */
     const char *labels; /* the series it fired on ("gpu=\"0\"", or "") */
@@ -182,13 +189,15 @@ typedef struct gk_alert_event {
 
 /* The alert events in recorded order; gk_recording_alert returns 0 or -ERANGE. */
 GK_API size_t gk_recording_alert_count(const gk_recording *rec);
-GK_API int gk_recording_alert(const gk_recording *rec, size_t i, gk_alert_event *out);
+GK_API int gk_recording_alert(const gk_recording *rec, size_t i, gk_alert_event *out, size_t size);
+#define gk_recording_alert(rec, i, out) (gk_recording_alert)((rec), (i), (out), sizeof *(out))
 
 /* --- Summaries ----------------------------------------------------------------------------- */
 
 /* Exact statistics of a list of values (sorted copy; linear interpolation between ranks for the
  * quantiles). */
 typedef struct gk_stats {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     size_t count;
     double mean, std; /* std: sample standard deviation (0 when count < 2) */
     double min, p50, p90, p99, max;
@@ -196,7 +205,8 @@ typedef struct gk_stats {
 } gk_stats;
 
 /* Computes *out from v[0..n-1]; non-finite values are ignored. Returns 0, -EINVAL or -ENOMEM. */
-GK_API int gk_stats_compute(const double *v, size_t n, gk_stats *out);
+GK_API int gk_stats_compute(const double *v, size_t n, gk_stats *out, size_t size);
+#define gk_stats_compute(v, n, out) (gk_stats_compute)((v), (n), (out), sizeof *(out))
 
 /* --- Reports ------------------------------------------------------------------------------- */
 
@@ -205,6 +215,7 @@ typedef struct gk_report gk_report;
 /* One piece of advice: the rule that fired (docs/advice.md), a title, the numbers that support
  * it and what to do. Strings belong to the report. */
 typedef struct gk_advice {
+    size_t size;          /* bytes filled (see gpukit/version.h) */
     const char *rule;     /* "data-loading-bound", "oom-risk", ... */
     const char *title;    /* one line */
     const char *evidence; /* numbers from the recording */
@@ -221,6 +232,7 @@ typedef enum gk_change_verdict {
 
 /* One series compared with the baseline. Strings belong to the report. */
 typedef struct gk_comparison {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     const char *name;
     const char *direction; /* "time-like", "throughput-like" or "neutral" */
     double base_p50, p50, base_p90, p90;
@@ -238,15 +250,18 @@ GK_API void gk_report_destroy(gk_report *rep);
 
 /* The advice that fired, in order of importance. */
 GK_API size_t gk_report_advice_count(const gk_report *rep);
-GK_API int gk_report_advice(const gk_report *rep, size_t i, gk_advice *out);
+GK_API int gk_report_advice(const gk_report *rep, size_t i, gk_advice *out, size_t size);
+#define gk_report_advice(rep, i, out) (gk_report_advice)((rep), (i), (out), sizeof *(out))
 
 /* The statistics of series `name` (for counters: of the increments). Returns 0 or -ENOENT. */
-GK_API int gk_report_stats(const gk_report *rep, const char *name, gk_stats *out);
+GK_API int gk_report_stats(const gk_report *rep, const char *name, gk_stats *out, size_t size);
+#define gk_report_stats(rep, name, out) (gk_report_stats)((rep), (name), (out), sizeof *(out))
 
 /* The comparisons with the baseline (0 when there is none), regressions first, then
  * improvements, then the rest. */
 GK_API size_t gk_report_comparison_count(const gk_report *rep);
-GK_API int gk_report_comparison(const gk_report *rep, size_t i, gk_comparison *out);
+GK_API int gk_report_comparison(const gk_report *rep, size_t i, gk_comparison *out, size_t size);
+#define gk_report_comparison(rep, i, out) (gk_report_comparison)((rep), (i), (out), sizeof *(out))
 
 /* How many series regressed by more than `pct` percent beyond their noise (the worse of the
  * median and p90 changes, minus the noise, exceeds pct). Only time-like and throughput-like

@@ -65,6 +65,7 @@ GK_API int gk_statsd_send_pool(gk_statsd *c, gk_pool *pool);
 /* --- Running a command --------------------------------------------------------------------- */
 
 typedef struct gk_run_config {
+    size_t size;               /* sizeof(gk_run_config) (set by gk_run_config_default) */
     double interval_s;         /* sampling interval; default 0.5, 0.05 to 3600 */
     const char *record_path;   /* where the JSON Lines recording goes (required) */
     int gpu;                   /* 1: sample GPUs when NVML is available (default); 0: never */
@@ -77,6 +78,7 @@ typedef struct gk_run_config {
 
 /* What happened. */
 typedef struct gk_run_result {
+    size_t size;       /* bytes filled (see gpukit/version.h) */
     int started;       /* 0 when the command could not be started */
     int exit_status;   /* shell-style: exit code, or 128+signal; 127 when it could not start */
     int exit_code;     /* exit() value, or -1 when a signal ended it */
@@ -98,7 +100,8 @@ typedef struct gk_run_result {
 } gk_run_result;
 
 /* Fills `cfg` with the defaults. */
-GK_API void gk_run_config_default(gk_run_config *cfg);
+GK_API void gk_run_config_default(gk_run_config *cfg, size_t size);
+#define gk_run_config_default(cfg) (gk_run_config_default)((cfg), sizeof *(cfg))
 
 /* Runs argv[0] (searched in PATH) with argv as its arguments, in its own process group, with
  * GK_METRICS_SOCKET added to its environment, and waits for it. While it runs, SIGINT, SIGTERM
@@ -110,8 +113,11 @@ GK_API void gk_run_config_default(gk_run_config *cfg);
  * could not be started (res->error says why, res->exit_status is 127); GK_ESYNTAX for an alert
  * rule that does not parse (res->error names it; nothing is started); the negative errno of
  * creating the recording or the socket. Alert rules are evaluated at every sample by a
- * gk_monitor watching the command's tree; each state change is logged (warn) and recorded. */
-GK_API int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res);
+ * gk_monitor watching the command's tree; each state change is logged (warn) and recorded. The
+ * message of a failure is also in gk_last_error(). */
+GK_API int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res,
+                          size_t size);
+#define gk_run_execute(cfg, argv, res) (gk_run_execute)((cfg), (argv), (res), sizeof *(res))
 
 #ifdef __cplusplus
 }

@@ -1,11 +1,13 @@
 /* Telemetry: readers of the machine.
  *
- *   NVML   GPU state through libnvidia-ml.so.1, loaded at run time with dlopen (GK_NVML_LIBRARY
- *          or gk_nvml_config.library overrides). No NVIDIA header or library is needed to build.
+ *   NVML   GPU state through libnvidia-ml.so.1, loaded at run time with dlopen
+ *          (gk_nvml_config.library, or GK_NVML_LIBRARY through gk_nvml_config_from_env,
+ *          overrides). No NVIDIA header or library is needed to build.
  *          Newest symbol versions are tried first (memory _v2, clocks-event reasons, processes
  *          _v3), with fallbacks for older drivers.
  *   host   CPU, memory, swap, load, filesystems, disks, network and a process tree from /proc
- *          and statvfs (GK_PROC_ROOT or gk_host_config.proc_root replaces "/proc" for tests).
+ *          and statvfs (gk_host_config.proc_root, or GK_PROC_ROOT through
+ *          gk_host_config_from_env, replaces "/proc" for tests).
  *
  * Every GPU metric has a validity bit: a reading that failed is not valid in that sample; a
  * metric whose call answered NOT_SUPPORTED (or whose symbol is missing) is disabled for good and
@@ -79,6 +81,7 @@ typedef struct gk_gpu_process {
 
 /* One reading of one GPU. Fields are meaningful only where (valid >> GK_GPU_x) & 1. */
 typedef struct gk_gpu_sample {
+    size_t size;         /* bytes filled (see gpukit/version.h) */
     unsigned index;      /* NVML index */
     char name[96];       /* "NVIDIA A100-SXM4-40GB" */
     char uuid[96];       /* "GPU-..." */
@@ -106,12 +109,14 @@ typedef struct gk_gpu_sample {
 } gk_gpu_sample;
 
 typedef struct gk_nvml_config {
-    const char *library; /* NULL: GK_NVML_LIBRARY if set, else "libnvidia-ml.so.1" (copied) */
+    size_t size;         /* sizeof(gk_nvml_config) (set by gk_nvml_config_default) */
+    const char *library; /* NULL: "libnvidia-ml.so.1" (copied) */
     gk_logger logger;    /* where failures are logged (debug level) */
 } gk_nvml_config;
 
 /* What is known about NVML: for `gpukit info` and logs. */
 typedef struct gk_nvml_info {
+    size_t size;             /* bytes filled (see gpukit/version.h) */
     int available;           /* 1 when the library loaded and nvmlInit succeeded */
     char library[256];       /* the path or name given to dlopen */
     char reason[256];        /* why it is unavailable ("" when available) */
@@ -121,8 +126,14 @@ typedef struct gk_nvml_info {
     unsigned device_count;
 } gk_nvml_info;
 
-/* Fills `cfg` with the defaults (library from GK_NVML_LIBRARY, logger gk_logger_default()). */
-GK_API void gk_nvml_config_default(gk_nvml_config *cfg);
+/* Fills `cfg` with the defaults (library NULL, logger gk_logger_default()). Reads no environment
+ * variable. */
+GK_API void gk_nvml_config_default(gk_nvml_config *cfg, size_t size);
+#define gk_nvml_config_default(cfg) (gk_nvml_config_default)((cfg), sizeof *(cfg))
+
+/* Applies the environment to `cfg`: GK_LOG (the logger's level) and GK_NVML_LIBRARY (library,
+ * pointing into the environment). Returns 0 or -EINVAL naming the bad variable. */
+GK_API int gk_nvml_config_from_env(gk_nvml_config *cfg);
 
 /* Loads NVML, initialises it and reads each device's identity. On success *out is a handle
  * (close with gk_nvml_close) and 0 is returned. Failures: GK_ENOGPU (library not found, a
@@ -130,14 +141,17 @@ GK_API void gk_nvml_config_default(gk_nvml_config *cfg);
  * *out is then NULL. `info` (may be NULL) is filled either way, with the reason on failure, e.g.
  * "no NVIDIA driver: libnvidia-ml.so.1 not found (...); GPU metrics are off". A device whose
  * handle cannot be obtained, or that answers GPU_IS_LOST while its identity is read, is counted
- * but marked lost; a name or UUID that cannot be read is left empty. `cfg` may be NULL. */
-GK_API int gk_nvml_open(const gk_nvml_config *cfg, gk_nvml **out, gk_nvml_info *info);
+ * but marked lost; a name or UUID that cannot be read is left empty. `cfg` NULL is the
+ * environment's form: gk_nvml_config_default() + gk_nvml_config_from_env(). */
+GK_API int gk_nvml_open(const gk_nvml_config *cfg, gk_nvml **out, gk_nvml_info *info, size_t size);
+#define gk_nvml_open(cfg, out, info) (gk_nvml_open)((cfg), (out), (info), sizeof *(info))
 
 /* Shuts NVML down and unloads it. NULL is a no-op. */
 GK_API void gk_nvml_close(gk_nvml *n);
 
-/* The info of an open handle (thread-safe). */
-GK_API void gk_nvml_get_info(gk_nvml *n, gk_nvml_info *out);
+/* The info of an open handle (thread-safe). Returns 0 or -EINVAL. */
+GK_API int gk_nvml_get_info(gk_nvml *n, gk_nvml_info *out, size_t size);
+#define gk_nvml_get_info(n, out) (gk_nvml_get_info)((n), (out), sizeof *(out))
 
 /* Devices found at open. */
 GK_API unsigned gk_nvml_device_count(const gk_nvml *n);
@@ -146,7 +160,10 @@ GK_API unsigned gk_nvml_device_count(const gk_nvml *n);
  * that are still supported. Returns 0 (check out->valid per metric), GK_EDEVLOST when the device
  * is lost (now or before; out->lost is 1), -ERANGE for a bad index or -EINVAL. Thread-safe
  * (serialised by the handle's mutex); PCIe blocks about 40 ms. */
-GK_API int gk_nvml_sample(gk_nvml *n, unsigned dev, unsigned tiers, gk_gpu_sample *out);
+GK_API int gk_nvml_sample(gk_nvml *n, unsigned dev, unsigned tiers, gk_gpu_sample *out,
+                          size_t size);
+#define gk_nvml_sample(n, dev, tiers, out)                                                         \
+    (gk_nvml_sample)((n), (dev), (tiers), (out), sizeof *(out))
 
 /* 1 while `field` of device `dev` may still be read; 0 once disabled (NOT_SUPPORTED, missing
  * symbol) or when the device is lost or out of range. Thread-safe. */
@@ -179,9 +196,11 @@ GK_API const char *gk_gpu_field_name(gk_gpu_field field);
 /* NVML's text for a return code ("Not Supported"), from gpukit's own table. Static storage. */
 GK_API const char *gk_nvml_code_name(int code);
 
-/* Probes NVML for `gpukit info`: opens it with `cfg` (NULL: defaults), fills `out` (availability,
- * reason, versions, device count) and closes it. Returns what gk_nvml_open returned. */
-GK_API int gk_nvml_probe(const gk_nvml_config *cfg, gk_nvml_info *out);
+/* Probes NVML for `gpukit info`: opens it with `cfg` (NULL: as gk_nvml_open), fills `out`
+ * (availability, reason, versions, device count) and closes it. Returns what gk_nvml_open
+ * returned. */
+GK_API int gk_nvml_probe(const gk_nvml_config *cfg, gk_nvml_info *out, size_t size);
+#define gk_nvml_probe(cfg, out) (gk_nvml_probe)((cfg), (out), sizeof *(out))
 
 /* --- host ---------------------------------------------------------------------------------- */
 
@@ -231,6 +250,7 @@ typedef struct gk_net_stat {
 
 /* One host reading. Sections are meaningful where (valid & GK_HOST_x). */
 typedef struct gk_host_sample {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     uint32_t valid;
     int64_t t_ns;                                                         /* CLOCK_REALTIME, ns */
     gk_cpu_times cpu;                                                     /* all CPUs together */
@@ -249,6 +269,7 @@ typedef struct gk_host_sample {
 
 /* A process and all its descendants, summed. */
 typedef struct gk_proc_tree {
+    size_t size; /* bytes filled (see gpukit/version.h) */
     int root_pid;
     char root_comm[64]; /* the root's command name */
     unsigned nprocs;    /* the root plus its descendants */
@@ -266,15 +287,21 @@ typedef struct gk_proc_tree {
 } gk_proc_tree;
 
 typedef struct gk_host_config {
-    const char *proc_root; /* NULL: GK_PROC_ROOT if set, else "/proc" (copied) */
+    size_t size;           /* sizeof(gk_host_config) (set by gk_host_config_default) */
+    const char *proc_root; /* NULL: "/proc" (copied) */
 } gk_host_config;
 
-/* Fills `cfg` with the defaults. */
-GK_API void gk_host_config_default(gk_host_config *cfg);
+/* Fills `cfg` with the defaults. Reads no environment variable. */
+GK_API void gk_host_config_default(gk_host_config *cfg, size_t size);
+#define gk_host_config_default(cfg) (gk_host_config_default)((cfg), sizeof *(cfg))
 
-/* Creates a host reader. Returns 0, -ENOENT when proc_root/stat cannot be read (the message is
- * not kept: the path is the reason), -EINVAL or -ENOMEM. `cfg` may be NULL. Close with
- * gk_host_close. */
+/* Applies GK_PROC_ROOT (proc_root, pointing into the environment) to `cfg`. Returns 0 or
+ * -EINVAL. */
+GK_API int gk_host_config_from_env(gk_host_config *cfg);
+
+/* Creates a host reader. Returns 0, -ENOENT when proc_root/stat cannot be read, -EINVAL or
+ * -ENOMEM, with the message in gk_last_error(). `cfg` NULL is the environment's form:
+ * gk_host_config_default() + gk_host_config_from_env(). Close with gk_host_close. */
 GK_API int gk_host_open(const gk_host_config *cfg, gk_host **out);
 
 /* Frees the reader; NULL is a no-op. */
@@ -287,12 +314,14 @@ GK_API const char *gk_host_proc_root(const gk_host *h);
  * every asked section was read, or the error of the first that failed (-ENOENT, -EIO, GK_ECORRUPT
  * for an unparsable file); sections read are still marked in out->valid. Not thread-safe per
  * handle (it reuses a buffer); use one handle per thread. */
-GK_API int gk_host_sample_read(gk_host *h, unsigned what, gk_host_sample *out);
+GK_API int gk_host_sample_read(gk_host *h, unsigned what, gk_host_sample *out, size_t size);
+#define gk_host_sample_read(h, what, out) (gk_host_sample_read)((h), (what), (out), sizeof *(out))
 
 /* Sums the process tree rooted at `pid` (the root and every descendant found by scanning
  * proc_root/[0-9]*). Returns 0, -ENOENT when the root does not exist, -EINVAL or -ENOMEM.
  * Processes that exit during the scan are skipped. Not thread-safe per handle. */
-GK_API int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out);
+GK_API int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out, size_t size);
+#define gk_host_proc_tree(h, pid, out) (gk_host_proc_tree)((h), (pid), (out), sizeof *(out))
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,8 @@
 #ifndef GPUKIT_TESTING_H
 #define GPUKIT_TESTING_H
 
+#include <stddef.h>
+
 #include "version.h"
 
 #ifdef __cplusplus
@@ -24,6 +26,7 @@ extern "C" {
 
 /* What the fault hook has seen since the last arm or reset. */
 typedef struct gk_fault_counts {
+    size_t size;        /* bytes filled (see gpukit/version.h) */
     long host_allocs;   /* host allocations attempted while an allocation fault was armed */
     long file_ops;      /* file operations attempted while a file fault was armed */
     long host_injected; /* allocations failed on purpose (0 or 1 per arm) */
@@ -42,8 +45,9 @@ GK_API void gk_fault_file_op_nth(long n);
 /* Disarms both faults and zeroes every counter. Thread-safe. */
 GK_API void gk_fault_reset(void);
 
-/* Copies the counters into *out (ignored when NULL). Thread-safe. */
-GK_API void gk_fault_counts_get(gk_fault_counts *out);
+/* Copies the counters into *out. Returns 0 or -EINVAL. Thread-safe. */
+GK_API int gk_fault_counts_get(gk_fault_counts *out, size_t size);
+#define gk_fault_counts_get(out) (gk_fault_counts_get)((out), sizeof *(out))
 
 #ifdef __cplusplus
 }

@@ -6,14 +6,14 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "gpukit/batch.h"
 #include "gpukit/run.h"
 #include "run/autopub_int.h"
 
-void gk_batch_config_default(gk_batch_config *c)
+void(gk_batch_config_default)(gk_batch_config *out, size_t size)
 {
-    if (!c)
-        return;
+    gk_batch_config d, *c = &d;
     memset(c, 0, sizeof *c);
     c->mode = GK_BATCH_MODEL;
     c->b1 = 2;
@@ -23,6 +23,7 @@ void gk_batch_config_default(gk_batch_config *c)
     c->multiple = 1;
     c->max_trials = 25;
     c->decay = 0.9;
+    (void)gk__sized_put(out, size, c, sizeof *c, "gk_batch_config");
 }
 
 static const char *const mode_names[] = {"model", "power", "binsearch", "decay"};
@@ -35,7 +36,8 @@ int gk_batch_mode_parse(const char *text, gk_batch_mode *out)
             return 0;
         }
     }
-    return -EINVAL;
+    return gk__error(-EINVAL, "batch mode \"%s\" is unknown (try model, power, binsearch or decay)",
+                     text ? text : "(null)");
 }
 
 const char *gk_batch_mode_name(gk_batch_mode m)
@@ -279,24 +281,48 @@ static int run_search(search *s)
     }
 }
 
-int gk_batch_find(const gk_batch_config *cfg, gk_batch_trial_fn fn, void *user,
-                  gk_batch_result *out)
+/* Why a batch config is refused, or NULL when it is valid. */
+static const char *config_problem(const gk_batch_config *cfg)
 {
-    if (!cfg || !fn || !out)
-        return -EINVAL;
-    memset(out, 0, sizeof *out);
-    if (cfg->max_trials <= 0 || cfg->multiple < 1 || cfg->max_batch < 0 ||
-        !(cfg->margin >= 0 && cfg->margin < 1) || (unsigned)cfg->mode > GK_BATCH_DECAY)
-        return -EINVAL;
-    if (cfg->mode == GK_BATCH_MODEL &&
-        (cfg->b1 < 1 || cfg->b2 <= cfg->b1 || (!cfg->budget && !cfg->pool)))
-        return -EINVAL;
+    if (cfg->max_trials <= 0)
+        return "max_trials must be at least 1";
+    if (cfg->multiple < 1)
+        return "multiple must be at least 1";
+    if (cfg->max_batch < 0)
+        return "max_batch must not be negative";
+    if (!(cfg->margin >= 0 && cfg->margin < 1))
+        return "margin must be in [0, 1)";
+    if ((unsigned)cfg->mode > GK_BATCH_DECAY)
+        return "mode must be a gk_batch_mode";
+    if (cfg->mode == GK_BATCH_MODEL && (cfg->b1 < 1 || cfg->b2 <= cfg->b1))
+        return "model mode needs 1 <= b1 < b2";
+    if (cfg->mode == GK_BATCH_MODEL && !cfg->budget && !cfg->pool)
+        return "model mode needs a budget or a pool to read it from";
     if (cfg->mode == GK_BATCH_DECAY && !(cfg->decay > 0 && cfg->decay < 1))
-        return -EINVAL;
+        return "decay must be in (0, 1)";
     if (cfg->multiple > 1 && cfg->max_batch > 0 && cfg->multiple > cfg->max_batch)
-        return -EINVAL; /* no multiple of it is allowed */
+        return "multiple must be at most max_batch (no multiple of it would be allowed)";
+    return NULL;
+}
+
+int(gk_batch_find)(const gk_batch_config *cfg_in, gk_batch_trial_fn fn, void *user,
+                   gk_batch_result *user_out, size_t size)
+{
+    gk_batch_config full, *cfg = &full;
+    gk_batch_config_default(&full);
+    if (!cfg_in || !fn)
+        return gk__error(-EINVAL, "gk_batch_find: config or trial function is NULL");
+    int rc = gk__sized_in(&full, sizeof full, cfg_in, "gk_batch_config");
+    if (rc || (rc = gk__sized_check(user_out, size, "gk_batch_result")))
+        return rc;
+    const char *bad = config_problem(cfg);
+    if (bad)
+        return gk__error(-EINVAL, "batch config: %s", bad);
+    gk_batch_result result, *out = &result;
+    memset(out, 0, sizeof *out);
     search s = {cfg, fn, user, out, 0, 0};
-    int rc = run_search(&s);
+    rc = run_search(&s);
+    long fits = out->batch;
     if (rc == 0 && cfg->multiple > 1) {
         /* The answer is a multiple: a smaller batch than one that fit fits too. */
         out->batch = out->batch / cfg->multiple * cfg->multiple;
@@ -305,5 +331,20 @@ int gk_batch_find(const gk_batch_config *cfg, gk_batch_trial_fn fn, void *user,
     }
     if (rc == 0)
         (void)gk__autopub_once(publish_batch, &s); /* best effort: the answer stands regardless */
-    return rc;
+    (void)gk__sized_put(user_out, size, out, sizeof *out, "gk_batch_result");
+    if (rc == GK_EDEVOOM && cfg->multiple > 1 && fits >= 1)
+        return gk__error(rc,
+                         "batch finder: no multiple of %ld fits (the largest batch that fits is "
+                         "%ld; %d trials)",
+                         cfg->multiple, fits, out->trials);
+    if (rc == GK_EDEVOOM)
+        return gk__error(rc, "batch finder: not even batch %ld fits (%d trials)",
+                         out->trials ? out->tried[0] : 1L, out->trials);
+    if (rc == -ERANGE)
+        return gk__error(rc, "batch finder: no answer after %d trials (raise max_trials)",
+                         out->trials);
+    if (rc)
+        return gk__error(rc, "batch finder: the trial failed with %s (%s)", gk_err_name(rc),
+                         gk_last_error()[0] ? gk_last_error() : gk_strerror(rc));
+    return 0;
 }

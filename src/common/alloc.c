@@ -2,6 +2,7 @@
  * gpukit/testing.h: process-wide atomic counters (the one piece of global state in gpukit, for
  * tests) that make the Nth call of a kind fail once. */
 #include "common/alloc.h"
+#include "common/errtext.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -69,14 +70,14 @@ void gk_fault_reset(void)
     fault_arm(&file_fault, &gk__fault_file_armed, 0);
 }
 
-void gk_fault_counts_get(gk_fault_counts *out)
+int(gk_fault_counts_get)(gk_fault_counts *out, size_t size)
 {
-    if (!out)
-        return;
-    out->host_allocs = atomic_load(&alloc_fault.seen);
-    out->file_ops = atomic_load(&file_fault.seen);
-    out->host_injected = atomic_load(&alloc_fault.injected);
-    out->file_injected = atomic_load(&file_fault.injected);
+    gk_fault_counts c = {.size = sizeof c,
+                         .host_allocs = atomic_load(&alloc_fault.seen),
+                         .file_ops = atomic_load(&file_fault.seen),
+                         .host_injected = atomic_load(&alloc_fault.injected),
+                         .file_injected = atomic_load(&file_fault.injected)};
+    return gk__sized_put(out, size, &c, sizeof c, "gk_fault_counts");
 }
 
 void *gk__malloc(size_t size)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/log.h"
 
@@ -20,7 +21,7 @@ const char *gk_log_level_name(gk_log_level level)
 int gk_parse_log_level(const char *text, gk_log_level *out)
 {
     if (!text || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_parse_log_level: text or out is NULL");
     for (int i = 0; i <= GK_LOG_TRACE; i++) {
         if (strcasecmp(text, level_names[i]) == 0) {
             *out = (gk_log_level)i;
@@ -35,7 +36,8 @@ int gk_parse_log_level(const char *text, gk_log_level *out)
         *out = (gk_log_level)(text[0] - '0');
         return 0;
     }
-    return -EINVAL;
+    return gk__error(
+        -EINVAL, "\"%s\" is not a log level (try off, error, warn, info, debug or trace)", text);
 }
 
 void gk_logger_default(gk_logger *lg)
@@ -45,13 +47,6 @@ void gk_logger_default(gk_logger *lg)
     lg->fn = NULL;
     lg->user = NULL;
     lg->level = GK_LOG_WARN;
-    const char *env = getenv("GK_LOG");
-    if (env && *env && gk_parse_log_level(env, &lg->level) != 0) {
-        lg->level = GK_LOG_WARN;
-        gk_log(lg, GK_LOG_WARN, "log",
-               "GK_LOG: \"%s\" is not a log level (try off, error, warn, info, debug or trace)",
-               env);
-    }
 }
 
 void gk_log(const gk_logger *lg, gk_log_level level, const char *component, const char *fmt, ...)

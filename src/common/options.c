@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/options.h"
 
@@ -20,6 +21,12 @@ static const size_t option_offsets[] = {
 #define GK__OPT_OFF(field, name, env, flag, type, def, help) offsetof(gk_options, field),
     GK_OPTION_MAP(GK__OPT_OFF)
 #undef GK__OPT_OFF
+};
+
+static const size_t option_sizes[] = {
+#define GK__OPT_SIZE(field, name, env, flag, type, def, help) sizeof(((gk_options *)0)->field),
+    GK_OPTION_MAP(GK__OPT_SIZE)
+#undef GK__OPT_SIZE
 };
 
 #define NOPTIONS (sizeof option_rows / sizeof option_rows[0])
@@ -64,16 +71,17 @@ static int parse_hex_size(const char *s, uint64_t *out)
     const char *d = s + 2;
     uint64_t v = 0;
     if (!isxdigit((unsigned char)*d))
-        return -EINVAL;
+        return gk__error(-EINVAL, "\"%s\" is not a size: no hex digits after 0x", s);
     for (; isxdigit((unsigned char)*d); d++) {
         unsigned x = isdigit((unsigned char)*d) ? (unsigned)(*d - '0')
                                                 : (unsigned)(tolower((unsigned char)*d) - 'a' + 10);
         if (v > (UINT64_MAX >> 4))
-            return -ERANGE;
+            return gk__error(-ERANGE, "size \"%s\" is above 2^64 bytes", s);
         v = v << 4 | x;
     }
     if (*skip_space(d))
-        return -EINVAL;
+        return gk__error(-EINVAL,
+                         "\"%s\" is not a size: a hex byte count takes no unit (try 0x8000000)", s);
     *out = v;
     return 0;
 }
@@ -89,13 +97,13 @@ int gk_parse_size(const char *text, uint64_t *out)
     double v;
     int frac;
     if (!text || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_parse_size: text or out is NULL");
     const char *h = skip_space(text);
     if (h[0] == '0' && (h[1] == 'x' || h[1] == 'X'))
         return parse_hex_size(h, out);
     const char *p = parse_number(text, &v, &frac);
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "\"%s\" is not a size (try 512MiB or 16GiB)", text);
     char suffix[8];
     size_t n = 0;
     p = skip_space(p);
@@ -103,7 +111,7 @@ int gk_parse_size(const char *text, uint64_t *out)
         suffix[n++] = (char)tolower((unsigned char)*p++);
     suffix[n] = '\0';
     if (*skip_space(p))
-        return -EINVAL;
+        return gk__error(-EINVAL, "\"%s\" is not a size (try 512MiB or 16GiB)", text);
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(suffix, units[i].suffix) != 0)
             continue;
@@ -114,17 +122,18 @@ int gk_parse_size(const char *text, uint64_t *out)
             errno = 0;
             unsigned long long u = strtoull(skip_space(text), NULL, 10);
             if (errno == ERANGE)
-                return -ERANGE;
+                return gk__error(-ERANGE, "size \"%s\" is above 2^64 bytes", text);
             *out = (uint64_t)u;
             return 0;
         }
         double bytes = ldexp(v, units[i].shift);
         if (bytes >= 18446744073709551616.0)
-            return -ERANGE;
+            return gk__error(-ERANGE, "size \"%s\" is above 2^64 bytes", text);
         *out = (uint64_t)bytes;
         return 0;
     }
-    return -EINVAL;
+    return gk__error(-EINVAL,
+                     "\"%s\" is not a size: unknown unit (try B, KiB, MiB, GiB, TiB or PiB)", text);
 }
 
 int gk_parse_duration(const char *text, double *seconds)
@@ -137,10 +146,10 @@ int gk_parse_duration(const char *text, double *seconds)
     double v;
     int frac;
     if (!text || !seconds)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_parse_duration: text or seconds is NULL");
     const char *p = parse_number(text, &v, &frac);
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "\"%s\" is not a duration (try 30s or 500ms)", text);
     p = skip_space(p);
     char suffix[8];
     size_t n = 0;
@@ -148,17 +157,18 @@ int gk_parse_duration(const char *text, double *seconds)
         suffix[n++] = (char)tolower((unsigned char)*p++);
     suffix[n] = '\0';
     if (*skip_space(p))
-        return -EINVAL;
+        return gk__error(-EINVAL, "\"%s\" is not a duration (try 30s or 500ms)", text);
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(suffix, units[i].suffix) == 0) {
             double s = v * units[i].scale;
             if (s > 1e9)
-                return -ERANGE;
+                return gk__error(-ERANGE, "duration \"%s\" is above 1e9 seconds", text);
             *seconds = s;
             return 0;
         }
     }
-    return -EINVAL;
+    return gk__error(-EINVAL, "\"%s\" is not a duration: unknown unit (try s, ms, us, ns, m or h)",
+                     text);
 }
 
 int gk_parse_bool(const char *text, int *out)
@@ -166,7 +176,7 @@ int gk_parse_bool(const char *text, int *out)
     static const char *const yes[] = {"1", "true", "yes", "on"};
     static const char *const no[] = {"0", "false", "no", "off"};
     if (!text || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_parse_bool: text or out is NULL");
     for (size_t i = 0; i < 4; i++) {
         if (strcasecmp(text, yes[i]) == 0) {
             *out = 1;
@@ -177,23 +187,24 @@ int gk_parse_bool(const char *text, int *out)
             return 0;
         }
     }
-    return -EINVAL;
+    return gk__error(-EINVAL, "\"%s\" is not a boolean (try 1, 0, true, false, yes, no, on or off)",
+                     text);
 }
 
 int gk_parse_int(const char *text, long long *out)
 {
     char *end;
     if (!text || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_parse_int: text or out is NULL");
     const char *s = skip_space(text);
     if (!*s)
-        return -EINVAL;
+        return gk__error(-EINVAL, "an empty value is not an integer (try 4)");
     errno = 0;
     long long v = strtoll(s, &end, 0);
     if (errno == ERANGE)
-        return -ERANGE;
+        return gk__error(-ERANGE, "integer \"%s\" does not fit in 64 bits", text);
     if (end == s || *skip_space(end))
-        return -EINVAL;
+        return gk__error(-EINVAL, "\"%s\" is not an integer (try 4)", text);
     *out = v;
     return 0;
 }
@@ -202,16 +213,16 @@ int gk_parse_double(const char *text, double *out)
 {
     char *end;
     if (!text || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_parse_double: text or out is NULL");
     const char *s = skip_space(text);
     if (!*s)
-        return -EINVAL;
+        return gk__error(-EINVAL, "an empty value is not a number (try 0.5)");
     errno = 0;
     double v = strtod(s, &end);
     if (end == s || *skip_space(end) || !isfinite(v))
-        return -EINVAL;
+        return gk__error(-EINVAL, "\"%s\" is not a finite number (try 0.5)", text);
     if (errno == ERANGE)
-        return -ERANGE;
+        return gk__error(-ERANGE, "number \"%s\" is out of range", text);
     *out = v;
     return 0;
 }
@@ -314,50 +325,51 @@ static int set_row(gk_options *o, size_t i, const char *shown_key, const char *v
         break;
     }
     }
-    if (rc != 0) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: \"%.48s%s\" %s", shown_key, value,
-                     strlen(value) > 48 ? "..." : "",
-                     rc == -ERANGE ? "is out of range" : type_hint(option_rows[i].type));
-        rc = -EINVAL;
-    }
+    if (rc != 0)
+        rc = gk__error_buf(-EINVAL, err, errlen, "%s: \"%.48s%s\" %s", shown_key, value,
+                           strlen(value) > 48 ? "..." : "",
+                           rc == -ERANGE ? "is out of range" : type_hint(option_rows[i].type));
     return rc;
 }
 
-void gk_options_default(gk_options *o)
+/* Whether the caller's struct holds row i's field. */
+static int has_row(const gk_options *o, size_t i)
 {
-    if (!o)
-        return;
-    memset(o, 0, sizeof *o);
+    return gk__sized_has(o, option_offsets[i], option_sizes[i]);
+}
+
+void(gk_options_default)(gk_options *out, size_t size)
+{
+    gk_options o;
+    memset(&o, 0, sizeof o);
+    o.size = sizeof o;
     for (size_t i = 0; i < NOPTIONS; i++)
-        (void)set_row(o, i, option_rows[i].name, option_rows[i].default_value, NULL, 0);
+        (void)set_row(&o, i, option_rows[i].name, option_rows[i].default_value, NULL, 0);
+    (void)gk__sized_put(out, size, &o, sizeof o, "gk_options");
 }
 
 int gk_options_set(gk_options *o, const char *key, const char *value, char *err, size_t errlen)
 {
-    if (!o || !key || !value) {
-        if (err && errlen)
-            snprintf(err, errlen, "gk_options_set: key and value are required");
-        return -EINVAL;
-    }
+    if (!o || !key || !value)
+        return gk__error_buf(-EINVAL, err, errlen, "gk_options_set: key and value are required");
     for (size_t i = 0; i < NOPTIONS; i++) {
         const gk_option_info *r = &option_rows[i];
-        if (strcmp(key, r->name) == 0 || strcmp(key, r->env) == 0 || strcmp(key, r->flag) == 0)
+        if ((strcmp(key, r->name) == 0 || strcmp(key, r->env) == 0 || strcmp(key, r->flag) == 0) &&
+            has_row(o, i))
             return set_row(o, i, key, value, err, errlen);
     }
-    if (err && errlen)
-        snprintf(err, errlen,
-                 "unknown setting \"%s\" (see 'gpukit info --settings' or docs/options.md)", key);
-    return -ENOENT;
+    return gk__error_buf(-ENOENT, err, errlen,
+                         "unknown setting \"%s\" (see 'gpukit info --settings' or docs/options.md)",
+                         key);
 }
 
 int gk_options_from_env(gk_options *o, char *err, size_t errlen)
 {
     if (!o)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_options_from_env: o is NULL");
     for (size_t i = 0; i < NOPTIONS; i++) {
         const char *v = getenv(option_rows[i].env);
-        if (!v || !*v)
+        if (!v || !*v || !has_row(o, i))
             continue;
         int rc = set_row(o, i, option_rows[i].env, v, err, errlen);
         if (rc != 0)
@@ -369,7 +381,13 @@ int gk_options_from_env(gk_options *o, char *err, size_t errlen)
 int gk_options_format(const gk_options *o, size_t index, char *buf, size_t len)
 {
     if (!o || !buf || index >= NOPTIONS)
-        return -ERANGE;
+        return gk__error(-ERANGE, "gk_options_format: %s",
+                         !o || !buf ? "options or buf is NULL" : "no setting at that index");
+    if (!has_row(o, index))
+        return gk__error(-ERANGE,
+                         "gk_options_format: setting %s is beyond this gk_options "
+                         "(built against an older header)",
+                         option_rows[index].name);
     const void *field = (const char *)o + option_offsets[index];
     switch (option_rows[index].type) {
     case GK_OPT_STRING:

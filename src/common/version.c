@@ -14,3 +14,8 @@ unsigned gk_version_hex(void)
 {
     return GK_VERSION_HEX;
 }
+
+unsigned gk_abi_version(void)
+{
+    return GK_ABI_VERSION;
+}

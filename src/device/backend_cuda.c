@@ -119,7 +119,7 @@ int gk__cuda_ctx_leave(gk_device *dev, int pushed, int rc)
         (void)FAIL(dev, r, "cuCtxPopCurrent_v2");
         gk_log(&dev->cfg.logger, GK_LOG_WARN, "device",
                "%s: cannot restore the calling thread's CUDA context: %s", dev->spec,
-               gk_device_last_error(dev));
+               gk_last_error());
     }
     return rc;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "device/sim_int.h"
 #include "gpukit/options.h"
 
@@ -597,7 +598,7 @@ int gk_device_sim_set_faults(gk_device *dev, const char *faults)
     char text[1024], err[400];
     gk__spec spec;
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_sim_set_faults: dev is NULL");
     gk__sim *s = sim_of(dev);
     if (!s)
         return gk__device_error(dev, GK_EUNAVAIL,

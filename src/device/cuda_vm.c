@@ -273,7 +273,7 @@ int gk__cuda_vm_map(gk_device *dev, void *addr, size_t size)
     if (rc) {
         /* Leave the range as it was: unmap what this call mapped, keeping the first error. */
         char why[512];
-        snprintf(why, sizeof why, "%s", gk_device_last_error(dev));
+        snprintf(why, sizeof why, "%s", gk_last_error());
         while (off > 0) {
             off -= c->vm_granularity;
             (void)unmap_granule(dev, c, base + off);

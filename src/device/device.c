@@ -8,13 +8,12 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "device/device_int.h"
 #include "gpukit/options.h"
 
 static const gk__backend_ops *const backends[] = {&gk__backend_host, &gk__backend_sim,
                                                   &gk__backend_cuda};
-
-static _Thread_local char open_error[512];
 
 #define COUNT(dev, name, n)                                                                        \
     atomic_fetch_add_explicit(&(dev)->counters.name, (n), memory_order_relaxed)
@@ -41,15 +40,10 @@ double gk__device_timeout(const gk_device *dev, double timeout)
 
 int gk__device_error(gk_device *dev, int rc, const char *fmt, ...)
 {
+    (void)dev;
     va_list ap;
     va_start(ap, fmt);
-    if (dev) {
-        pthread_mutex_lock(&dev->err_lock);
-        vsnprintf(dev->last_error, sizeof dev->last_error, fmt, ap);
-        pthread_mutex_unlock(&dev->err_lock);
-    } else {
-        vsnprintf(open_error, sizeof open_error, fmt, ap);
-    }
+    gk__verror(rc, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -145,24 +139,18 @@ void gk__ptrmap_free(gk__ptrmap *m)
 
 /* --- open and close ------------------------------------------------------------------------ */
 
-void gk_device_config_default(gk_device_config *cfg)
+void(gk_device_config_default)(gk_device_config *cfg, size_t size)
 {
-    if (!cfg)
-        return;
-    memset(cfg, 0, sizeof *cfg);
-    gk_logger_default(&cfg->logger);
-    cfg->sync_timeout = 60.0;
-    const char *t = getenv("GK_SYNC_TIMEOUT");
-    if (t && *t && gk_parse_duration(t, &cfg->sync_timeout) != 0) {
-        cfg->sync_timeout = 60.0;
-        gk_log(&cfg->logger, GK_LOG_WARN, "device",
-               "GK_SYNC_TIMEOUT: \"%s\" is not a duration (try 30s or 500ms); using 60s", t);
-    }
+    gk_device_config d;
+    memset(&d, 0, sizeof d);
+    gk_logger_default(&d.logger);
+    d.sync_timeout = 60.0;
+    (void)gk__sized_put(cfg, size, &d, sizeof d, "gk_device_config");
 }
 
 const char *gk_device_open_error(void)
 {
-    return open_error;
+    return gk_last_error();
 }
 
 static int open_backend(const gk__backend_ops *ops, const gk__spec *spec, const char *text,
@@ -175,24 +163,18 @@ static int open_backend(const gk__backend_ops *ops, const gk__spec *spec, const 
     dev->cfg = *cfg;
     const char *lib = cfg->cuda_library;
     if (!lib || !*lib)
-        lib = getenv("GK_CUDA_LIBRARY");
-    if (!lib || !*lib)
         lib = "libcuda.so.1";
     snprintf(dev->cuda_library, sizeof dev->cuda_library, "%s", lib);
     dev->cfg.cuda_library = dev->cuda_library;
     snprintf(dev->spec, sizeof dev->spec, "%s", text);
     pthread_mutex_init(&dev->lock, NULL);
-    pthread_mutex_init(&dev->err_lock, NULL);
     int rc = ops->open(dev, spec);
     if (rc != 0) {
-        /* The backend wrote the reason into dev->last_error. */
-        snprintf(open_error, sizeof open_error, "%s", dev->last_error);
+        /* The backend wrote the reason into the thread's message. */
         pthread_mutex_destroy(&dev->lock);
-        pthread_mutex_destroy(&dev->err_lock);
         free(dev);
         return rc;
     }
-    dev->last_error[0] = '\0';
     *out = dev;
     return 0;
 }
@@ -205,16 +187,19 @@ int gk_device_open_ex(const char *spec_text, const gk_device_config *cfg_in, gk_
     if (!out)
         return gk__device_error(NULL, -EINVAL, "gk_device_open: out is NULL");
     *out = NULL;
-    open_error[0] = '\0';
-    if (cfg_in)
-        cfg = *cfg_in;
-    else
-        gk_device_config_default(&cfg);
-    if (!spec_text || !*spec_text)
-        spec_text = getenv("GK_DEVICE");
+    if (!cfg_in)
+        return gk_device_open(spec_text, out);
+    gk_device_config_default(&cfg);
+    int rc = gk__sized_in(&cfg, sizeof cfg, cfg_in, "gk_device_config");
+    if (rc)
+        return rc;
+    if (!(cfg.sync_timeout >= 0 && cfg.sync_timeout <= 1e9))
+        return gk__error(-EINVAL,
+                         "gk_device_config: sync_timeout %g is outside [0, 1e9] seconds (try 60)",
+                         cfg.sync_timeout);
     if (!spec_text || !*spec_text)
         spec_text = "auto";
-    int rc = gk__spec_parse(spec_text, &spec, err, sizeof err);
+    rc = gk__spec_parse(spec_text, &spec, err, sizeof err);
     if (rc)
         return gk__device_error(NULL, rc, "%s", err);
 
@@ -232,7 +217,7 @@ int gk_device_open_ex(const char *spec_text, const gk_device_config *cfg_in, gk_
         if (rc == 0)
             return 0;
         char why[512];
-        snprintf(why, sizeof why, "%s", open_error);
+        snprintf(why, sizeof why, "%s", gk_last_error());
         rc = open_backend(&gk__backend_host, &host_spec, "host", &cfg, out);
         if (rc)
             return rc;
@@ -253,7 +238,17 @@ int gk_device_open_ex(const char *spec_text, const gk_device_config *cfg_in, gk_
 
 int gk_device_open(const char *spec, gk_device **out)
 {
-    return gk_device_open_ex(spec, NULL, out);
+    gk_device_config cfg;
+    gk_device_config_default(&cfg);
+    if (!out)
+        return gk__device_error(NULL, -EINVAL, "gk_device_open: out is NULL");
+    *out = NULL;
+    int rc = gk_device_config_from_env(&cfg);
+    if (rc)
+        return rc;
+    if (!spec || !*spec)
+        spec = getenv("GK_DEVICE");
+    return gk_device_open_ex(spec, &cfg, out);
 }
 
 void gk_device_close(gk_device *dev)
@@ -285,13 +280,13 @@ void gk_device_close(gk_device *dev)
     gk__ptrmap_free(&dev->dmem);
     gk__ptrmap_free(&dev->hmem);
     pthread_mutex_destroy(&dev->lock);
-    pthread_mutex_destroy(&dev->err_lock);
     free(dev);
 }
 
 const char *gk_device_last_error(const gk_device *dev)
 {
-    return dev ? dev->last_error : "";
+    (void)dev;
+    return gk_last_error();
 }
 
 const char *gk_device_auto_reason(const gk_device *dev)
@@ -299,22 +294,29 @@ const char *gk_device_auto_reason(const gk_device *dev)
     return dev ? dev->auto_reason : "";
 }
 
-int gk_device_get_props(gk_device *dev, gk_device_props *props)
+int(gk_device_get_props)(gk_device *dev, gk_device_props *out, size_t size)
 {
-    if (!dev || !props)
-        return -EINVAL;
-    memset(props, 0, sizeof *props);
-    props->backend = dev->ops->kind;
-    props->backend_name = dev->ops->name;
-    snprintf(props->spec, sizeof props->spec, "%s", dev->spec);
-    return failed(dev, dev->ops->props(dev, props));
+    if (!dev)
+        return gk__error(-EINVAL, "gk_device_get_props: dev is NULL");
+    int rc = gk__sized_check(out, size, "gk_device_props");
+    if (rc)
+        return rc;
+    gk_device_props props;
+    memset(&props, 0, sizeof props);
+    props.backend = dev->ops->kind;
+    props.backend_name = dev->ops->name;
+    snprintf(props.spec, sizeof props.spec, "%s", dev->spec);
+    rc = failed(dev, dev->ops->props(dev, &props));
+    if (rc == 0)
+        rc = gk__sized_put(out, size, &props, sizeof props, "gk_device_props");
+    return rc;
 }
 
 int gk_device_mem_info(gk_device *dev, size_t *free_bytes, size_t *total_bytes)
 {
     size_t f = 0, t = 0;
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_mem_info: dev is NULL");
     int rc = dev->ops->mem_info(dev, &f, &t);
     if (rc)
         return failed(dev, rc);
@@ -330,7 +332,7 @@ int gk_device_mem_info(gk_device *dev, size_t *free_bytes, size_t *total_bytes)
 int gk_device_malloc(gk_device *dev, size_t size, void **ptr)
 {
     if (!dev || !ptr)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_malloc: dev or ptr is NULL");
     *ptr = NULL;
     if (size == 0)
         return failed(dev, gk__device_error(dev, -EINVAL, "gk_device_malloc: size is 0"));
@@ -357,7 +359,7 @@ int gk_device_free(gk_device *dev, void *ptr)
 {
     size_t size;
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_free: dev is NULL");
     if (!ptr)
         return 0;
     pthread_mutex_lock(&dev->lock);
@@ -378,7 +380,7 @@ int gk_device_free(gk_device *dev, void *ptr)
 int gk_device_host_alloc(gk_device *dev, size_t size, void **ptr)
 {
     if (!dev || !ptr)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_host_alloc: dev or ptr is NULL");
     *ptr = NULL;
     if (size == 0)
         return failed(dev, gk__device_error(dev, -EINVAL, "gk_device_host_alloc: size is 0"));
@@ -402,7 +404,7 @@ int gk_device_host_free(gk_device *dev, void *ptr)
 {
     size_t size;
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_host_free: dev is NULL");
     if (!ptr)
         return 0;
     pthread_mutex_lock(&dev->lock);
@@ -473,7 +475,7 @@ int gk_stream_create(gk_device *dev, gk_stream **out)
 {
     gk__handle *h = NULL;
     if (!dev || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_stream_create: dev or out is NULL");
     *out = NULL;
     int rc = handle_open(dev, &dev->streams, sizeof(gk_stream), dev->ops->stream_create,
                          "gk_stream_create", &h);
@@ -487,7 +489,7 @@ int gk_stream_create(gk_device *dev, gk_stream **out)
 int gk_stream_destroy(gk_device *dev, gk_stream *s)
 {
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_stream_destroy: dev is NULL");
     if (!s)
         return 0;
     int rc = check_stream(dev, s, "gk_stream_destroy");
@@ -516,7 +518,7 @@ int gk_stream_destroy(gk_device *dev, gk_stream *s)
 int gk_stream_synchronize(gk_device *dev, gk_stream *s, double timeout)
 {
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_stream_synchronize: dev is NULL");
     int rc = check_stream(dev, s, "gk_stream_synchronize");
     if (rc)
         return failed(dev, rc);
@@ -528,7 +530,7 @@ int gk_stream_synchronize(gk_device *dev, gk_stream *s, double timeout)
 int gk_stream_wait_event(gk_device *dev, gk_stream *s, gk_event *ev)
 {
     if (!dev || !ev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_stream_wait_event: dev or ev is NULL");
     int rc = check_stream(dev, s, "gk_stream_wait_event");
     if (rc)
         return failed(dev, rc);
@@ -543,7 +545,7 @@ int gk_stream_wait_event(gk_device *dev, gk_stream *s, gk_event *ev)
 int gk_stream_host_fn(gk_device *dev, gk_stream *s, void (*fn)(void *user), void *user)
 {
     if (!dev || !fn)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_stream_host_fn: dev or fn is NULL");
     int rc = check_stream(dev, s, "gk_stream_host_fn");
     if (rc)
         return failed(dev, rc);
@@ -554,7 +556,7 @@ int gk_stream_host_fn(gk_device *dev, gk_stream *s, void (*fn)(void *user), void
 int gk_device_synchronize(gk_device *dev, double timeout)
 {
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_synchronize: dev is NULL");
     COUNT(dev, stream_syncs, 1);
     return failed(dev, dev->ops->device_sync(dev, gk__device_timeout(dev, timeout)));
 }
@@ -562,7 +564,7 @@ int gk_device_synchronize(gk_device *dev, double timeout)
 int gk_device_add_stream_hook(gk_device *dev, gk_stream_hook_fn fn, void *user)
 {
     if (!dev || !fn)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_add_stream_hook: dev or fn is NULL");
     int rc = 0;
     pthread_mutex_lock(&dev->lock);
     if (dev->nhooks == GK__MAX_STREAM_HOOKS) {
@@ -579,7 +581,7 @@ int gk_device_add_stream_hook(gk_device *dev, gk_stream_hook_fn fn, void *user)
 int gk_device_remove_stream_hook(gk_device *dev, gk_stream_hook_fn fn, void *user)
 {
     if (!dev || !fn)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_remove_stream_hook: dev or fn is NULL");
     int rc = -ENOENT;
     pthread_mutex_lock(&dev->lock);
     for (int i = 0; i < dev->nhooks; i++) {
@@ -610,7 +612,7 @@ int gk_event_create(gk_device *dev, gk_event **out)
 {
     gk__handle *h = NULL;
     if (!dev || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_event_create: dev or out is NULL");
     *out = NULL;
     int rc = handle_open(dev, &dev->events, sizeof(gk_event), dev->ops->event_create,
                          "gk_event_create", &h);
@@ -624,7 +626,7 @@ int gk_event_create(gk_device *dev, gk_event **out)
 int gk_event_destroy(gk_device *dev, gk_event *ev)
 {
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_event_destroy: dev is NULL");
     if (!ev)
         return 0;
     int rc = check_event(dev, ev, "gk_event_destroy");
@@ -642,7 +644,7 @@ int gk_event_destroy(gk_device *dev, gk_event *ev)
 int gk_event_record(gk_device *dev, gk_event *ev, gk_stream *s)
 {
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_event_record: dev is NULL");
     int rc = check_event(dev, ev, "gk_event_record");
     if (!rc)
         rc = check_stream(dev, s, "gk_event_record");
@@ -655,7 +657,7 @@ int gk_event_record(gk_device *dev, gk_event *ev, gk_stream *s)
 int gk_event_query(gk_device *dev, gk_event *ev)
 {
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_event_query: dev is NULL");
     int rc = check_event(dev, ev, "gk_event_query");
     if (rc)
         return failed(dev, rc);
@@ -666,7 +668,7 @@ int gk_event_query(gk_device *dev, gk_event *ev)
 int gk_event_synchronize(gk_device *dev, gk_event *ev, double timeout)
 {
     if (!dev)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_event_synchronize: dev is NULL");
     int rc = check_event(dev, ev, "gk_event_synchronize");
     if (rc)
         return failed(dev, rc);
@@ -731,7 +733,7 @@ static int vm_unavailable(gk_device *dev)
 int gk_device_vm_reserve(gk_device *dev, size_t size, void **base)
 {
     if (!dev || !base || size == 0)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_vm_reserve: dev is NULL or base is NULL or size is 0");
     *base = NULL;
     if (!dev->ops->vm_reserve)
         return vm_unavailable(dev);
@@ -742,7 +744,7 @@ int gk_device_vm_reserve(gk_device *dev, size_t size, void **base)
 int gk_device_vm_map(gk_device *dev, void *addr, size_t size)
 {
     if (!dev || !addr || size == 0)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_vm_map: dev is NULL or addr is NULL or size is 0");
     if (!dev->ops->vm_map)
         return vm_unavailable(dev);
     uint64_t t0 = gk__now_ns();
@@ -755,7 +757,7 @@ int gk_device_vm_map(gk_device *dev, void *addr, size_t size)
 int gk_device_vm_unmap(gk_device *dev, void *addr, size_t size)
 {
     if (!dev || !addr || size == 0)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_vm_unmap: dev is NULL or addr is NULL or size is 0");
     if (!dev->ops->vm_unmap)
         return vm_unavailable(dev);
     uint64_t t0 = gk__now_ns();
@@ -768,20 +770,21 @@ int gk_device_vm_unmap(gk_device *dev, void *addr, size_t size)
 int gk_device_vm_release(gk_device *dev, void *base, size_t size)
 {
     if (!dev || !base || size == 0)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_device_vm_release: dev is NULL or base is NULL or size is 0");
     if (!dev->ops->vm_release)
         return vm_unavailable(dev);
     COUNT(dev, vm_releases, 1);
     return failed(dev, dev->ops->vm_release(dev, base, size));
 }
 
-int gk_device_get_counters(gk_device *dev, gk_device_counters *out)
+int(gk_device_get_counters)(gk_device *dev, gk_device_counters *out, size_t size)
 {
-    if (!dev || !out)
-        return -EINVAL;
+    if (!dev)
+        return gk__error(-EINVAL, "gk_device_get_counters: dev is NULL");
+    gk_device_counters c = {.size = sizeof c};
 #define GK__COUNTER_READ(name, desc)                                                               \
-    out->name = atomic_load_explicit(&dev->counters.name, memory_order_relaxed);
+    c.name = atomic_load_explicit(&dev->counters.name, memory_order_relaxed);
     GK_DEVICE_COUNTER_MAP(GK__COUNTER_READ)
 #undef GK__COUNTER_READ
-    return 0;
+    return gk__sized_put(out, size, &c, sizeof c, "gk_device_counters");
 }

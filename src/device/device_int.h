@@ -106,8 +106,6 @@ struct gk_device {
         void *user;
     } hooks[GK__MAX_STREAM_HOOKS];
     int nhooks;
-    pthread_mutex_t err_lock;
-    char last_error[512];
     struct {
 #define GK__COUNTER_ATOMIC(name, desc) _Atomic uint64_t name;
         GK_DEVICE_COUNTER_MAP(GK__COUNTER_ATOMIC)
@@ -115,8 +113,9 @@ struct gk_device {
     } counters;
 };
 
-/* Records a detail message for gk_device_last_error (printf-style). Returns `rc` so a backend can
- * write `return gk__device_error(dev, GK_EDRIVER, "cuMemAlloc: %s", text);`. */
+/* Records the calling thread's error message (gk_last_error, printf-style). Returns `rc` so a
+ * backend can write `return gk__device_error(dev, GK_EDRIVER, "cuMemAlloc: %s", text);`. `dev`
+ * may be NULL (open failures). */
 int gk__device_error(gk_device *dev, int rc, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))

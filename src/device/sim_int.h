@@ -94,7 +94,7 @@ typedef struct gk__sim_reservation {
 typedef struct gk__sim_stream gk__sim_stream;
 
 /* The state of one sim device (dev->impl). `mu` guards everything but clock_ns and the
- * read-only cfg fields; lock order: mu, then the device's err_lock (via gk__device_error). */
+ * read-only cfg fields. */
 typedef struct gk__sim {
     gk__sim_config cfg;
     pthread_mutex_t mu;

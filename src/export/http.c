@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/export.h"
 
@@ -32,13 +33,13 @@
 #include <microhttpd.h>
 #endif
 
-void gk_exporter_config_default(gk_exporter_config *cfg)
+void(gk_exporter_config_default)(gk_exporter_config *out, size_t size)
 {
-    if (!cfg)
-        return;
-    memset(cfg, 0, sizeof *cfg);
-    cfg->listen = GK_EXPORTER_DEFAULT_LISTEN;
-    cfg->timeout = 10.0;
+    gk_exporter_config c;
+    memset(&c, 0, sizeof c);
+    c.listen = GK_EXPORTER_DEFAULT_LISTEN;
+    c.timeout = 10.0;
+    (void)gk__sized_put(out, size, &c, sizeof c, "gk_exporter_config");
 }
 
 int gk_exporter_parse_listen(const char *listen, char *host, size_t hostlen, int *port, char *err,
@@ -46,7 +47,9 @@ int gk_exporter_parse_listen(const char *listen, char *host, size_t hostlen, int
 {
     const char *fix = "(try 127.0.0.1:9430 or [::1]:9430)";
     if (!listen || !host || !port || hostlen == 0)
-        return -EINVAL;
+        return gk__error_buf(
+            -EINVAL, err, errlen,
+            "gk_exporter_parse_listen: listen, host or port is NULL or hostlen is 0");
     const char *colon;
     size_t hl;
     const char *h = listen;
@@ -74,9 +77,8 @@ int gk_exporter_parse_listen(const char *listen, char *host, size_t hostlen, int
     *port = (int)p;
     return 0;
 bad:
-    if (err && errlen)
-        snprintf(err, errlen, "listen address \"%s\" is not HOST:PORT %s", listen, fix);
-    return -EINVAL;
+    return gk__error_buf(-EINVAL, err, errlen, "listen address \"%s\" is not HOST:PORT %s", listen,
+                         fix);
 }
 
 #if GK__HTTP
@@ -187,13 +189,12 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     if (err && errlen)
         err[0] = '\0';
     if (!out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_exporter_start: out is NULL");
     *out = NULL;
     gk_exporter_config cfg;
-    if (cfg_in)
-        cfg = *cfg_in;
-    else
-        gk_exporter_config_default(&cfg);
+    gk_exporter_config_default(&cfg);
+    if (cfg_in && gk__sized_in(&cfg, sizeof cfg, cfg_in, "gk_exporter_config") != 0)
+        return gk__error_buf(-EINVAL, err, errlen, "%s", gk_last_error());
     if (!cfg.listen || !*cfg.listen)
         cfg.listen = GK_EXPORTER_DEFAULT_LISTEN;
     if (!(cfg.timeout > 0))
@@ -218,21 +219,20 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
         v6->sin6_port = htons((uint16_t)port);
         flags |= MHD_USE_IPv6;
     } else {
-        if (err && errlen)
-            snprintf(err, errlen,
-                     "listen address \"%s\": \"%s\" is not a numeric IP address (try 127.0.0.1)",
-                     cfg.listen, host);
-        return -EINVAL;
+        return gk__error_buf(
+            -EINVAL, err, errlen,
+            "listen address \"%s\": \"%s\" is not a numeric IP address (try 127.0.0.1)", cfg.listen,
+            host);
     }
     gk_exporter *e = gk__calloc(1, sizeof *e);
     if (!e)
-        return -ENOMEM;
+        return gk__error_buf(-ENOMEM, err, errlen, "gk_exporter_start: out of host memory");
     e->metrics = cfg.metrics ? cfg.metrics : gk_metrics_default();
     e->monitor = cfg.monitor;
     atomic_init(&e->scrapes, 0);
     if (!e->metrics) {
         free(e);
-        return -ENOMEM;
+        return gk__error_buf(-ENOMEM, err, errlen, "gk_exporter_start: out of host memory");
     }
     /* Bind ourselves so the error is the real errno, then hand the socket to the daemon. */
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -245,9 +245,9 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     socklen_t alen = ss.ss_family == AF_INET ? sizeof *v4 : sizeof *v6;
     if (bind(fd, (struct sockaddr *)&ss, alen) != 0 || listen(fd, GK_HTTP_BACKLOG) != 0) {
         rc = -errno;
-        if (err && errlen)
-            snprintf(err, errlen, "cannot listen on %s: %s (choose another port with --listen)",
-                     cfg.listen, strerror(errno));
+        gk__error_buf(rc, err, errlen,
+                      "cannot listen on %s: %s (choose another port with --listen)", cfg.listen,
+                      strerror(errno));
         close(fd);
         goto out_free;
     }
@@ -271,7 +271,9 @@ int gk_exporter_start(const gk_exporter_config *cfg_in, gk_exporter **out, char 
     return 0;
 out_free:
     free(e);
-    return rc;
+    if (err && errlen && err[0])
+        return gk__error_text(rc, err);
+    return gk__error(rc, "cannot start the exporter on %s: %s", cfg.listen, gk_strerror(rc));
 }
 
 int gk_exporter_port(const gk_exporter *e)
@@ -302,9 +304,7 @@ int gk_exporter_start(const gk_exporter_config *cfg, gk_exporter **out, char *er
     (void)cfg;
     if (out)
         *out = NULL;
-    if (err && errlen)
-        snprintf(err, errlen, "%s", no_http);
-    return GK_EUNAVAIL;
+    return gk__error_buf(GK_EUNAVAIL, err, errlen, "%s", no_http);
 }
 
 int gk_exporter_port(const gk_exporter *e)

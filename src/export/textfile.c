@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/export.h"
 
@@ -30,10 +31,10 @@ static int write_all(int fd, const char *p, size_t n)
 int gk_metrics_write_textfile(gk_metrics *m, const char *path)
 {
     if (!m || !path || !*path)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_metrics_write_textfile: registry or path is missing");
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return -ENAMETOOLONG;
+        return gk__error(-ENAMETOOLONG, "gk_metrics_write_textfile: the path is too long");
     char *text = NULL;
     size_t len = 0;
     int rc = gk_metrics_render(m, GK_METRICS_PROMETHEUS, &text, &len);
@@ -55,5 +56,7 @@ int gk_metrics_write_textfile(gk_metrics *m, const char *path)
         unlink(tmp);
 out_free:
     free(text);
-    return rc;
+    if (rc)
+        return gk__error(rc, "writing the textfile %s: %s", path, strerror(-rc));
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "loader/loader_int.h"
 
 /* --- consumer side -------------------------------------------------------------------------- */
@@ -25,7 +26,7 @@ static int release_slot(gk_loader *ld, gk__slot *s, gk_stream *stream)
     pthread_cond_broadcast(&ld->cv_work); /* after unlocking, as in gk__fill_part */
     if (e)
         return gk__loader_error(ld, e, "loader: recording the release of batch %" PRIu64 ": %s",
-                                s->index, gk_device_last_error(ld->cfg.device));
+                                s->index, gk_last_error());
     return 0;
 }
 
@@ -47,7 +48,7 @@ static int mark_stream(gk_loader *ld, gk__slot *s, gk_stream *stream)
 int gk_loader_release(gk_loader *ld, const gk_batch *b, gk_stream *stream)
 {
     if (!ld || !b)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_loader_release: ld or b is NULL");
     if (b->slot < 0 || b->slot >= ld->K)
         return gk__loader_error(ld, -EINVAL,
                                 "loader: release of a batch with slot %d (not a batch of "
@@ -144,10 +145,25 @@ static int consumer_fill(gk_loader *ld, gk__slot *s, int64_t seq)
     return 0;
 }
 
-int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b)
+/* Delivers the next batch into the library's own gk_batch; gk_loader_next copies it out. */
+static int next_batch(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b);
+
+int(gk_loader_next)(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *out, size_t size)
 {
-    if (!ld || !b)
-        return -EINVAL;
+    if (!ld)
+        return gk__error(-EINVAL, "gk_loader_next: loader is NULL");
+    int rc = gk__sized_check(out, size, "gk_batch");
+    if (rc)
+        return rc;
+    gk_batch b;
+    rc = next_batch(ld, stream, timeout, &b);
+    if (rc)
+        return rc;
+    return gk__sized_put(out, size, &b, sizeof b, "gk_batch");
+}
+
+static int next_batch(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b)
+{
     if (ld->stopped)
         return gk__loader_error(ld, -ECANCELED, "loader: stopped");
     if (ld->failed)
@@ -164,7 +180,8 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
     for (;;) {
         int64_t seq = ld->next_seq;
         if (ld->origin + (uint64_t)seq >= ld->end_pos)
-            return GK_LOADER_END;
+            return gk__error(GK_LOADER_END, "loader %s: end of the configured epochs (%" PRIu64 ")",
+                             ld->name, ld->cfg.epochs);
         gk__slot *s = &ld->slots[seq % ld->K];
         if (ld->nworkers == 0) {
             int e = consumer_fill(ld, s, seq);
@@ -220,7 +237,7 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
             e = gk_stream_wait_event(ld->cfg.device, stream, s->copied);
             if (e)
                 gk__loader_error(ld, e, "loader: making the stream wait for batch %" PRIu64 ": %s",
-                                 s->index, gk_device_last_error(ld->cfg.device));
+                                 s->index, gk_last_error());
         }
         if (e) {
             pthread_mutex_lock(&ld->mu);
@@ -230,6 +247,7 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
             pthread_mutex_unlock(&ld->mu);
             return e;
         }
+        b->size = sizeof *b;
         b->seq = (uint64_t)seq;
         b->epoch = s->epoch;
         b->index = s->index;
@@ -267,10 +285,9 @@ int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_batch *b
 
 /* --- position ------------------------------------------------------------------------------- */
 
-int gk_loader_get_state(gk_loader *ld, gk_loader_state *st)
+/* The position in the library's own gk_loader_state. */
+static void get_state(gk_loader *ld, gk_loader_state *st)
 {
-    if (!ld || !st)
-        return -EINVAL;
     pthread_mutex_lock(&ld->mu);
     int64_t done = ld->next_seq;
     for (int i = 0; i < ld->K; i++)
@@ -279,6 +296,7 @@ int gk_loader_get_state(gk_loader *ld, gk_loader_state *st)
     pthread_mutex_unlock(&ld->mu);
     uint64_t pos = ld->origin + (uint64_t)done;
     memset(st, 0, sizeof *st);
+    st->size = sizeof *st;
     st->version = GK_LOADER_STATE_VERSION;
     st->flags = (uint32_t)(ld->smp.shuffle | ld->smp.drop_last << 1 | ld->smp.shard_drop_last << 2);
     st->seed = ld->smp.seed;
@@ -288,13 +306,21 @@ int gk_loader_get_state(gk_loader *ld, gk_loader_state *st)
     st->batch_size = ld->smp.batch_size;
     st->world = ld->smp.world;
     st->rank = ld->smp.rank;
-    return 0;
+}
+
+int(gk_loader_get_state)(gk_loader *ld, gk_loader_state *out, size_t size)
+{
+    if (!ld)
+        return gk__error(-EINVAL, "gk_loader_get_state: loader is NULL");
+    gk_loader_state st;
+    get_state(ld, &st);
+    return gk__sized_put(out, size, &st, sizeof st, "gk_loader_state");
 }
 
 int gk_loader_seek(gk_loader *ld, uint64_t epoch, uint64_t batch)
 {
     if (!ld)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_loader_seek: ld is NULL");
     if (ld->stopped)
         return gk__loader_error(ld, -ECANCELED, "loader: stopped");
     if (batch >= ld->smp.batches)
@@ -335,9 +361,13 @@ int gk_loader_set_epoch(gk_loader *ld, uint64_t epoch)
     return gk_loader_seek(ld, epoch, 0);
 }
 
-int gk_loader_restore(gk_loader *ld, const gk_loader_state *st)
+int gk_loader_restore(gk_loader *ld, const gk_loader_state *saved_in)
 {
-    if (!ld || !st)
+    if (!ld || !saved_in)
+        return gk__error(-EINVAL, "gk_loader_restore: loader or state is NULL");
+    gk_loader_state full, *st = &full;
+    memset(&full, 0, sizeof full);
+    if (gk__sized_in(&full, sizeof full, saved_in, "gk_loader_state") != 0)
         return -EINVAL;
     if (st->version != GK_LOADER_STATE_VERSION)
         return gk__loader_error(ld, GK_EVERSION,
@@ -345,7 +375,7 @@ int gk_loader_restore(gk_loader *ld, const gk_loader_state *st)
                                 "writes %d)",
                                 st->version, GK_LOADER_STATE_VERSION);
     gk_loader_state cur;
-    gk_loader_get_state(ld, &cur);
+    get_state(ld, &cur);
     const char *field = NULL;
     uint64_t saved = 0, have = 0;
 #define CHECK(f)                                                                                   \
@@ -381,13 +411,15 @@ uint64_t gk_loader_batches_per_epoch(const gk_loader *ld)
 
 const char *gk_loader_last_error(const gk_loader *ld)
 {
-    return ld ? ld->last_error : "";
+    (void)ld;
+    return gk_last_error();
 }
 
-int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *out)
+int(gk_loader_get_stats)(gk_loader *ld, gk_loader_stats *user, size_t size)
 {
-    if (!ld || !out)
-        return -EINVAL;
+    if (!ld)
+        return gk__error(-EINVAL, "gk_loader_get_stats: loader is NULL");
+    gk_loader_stats st, *out = &st;
     memset(out, 0, sizeof *out);
 #define LOAD(f) atomic_load_explicit(&ld->st.f, memory_order_relaxed)
     out->items = LOAD(items);
@@ -413,7 +445,7 @@ int gk_loader_get_stats(gk_loader *ld, gk_loader_stats *out)
     pthread_mutex_unlock(&ld->mu);
     out->depth = (uint32_t)ld->K;
     out->uptime_ns = gk__loader_now_ns() - ld->created_ns;
-    return 0;
+    return gk__sized_put(user, size, out, sizeof *out, "gk_loader_stats");
 }
 
 int gk__loader_publish(void *user, gk_statsd *c)

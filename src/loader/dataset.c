@@ -7,22 +7,21 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "loader/loader_int.h"
-
-static _Thread_local char dataset_err[512];
 
 int gk__dataset_fail(int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(dataset_err, sizeof dataset_err, fmt, ap);
+    gk__verror(rc, fmt, ap);
     va_end(ap);
     return rc;
 }
 
 const char *gk_dataset_error(void)
 {
-    return dataset_err;
+    return gk_last_error();
 }
 
 uint64_t gk__loader_now_ns(void)
@@ -37,7 +36,15 @@ int gk_dataset_create(const gk_dataset_ops *ops, void *ctx, const char *name, gk
     if (!out)
         return gk__dataset_fail(-EINVAL, "gk_dataset_create: out is NULL");
     *out = NULL;
-    if (!ops || !ops->count || !ops->item_size || !ops->read_item)
+    gk_dataset_ops full;
+    memset(&full, 0, sizeof full);
+    if (!ops)
+        return gk__dataset_fail(-EINVAL, "gk_dataset_create: ops is NULL");
+    int rc = gk__sized_in(&full, sizeof full, ops, "gk_dataset_ops");
+    if (rc)
+        return rc;
+    ops = &full;
+    if (!ops->count || !ops->item_size || !ops->read_item)
         return gk__dataset_fail(-EINVAL, "gk_dataset_create: ops must provide count, item_size "
                                          "and read_item");
     if (!!ops->worker_open != !!ops->worker_close)
@@ -141,6 +148,7 @@ static void mem_destroy(void *ctx)
 }
 
 static const gk_dataset_ops mem_ops = {
+    .size = sizeof(gk_dataset_ops),
     .count = mem_count,
     .item_size = mem_item_size,
     .read_item = mem_read_item,

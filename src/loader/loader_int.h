@@ -20,7 +20,7 @@ struct gk_dataset {
     char name[256];
 };
 
-/* Sets the thread-local message returned by gk_dataset_error (printf-style); returns rc. */
+/* Sets the thread's message (gk_last_error, printf-style); returns rc. */
 int gk__dataset_fail(int rc, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
@@ -135,7 +135,6 @@ struct gk_loader {
     int consumer_open;
     int stopped;
     uint64_t created_ns, seek_ns;
-    char last_error[768];
     char name[64];
     struct {
         gk_metric *items, *bytes, *batches, *skips, *busy, *wait, *fill, *copy, *ready, *first;

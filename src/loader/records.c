@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "loader/loader_int.h"
 
 #define HEADER_USED 128
@@ -115,23 +116,33 @@ static int read_header_fd(int fd, const char *path, gk_records_info *info, char 
     return gk__records_parse(path, h, (size_t)got, (uint64_t)st.st_size, info, err, len);
 }
 
-int gk_records_inspect(const char *path, gk_records_info *info, char *err, size_t err_len)
+int(gk_records_inspect)(const char *path, gk_records_info *out, char *err, size_t err_len,
+                        size_t size)
 {
-    char dummy[8];
-    if (!err) {
-        err = dummy;
-        err_len = sizeof dummy;
-    }
-    if (!path || !info) {
-        snprintf(err, err_len, "gk_records_inspect: path and info are required");
-        return -EINVAL;
-    }
+    char msg[600];
+    if (!path)
+        return gk__error_buf(-EINVAL, err, err_len, "gk_records_inspect: path is NULL");
+    int rc = gk__sized_check(out, size, "gk_records_info");
+    if (rc)
+        return gk__error_buf(rc, err, err_len, "%s", gk_last_error());
+    gk_records_info info;
     int fd = gk__open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return open_error(path, errno, err, err_len);
-    int rc = read_header_fd(fd, path, info, err, err_len);
-    close(fd);
-    return rc;
+    if (fd < 0) {
+        rc = open_error(path, errno, msg, sizeof msg);
+    } else {
+        rc = read_header_fd(fd, path, &info, msg, sizeof msg);
+        close(fd);
+    }
+    if (rc)
+        return gk__error_buf(rc, err, err_len, "%s", msg);
+    return gk__sized_put(out, size, &info, sizeof info, "gk_records_info");
+}
+
+void(gk_records_options_default)(gk_records_options *opt, size_t size)
+{
+    gk_records_options d = {
+        .size = sizeof d, .access = GK_RECORDS_MMAP, .random = 1, .readahead = 1};
+    (void)gk__sized_put(opt, size, &d, sizeof d, "gk_records_options");
 }
 
 /* --- the dataset --------------------------------------------------------------------------- */
@@ -272,6 +283,7 @@ static void rec_destroy(void *ctx)
 }
 
 static const gk_dataset_ops rec_ops = {
+    .size = sizeof(gk_dataset_ops),
     .count = rec_count,
     .item_size = rec_item_size,
     .read_item = rec_read_item,
@@ -290,12 +302,10 @@ int gk_dataset_open_records(const char *path, const gk_records_options *opt, gk_
     if (!r)
         return gk__dataset_fail(-ENOMEM, "%s: out of memory", path);
     snprintf(r->path, sizeof r->path, "%s", path);
-    if (opt) {
-        r->opt = *opt;
-    } else {
-        r->opt.access = GK_RECORDS_MMAP;
-        r->opt.random = 1;
-        r->opt.readahead = 1;
+    gk_records_options_default(&r->opt);
+    if (opt && gk__sized_in(&r->opt, sizeof r->opt, opt, "gk_records_options") != 0) {
+        free(r);
+        return -EINVAL;
     }
     int rc;
     r->fd = gk__open(path, O_RDONLY | O_CLOEXEC);
@@ -332,7 +342,7 @@ int gk_dataset_open_records(const char *path, const gk_records_options *opt, gk_
     }
     rc = gk_dataset_create(&rec_ops, r, path, out);
     if (rc) {
-        snprintf(err, sizeof err, "%s", gk_dataset_error());
+        snprintf(err, sizeof err, "%s", gk_last_error());
         goto out_unmap;
     }
     return 0;

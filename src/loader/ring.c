@@ -13,40 +13,41 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "loader/loader_int.h"
-
-static _Thread_local char create_err[768];
 
 const char *gk_loader_create_error(void)
 {
-    return create_err;
+    return gk_last_error();
 }
 
 int gk__loader_error(gk_loader *ld, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ld->last_error, sizeof ld->last_error, fmt, ap);
+    (void)ld;
+    gk__verror(rc, fmt, ap);
     va_end(ap);
     return rc;
 }
 
-void gk_loader_config_default(gk_loader_config *cfg)
+void(gk_loader_config_default)(gk_loader_config *out, size_t size)
 {
-    memset(cfg, 0, sizeof *cfg);
-    gk_logger_default(&cfg->logger);
-    cfg->batch_size = 32;
-    cfg->workers = 1;
-    cfg->depth = 4;
-    cfg->timeout = 300;
-    cfg->on_error = GK_LOADER_FAIL;
-    cfg->max_skips = 16;
-    cfg->auto_release = 1;
-    cfg->split_bytes = 4u << 20;
-    cfg->readahead = 1;
-    char err[256];
-    if (gk_loader_rank_from_env(&cfg->rank, &cfg->world, err, sizeof err))
-        gk_log(&cfg->logger, GK_LOG_WARN, "loader", "%s; using rank 0 of 1", err);
+    gk_loader_config c;
+    memset(&c, 0, sizeof c);
+    gk_logger_default(&c.logger);
+    c.batch_size = 32;
+    c.workers = 1;
+    c.depth = 4;
+    c.rank = 0;
+    c.world = 1;
+    c.timeout = 300;
+    c.on_error = GK_LOADER_FAIL;
+    c.max_skips = 16;
+    c.auto_release = 1;
+    c.split_bytes = 4u << 20;
+    c.readahead = 1;
+    (void)gk__sized_put(out, size, &c, sizeof c, "gk_loader_config");
 }
 
 void gk__abs_deadline(struct timespec *ts, double seconds)
@@ -93,7 +94,8 @@ static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size
     uint64_t first = s->index * smp->batch_size;
     for (size_t i = lo; i < hi; i++)
         s->indices[i] = gk_sampler_rank_item(smp, s->epoch, first + i);
-    gk_read_ctx rc = {.worker_state = w->state,
+    gk_read_ctx rc = {.size = sizeof(gk_read_ctx),
+                      .worker_state = w->state,
                       .worker = w->id,
                       .seed = smp->seed,
                       .epoch = s->epoch,
@@ -147,7 +149,7 @@ static int issue_copy(gk_loader *ld, gk__slot *s)
     if (e) {
         snprintf(s->msg, sizeof s->msg,
                  "%s: copying batch %" PRIu64 " of epoch %" PRIu64 " to the device: %s",
-                 ld->ds->name, s->index, s->epoch, gk_device_last_error(dev));
+                 ld->ds->name, s->index, s->epoch, gk_last_error());
         s->err = e;
         s->err_index = s->count ? s->indices[0] : 0;
         return e;
@@ -173,7 +175,7 @@ void gk__fill_part(gk_loader *ld, gk__worker *w, int64_t seq, unsigned part)
         e = gk_event_synchronize(ld->cfg.device, s->copied, ld->cfg.timeout);
         if (e)
             snprintf(msg, sizeof msg, "%s: waiting for the copy out of slot %d: %s", ld->ds->name,
-                     (int)(seq % ld->K), gk_device_last_error(ld->cfg.device));
+                     (int)(seq % ld->K), gk_last_error());
     }
     size_t lo = s->count * part / ld->parts, hi = s->count * (part + 1) / ld->parts;
     uint64_t t0 = gk__loader_now_ns();
@@ -316,7 +318,7 @@ void gk__drain_copies(gk_loader *ld)
         int e = gk_stream_synchronize(ld->cfg.device, ld->copy, ld->cfg.timeout);
         if (e)
             gk_log(&ld->cfg.logger, GK_LOG_WARN, "loader", "waiting for the copy stream: %s",
-                   gk_device_last_error(ld->cfg.device));
+                   gk_last_error());
     }
 }
 
@@ -413,8 +415,7 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
     if (dev) {
         int e = gk_stream_create(dev, &ld->copy);
         if (e) {
-            snprintf(err, errlen, "loader: cannot create the copy stream: %s",
-                     gk_device_last_error(dev));
+            snprintf(err, errlen, "loader: cannot create the copy stream: %s", gk_last_error());
             return e;
         }
     }
@@ -433,7 +434,7 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
                 snprintf(err, errlen,
                          "loader: cannot allocate %zu bytes of pinned memory for "
                          "slot %d: %s",
-                         ld->slot_bytes, i, gk_device_last_error(dev));
+                         ld->slot_bytes, i, gk_last_error());
                 return e;
             }
             if (ld->cfg.pool) {
@@ -444,7 +445,7 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
                              "loader: cannot allocate device slot %d of %d (%zu bytes) from the "
                              "pool: %s; raise the pool's limit or lower depth or batch_size",
                              i, ld->K, ld->slot_bytes,
-                             e == GK_EDEVOOM ? gk_strerror(e) : gk_pool_last_error(ld->cfg.pool));
+                             e == GK_EDEVOOM ? gk_strerror(e) : gk_last_error());
                     return e;
                 }
             } else {
@@ -456,7 +457,7 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
                 e = gk_event_create(dev, &s->consumed);
             if (e) {
                 snprintf(err, errlen, "loader: cannot set up device slot %d (%zu bytes): %s", i,
-                         ld->slot_bytes, gk_device_last_error(dev));
+                         ld->slot_bytes, gk_last_error());
                 return e;
             }
         } else {
@@ -476,21 +477,16 @@ out_nomem:
 
 int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader **out)
 {
-    create_err[0] = '\0';
-    if (!out) {
-        snprintf(create_err, sizeof create_err, "gk_loader_create: out is NULL");
-        return -EINVAL;
-    }
+    char create_err[768] = "";
+    if (!out)
+        return gk__error(-EINVAL, "gk_loader_create: out is NULL");
     *out = NULL;
-    if (!ds) {
-        snprintf(create_err, sizeof create_err, "gk_loader_create: dataset is NULL");
-        return -EINVAL;
-    }
+    if (!ds)
+        return gk__error(-EINVAL, "gk_loader_create: dataset is NULL");
     gk_loader_config cfg;
-    if (cfg_in)
-        cfg = *cfg_in;
-    else
-        gk_loader_config_default(&cfg);
+    gk_loader_config_default(&cfg);
+    if (cfg_in && gk__sized_in(&cfg, sizeof cfg, cfg_in, "gk_loader_config") != 0)
+        return -EINVAL;
     const char *bad = NULL;
     if (cfg.workers < 0 || cfg.workers > 256)
         bad = "workers must be 0 to 256";
@@ -504,15 +500,11 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
         bad = "test_drop_edges takes GK_LOADER_DROP_EDGE_* bits only";
     else if (cfg.pool && gk_pool_device(cfg.pool) != cfg.device)
         bad = "pool is not on the loader's device: set device to the pool's device";
-    if (bad) {
-        snprintf(create_err, sizeof create_err, "loader config: %s", bad);
-        return -EINVAL;
-    }
+    if (bad)
+        return gk__error(-EINVAL, "loader config: %s", bad);
     gk_loader *ld = gk__calloc(1, sizeof *ld);
-    if (!ld) {
-        snprintf(create_err, sizeof create_err, "loader: out of memory");
-        return -ENOMEM;
-    }
+    if (!ld)
+        return gk__error(-ENOMEM, "loader: out of host memory");
     ld->cfg = cfg;
     ld->ds = ds;
     ld->created_ns = ld->seek_ns = gk__loader_now_ns();
@@ -619,7 +611,7 @@ out_stop:
     gk__join_workers(ld);
 out_release:
     release_all(ld);
-    return rc;
+    return gk__error(rc, "%s", create_err[0] ? create_err : gk_strerror(rc));
 }
 
 /* Records the release of every batch still held, on the stream it was delivered on. */
@@ -642,8 +634,7 @@ static void drain_releases(gk_loader *ld)
         int e = gk_event_synchronize(ld->cfg.device, ld->slots[i].consumed, ld->cfg.timeout);
         if (e)
             gk_log(&ld->cfg.logger, GK_LOG_WARN, "loader",
-                   "waiting for the caller's work on slot %d: %s", i,
-                   gk_device_last_error(ld->cfg.device));
+                   "waiting for the caller's work on slot %d: %s", i, gk_last_error());
     }
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "loader/loader_int.h"
 
 #define FEISTEL_ROUNDS 6
@@ -15,32 +16,26 @@ static uint64_t epoch_key(uint64_t seed, uint64_t epoch)
     return gk__mix64(seed ^ gk__mix64(epoch ^ 0x6c6f61646572ULL));
 }
 
-int gk_sampler_init(gk_sampler *s, uint64_t count, uint64_t batch_size, uint64_t seed,
-                    uint32_t rank, uint32_t world, int shuffle, int shard_drop_last, int drop_last,
-                    char *err, size_t err_len)
+int(gk_sampler_init)(gk_sampler *out, uint64_t count, uint64_t batch_size, uint64_t seed,
+                     uint32_t rank, uint32_t world, int shuffle, int shard_drop_last, int drop_last,
+                     char *err, size_t err_len, size_t size)
 {
-    char dummy[8];
-    if (!err) {
-        err = dummy;
-        err_len = sizeof dummy;
-    }
-    if (!s) {
-        snprintf(err, err_len, "gk_sampler_init: sampler is NULL");
-        return -EINVAL;
-    }
+    int rc = gk__sized_check(out, size, "gk_sampler");
+    if (rc)
+        return gk__error_buf(rc, err, err_len, "%s", gk_last_error());
+    gk_sampler sampler, *s = &sampler;
     memset(s, 0, sizeof *s);
     if (count == 0 || count > MAX_COUNT) {
-        snprintf(err, err_len, "sampler: item count %llu is out of range (1 to 2^62)",
-                 (unsigned long long)count);
-        return -EINVAL;
+        return gk__error_buf(-EINVAL, err, err_len,
+                             "sampler: item count %llu is out of range (1 to 2^62)",
+                             (unsigned long long)count);
     }
     if (batch_size == 0) {
-        snprintf(err, err_len, "sampler: batch size must be at least 1");
-        return -EINVAL;
+        return gk__error_buf(-EINVAL, err, err_len, "sampler: batch size must be at least 1");
     }
     if (world == 0 || rank >= world) {
-        snprintf(err, err_len, "sampler: rank %u is not below world size %u", rank, world);
-        return -EINVAL;
+        return gk__error_buf(-EINVAL, err, err_len, "sampler: rank %u is not below world size %u",
+                             rank, world);
     }
     s->count = count;
     s->batch_size = batch_size;
@@ -54,19 +49,19 @@ int gk_sampler_init(gk_sampler *s, uint64_t count, uint64_t batch_size, uint64_t
     s->per_rank = shard_drop_last ? count / world : (count + world - 1) / world;
     s->batches = drop_last ? s->per_rank / batch_size : (s->per_rank + batch_size - 1) / batch_size;
     if (s->batches == 0) {
-        snprintf(err, err_len,
-                 "sampler: no batch per epoch (%llu items over %u ranks give %llu per rank, batch "
-                 "size %llu%s)",
-                 (unsigned long long)count, world, (unsigned long long)s->per_rank,
-                 (unsigned long long)batch_size, drop_last ? " with drop_last" : "");
-        return -EINVAL;
+        return gk__error_buf(
+            -EINVAL, err, err_len,
+            "sampler: no batch per epoch (%llu items over %u ranks give %llu per rank, batch "
+            "size %llu%s)",
+            (unsigned long long)count, world, (unsigned long long)s->per_rank,
+            (unsigned long long)batch_size, drop_last ? " with drop_last" : "");
     }
     uint32_t bits = 2;
     while (bits < 64 && (1ULL << bits) < count)
         bits++;
     bits += bits & 1;
     s->half_bits = bits / 2;
-    return 0;
+    return gk__sized_put(out, size, s, sizeof *s, "gk_sampler");
 }
 
 static uint64_t feistel(uint64_t x, uint32_t half, uint64_t key)
@@ -118,54 +113,4 @@ size_t gk_sampler_batch(const gk_sampler *s, uint64_t epoch, uint64_t batch, uin
 uint64_t gk_item_seed(uint64_t seed, uint64_t epoch, uint64_t index)
 {
     return gk__mix64(epoch_key(seed, epoch) ^ gk__mix64(index ^ 0x6974656dULL));
-}
-
-static int parse_env_u32(const char *name, uint32_t *out, char *err, size_t len)
-{
-    const char *v = getenv(name);
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *end || errno || x > UINT32_MAX || v[0] == '-') {
-        snprintf(err, len, "%s=\"%s\" is not a non-negative integer (unset it or fix it)", name, v);
-        return -EINVAL;
-    }
-    *out = (uint32_t)x;
-    return 0;
-}
-
-int gk_loader_rank_from_env(uint32_t *rank, uint32_t *world, char *err, size_t err_len)
-{
-    static const char *const pairs[][2] = {{"RANK", "WORLD_SIZE"},
-                                           {"SLURM_PROCID", "SLURM_NTASKS"},
-                                           {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"}};
-    char dummy[8];
-    if (!err) {
-        err = dummy;
-        err_len = sizeof dummy;
-    }
-    *rank = 0;
-    *world = 1;
-    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        if (!getenv(pairs[i][0]) && !getenv(pairs[i][1]))
-            continue;
-        if (!getenv(pairs[i][0]) || !getenv(pairs[i][1])) {
-            snprintf(err, err_len, "%s is set without %s (set both or neither)",
-                     getenv(pairs[i][0]) ? pairs[i][0] : pairs[i][1],
-                     getenv(pairs[i][0]) ? pairs[i][1] : pairs[i][0]);
-            return -EINVAL;
-        }
-        uint32_t r, w;
-        if (parse_env_u32(pairs[i][0], &r, err, err_len) ||
-            parse_env_u32(pairs[i][1], &w, err, err_len))
-            return -EINVAL;
-        if (w == 0 || r >= w) {
-            snprintf(err, err_len, "%s=%u is not below %s=%u", pairs[i][0], r, pairs[i][1], w);
-            return -EINVAL;
-        }
-        *rank = r;
-        *world = w;
-        return 0;
-    }
-    return 0;
 }

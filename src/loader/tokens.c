@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "loader/loader_int.h"
 
 int gk__tokens_parse(const char *path, const unsigned char *bytes, size_t got, uint64_t file_size,
@@ -73,26 +74,27 @@ static int check_header(const char *path, int fd, gk_tokens_info *info, char *er
     return gk__tokens_parse(path, h, (size_t)got, (uint64_t)st.st_size, info, err, len);
 }
 
-int gk_tokens_inspect(const char *path, gk_tokens_info *info, char *err, size_t err_len)
+int(gk_tokens_inspect)(const char *path, gk_tokens_info *out, char *err, size_t err_len,
+                       size_t size)
 {
-    char dummy[8];
-    if (!err) {
-        err = dummy;
-        err_len = sizeof dummy;
-    }
-    if (!path || !info) {
-        snprintf(err, err_len, "gk_tokens_inspect: path and info are required");
-        return -EINVAL;
-    }
+    char msg[600];
+    if (!path)
+        return gk__error_buf(-EINVAL, err, err_len, "gk_tokens_inspect: path is NULL");
+    int rc = gk__sized_check(out, size, "gk_tokens_info");
+    if (rc)
+        return gk__error_buf(rc, err, err_len, "%s", gk_last_error());
+    gk_tokens_info info;
     int fd = gk__open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        snprintf(err, err_len, "%s: cannot open: %s", path, strerror(e));
-        return e == ENOENT || e == EACCES ? -e : -EIO;
+        return gk__error_buf(e == ENOENT || e == EACCES ? -e : -EIO, err, err_len,
+                             "%s: cannot open: %s", path, strerror(e));
     }
-    int rc = check_header(path, fd, info, err, err_len);
+    rc = check_header(path, fd, &info, msg, sizeof msg);
     close(fd);
-    return rc;
+    if (rc)
+        return gk__error_buf(rc, err, err_len, "%s", msg);
+    return gk__sized_put(out, size, &info, sizeof info, "gk_tokens_info");
 }
 
 typedef struct shard {
@@ -182,6 +184,7 @@ static void tok_destroy(void *ctx)
 }
 
 static const gk_dataset_ops tok_ops = {
+    .size = sizeof(gk_dataset_ops),
     .count = tok_count,
     .item_size = tok_item_size,
     .read_item = tok_read_item,
@@ -256,7 +259,7 @@ int gk_dataset_open_tokens(const char *pattern, uint32_t B, uint32_t T, uint32_t
     }
     rc = gk_dataset_create(&tok_ops, t, pattern, out);
     if (rc) {
-        snprintf(err, sizeof err, "%s", gk_dataset_error());
+        snprintf(err, sizeof err, "%s", gk_last_error());
         goto out_shards;
     }
     (*out)->token_bytes = t->token_bytes;

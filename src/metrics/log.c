@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "metrics_int.h"
 
@@ -95,7 +96,9 @@ static int reserved_suffix(const char *name)
 int gk_metrics_log(gk_metrics *m, const char *name, double value)
 {
     if (!m || gk_metrics_check_name(name) != 0 || reserved_suffix(name) || !isfinite(value))
-        return -EINVAL;
+        return gk__error(-EINVAL,
+                         "gk_metrics_log: invalid argument (!m || gk_metrics_check_name(name) != 0 "
+                         "|| reserved_suffix(name) || !isfinite(value))");
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t t = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
@@ -157,22 +160,25 @@ int gk_metric_log(const char *name, double value)
 {
     gk_metrics *m = gk_metrics_default();
     if (!m)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_metric_log: out of host memory (!m)");
     return gk_metrics_log(m, name, value);
 }
 
-int gk_metrics_log_summary(gk_metrics *m, const char *name, gk_summary_stats *out)
+int(gk_metrics_log_summary)(gk_metrics *m, const char *name, gk_summary_stats *out, size_t size)
 {
-    if (!m || !name || !out)
-        return -EINVAL;
-    int rc = -ENOENT;
+    if (!m || !name)
+        return gk__error(-EINVAL, "gk_metrics_log_summary: registry or name is NULL");
+    int rc = gk__sized_check(out, size, "gk_summary_stats");
+    if (rc)
+        return rc;
+    rc = -ENOENT;
     pthread_mutex_lock(&m->log_lock);
     const gk__log *l = find_log(m, name);
-    if (l) {
-        gk_summary_get(l->summary, out);
-        rc = 0;
-    }
+    if (l)
+        rc = (gk_summary_get)(l->summary, out, size);
     pthread_mutex_unlock(&m->log_lock);
+    if (rc == -ENOENT)
+        return gk__error(rc, "gk_metrics_log_summary: nothing was logged under \"%s\"", name);
     return rc;
 }
 
@@ -180,7 +186,9 @@ int gk_metrics_log_points(gk_metrics *m, const char *name, gk_metric_point *buf,
                           size_t *n)
 {
     if (!m || !name || !n || (cap && !buf))
-        return -EINVAL;
+        return gk__error(
+            -EINVAL,
+            "gk_metrics_log_points: invalid argument (!m || !name || !n || (cap && !buf))");
     *n = 0;
     int rc = -ENOENT;
     pthread_mutex_lock(&m->log_lock);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "metrics_int.h"
 
@@ -28,31 +29,32 @@ uint64_t gk__double_to_bits(double v)
     return b;
 }
 
-void gk_metrics_config_default(gk_metrics_config *cfg)
+void(gk_metrics_config_default)(gk_metrics_config *out, size_t size)
 {
-    if (!cfg)
-        return;
-    cfg->max_families = 1024;
-    cfg->max_series_per_family = 1000;
-    cfg->max_labels = 16;
-    cfg->log_capacity = 4096;
-    cfg->max_logs = 1024;
+    gk_metrics_config c = {.size = sizeof c,
+                           .max_families = 1024,
+                           .max_series_per_family = 1000,
+                           .max_labels = 16,
+                           .log_capacity = 4096,
+                           .max_logs = 1024};
+    (void)gk__sized_put(out, size, &c, sizeof c, "gk_metrics_config");
 }
 
 int gk_metrics_create(const gk_metrics_config *cfg, gk_metrics **out)
 {
     if (!out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_metrics_create: out is NULL");
     *out = NULL;
     gk_metrics_config c;
     gk_metrics_config_default(&c);
-    if (cfg)
-        c = *cfg;
-    if (!c.max_families || !c.max_series_per_family || !c.log_capacity || !c.max_logs)
+    if (cfg && gk__sized_in(&c, sizeof c, cfg, "gk_metrics_config") != 0)
         return -EINVAL;
+    if (!c.max_families || !c.max_series_per_family || !c.log_capacity || !c.max_logs)
+        return gk__error(-EINVAL, "metrics config: max_families, max_series_per_family, "
+                                  "log_capacity and max_logs must be at least 1");
     gk_metrics *m = gk__calloc(1, sizeof *m);
     if (!m)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_metrics_create: out of host memory");
     m->cfg = c;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->log_lock, NULL);
@@ -130,12 +132,15 @@ static int is_digit(char c)
 int gk_metrics_check_name(const char *name)
 {
     if (!name || !*name)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_metrics_check_name: invalid argument (!name || !*name)");
     if (!is_alpha_(name[0]) && name[0] != ':')
-        return -EINVAL;
+        return gk__error(
+            -EINVAL,
+            "gk_metrics_check_name: invalid argument (!is_alpha_(name[0]) && name[0] != ':')");
     for (const char *p = name + 1; *p; p++) {
         if (!is_alpha_(*p) && !is_digit(*p) && *p != ':')
-            return -EINVAL;
+            return gk__error(-EINVAL, "gk_metrics_check_name: invalid argument (!is_alpha_(*p) && "
+                                      "!is_digit(*p) && *p != ':')");
     }
     return 0;
 }
@@ -143,12 +148,17 @@ int gk_metrics_check_name(const char *name)
 int gk_metrics_check_label_name(const char *name)
 {
     if (!name || !*name || !is_alpha_(name[0]))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_metrics_check_label_name: invalid argument (!name || !*name "
+                                  "|| !is_alpha_(name[0]))");
     if (name[0] == '_' && name[1] == '_')
-        return -EINVAL;
+        return gk__error(
+            -EINVAL,
+            "gk_metrics_check_label_name: invalid argument (name[0] == '_' && name[1] == '_')");
     for (const char *p = name + 1; *p; p++) {
         if (!is_alpha_(*p) && !is_digit(*p))
-            return -EINVAL;
+            return gk__error(
+                -EINVAL,
+                "gk_metrics_check_label_name: invalid argument (!is_alpha_(*p) && !is_digit(*p))");
     }
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "metrics_int.h"
 
@@ -170,14 +171,15 @@ static void render_family(FILE *out, const gk__family *f, gk_metrics_format fmt)
 int gk_metrics_render(gk_metrics *m, gk_metrics_format fmt, char **out, size_t *len)
 {
     if (!m || !out || !len || (fmt != GK_METRICS_PROMETHEUS && fmt != GK_METRICS_OPENMETRICS))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_metrics_render: invalid argument (!m || !out || !len || (fmt "
+                                  "!= GK_METRICS_PROMETHEUS && fmt != GK_METRICS_OPENMETRICS))");
     *out = NULL;
     *len = 0;
     char *buf = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&buf, &n);
     if (!f)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_metrics_render: out of host memory (!f)");
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < m->nfams; i++)
         render_family(f, m->fams[i], fmt);
@@ -188,7 +190,7 @@ int gk_metrics_render(gk_metrics *m, gk_metrics_format fmt, char **out, size_t *
     int bad = ferror(f);
     if (fclose(f) != 0 || bad || !buf) {
         free(buf);
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_metrics_render: out of host memory");
     }
     *out = buf;
     *len = n;

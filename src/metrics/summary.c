@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "metrics_int.h"
 
@@ -29,10 +30,10 @@ struct gk_summary {
 int gk_summary_create(gk_summary **out)
 {
     if (!out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_summary_create: out is NULL");
     gk_summary *s = gk__calloc(1, sizeof *s);
     if (!s)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_summary_create: out of host memory (!s)");
     *out = s;
     return 0;
 }
@@ -114,7 +115,7 @@ static int bucket_add(gk_summary *s, double v, uint64_t count)
 int gk_summary_add(gk_summary *s, double v)
 {
     if (!s || !isfinite(v))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_summary_add: invalid argument (!s || !isfinite(v))");
     if (s->n == 0) {
         s->min = s->max = v;
     } else {
@@ -137,7 +138,7 @@ int gk_summary_add(gk_summary *s, double v)
 int gk_summary_merge(gk_summary *dst, const gk_summary *src)
 {
     if (!dst || !src)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_summary_merge: dst or src is NULL");
     if (src->n == 0)
         return 0;
     if (dst->n == 0) {
@@ -230,13 +231,12 @@ double gk_summary_quantile(const gk_summary *s, double q)
     return est;
 }
 
-void gk_summary_get(const gk_summary *s, gk_summary_stats *out)
+int(gk_summary_get)(const gk_summary *s, gk_summary_stats *user, size_t size)
 {
-    if (!out)
-        return;
+    gk_summary_stats st, *out = &st;
     memset(out, 0, sizeof *out);
     if (!s || s->n == 0)
-        return;
+        return gk__sized_put(user, size, out, sizeof *out, "gk_summary_stats");
     out->count = s->n;
     out->sum = s->sum;
     out->mean = s->mean;
@@ -246,4 +246,5 @@ void gk_summary_get(const gk_summary *s, gk_summary_stats *out)
     out->p50 = gk_summary_quantile(s, 0.50);
     out->p90 = gk_summary_quantile(s, 0.90);
     out->p99 = gk_summary_quantile(s, 0.99);
+    return gk__sized_put(user, size, out, sizeof *out, "gk_summary_stats");
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/options.h"
 #include "monitor_int.h"
@@ -146,8 +147,21 @@ static int parse_rule(const char *rule, gk__rule *r, char *err, size_t errlen)
     return 0;
 }
 
+static int add_alert(gk_monitor *m, const char *name, const char *rule, char *err, size_t errlen);
+
 int gk_monitor_add_alert(gk_monitor *m, const char *name, const char *rule, char *err,
                          size_t errlen)
+{
+    char msg[GK__ERROR_MAX] = "";
+    int rc = add_alert(m, name, rule, msg, sizeof msg);
+    if (rc)
+        return gk__error_buf(rc, err, errlen, "%s", msg[0] ? msg : gk_strerror(rc));
+    if (err && errlen)
+        err[0] = '\0';
+    return 0;
+}
+
+static int add_alert(gk_monitor *m, const char *name, const char *rule, char *err, size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';

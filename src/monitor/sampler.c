@@ -10,42 +10,51 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "monitor_int.h"
 
 static const double duration_bounds[] = {1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3,
                                          1e-2, 5e-2, 0.1,  0.5,  1.0};
 
-void gk_monitor_config_default(gk_monitor_config *cfg)
+void(gk_monitor_config_default)(gk_monitor_config *out, size_t size)
 {
-    if (!cfg)
-        return;
-    memset(cfg, 0, sizeof *cfg);
-    cfg->interval = 1.0;
-    cfg->slow_every = 5;
-    cfg->retention = 600.0;
-    cfg->gpu = GK_MONITOR_GPU_AUTO;
-    cfg->host = 1;
-    gk_logger_default(&cfg->logger);
+    gk_monitor_config c;
+    memset(&c, 0, sizeof c);
+    c.interval = 1.0;
+    c.slow_every = 5;
+    c.retention = 600.0;
+    c.gpu = GK_MONITOR_GPU_AUTO;
+    c.host = 1;
+    gk_logger_default(&c.logger);
+    (void)gk__sized_put(out, size, &c, sizeof c, "gk_monitor_config");
 }
 
 int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
 {
     if (!out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_monitor_create: out is NULL");
     *out = NULL;
     gk_monitor_config cfg;
-    if (cfg_in)
-        cfg = *cfg_in;
-    else
-        gk_monitor_config_default(&cfg);
-    if (!(cfg.interval >= 0.001) || !isfinite(cfg.interval) || cfg.slow_every == 0 ||
-        !(cfg.retention > 0) || cfg.pid < 0 || (unsigned)cfg.gpu > GK_MONITOR_GPU_REQUIRE)
-        return -EINVAL;
+    gk_monitor_config_default(&cfg);
+    int rc = cfg_in ? gk__sized_in(&cfg, sizeof cfg, cfg_in, "gk_monitor_config")
+                    : gk_monitor_config_from_env(&cfg);
+    if (rc)
+        return rc;
+    if (!(cfg.interval >= 0.001) || !isfinite(cfg.interval))
+        return gk__error(-EINVAL, "monitor config: interval %g is below 0.001 s (try 1)",
+                         cfg.interval);
+    if (cfg.slow_every == 0 || !(cfg.retention > 0) || cfg.pid < 0 ||
+        (unsigned)cfg.gpu > GK_MONITOR_GPU_REQUIRE)
+        return gk__error(-EINVAL, "monitor config: %s",
+                         cfg.slow_every == 0    ? "slow_every must be at least 1"
+                         : !(cfg.retention > 0) ? "retention must be positive"
+                         : cfg.pid < 0          ? "pid must not be negative"
+                                                : "gpu must be a gk_monitor_gpu_mode");
     gk_monitor *m = gk__calloc(1, sizeof *m);
     if (!m)
-        return -ENOMEM;
-    int rc = -ENOMEM;
+        return gk__error(-ENOMEM, "gk_monitor_create: out of host memory");
+    rc = -ENOMEM;
     m->cfg = cfg;
     m->interval_ns = (int64_t)(cfg.interval * 1e9);
     if (cfg.nvml_library)
@@ -70,8 +79,7 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
     if (cfg.host) {
         gk_host_config hc;
         gk_host_config_default(&hc);
-        if (m->cfg.proc_root)
-            hc.proc_root = m->cfg.proc_root;
+        hc.proc_root = m->cfg.proc_root;
         rc = gk_host_open(&hc, &m->host);
         if (rc)
             goto out_destroy;
@@ -84,8 +92,7 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
     if (cfg.gpu != GK_MONITOR_GPU_OFF) {
         gk_nvml_config nc;
         gk_nvml_config_default(&nc);
-        if (m->cfg.nvml_library)
-            nc.library = m->cfg.nvml_library;
+        nc.library = m->cfg.nvml_library;
         nc.logger = cfg.logger;
         gk_nvml_info info;
         rc = gk_nvml_open(&nc, &m->nvml, &info);
@@ -162,10 +169,11 @@ gk_metrics *gk_monitor_metrics(gk_monitor *m)
     return m ? m->metrics : NULL;
 }
 
-void gk_monitor_get_stats(gk_monitor *m, gk_monitor_stats *out)
+int(gk_monitor_get_stats)(gk_monitor *m, gk_monitor_stats *user, size_t size)
 {
-    if (!m || !out)
-        return;
+    if (!m)
+        return gk__error(-EINVAL, "gk_monitor_get_stats: monitor is NULL");
+    gk_monitor_stats st, *out = &st;
     pthread_mutex_lock(&m->lock);
     *out = m->stats;
     int64_t last = m->last_tick_end_ns;
@@ -175,6 +183,7 @@ void gk_monitor_get_stats(gk_monitor *m, gk_monitor_stats *out)
     pthread_mutex_lock(&m->run_lock);
     out->running = m->running;
     pthread_mutex_unlock(&m->run_lock);
+    return gk__sized_put(user, size, out, sizeof *out, "gk_monitor_stats");
 }
 
 /* --- publishing ----------------------------------------------------------------------------- */
@@ -471,16 +480,18 @@ static void run_tick(gk_monitor *m)
 int gk_monitor_tick(gk_monitor *m)
 {
     if (!m)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_monitor_tick: m is NULL");
     int expected = 0;
     if (!atomic_compare_exchange_strong(&m->ticking, &expected, 1))
-        return -EBUSY;
+        return gk__error(
+            -EBUSY,
+            "gk_monitor_tick: busy (!atomic_compare_exchange_strong(&m->ticking, &expected, 1))");
     pthread_mutex_lock(&m->run_lock);
     int running = m->running;
     pthread_mutex_unlock(&m->run_lock);
     if (running) {
         atomic_store(&m->ticking, 0);
-        return -EBUSY;
+        return gk__error(-EBUSY, "gk_monitor_tick: busy");
     }
     run_tick(m);
     atomic_store(&m->ticking, 0);
@@ -523,7 +534,7 @@ static void *sampler_main(void *arg)
 int gk_monitor_start(gk_monitor *m)
 {
     if (!m)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_monitor_start: m is NULL");
     pthread_mutex_lock(&m->run_lock);
     int rc = 0;
     if (m->running || atomic_load(&m->ticking)) {
@@ -545,7 +556,7 @@ out_unlock:
 int gk_monitor_stop(gk_monitor *m)
 {
     if (!m)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_monitor_stop: m is NULL");
     pthread_mutex_lock(&m->run_lock);
     if (!m->running) {
         pthread_mutex_unlock(&m->run_lock);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "monitor_int.h"
 
@@ -138,11 +139,16 @@ size_t gk_monitor_series_count(gk_monitor *m)
     return n;
 }
 
-int gk_monitor_series_info(gk_monitor *m, size_t idx, gk_series_info *out)
+int(gk_monitor_series_info)(gk_monitor *m, size_t idx, gk_series_info *user, size_t size)
 {
-    if (!m || !out)
-        return -EINVAL;
-    int rc = -ERANGE;
+    if (!m)
+        return gk__error(-EINVAL, "gk_monitor_series_info: monitor is NULL");
+    int rc = gk__sized_check(user, size, "gk_series_info");
+    if (rc)
+        return rc;
+    gk_series_info info, *out = &info;
+    memset(out, 0, sizeof *out);
+    rc = -ERANGE;
     pthread_mutex_lock(&m->lock);
     if (idx < m->nseries) {
         const gk__series *s = m->series[idx];
@@ -153,14 +159,18 @@ int gk_monitor_series_info(gk_monitor *m, size_t idx, gk_series_info *out)
         out->capacity = s->cap;
         rc = 0;
     }
+    size_t n = m->nseries;
     pthread_mutex_unlock(&m->lock);
-    return rc;
+    if (rc)
+        return gk__error(rc, "gk_monitor_series_info: series %zu does not exist (%zu series)", idx,
+                         n);
+    return gk__sized_put(user, size, out, sizeof *out, "gk_series_info");
 }
 
 int gk_monitor_find(gk_monitor *m, const char *name, const char *labels, size_t *idx)
 {
     if (!m || !name || !idx)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_monitor_find: m, name or idx is NULL");
     if (!labels)
         labels = "";
     int rc = -ENOENT;
@@ -187,7 +197,7 @@ static void copy_points(const gk__series *s, gk_series_point *buf, size_t take)
 int gk_monitor_read(gk_monitor *m, size_t idx, gk_series_point *buf, size_t cap, size_t *n)
 {
     if (!m || !n || (cap && !buf))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_monitor_read: invalid argument (!m || !n || (cap && !buf))");
     *n = 0;
     int rc = -ERANGE;
     pthread_mutex_lock(&m->lock);
@@ -215,7 +225,7 @@ int gk__counter_rate(const gk_series_point *a, const gk_series_point *b, double 
 int gk_monitor_rate(gk_monitor *m, size_t idx, gk_series_point *buf, size_t cap, size_t *n)
 {
     if (!m || !n || (cap && !buf))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_monitor_rate: invalid argument (!m || !n || (cap && !buf))");
     *n = 0;
     int rc = -ERANGE;
     pthread_mutex_lock(&m->lock);
@@ -242,14 +252,16 @@ int gk_monitor_rate(gk_monitor *m, size_t idx, gk_series_point *buf, size_t cap,
     return rc;
 }
 
-int gk_monitor_summary(gk_monitor *m, size_t idx, gk_summary_stats *out)
+int(gk_monitor_summary)(gk_monitor *m, size_t idx, gk_summary_stats *out, size_t size)
 {
-    if (!m || !out)
-        return -EINVAL;
-    memset(out, 0, sizeof *out);
+    if (!m)
+        return gk__error(-EINVAL, "gk_monitor_summary: monitor is NULL");
+    int rc0 = gk__sized_check(out, size, "gk_summary_stats");
+    if (rc0)
+        return rc0;
     gk_summary *sum = NULL;
     if (gk_summary_create(&sum) != 0)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_monitor_summary: out of host memory");
     int rc = -ERANGE;
     pthread_mutex_lock(&m->lock);
     if (idx < m->nseries) {
@@ -269,7 +281,9 @@ int gk_monitor_summary(gk_monitor *m, size_t idx, gk_summary_stats *out)
     }
     pthread_mutex_unlock(&m->lock);
     if (rc == 0)
-        gk_summary_get(sum, out);
+        rc = (gk_summary_get)(sum, out, size);
+    else if (rc == -ERANGE)
+        gk__error(rc, "gk_monitor_summary: series %zu does not exist", idx);
     gk_summary_destroy(sum);
     return rc;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "gpukit/options.h"
 #include "pool/pool_int.h"
 
@@ -42,8 +43,7 @@
     XX("fraction", limit_fraction, K_DOUBLE, 0, 1, 0, U_NO)                                        \
     XX("gc_threshold", gc_threshold, K_DOUBLE, 0, 1, 0, U_NO)                                      \
     XX("release_lock", release_lock_on_device_alloc, K_BOOL, 0, 1, 0, U_NO)                        \
-    XX("history", history, K_COUNT, 0, 1 << 20, 0, U_NO)                                           \
-    XX("track", track, K_BOOL, 0, 1, 0, U_NO)
+    XX("history", history, K_COUNT, 0, 1 << 20, 0, U_NO)
 
 typedef gk__pool_key key_info;
 
@@ -54,18 +54,6 @@ static const key_info keys[] = {
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
-
-/* Applies GK_POOL_CONF on top of a preset; a bad value is logged (naming the variable and the
- * fix) and the settings before it are kept. */
-static void apply_env(gk_pool_config *c)
-{
-    const char *env = getenv("GK_POOL_CONF");
-    if (!env || !*env)
-        return;
-    char err[256] = "";
-    if (gk_pool_config_parse(c, env, err, sizeof err) != 0)
-        gk_log(&c->logger, GK_LOG_WARN, "pool", "GK_POOL_CONF: %s; the rest is ignored", err);
-}
 
 static void pytorch_rules(gk_pool_config *c)
 {
@@ -86,35 +74,36 @@ static void pytorch_rules(gk_pool_config *c)
     c->gc_threshold = 0;
     c->release_lock_on_device_alloc = 1;
     c->history = 0;
-    c->track = 1;
 }
 
-void gk_pool_config_default(gk_pool_config *c)
+static void default_rules(gk_pool_config *c)
 {
-    if (!c)
-        return;
-    memset(c, 0, sizeof *c);
     pytorch_rules(c);
     c->expandable_segments = 1;
     c->page_size = 2 * MIB;
-    apply_env(c);
 }
 
-int gk_pool_config_preset(gk_pool_config *c, const char *name)
+void(gk_pool_config_default)(gk_pool_config *c, size_t size)
 {
-    if (!c || !name)
-        return -EINVAL;
-    if (strcmp(name, "default") == 0) {
-        gk_pool_config_default(c);
-        return 0;
-    }
-    if (strcmp(name, "pytorch") == 0) {
-        memset(c, 0, sizeof *c);
-        pytorch_rules(c);
-        apply_env(c);
-        return 0;
-    }
-    return -EINVAL;
+    gk_pool_config d;
+    memset(&d, 0, sizeof d);
+    default_rules(&d);
+    (void)gk__sized_put(c, size, &d, sizeof d, "gk_pool_config");
+}
+
+int(gk_pool_config_preset)(gk_pool_config *c, const char *name, size_t size)
+{
+    gk_pool_config d;
+    if (!name)
+        return gk__error(-EINVAL, "gk_pool_config_preset: name is NULL");
+    memset(&d, 0, sizeof d);
+    if (strcmp(name, "default") == 0)
+        default_rules(&d);
+    else if (strcmp(name, "pytorch") == 0)
+        pytorch_rules(&d);
+    else
+        return gk__error(-EINVAL, "pool preset \"%s\" is unknown (try default or pytorch)", name);
+    return gk__sized_put(c, size, &d, sizeof d, "gk_pool_config");
 }
 
 /* A size in the largest binary unit that divides it: 2MiB, 1536KiB, 4097. */
@@ -161,10 +150,8 @@ static int refuse(const key_info *k, const char *value, char *err, size_t errlen
 {
     char range[128];
     range_text(k, range, sizeof range);
-    if (err && errlen)
-        snprintf(err, errlen, "pool setting %s: \"%.64s\" is out of range (%s)", k->key, value,
-                 range);
-    return -EINVAL;
+    return gk__error_buf(-EINVAL, err, errlen, "pool setting %s: \"%.64s\" is out of range (%s)",
+                         k->key, value, range);
 }
 
 static bool pow2(uint64_t v)
@@ -222,14 +209,15 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
                        size_t errlen)
 {
     if (!c || !key || !value)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_config_set: c, key or value is NULL");
     const key_info *k = find_key(key);
-    if (!k) {
-        if (err && errlen)
-            snprintf(err, errlen, "unknown pool setting \"%s\" (see docs/pool.md for the keys)",
-                     key);
-        return -ENOENT;
-    }
+    size_t fsize = k && k->type == GK__KEY_BOOL                            ? sizeof(int)
+                   : k && k->offset == offsetof(gk_pool_config, divisions) ? sizeof(unsigned)
+                   : k && k->type == GK__KEY_DOUBLE                        ? sizeof(double)
+                                                                           : sizeof(size_t);
+    if (!k || !gk__sized_has(c, k->offset, fsize))
+        return gk__error_buf(-ENOENT, err, errlen,
+                             "unknown pool setting \"%s\" (see docs/pool.md for the keys)", key);
     void *field = (char *)c + k->offset;
     uint64_t v;
     int b, rc;
@@ -243,10 +231,9 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
         } else if ((rc = gk_parse_size(value, &v)) != 0) {
             if (rc == -ERANGE)
                 return refuse(k, value, err, errlen);
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting %s: \"%.64s\" is not a size (try 20MiB)", key,
-                         value);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting %s: \"%.64s\" is not a size (try 20MiB)", key,
+                                 value);
         } else if (!in_range(k, v)) {
             return refuse(k, value, err, errlen);
         }
@@ -256,10 +243,9 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
         if ((rc = parse_count(value, &v)) != 0) {
             if (rc == -ERANGE)
                 return refuse(k, value, err, errlen);
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting %s: \"%.64s\" is not a whole number (try 4)",
-                         key, value);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting %s: \"%.64s\" is not a whole number (try 4)", key,
+                                 value);
         }
         if (!in_range(k, v))
             return refuse(k, value, err, errlen);
@@ -270,19 +256,17 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
         return 0;
     case K_BOOL:
         if (gk_parse_bool(value, &b) != 0) {
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting %s: \"%.64s\" is not a boolean (try 1 or 0)",
-                         key, value);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting %s: \"%.64s\" is not a boolean (try 1 or 0)", key,
+                                 value);
         }
         *(int *)field = b;
         return 0;
     default:
         if (gk_parse_double(value, &d) != 0) {
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting %s: \"%.64s\" is not a number (try 0.5)", key,
-                         value);
-            return -EINVAL;
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting %s: \"%.64s\" is not a number (try 0.5)", key,
+                                 value);
         }
         if (!double_in_range(k, d))
             return refuse(k, value, err, errlen);
@@ -294,25 +278,21 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
 int gk_pool_config_parse(gk_pool_config *c, const char *text, char *err, size_t errlen)
 {
     if (!c || !text)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_config_parse: c or text is NULL");
     char buf[1024];
-    if (strlen(text) >= sizeof buf) {
-        if (err && errlen)
-            snprintf(err, errlen, "pool settings too long (%zu characters, at most %zu)",
-                     strlen(text), sizeof buf - 1);
-        return -EINVAL;
-    }
+    if (strlen(text) >= sizeof buf)
+        return gk__error_buf(-EINVAL, err, errlen,
+                             "pool settings too long (%zu characters, at most %zu)", strlen(text),
+                             sizeof buf - 1);
     strcpy(buf, text);
     char *save = NULL;
     for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(item, '=');
         if (!eq)
             eq = strchr(item, ':');
-        if (!eq) {
-            if (err && errlen)
-                snprintf(err, errlen, "pool setting \"%s\" has no value (write key=value)", item);
-            return -EINVAL;
-        }
+        if (!eq)
+            return gk__error_buf(-EINVAL, err, errlen,
+                                 "pool setting \"%s\" has no value (write key=value)", item);
         *eq = '\0';
         int rc = gk_pool_config_set(c, item, eq + 1, err, errlen);
         if (rc)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/options.h"
 #include "pool/pool_int.h"
 
@@ -67,7 +68,7 @@ bool gk__expand_supported(gk_pool *p, char *why, size_t len)
     int rc = gk_device_vm_reserve(p->dev, va, &base);
     if (rc != 0) {
         snprintf(why, len, "cannot reserve %s of address space for a range: %s",
-                 gk_format_size(va, a, sizeof a), gk_device_last_error(p->dev));
+                 gk_format_size(va, a, sizeof a), gk_last_error());
         return false;
     }
     gk_device_vm_release(p->dev, base, va);
@@ -448,7 +449,7 @@ void gk__expand_finish_unmap(gk_pool *p, gk__rel_item *it)
     size_t done = it->done;
     s->busy--;
     if (it->rc)
-        snprintf(p->last_error, sizeof p->last_error, "unmap: %s", gk_device_last_error(p->dev));
+        gk__error(it->rc, "unmap: %s", gk_last_error());
     if (done == 0) {
         gk__block_recycle(p, it->spare);
         gk__cache_merge(p, mid);
@@ -477,8 +478,7 @@ void gk__expand_finish_va(gk_pool *p, gk__rel_item *it)
     gk__segment *s = it->seg;
     /* The device forgets the range even when the driver fails to free it: drop it either way. */
     if (it->rc)
-        snprintf(p->last_error, sizeof p->last_error, "address release: %s",
-                 gk_device_last_error(p->dev));
+        gk__error(it->rc, "address release: %s", gk_last_error());
     gk__stat_add(p, p->stats.segment, s->kind, -1);
     gk__segment_unlink(p, s);
     gk__block_recycle(p, s->head);

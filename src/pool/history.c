@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/options.h"
 #include "pool/pool_int.h"
 
@@ -33,12 +34,16 @@ void gk__hist_push(gk_pool *p, gk__action a, uintptr_t addr, size_t size, uintpt
 int gk_pool_record_history(gk_pool *p, size_t entries)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_record_history: p is NULL");
     if (entries > ((size_t)1 << 20))
-        return -EINVAL; /* the range of the history setting */
+        return gk__error(-EINVAL,
+                         "gk_pool_record_history: %zu entries is above 1048576 (the range of "
+                         "the history setting)",
+                         entries);
     gk__hist_entry *h = NULL;
     if (entries && !(h = gk__calloc(entries, sizeof *h)))
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_pool_record_history: out of host memory for %zu entries",
+                         entries);
     pthread_mutex_lock(&p->lock);
     free(p->hist);
     p->hist = h;
@@ -98,7 +103,7 @@ void gk__trace_flush(gk_pool *p)
 int gk_pool_set_trace_log(gk_pool *p, FILE *out)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_set_trace_log: p is NULL");
     gk__trace_flush(p); /* lines kept for the previous file go there */
     pthread_mutex_lock(&p->trace_lock);
     pthread_mutex_lock(&p->lock);
@@ -146,7 +151,7 @@ static bool shown(const gk__block *b)
 int gk_pool_snapshot_json(gk_pool *p, FILE *out)
 {
     if (!p || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_snapshot_json: p or out is NULL");
     pthread_mutex_lock(&p->lock);
     fputs("{\"segments\":[", out);
     bool first_seg = true;
@@ -252,7 +257,7 @@ void gk__escape(char *dst, size_t len, const char *src)
 long gk_pool_report_live(gk_pool *p, FILE *out)
 {
     if (!p || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_report_live: p or out is NULL");
     pthread_mutex_lock(&p->lock);
     gk__block **v = NULL;
     long n = gk__pool_live_blocks(p, &v);

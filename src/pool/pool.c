@@ -10,9 +10,8 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
-
-static _Thread_local char create_error[256];
 
 uint64_t gk__pool_now_ns(void)
 {
@@ -256,7 +255,8 @@ void gk__free_completed(gk_pool *p, gk__block *b)
 
 void gk__note_device_error(gk_pool *p, const char *what)
 {
-    snprintf(p->last_error, sizeof p->last_error, "%s: %s", what, gk_device_last_error(p->dev));
+    (void)p;
+    gk__error(0, "%s: %s", what, gk_last_error());
 }
 
 void gk__segment_link(gk_pool *p, gk__segment *s)
@@ -466,7 +466,7 @@ static int try_backend(gk_pool *p, const gk__request *r, gk__block **out)
             gk_log(&p->cfg.logger, GK_LOG_WARN, "pool",
                    "%s: the address space is exhausted (%s): requests that find no room in an "
                    "expandable range get classic segments from now on",
-                   p->props.spec, p->last_error);
+                   p->props.spec, gk_last_error());
         }
     }
     gk__block *b = NULL;
@@ -499,7 +499,7 @@ static int run_pressure(gk_pool *p, size_t bytes)
 }
 
 /* The out-of-memory ladder (pool.h). Returns 0, an out-of-memory-class code, -ENOMEM, or a
- * device error that is not about memory (returned as it is, with its text in last_error). */
+ * device error that is not about memory (returned as it is, with its text in gk_last_error). */
 static int ladder(gk_pool *p, gk__request *r, gk__block **b)
 {
     int rc = try_cache(p, r, b);
@@ -528,7 +528,8 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
     if (ptr)
         *ptr = NULL;
     if (!p || !ptr || size == 0)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_malloc: %s",
+                         !p || !ptr ? "pool or ptr is NULL" : "size is 0");
     long tid = atomic_load_explicit(&p->trace_on, memory_order_relaxed) ? gk__thread_id() : 0;
     gk__request r;
     r.size = size;
@@ -536,6 +537,7 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
     r.sptr = stream;
     gk__block *b = NULL;
     int rc;
+    unsigned long seq = gk__error_seq();
     pthread_mutex_lock(&p->lock);
     gk__events_process(p);
     if (size > p->max_request) {
@@ -561,7 +563,17 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
         pthread_mutex_unlock(&p->lock);
         if (tid)
             gk__trace_flush(p);
-        return rc;
+        bool fresh = gk__error_seq() != seq;
+        if (rc == GK_EDEVOOM)
+            return gk__error(
+                rc,
+                "gk_pool_malloc: out of device memory for %zu bytes (%zu rounded)%s%s; "
+                "gk_pool_oom_report() has the pool's state and a hint",
+                size, r.rsize, fresh ? ": " : "", fresh ? gk_last_error() : "");
+        if (rc == -ENOMEM)
+            return gk__error(rc, "gk_pool_malloc: out of host memory for the pool's bookkeeping");
+        return gk__error(rc, "gk_pool_malloc of %zu bytes: %s", size,
+                         fresh ? gk_last_error() : gk_strerror(rc));
     }
     if (tag)
         snprintf(b->tag, sizeof b->tag, "%s", tag);
@@ -575,7 +587,7 @@ int gk_pool_malloc_tagged(gk_pool *p, size_t size, gk_stream *stream, const char
             gk__stat_one(p, &p->stats.oversize_allocations, -1);
         gk__free_completed(p, b);
         pthread_mutex_unlock(&p->lock);
-        return rc;
+        return gk__error(rc, "gk_pool_malloc: out of host memory for the pointer map");
     }
     if (p->hist_cap)
         gk__hist_push(p, GK__ACT_ALLOC, b->addr, b->size, b->stream);
@@ -611,7 +623,7 @@ static bool is_free_block(gk_pool *p, uintptr_t addr)
 int gk_pool_free(gk_pool *p, void *ptr)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_free: p is NULL");
     if (!ptr)
         return 0;
     long tid = atomic_load_explicit(&p->trace_on, memory_order_relaxed) ? gk__thread_id() : 0;
@@ -623,13 +635,12 @@ int gk_pool_free(gk_pool *p, void *ptr)
             p->stats.num_double_free++;
         else
             p->stats.num_invalid_free++;
-        snprintf(p->last_error, sizeof p->last_error, "gk_pool_free(%p): %s", ptr,
-                 twice ? "double free (the block is already free)"
-                       : "pointer not allocated by this pool");
         pthread_mutex_unlock(&p->lock);
         gk_log(&p->cfg.logger, GK_LOG_WARN, "pool", "gk_pool_free(%p): %s", ptr,
                twice ? "double free ignored" : "unknown pointer ignored");
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_free(%p): %s", ptr,
+                         twice ? "double free (the block is already free)"
+                               : "pointer not allocated by this pool");
     }
     int kind = b->seg->kind;
     gk__stat_add(p, p->stats.allocation, kind, -1);
@@ -654,12 +665,12 @@ int gk_pool_free(gk_pool *p, void *ptr)
 int gk_pool_record_stream(gk_pool *p, void *ptr, gk_stream *stream)
 {
     if (!p || !ptr)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_record_stream: p or ptr is NULL");
     int rc = 0;
     pthread_mutex_lock(&p->lock);
     gk__block *b = gk__ptrmap_find(&p->map, (uintptr_t)ptr);
     if (!b) {
-        rc = -EINVAL;
+        rc = gk__error(-EINVAL, "gk_pool_record_stream(%p): not a live block of this pool", ptr);
         goto out_unlock;
     }
     if ((uintptr_t)stream == b->stream)
@@ -671,7 +682,7 @@ int gk_pool_record_stream(gk_pool *p, void *ptr, gk_stream *stream)
         int n = b->cap_uses ? b->cap_uses * 2 : 2;
         gk_stream **a = gk__realloc(b->uses, (size_t)n * sizeof *a);
         if (!a) {
-            rc = -ENOMEM;
+            rc = gk__error(-ENOMEM, "gk_pool_record_stream: out of host memory");
             goto out_unlock;
         }
         b->uses = a;
@@ -687,7 +698,7 @@ out_unlock:
 
 const char *gk_pool_create_error(void)
 {
-    return create_error;
+    return gk_last_error();
 }
 
 static size_t effective_limit(const gk_pool_config *c, size_t total)
@@ -731,30 +742,25 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
 {
     if (out)
         *out = NULL;
-    create_error[0] = '\0';
-    if (!dev || !out) {
-        snprintf(create_error, sizeof create_error, "gk_pool_create: device and out are required");
-        return -EINVAL;
-    }
+    if (!dev || !out)
+        return gk__error(-EINVAL, "gk_pool_create: dev or out is NULL");
     gk_pool_config c;
-    if (cfg)
-        c = *cfg;
-    else
-        gk_pool_config_default(&c);
-    int rc = gk__pool_config_check(&c, create_error, sizeof create_error);
+    gk_pool_config_default(&c);
+    int rc = cfg ? gk__sized_in(&c, sizeof c, cfg, "gk_pool_config") : 0;
     if (rc)
         return rc;
+    char err[256];
+    rc = gk__pool_config_check(&c, err, sizeof err);
+    if (rc)
+        return gk__error(rc, "%s", err);
     gk_pool *p = gk__calloc(1, sizeof *p);
-    if (!p) {
-        snprintf(create_error, sizeof create_error, "gk_pool_create: out of host memory");
-        return -ENOMEM;
-    }
+    if (!p)
+        return gk__error(-ENOMEM, "gk_pool_create: out of host memory");
     p->dev = dev;
     p->cfg = c;
     rc = gk_device_get_props(dev, &p->props);
     if (rc) {
-        snprintf(create_error, sizeof create_error, "gk_pool_create: device properties: %s",
-                 gk_strerror(rc));
+        gk__error(rc, "gk_pool_create: device properties: %s", gk_last_error());
         goto out_free;
     }
     size_t free_b = 0, total = 0;
@@ -770,7 +776,7 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
         p->free[k].seed = 0x2545F491u + (uint32_t)k;
         if (gk__tree_reserve(&p->free[k], 0) != 0) { /* the default stream's, never to fail */
             rc = -ENOMEM;
-            snprintf(create_error, sizeof create_error, "gk_pool_create: out of host memory");
+            gk__error(rc, "gk_pool_create: out of host memory");
             for (int j = 0; j < GK_POOL_KINDS; j++)
                 gk__tree_fini(&p->free[j]);
             goto out_free;
@@ -778,21 +784,19 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
     }
     if (pthread_mutex_init(&p->lock, NULL) != 0) {
         rc = -ENOMEM;
-        snprintf(create_error, sizeof create_error, "gk_pool_create: cannot create a mutex");
+        gk__error(rc, "gk_pool_create: cannot create a mutex");
         goto out_free;
     }
     pthread_cond_init(&p->idle, NULL);
     pthread_mutex_init(&p->trace_lock, NULL);
     if (p->cfg.history && (rc = gk_pool_record_history(p, p->cfg.history)) != 0) {
-        snprintf(create_error, sizeof create_error,
-                 "gk_pool_create: history=%zu: cannot allocate the ring (%s)", p->cfg.history,
-                 gk_strerror(rc));
+        gk__error(rc, "gk_pool_create: history=%zu: cannot allocate the ring (%s)", p->cfg.history,
+                  gk_strerror(rc));
         goto out_mutex;
     }
     rc = gk_device_add_stream_hook(dev, gk__stream_hook, p);
     if (rc) {
-        snprintf(create_error, sizeof create_error, "gk_pool_create: stream hook: %s",
-                 gk_strerror(rc));
+        gk__error(rc, "gk_pool_create: stream hook: %s", gk_last_error());
         goto out_mutex;
     }
     p->hook_added = true;

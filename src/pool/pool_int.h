@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "gpukit/pool.h"
+#include "gpukit/trace.h"
 #include "run/autopub_int.h"
 
 typedef struct gk__segment gk__segment;
@@ -225,7 +226,6 @@ struct gk_pool {
     gk__hist_entry *hist;
     size_t hist_cap, hist_len, hist_head;
     char *oom_report;
-    char last_error[256];
     bool hook_added;
     gk__autopub *pub; /* metrics to GK_METRICS_SOCKET; NULL when unset */
 };

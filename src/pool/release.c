@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 /* --- the release work list -------------------------------------------------------------------- */
@@ -208,7 +209,7 @@ int gk_pool_collect(gk_pool *p, size_t target, size_t *released)
     if (released)
         *released = 0;
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_collect: p is NULL");
     pthread_mutex_lock(&p->lock);
     gk__events_process(p);
     p->stats.num_gc_runs++;
@@ -334,7 +335,7 @@ void gk__stream_hook(void *user, gk_stream *stream)
 int gk_pool_empty_cache(gk_pool *p)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_empty_cache: p is NULL");
     pthread_mutex_lock(&p->lock);
     int rc = gk__release_cached(p);
     pthread_mutex_unlock(&p->lock);
@@ -354,7 +355,7 @@ int gk_pool_trim(gk_pool *p, size_t target, size_t *released)
     if (released)
         *released = 0;
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_trim: p is NULL");
     pthread_mutex_lock(&p->lock);
     gk__events_process(p);
     gk__rel rel = {.sync = true};
@@ -395,7 +396,7 @@ int gk_pool_trim(gk_pool *p, size_t target, size_t *released)
 int gk_pool_set_limit(gk_pool *p, size_t bytes)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_set_limit: p is NULL");
     pthread_mutex_lock(&p->lock);
     p->cfg.limit_bytes = bytes;
     p->cfg.limit_fraction = 0;
@@ -417,11 +418,12 @@ size_t gk_pool_get_limit(gk_pool *p)
 int gk_pool_add_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *user)
 {
     if (!p || !fn)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_add_pressure_callback: p or fn is NULL");
     int rc = 0;
     pthread_mutex_lock(&p->lock);
     if (p->npressure == GK__MAX_PRESSURE) {
-        rc = -ENOSPC;
+        rc = gk__error(-ENOSPC, "gk_pool_add_pressure_callback: %d callbacks already (the most)",
+                       GK__MAX_PRESSURE);
     } else {
         p->pressure[p->npressure].fn = fn;
         p->pressure[p->npressure].user = user;
@@ -434,7 +436,7 @@ int gk_pool_add_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *user
 int gk_pool_remove_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *user)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_remove_pressure_callback: p is NULL");
     int rc = -ENOENT;
     pthread_mutex_lock(&p->lock);
     for (int i = 0; i < p->npressure; i++) {
@@ -450,5 +452,6 @@ int gk_pool_remove_pressure_callback(gk_pool *p, gk_pool_pressure_fn fn, void *u
 
 const char *gk_pool_last_error(gk_pool *p)
 {
-    return p ? p->last_error : "";
+    (void)p;
+    return gk_last_error();
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 #define FCAP_STEP   ((uint64_t)2 << 20)
@@ -79,14 +80,18 @@ static void free_live(gk_pool *pool, gk__tmap *live, gk_replay_result *out, bool
     }
 }
 
-int gk_trace_replay(const gk_trace *t, gk_pool *pool, int stop_on_oom, int timed,
-                    gk_replay_result *out)
+int(gk_trace_replay)(const gk_trace *t, gk_pool *pool, int stop_on_oom, int timed,
+                     gk_replay_result *user, size_t size)
 {
-    if (!t || !pool || !out)
-        return -EINVAL;
+    if (!t || !pool)
+        return gk__error(-EINVAL, "gk_trace_replay: trace or pool is NULL");
+    int rc = gk__sized_check(user, size, "gk_replay_result");
+    if (rc)
+        return rc;
+    gk_replay_result result, *out = &result;
     memset(out, 0, sizeof *out);
     gk__tmap live;
-    int rc = gk__tmap_init(&live, 1024);
+    rc = gk__tmap_init(&live, 1024);
     if (rc)
         return rc;
     streams ss = {0};
@@ -150,7 +155,6 @@ int gk_trace_replay(const gk_trace *t, gk_pool *pool, int stop_on_oom, int timed
             live_bytes -= sz;
         }
     }
-    gk_pool_get_stats(pool, &out->stats);
     free_live(pool, &live, out, true);
     if (timed) {
         qsort(at, nat, sizeof *at, cmp_u64);
@@ -171,7 +175,11 @@ out_free:
     free(ft);
 out_live:
     gk__tmap_fini(&live);
-    return rc;
+    if (rc == -ENOMEM)
+        return gk__error(rc, "gk_trace_replay: out of host memory");
+    if (rc)
+        return rc;
+    return gk__sized_put(user, size, out, sizeof *out, "gk_replay_result");
 }
 
 /* The spec without a capacity key (each probe sets its own): "sim:capacity=8GiB,latency_us=3"
@@ -213,7 +221,7 @@ static int spec_without_capacity(const char *spec, char *buf, size_t len)
 
 /* One probe: 1 when the trace replays on capacity `cap`, 0 when it runs out, < 0 on error. */
 static int probe(const gk_trace *t, const char *spec, bool sim, const gk_pool_config *cfg,
-                 uint64_t cap, gk_replay_result *res)
+                 uint64_t cap, gk_replay_result *res, gk_pool_stats *st)
 {
     char full[512];
     gk_pool_config c = *cfg;
@@ -226,7 +234,9 @@ static int probe(const gk_trace *t, const char *spec, bool sim, const gk_pool_co
         c.limit_fraction = 0;
     }
     gk_device *dev;
-    int rc = gk_device_open(full, &dev);
+    gk_device_config dc;
+    gk_device_config_default(&dc);
+    int rc = gk_device_open_ex(full, &dc, &dev);
     if (rc)
         return rc;
     gk_pool *pool;
@@ -236,6 +246,8 @@ static int probe(const gk_trace *t, const char *spec, bool sim, const gk_pool_co
         return rc;
     }
     rc = gk_trace_replay(t, pool, 1, 0, res);
+    if (rc == 0)
+        rc = gk_pool_get_stats(pool, st);
     gk_pool_destroy(pool);
     gk_device_close(dev);
     if (rc)
@@ -243,28 +255,32 @@ static int probe(const gk_trace *t, const char *spec, bool sim, const gk_pool_co
     return res->failed_allocs == 0;
 }
 
-int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg,
-                  gk_fcap_result *out)
+int(gk_trace_fcap)(const gk_trace *t, const char *spec, const gk_pool_config *cfg,
+                   gk_fcap_result *user, size_t size)
 {
-    if (!t || !out)
-        return -EINVAL;
+    if (!t)
+        return gk__error(-EINVAL, "gk_trace_fcap: trace is NULL");
+    int rc = gk__sized_check(user, size, "gk_fcap_result");
+    if (rc)
+        return rc;
+    gk_fcap_result result, *out = &result;
     memset(out, 0, sizeof *out);
     if (!spec || !*spec)
         spec = "sim";
-    gk_pool_config def;
-    if (!cfg) {
-        gk_pool_config_default(&def);
-        cfg = &def;
-    }
+    gk_pool_config full;
+    gk_pool_config_default(&full);
+    if (cfg && (rc = gk__sized_in(&full, sizeof full, cfg, "gk_pool_config")) != 0)
+        return rc;
+    cfg = &full;
     bool sim = strncmp(spec, "sim", 3) == 0 && (spec[3] == '\0' || spec[3] == ':');
     char base[256];
     if (sim && spec_without_capacity(spec, base, sizeof base) != 0)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_trace_fcap: device spec \"%s\" is too long", spec);
     if (sim)
         spec = base;
     out->l_peak = gk_trace_live_peak(t);
     if (out->l_peak == 0)
-        return -ENODATA;
+        return gk__error(-ENODATA, "gk_trace_fcap: the trace has no allocations");
     /* Capacities in 2 MiB units: first > L_peak - 1, the largest tried 64 x L_peak, bounded by
      * what the device (sim: 1 PiB) or the pool limit (2^62) can be. */
     uint64_t max_cap = sim ? SIM_MAX_CAP : LIMIT_MAX;
@@ -273,19 +289,26 @@ int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg
     uint64_t max_units = max_cap / FCAP_STEP;
     uint64_t lo0 = (out->l_peak - 1) / FCAP_STEP, lo = lo0, hi = lo + 1;
     if (hi > max_units)
-        return -ERANGE;
+        return gk__error(-ERANGE,
+                         "gk_trace_fcap: L_peak of %llu bytes is beyond the largest "
+                         "capacity the search can try",
+                         (unsigned long long)out->l_peak);
     gk_replay_result res;
-    int rc;
+    gk_pool_stats st;
     for (;;) {
         out->probes++;
-        rc = probe(t, spec, sim, cfg, hi * FCAP_STEP, &res);
+        rc = probe(t, spec, sim, cfg, hi * FCAP_STEP, &res, &st);
         if (rc < 0)
             return rc;
         if (rc == 1)
             break;
         lo = hi;
         if (hi == max_units)
-            return -ERANGE;
+            return gk__error(-ERANGE,
+                             "gk_trace_fcap: even %llu bytes (64 x L_peak, or the "
+                             "largest capacity the device can have) does not run the "
+                             "trace",
+                             (unsigned long long)(max_units * FCAP_STEP));
         uint64_t step = (hi - lo0) * 2;
         hi = step > max_units - hi ? max_units : hi + step;
     }
@@ -296,7 +319,7 @@ int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg
     if (scan) {
         for (uint64_t c = lo0 + 1; c < hi; c++) {
             out->probes++;
-            rc = probe(t, spec, sim, cfg, c * FCAP_STEP, &res);
+            rc = probe(t, spec, sim, cfg, c * FCAP_STEP, &res, &st);
             if (rc < 0)
                 return rc;
             if (rc == 1) {
@@ -309,7 +332,7 @@ int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg
     while (hi - lo > 1) {
         uint64_t mid = lo + (hi - lo) / 2;
         out->probes++;
-        rc = probe(t, spec, sim, cfg, mid * FCAP_STEP, &res);
+        rc = probe(t, spec, sim, cfg, mid * FCAP_STEP, &res, &st);
         if (rc < 0)
             return rc;
         if (rc == 1)
@@ -318,12 +341,12 @@ int gk_trace_fcap(const gk_trace *t, const char *spec, const gk_pool_config *cfg
             lo = mid;
     }
     out->probes++;
-    rc = probe(t, spec, sim, cfg, hi * FCAP_STEP, &res);
+    rc = probe(t, spec, sim, cfg, hi * FCAP_STEP, &res, &st);
     if (rc < 0)
         return rc;
     out->c_min = hi * FCAP_STEP;
     out->f_cap = (double)out->c_min / (double)out->l_peak;
-    out->peak_reserved = (uint64_t)res.stats.reserved_bytes[GK_POOL_ALL].peak;
-    out->peak_allocated = (uint64_t)res.stats.allocated_bytes[GK_POOL_ALL].peak;
-    return 0;
+    out->peak_reserved = (uint64_t)st.reserved_bytes[GK_POOL_ALL].peak;
+    out->peak_allocated = (uint64_t)st.allocated_bytes[GK_POOL_ALL].peak;
+    return gk__sized_put(user, size, out, sizeof *out, "gk_fcap_result");
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 void gk__scope_peaks(gk_pool *p, const gk_pool_stat *s)
@@ -30,15 +31,25 @@ static void fill_derived(gk_pool *p, gk_pool_stats *out)
     out->max_split_size = p->cfg.max_split_size;
 }
 
-int gk_pool_get_stats(gk_pool *p, gk_pool_stats *out)
+int(gk_pool_get_stats)(gk_pool *p, gk_pool_stats *out, size_t size)
 {
-    if (!p || !out)
-        return -EINVAL;
+    if (!p)
+        return gk__error(-EINVAL, "gk_pool_get_stats: pool is NULL");
+    gk_pool_stats st;
     pthread_mutex_lock(&p->lock);
-    *out = p->stats;
-    fill_derived(p, out);
+    st = p->stats;
+    fill_derived(p, &st);
     pthread_mutex_unlock(&p->lock);
-    return 0;
+    return gk__sized_put(out, size, &st, sizeof st, "gk_pool_stats");
+}
+
+/* A caller's stats struct widened to the library's: fields beyond its size count as 0. */
+static int widen(const gk_pool_stats *s, gk_pool_stats *full, const char *fn)
+{
+    memset(full, 0, sizeof *full);
+    if (!s)
+        return gk__error(-EINVAL, "%s: stats is NULL", fn);
+    return gk__sized_in(full, sizeof *full, s, "gk_pool_stats");
 }
 
 /* Applies fn to every gk_pool_stat of a stats struct (arrays and the oversize pair). */
@@ -86,11 +97,12 @@ void gk_pool_reset_accumulated(gk_pool *p)
 int gk_pool_scope_push(gk_pool *p)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_scope_push: p is NULL");
     int rc = 0;
     pthread_mutex_lock(&p->lock);
     if (p->nscopes == GK__MAX_SCOPES) {
-        rc = -ENOSPC;
+        rc = gk__error(-ENOSPC, "gk_pool_scope_push: more than %d scopes open (pop some first)",
+                       GK__MAX_SCOPES);
     } else {
         gk__scope *s = &p->scopes[p->nscopes++];
         s->start = p->stats;
@@ -113,17 +125,20 @@ static void scope_view(gk_pool_stat *out, const gk_pool_stat *start, const gk_po
     out->freed = since(out->freed, start->freed);
 }
 
-int gk_pool_scope_pop(gk_pool *p, gk_pool_stats *out)
+int(gk_pool_scope_pop)(gk_pool *p, gk_pool_stats *user, size_t size)
 {
     if (!p)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pool_scope_pop: pool is NULL");
+    if (user && size < sizeof(size_t))
+        return gk__sized_check(user, size, "gk_pool_stats");
+    gk_pool_stats view, *out = &view;
     pthread_mutex_lock(&p->lock);
     if (p->nscopes == 0) {
         pthread_mutex_unlock(&p->lock);
-        return -ENOENT;
+        return gk__error(-ENOENT, "gk_pool_scope_pop: no scope is open (call gk_pool_scope_push)");
     }
     gk__scope *s = &p->scopes[--p->nscopes];
-    if (out) {
+    if (user) {
         *out = p->stats;
 #define VIEW(name, desc)                                                                           \
     for (int k = 0; k < GK_POOL_KINDS; k++)                                                        \
@@ -140,7 +155,7 @@ int gk_pool_scope_pop(gk_pool *p, gk_pool_stats *out)
         fill_derived(p, out);
     }
     pthread_mutex_unlock(&p->lock);
-    return 0;
+    return user ? gk__sized_put(user, size, out, sizeof *out, "gk_pool_stats") : 0;
 }
 
 /* --- printing ------------------------------------------------------------------------------- */
@@ -189,10 +204,14 @@ static void rows3(FILE *out, const char *name, const gk_pool_stat *arr, bool byt
     fputs("|---------------------------------------------------------------------------|\n", out);
 }
 
-int gk_pool_stats_table(const gk_pool_stats *s, FILE *out)
+int gk_pool_stats_table(const gk_pool_stats *stats, FILE *out)
 {
-    if (!s || !out)
-        return -EINVAL;
+    gk_pool_stats full, *s = &full;
+    int rc = widen(stats, &full, "gk_pool_stats_table");
+    if (rc)
+        return rc;
+    if (!out)
+        return gk__error(-EINVAL, "gk_pool_stats_table: out is NULL");
     const char *eq =
         "|===========================================================================|\n";
     const char *dash =
@@ -251,10 +270,14 @@ static void json_stat(FILE *out, const char *name, const char *pool, const gk_po
     *first = false;
 }
 
-int gk_pool_stats_json(const gk_pool_stats *s, FILE *out)
+int gk_pool_stats_json(const gk_pool_stats *stats, FILE *out)
 {
-    if (!s || !out)
-        return -EINVAL;
+    gk_pool_stats full, *s = &full;
+    int rc = widen(stats, &full, "gk_pool_stats_json");
+    if (rc)
+        return rc;
+    if (!out)
+        return gk__error(-EINVAL, "gk_pool_stats_json: out is NULL");
     static const char *pools[GK_POOL_KINDS] = {"all", "small_pool", "large_pool"};
     bool first = true;
     fputc('{', out);

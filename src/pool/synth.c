@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 typedef struct synth {
@@ -47,35 +48,45 @@ static void release(synth *s, uint64_t ptr, uint64_t size)
     emit(s, GK_TRACE_FREE, ptr, size);
 }
 
-void gk_synth_config_default(gk_synth_config *c)
+void(gk_synth_config_default)(gk_synth_config *out, size_t size)
 {
-    if (!c)
-        return;
-    *c = (gk_synth_config){.layers = 12,
-                           .hidden = 768,
-                           .heads = 12,
-                           .seq = 1024,
-                           .batch = 8,
-                           .steps = 4,
-                           .vocab = 32000,
-                           .vary = 0.5,
-                           .seed = 1};
+    gk_synth_config d = {.size = sizeof d,
+                         .layers = 12,
+                         .hidden = 768,
+                         .heads = 12,
+                         .seq = 1024,
+                         .batch = 8,
+                         .steps = 4,
+                         .vocab = 32000,
+                         .vary = 0.5,
+                         .seed = 1};
+    (void)gk__sized_put(out, size, &d, sizeof d, "gk_synth_config");
 }
 
 #define ACTS   8 /* activations kept per layer */
 #define PARAMS 4 /* weight tensors per layer */
 
-int gk_trace_synth_transformer(const gk_synth_config *c, gk_trace **out)
+int gk_trace_synth_transformer(const gk_synth_config *cfg, gk_trace **out)
 {
     if (out)
         *out = NULL;
-    if (!c || !out || c->layers <= 0 || c->hidden <= 0 || c->heads <= 0 || c->seq <= 0 ||
-        c->batch <= 0 || c->steps <= 0 || c->vocab <= 0 || !(c->vary > 0 && c->vary <= 1) ||
-        c->hidden % c->heads || c->layers > 1024)
-        return -EINVAL;
+    gk_synth_config full, *c = &full;
+    gk_synth_config_default(&full);
+    if (!cfg || !out)
+        return gk__error(-EINVAL, "gk_trace_synth_transformer: cfg or out is NULL");
+    int rc = gk__sized_in(&full, sizeof full, cfg, "gk_synth_config");
+    if (rc)
+        return rc;
+    if (c->layers <= 0 || c->hidden <= 0 || c->heads <= 0 || c->seq <= 0 || c->batch <= 0 ||
+        c->steps <= 0 || c->vocab <= 0 || !(c->vary > 0 && c->vary <= 1) || c->hidden % c->heads ||
+        c->layers > 1024)
+        return gk__error(-EINVAL,
+                         "synthetic transformer: layers (1-1024), hidden, heads, seq, batch, "
+                         "steps and vocab must be positive, hidden a multiple of heads and vary "
+                         "in (0,1]");
     synth s = {.t = gk__calloc(1, sizeof(gk_trace))};
     if (!s.t)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_trace_synth_transformer: out of host memory");
     uint64_t d = (uint64_t)c->hidden, L = (uint64_t)c->layers, V = (uint64_t)c->vocab;
     uint64_t psize[PARAMS] = {3 * d * d * 4, d * d * 4, 4 * d * d * 4, 4 * d * d * 4};
     uint64_t(*params)[PARAMS] = gk__calloc(L, sizeof *params);

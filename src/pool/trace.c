@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 static const char header[] = "Thread,Time,Action,Pointer,Size,Stream";
@@ -106,17 +107,17 @@ static int parse_line(char *line, gk_trace_event *e, const char *name, size_t li
     return 0;
 }
 
-int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen)
+static int trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen)
 {
     if (out)
         *out = NULL;
     if (!in || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_trace_parse: in or out is NULL");
     if (!name)
         name = "trace";
     gk_trace *t = gk__calloc(1, sizeof *t);
     if (!t)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_trace_parse: out of host memory (!t)");
     size_t cap = 0, lineno = 0;
     char *line = NULL;
     size_t lcap = 0;
@@ -177,12 +178,33 @@ out_fail:
     return rc;
 }
 
+static int trace_read(const char *path, gk_trace **out, char *err, size_t errlen);
+static int trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen);
+
 int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen)
+{
+    char msg[GK__ERROR_MAX] = "";
+    int rc = trace_read(path, out, msg, sizeof msg);
+    if (rc)
+        return gk__error_buf(rc, err, errlen, "%s", msg[0] ? msg : gk_strerror(rc));
+    return 0;
+}
+
+int gk_trace_parse(FILE *in, const char *name, gk_trace **out, char *err, size_t errlen)
+{
+    char msg[GK__ERROR_MAX] = "";
+    int rc = trace_parse(in, name, out, msg, sizeof msg);
+    if (rc)
+        return gk__error_buf(rc, err, errlen, "%s", msg[0] ? msg : gk_strerror(rc));
+    return 0;
+}
+
+static int trace_read(const char *path, gk_trace **out, char *err, size_t errlen)
 {
     if (out)
         *out = NULL;
     if (!path || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_trace_read: path or out is NULL");
     FILE *f = gk__fopen(path, "r");
     if (!f) {
         int e = errno;
@@ -190,7 +212,7 @@ int gk_trace_read(const char *path, gk_trace **out, char *err, size_t errlen)
             snprintf(err, errlen, "%s: %s", path, strerror(e));
         return e == ENOENT ? -ENOENT : -EIO;
     }
-    int rc = gk_trace_parse(f, path, out, err, errlen);
+    int rc = trace_parse(f, path, out, err, errlen);
     fclose(f);
     return rc;
 }
@@ -206,7 +228,7 @@ void gk_trace_free(gk_trace *t)
 int gk_trace_write(const gk_trace *t, FILE *out)
 {
     if (!t || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_trace_write: t or out is NULL");
     static const char *names[] = {"allocate", "free", "allocate failure"};
     fprintf(out, "%s\n", header);
     for (size_t i = 0; i < t->count; i++) {

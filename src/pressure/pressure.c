@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/pressure.h"
 
 struct gk_pressure {
@@ -17,10 +18,9 @@ struct gk_pressure {
     int hot_collect, hot_trim, hot_shrink; /* consecutive samples with the condition true */
 };
 
-void gk_pressure_config_default(gk_pressure_config *c)
+void(gk_pressure_config_default)(gk_pressure_config *out, size_t size)
 {
-    if (!c)
-        return;
+    gk_pressure_config d, *c = &d;
     memset(c, 0, sizeof *c);
     c->gc_high = 0.85;
     c->free_low = 0.05;
@@ -28,6 +28,7 @@ void gk_pressure_config_default(gk_pressure_config *c)
     c->shrink_high = 0.95;
     c->hysteresis = 3;
     c->margin = 0.05;
+    (void)gk__sized_put(out, size, c, sizeof *c, "gk_pressure_config");
 }
 
 static int frac_ok(double v)
@@ -40,21 +41,22 @@ int gk_pressure_create(gk_pool *pool, const gk_pressure_config *cfg, gk_pressure
     if (out)
         *out = NULL;
     if (!pool || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pressure_create: pool or out is NULL");
     gk_pressure_config c;
-    if (cfg)
-        c = *cfg;
-    else
-        gk_pressure_config_default(&c);
+    gk_pressure_config_default(&c);
+    if (cfg && gk__sized_in(&c, sizeof c, cfg, "gk_pressure_config") != 0)
+        return -EINVAL;
     if (!frac_ok(c.gc_high) || !frac_ok(c.free_low) || !frac_ok(c.shrink_high) ||
         !(c.margin >= 0 && c.margin < 1) || c.hysteresis < 1 || c.fit_k < 0 || c.batch < 0)
-        return -EINVAL;
+        return gk__error(-EINVAL, "pressure config: gc_high, free_low and shrink_high must be in "
+                                  "[0,1], margin in [0,1), hysteresis at least 1, fit_k and "
+                                  "batch not negative");
     gk_pressure *pr = gk__calloc(1, sizeof *pr);
     if (!pr)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_pressure_create: out of host memory");
     if (pthread_mutex_init(&pr->lock, NULL) != 0) {
         free(pr);
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_pressure_create: out of host memory");
     }
     pr->pool = pool;
     pr->cfg = c;
@@ -82,6 +84,7 @@ static void advise(gk_pressure *pr, const gk_pool_stats *st, uint64_t device_fre
 {
     const gk_pressure_config *c = &pr->cfg;
     memset(a, 0, sizeof *a);
+    a->size = sizeof *a;
     a->device_free = device_free;
     a->reserved = (uint64_t)st->reserved_bytes[GK_POOL_ALL].current;
     a->allocated = (uint64_t)st->allocated_bytes[GK_POOL_ALL].current;
@@ -102,18 +105,22 @@ static void advise(gk_pressure *pr, const gk_pool_stats *st, uint64_t device_fre
     a->suggested_batch = (long)(b > 1e15 ? 1e15 : b);
 }
 
-int gk_pressure_advise(gk_pressure *pr, uint64_t device_free, gk_pressure_advice *out)
+int(gk_pressure_advise)(gk_pressure *pr, uint64_t device_free, gk_pressure_advice *out, size_t size)
 {
-    if (!pr || !out)
-        return -EINVAL;
-    gk_pool_stats st;
-    int rc = gk_pool_get_stats(pr->pool, &st);
+    if (!pr)
+        return gk__error(-EINVAL, "gk_pressure_advise: policy is NULL");
+    int rc = gk__sized_check(out, size, "gk_pressure_advice");
     if (rc)
         return rc;
+    gk_pool_stats st;
+    rc = gk_pool_get_stats(pr->pool, &st);
+    if (rc)
+        return rc;
+    gk_pressure_advice a;
     pthread_mutex_lock(&pr->lock);
-    advise(pr, &st, device_free, out);
+    advise(pr, &st, device_free, &a);
     pthread_mutex_unlock(&pr->lock);
-    return 0;
+    return gk__sized_put(out, size, &a, sizeof a, "gk_pressure_advice");
 }
 
 /* Counts a condition; true when it has held for `hysteresis` samples (the count restarts). */
@@ -135,7 +142,7 @@ int gk_pressure_sample_with(gk_pressure *pr, uint64_t device_free, uint64_t devi
     if (actions)
         *actions = 0;
     if (!pr)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pressure_sample_with: pr is NULL");
     gk_pool_stats st;
     int rc = gk_pool_get_stats(pr->pool, &st);
     if (rc)
@@ -190,7 +197,7 @@ int gk_pressure_sample(gk_pressure *pr, unsigned *actions)
     if (actions)
         *actions = 0;
     if (!pr)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_pressure_sample: pr is NULL");
     size_t free_b = 0, total = 0;
     int rc = gk_device_mem_info(gk_pool_device(pr->pool), &free_b, &total);
     if (rc)

@@ -323,7 +323,7 @@ static int host_rules(gk_report *rep)
             "Lower the loader's prefetch depth or worker count, memory-map datasets instead of "
             "loading them, or run on a host with more memory; watch for swapping.");
     }
-    if (!rc && rep->info.has_end && rep->info.end.signal == SIGKILL && mem &&
+    if (!rc && rep->info.has_end && rep->info.end->signal == SIGKILL && mem &&
         mem->st.max >= HOST_MEMORY_PEAK) {
         snprintf(ev, sizeof ev,
                  "the command was killed by SIGKILL while host memory use was at %.1f%%",
@@ -342,10 +342,10 @@ static int host_rules(gk_report *rep)
             "Find what it waits for: storage (read-ahead, faster disk, caching), the network, "
             "a lock, or a sleep; strace -c -f shows where the time goes.");
     }
-    if (!rc && rep->info.has_end && rep->info.end.metric_malformed > 0) {
+    if (!rc && rep->info.has_end && rep->info.end->metric_malformed > 0) {
         snprintf(ev, sizeof ev, "%llu StatsD lines were refused (%llu accepted)",
-                 (unsigned long long)rep->info.end.metric_malformed,
-                 (unsigned long long)rep->info.end.metric_lines);
+                 (unsigned long long)rep->info.end->metric_malformed,
+                 (unsigned long long)rep->info.end->metric_lines);
         rc = gk__report_add_advice(
             rep, "metric-lines-refused", "Some metrics the program sent were malformed", ev,
             "Send lines as name:value|type with type g, c, ms or h; names use letters, digits "

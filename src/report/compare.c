@@ -115,7 +115,7 @@ int gk__report_compare(gk_report *rep)
 {
     gk_recording_info binfo;
     gk_recording_get_info(rep->base, &binfo);
-    double bdur = binfo.has_end ? binfo.end.duration_s : binfo.last_t;
+    double bdur = binfo.has_end ? binfo.end->duration_s : binfo.last_t;
     rep->cmp = gk__calloc(rep->nsums ? rep->nsums : 1, sizeof *rep->cmp);
     if (!rep->cmp)
         return -ENOMEM;

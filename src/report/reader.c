@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "report/report_int.h"
 
@@ -25,6 +26,7 @@ typedef struct rseries {
 
 struct gk_recording {
     gk_recording_info info;
+    gk_recording_end end; /* info.end points here once the end line is read */
     char *version, *command, *host, *start, *gpu_reason;
     rseries *series;
     size_t nseries, cap;
@@ -300,7 +302,9 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
         return push(rec, name->valuestring, k, tt, value->valuedouble);
     }
     if (strcmp(ty, "end") == 0) {
-        gk_recording_end *e = &rec->info.end;
+        gk_recording_end *e = &rec->end;
+        e->size = sizeof *e;
+        rec->info.end = e;
         rec->info.has_end = 1;
         e->t = tt;
         e->exit_status = to_int(get_num(j, "exit_status", 0));
@@ -348,7 +352,8 @@ static int build_views(gk_recording *rec)
     if (!rec->views)
         return -ENOMEM;
     for (size_t i = 0; i < rec->nseries; i++) {
-        rec->views[i] = (gk_series){.name = rec->series[i].name,
+        rec->views[i] = (gk_series){.size = sizeof(gk_series),
+                                    .name = rec->series[i].name,
                                     .kind = rec->series[i].kind,
                                     .n = rec->series[i].n,
                                     .t = rec->series[i].t,
@@ -357,17 +362,23 @@ static int build_views(gk_recording *rec)
     return 0;
 }
 
+static int recording_load(const char *path, gk_recording **out, char *err, size_t errlen);
+
 int gk_recording_load(const char *path, gk_recording **out, char *err, size_t errlen)
 {
-    char dummy[8];
-    if (!err) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    if (errlen)
+    char msg[GK__ERROR_MAX] = "";
+    if (err && errlen)
         err[0] = '\0';
+    int rc = recording_load(path, out, msg, sizeof msg);
+    if (rc)
+        return gk__error_buf(rc, err, errlen, "%s", msg[0] ? msg : gk_strerror(rc));
+    return 0;
+}
+
+static int recording_load(const char *path, gk_recording **out, char *err, size_t errlen)
+{
     if (!path || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_recording_load: path or out is NULL");
     *out = NULL;
     FILE *f = gk__fopen(path, "re");
     if (!f) {
@@ -489,10 +500,11 @@ void gk_recording_free(gk_recording *rec)
     free(rec);
 }
 
-void gk_recording_get_info(const gk_recording *rec, gk_recording_info *out)
+int(gk_recording_get_info)(const gk_recording *rec, gk_recording_info *out, size_t size)
 {
-    if (rec && out)
-        *out = rec->info;
+    if (!rec)
+        return gk__error(-EINVAL, "gk_recording_get_info: recording is NULL");
+    return gk__sized_put(out, size, &rec->info, sizeof rec->info, "gk_recording_info");
 }
 
 size_t gk_recording_series_count(const gk_recording *rec)
@@ -500,14 +512,14 @@ size_t gk_recording_series_count(const gk_recording *rec)
     return rec ? rec->nseries : 0;
 }
 
-int gk_recording_series(const gk_recording *rec, size_t i, gk_series *out)
+int(gk_recording_series)(const gk_recording *rec, size_t i, gk_series *out, size_t size)
 {
-    if (!rec || !out)
-        return -EINVAL;
+    if (!rec)
+        return gk__error(-EINVAL, "gk_recording_series: recording is NULL");
     if (i >= rec->nseries)
-        return -ERANGE;
-    *out = rec->views[i];
-    return 0;
+        return gk__error(-ERANGE, "gk_recording_series: series %zu does not exist (%zu series)", i,
+                         rec->nseries);
+    return gk__sized_put(out, size, &rec->views[i], sizeof rec->views[i], "gk_series");
 }
 
 const gk_series *gk_recording_find(const gk_recording *rec, const char *name)
@@ -536,12 +548,12 @@ size_t gk_recording_alert_count(const gk_recording *rec)
     return rec ? rec->nalerts : 0;
 }
 
-int gk_recording_alert(const gk_recording *rec, size_t i, gk_alert_event *out)
+int(gk_recording_alert)(const gk_recording *rec, size_t i, gk_alert_event *out, size_t size)
 {
-    if (!rec || !out)
-        return -EINVAL;
+    if (!rec)
+        return gk__error(-EINVAL, "gk_recording_alert: recording is NULL");
     if (i >= rec->nalerts)
-        return -ERANGE;
-    *out = rec->alerts[i];
-    return 0;
+        return gk__error(-ERANGE, "gk_recording_alert: alert %zu does not exist (%zu alerts)", i,
+                         rec->nalerts);
+    return gk__sized_put(out, size, &rec->alerts[i], sizeof rec->alerts[i], "gk_alert_event");
 }

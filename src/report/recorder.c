@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "report/report_int.h"
 
@@ -58,20 +59,26 @@ static void iso_time(double unix_s, char *buf, size_t len)
         snprintf(buf, len, "unknown");
 }
 
-int gk_recorder_open(const char *path, const gk_recording_meta *meta, gk_recorder **out)
+int gk_recorder_open(const char *path, const gk_recording_meta *meta_in, gk_recorder **out)
 {
-    if (!path || !meta || !out || meta->argc < 0 || (meta->argc > 0 && !meta->argv) ||
-        meta->ndevices < 0 || (meta->ndevices > 0 && !meta->devices))
+    gk_recording_meta full, *meta = &full;
+    memset(&full, 0, sizeof full);
+    if (!path || !meta_in || !out)
+        return gk__error(-EINVAL, "gk_recorder_open: path, meta or out is NULL");
+    if (gk__sized_in(&full, sizeof full, meta_in, "gk_recording_meta") != 0)
         return -EINVAL;
+    if (meta->argc < 0 || (meta->argc > 0 && !meta->argv) || meta->ndevices < 0 ||
+        (meta->ndevices > 0 && !meta->devices))
+        return gk__error(-EINVAL, "gk_recorder_open: argc/argv or ndevices/devices disagree");
     *out = NULL;
     gk_recorder *r = gk__calloc(1, sizeof *r);
     if (!r)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_recorder_open: out of host memory");
     r->fd = gk__open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (r->fd < 0) {
         int rc = -errno;
         free(r);
-        return rc;
+        return gk__error(rc, "cannot create the recording %s: %s", path, strerror(-rc));
     }
     pthread_mutex_init(&r->lock, NULL);
     gk__sbuf *b = &r->line;
@@ -123,7 +130,8 @@ int gk_recorder_sample(gk_recorder *r, double t, size_t n, const char *const *na
                        const double *values)
 {
     if (!r || (n > 0 && (!names || !values)))
-        return -EINVAL;
+        return gk__error(
+            -EINVAL, "gk_recorder_sample: invalid argument (!r || (n > 0 && (!names || !values)))");
     pthread_mutex_lock(&r->lock);
     gk__sbuf *b = &r->line;
     gk__sbuf_puts(b, "{\"type\":\"sample\",\"t\":");
@@ -147,7 +155,7 @@ int gk_recorder_metric(gk_recorder *r, double t, const char *name, const char *k
 {
     if (!r || !name || !*name || !kind ||
         (strcmp(kind, "g") && strcmp(kind, "c") && strcmp(kind, "ms") && strcmp(kind, "h")))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_recorder_metric: invalid argument");
     pthread_mutex_lock(&r->lock);
     gk__sbuf *b = &r->line;
     gk__sbuf_puts(b, "{\"type\":\"metric\",\"t\":");
@@ -172,7 +180,9 @@ int gk_recorder_alert(gk_recorder *r, double t, const char *name, const char *la
                       const char *state, double value)
 {
     if (!r || !name || !*name || !state || !*state)
-        return -EINVAL;
+        return gk__error(
+            -EINVAL,
+            "gk_recorder_alert: invalid argument (!r || !name || !*name || !state || !*state)");
     pthread_mutex_lock(&r->lock);
     gk__sbuf *b = &r->line;
     gk__sbuf_puts(b, "{\"type\":\"alert\",\"t\":");
@@ -191,10 +201,18 @@ int gk_recorder_alert(gk_recorder *r, double t, const char *name, const char *la
     return rc;
 }
 
-int gk_recorder_close(gk_recorder *r, const gk_recording_end *end)
+int gk_recorder_close(gk_recorder *r, const gk_recording_end *end_in)
 {
     if (!r)
         return 0;
+    gk_recording_end full, *end = NULL;
+    memset(&full, 0, sizeof full);
+    if (end_in) {
+        if (gk__sized_in(&full, sizeof full, end_in, "gk_recording_end") == 0)
+            end = &full;
+        else
+            r->first_err = r->first_err ? r->first_err : -EINVAL;
+    }
     pthread_mutex_lock(&r->lock);
     if (end) {
         gk__sbuf *b = &r->line;
@@ -224,5 +242,7 @@ int gk_recorder_close(gk_recorder *r, const gk_recording_end *end)
     pthread_mutex_destroy(&r->lock);
     gk__sbuf_free(&r->line);
     free(r);
+    if (rc && rc != -EINVAL)
+        return gk__error(rc, "writing the recording: %s", strerror(-rc));
     return rc;
 }

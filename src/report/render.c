@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "report/report_int.h"
 
 static const char *kind_name(gk_series_kind k)
@@ -53,7 +54,7 @@ static void write_header(const gk_report *rep, FILE *out)
     else
         fprintf(out, "  GPU metrics off: %s\n", in->gpu_reason);
     if (in->has_end) {
-        const gk_recording_end *e = &in->end;
+        const gk_recording_end *e = in->end;
         if (e->signal)
             fprintf(out, "  killed by signal %d (%s), exit status %d, after %.2f s\n", e->signal,
                     strsignal(e->signal), e->exit_status, e->duration_s);
@@ -85,7 +86,7 @@ static void write_header(const gk_report *rep, FILE *out)
 int gk_report_write_text(const gk_report *rep, FILE *out)
 {
     if (!rep || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_report_write_text: rep or out is NULL");
     write_header(rep, out);
     fprintf(out, "\n%-40s %7s %10s %10s %10s %10s %10s %10s %10s\n", "series", "count", "mean",
             "std", "min", "p50", "p90", "p99", "max");
@@ -177,7 +178,7 @@ static void json_kv_num(gk__sbuf *b, const char *key, double v)
 int gk_report_write_json(const gk_report *rep, FILE *out)
 {
     if (!rep || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_report_write_json: rep or out is NULL");
     const gk_recording_info *in = &rep->info;
     gk__sbuf b = {0};
     gk__sbuf_printf(&b, "{\"schema\":%d,\"command\":", GK_RECORDING_SCHEMA);
@@ -190,16 +191,16 @@ int gk_report_write_json(const gk_report *rep, FILE *out)
     json_kv_num(&b, "duration_s", rep->duration_s);
     if (in->has_end) {
         gk__sbuf_printf(&b, ",\"exit_status\":%d,\"exit_code\":%d,\"signal\":%d",
-                        in->end.exit_status, in->end.exit_code, in->end.signal);
+                        in->end->exit_status, in->end->exit_code, in->end->signal);
         gk__sbuf_printf(&b,
                         ",\"samples\":%llu,\"overruns\":%llu,\"metric_lines\":%llu,"
                         "\"metric_malformed\":%llu,\"metric_dropped\":%llu",
-                        (unsigned long long)in->end.samples, (unsigned long long)in->end.overruns,
-                        (unsigned long long)in->end.metric_lines,
-                        (unsigned long long)in->end.metric_malformed,
-                        (unsigned long long)in->end.metric_dropped);
-        json_kv_num(&b, "cpu_seconds", in->end.cpu_seconds);
-        json_kv_num(&b, "max_rss_bytes", in->end.max_rss_bytes);
+                        (unsigned long long)in->end->samples, (unsigned long long)in->end->overruns,
+                        (unsigned long long)in->end->metric_lines,
+                        (unsigned long long)in->end->metric_malformed,
+                        (unsigned long long)in->end->metric_dropped);
+        json_kv_num(&b, "cpu_seconds", in->end->cpu_seconds);
+        json_kv_num(&b, "max_rss_bytes", in->end->max_rss_bytes);
     }
     gk__sbuf_printf(&b, ",\"gpu\":{\"enabled\":%s,\"reason\":", in->gpu_enabled ? "true" : "false");
     gk__sbuf_json_str(&b, in->gpu_reason);

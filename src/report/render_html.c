@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/errtext.h"
 #include "report/report_int.h"
 
 #define CHART_W     760
@@ -159,11 +160,13 @@ static void header(gk__sbuf *b, const gk_report *rep)
     gk__sbuf_printf(b, ", %d cores, started ", in->cores);
     gk__sbuf_html(b, in->start);
     gk__sbuf_puts(b, "</li>\n<li>");
-    if (in->has_end && in->end.signal)
-        gk__sbuf_printf(b, "killed by signal %d (%s), exit status %d, after %.2f s", in->end.signal,
-                        strsignal(in->end.signal), in->end.exit_status, in->end.duration_s);
+    if (in->has_end && in->end->signal)
+        gk__sbuf_printf(b, "killed by signal %d (%s), exit status %d, after %.2f s",
+                        in->end->signal, strsignal(in->end->signal), in->end->exit_status,
+                        in->end->duration_s);
     else if (in->has_end)
-        gk__sbuf_printf(b, "exit status %d after %.2f s", in->end.exit_status, in->end.duration_s);
+        gk__sbuf_printf(b, "exit status %d after %.2f s", in->end->exit_status,
+                        in->end->duration_s);
     else
         gk__sbuf_printf(b, "did not finish: %.2f s recorded", rep->duration_s);
     gk__sbuf_puts(b, "</li>\n<li>");
@@ -174,14 +177,14 @@ static void header(gk__sbuf *b, const gk_report *rep)
         gk__sbuf_html(b, in->gpu_reason);
     }
     gk__sbuf_puts(b, "</li>\n");
-    if (in->has_end && isfinite(in->end.cpu_seconds)) {
+    if (in->has_end && isfinite(in->end->cpu_seconds)) {
         char rss[32];
-        gk__fmt_bytes(rss, sizeof rss, in->end.max_rss_bytes);
+        gk__fmt_bytes(rss, sizeof rss, in->end->max_rss_bytes);
         gk__sbuf_printf(b,
                         "<li>CPU %.2f s, largest process RSS %s, %llu metric lines (%llu "
                         "malformed)</li>\n",
-                        in->end.cpu_seconds, rss, (unsigned long long)in->end.metric_lines,
-                        (unsigned long long)in->end.metric_malformed);
+                        in->end->cpu_seconds, rss, (unsigned long long)in->end->metric_lines,
+                        (unsigned long long)in->end->metric_malformed);
     }
     if (rep->energy_j >= 0)
         gk__sbuf_printf(b, "<li>GPU energy %.1f J</li>\n", rep->energy_j);
@@ -281,7 +284,7 @@ static void tables(gk__sbuf *b, const gk_report *rep)
 int gk_report_write_html(const gk_report *rep, FILE *out)
 {
     if (!rep || !out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_report_write_html: rep or out is NULL");
     gk__sbuf b = {0};
     gk__sbuf_puts(&b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
                       "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"

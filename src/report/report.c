@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "report/report_int.h"
 
 static int ends_with(const char *s, const char *suffix)
@@ -190,7 +191,7 @@ int gk__report_add_advice(gk_report *rep, const char *rule, const char *title, c
         }
         rep->advice_text[rep->nadvice_text++] = dst[k];
     }
-    rep->advice[rep->nadvice++] = (gk_advice){dst[0], dst[1], dst[2], dst[3]};
+    rep->advice[rep->nadvice++] = (gk_advice){sizeof(gk_advice), dst[0], dst[1], dst[2], dst[3]};
     return 0;
 }
 
@@ -205,7 +206,7 @@ int gk_report_create(const gk_recording *rec, const gk_recording *baseline, gk_r
     rep->rec = rec;
     rep->base = baseline;
     gk_recording_get_info(rec, &rep->info);
-    rep->duration_s = rep->info.has_end ? rep->info.end.duration_s : rep->info.last_t;
+    rep->duration_s = rep->info.has_end ? rep->info.end->duration_s : rep->info.last_t;
     double interval = rep->info.interval_s > 0 ? rep->info.interval_s : 0.5;
     int rc = 0;
     rep->nsums = gk_recording_series_count(rec);
@@ -254,25 +255,28 @@ size_t gk_report_advice_count(const gk_report *rep)
     return rep ? rep->nadvice : 0;
 }
 
-int gk_report_advice(const gk_report *rep, size_t i, gk_advice *out)
+int(gk_report_advice)(const gk_report *rep, size_t i, gk_advice *out, size_t size)
 {
-    if (!rep || !out)
-        return -EINVAL;
+    if (!rep)
+        return gk__error(-EINVAL, "gk_report_advice: report is NULL");
     if (i >= rep->nadvice)
-        return -ERANGE;
-    *out = rep->advice[i];
-    return 0;
+        return gk__error(-ERANGE, "gk_report_advice: advice %zu does not exist (%zu given)", i,
+                         rep->nadvice);
+    gk_advice a = rep->advice[i];
+    a.size = sizeof a;
+    return gk__sized_put(out, size, &a, sizeof a, "gk_advice");
 }
 
-int gk_report_stats(const gk_report *rep, const char *name, gk_stats *out)
+int(gk_report_stats)(const gk_report *rep, const char *name, gk_stats *out, size_t size)
 {
-    if (!rep || !name || !out)
-        return -EINVAL;
+    if (!rep || !name)
+        return gk__error(-EINVAL, "gk_report_stats: report or name is NULL");
     const gk__series_summary *sm = gk__report_find(rep, name);
     if (!sm)
-        return -ENOENT;
-    *out = sm->st;
-    return 0;
+        return gk__error(-ENOENT, "gk_report_stats: the recording has no series \"%s\"", name);
+    gk_stats st = sm->st;
+    st.size = sizeof st;
+    return gk__sized_put(out, size, &st, sizeof st, "gk_stats");
 }
 
 size_t gk_report_comparison_count(const gk_report *rep)
@@ -280,12 +284,14 @@ size_t gk_report_comparison_count(const gk_report *rep)
     return rep ? rep->ncmp : 0;
 }
 
-int gk_report_comparison(const gk_report *rep, size_t i, gk_comparison *out)
+int(gk_report_comparison)(const gk_report *rep, size_t i, gk_comparison *out, size_t size)
 {
-    if (!rep || !out)
-        return -EINVAL;
+    if (!rep)
+        return gk__error(-EINVAL, "gk_report_comparison: report is NULL");
     if (i >= rep->ncmp)
-        return -ERANGE;
-    *out = rep->cmp[i];
-    return 0;
+        return gk__error(-ERANGE, "gk_report_comparison: comparison %zu does not exist (%zu)", i,
+                         rep->ncmp);
+    gk_comparison c = rep->cmp[i];
+    c.size = sizeof c;
+    return gk__sized_put(out, size, &c, sizeof c, "gk_comparison");
 }

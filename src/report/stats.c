@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "report/report_int.h"
 
 static int cmp_double(const void *a, const void *b)
@@ -24,16 +25,20 @@ static double quantile(const double *sorted, size_t n, double q)
     return sorted[lo] + (sorted[lo + 1] - sorted[lo]) * frac;
 }
 
-int gk_stats_compute(const double *v, size_t n, gk_stats *out)
+int(gk_stats_compute)(const double *v, size_t n, gk_stats *user, size_t size)
 {
-    if (!out || (n > 0 && !v))
-        return -EINVAL;
+    int rc = gk__sized_check(user, size, "gk_stats");
+    if (rc)
+        return rc;
+    if (n > 0 && !v)
+        return gk__error(-EINVAL, "gk_stats_compute: %zu values but v is NULL", n);
+    gk_stats result, *out = &result;
     memset(out, 0, sizeof *out);
     if (n == 0)
-        return 0;
+        return gk__sized_put(user, size, out, sizeof *out, "gk_stats");
     double *s = gk__malloc(n * sizeof *s);
     if (!s)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_stats_compute: out of host memory");
     size_t k = 0;
     double mean = 0, m2 = 0, sum = 0;
     for (size_t i = 0; i < n; i++) {
@@ -58,5 +63,5 @@ int gk_stats_compute(const double *v, size_t n, gk_stats *out)
         out->sum = sum;
     }
     free(s);
-    return 0;
+    return gk__sized_put(user, size, out, sizeof *out, "gk_stats");
 }

@@ -77,6 +77,7 @@ int gk__alerts_check(const gk_run_config *cfg, char *err, size_t errlen)
         return 0;
     gk_monitor_config mc;
     gk_monitor_config_default(&mc);
+    (void)gk_monitor_config_from_env(&mc); /* GK_NVML_LIBRARY and GK_PROC_ROOT, as the run */
     mc.gpu = GK_MONITOR_GPU_OFF;
     mc.host = 0;
     mc.logger = cfg->logger;
@@ -107,6 +108,7 @@ int gk__alerts_start(const gk_run_config *cfg, int gpu, pid_t pid, gk_recorder *
         goto out_fail;
     gk_monitor_config mc;
     gk_monitor_config_default(&mc);
+    (void)gk_monitor_config_from_env(&mc); /* GK_NVML_LIBRARY and GK_PROC_ROOT, as the run */
     mc.interval = cfg->interval_s;
     mc.retention = cfg->interval_s * 120 > 60 ? cfg->interval_s * 120 : 60;
     /* GPUs only when the sampler found them: the run says once why GPU metrics are off */

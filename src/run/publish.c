@@ -2,12 +2,13 @@
  * allocator's memory into the recording (and the fragmentation advice) with one call a step. */
 #include <errno.h>
 
+#include "common/errtext.h"
 #include "run/run_int.h"
 
 int gk_statsd_send_pool(gk_statsd *c, gk_pool *pool)
 {
     if (!c || !pool)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_statsd_send_pool: c or pool is NULL");
     gk_pool_stats st;
     int rc = gk_pool_get_stats(pool, &st);
     if (rc)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/report.h"
 #include "run/alerts_int.h"
@@ -52,15 +53,15 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-void gk_run_config_default(gk_run_config *cfg)
+void(gk_run_config_default)(gk_run_config *out, size_t size)
 {
-    if (!cfg)
-        return;
-    memset(cfg, 0, sizeof *cfg);
-    cfg->interval_s = 0.5;
-    cfg->gpu = 1;
-    cfg->max_metric_values = 10000000;
-    gk_logger_default(&cfg->logger);
+    gk_run_config c;
+    memset(&c, 0, sizeof c);
+    c.interval_s = 0.5;
+    c.gpu = 1;
+    c.max_metric_values = 10000000;
+    gk_logger_default(&c.logger);
+    (void)gk__sized_put(out, size, &c, sizeof c, "gk_run_config");
 }
 
 static double *gauge_value(run_state *st, const char *key)
@@ -214,7 +215,8 @@ static int spawn_child(char *const argv[], const char *sock, const sigset_t *mas
 
 static int write_end(run_state *st, const gk_run_result *res)
 {
-    gk_recording_end end = {.t = mono_now() - st->t0,
+    gk_recording_end end = {.size = sizeof(gk_recording_end),
+                            .t = mono_now() - st->t0,
                             .exit_status = res->exit_status,
                             .exit_code = res->exit_code,
                             .signal = res->signal,
@@ -313,11 +315,38 @@ static void discard_pending(const sigset_t *set)
         ;
 }
 
-int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res)
+static int run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res);
+
+int(gk_run_execute)(const gk_run_config *cfg_in, char *const argv[], gk_run_result *user,
+                    size_t size)
 {
-    if (!cfg || !argv || !argv[0] || !*argv[0] || !res || !cfg->record_path ||
-        !(cfg->interval_s >= 0.05 && cfg->interval_s <= 3600) || (cfg->nalerts && !cfg->alerts))
-        return -EINVAL;
+    gk_run_config cfg;
+    gk_run_config_default(&cfg);
+    if (!cfg_in)
+        return gk__error(-EINVAL, "gk_run_execute: config is NULL");
+    int rc = gk__sized_in(&cfg, sizeof cfg, cfg_in, "gk_run_config");
+    if (rc || (rc = gk__sized_check(user, size, "gk_run_result")))
+        return rc;
+    if (!argv || !argv[0] || !*argv[0])
+        return gk__error(-EINVAL, "gk_run_execute: the command is empty (give a program to run)");
+    if (!cfg.record_path || !*cfg.record_path)
+        return gk__error(-EINVAL, "gk_run_execute: record_path is required");
+    if (!(cfg.interval_s >= 0.05 && cfg.interval_s <= 3600))
+        return gk__error(-EINVAL, "gk_run_execute: interval %g s is outside 0.05 to 3600",
+                         cfg.interval_s);
+    if (cfg.nalerts && !cfg.alerts)
+        return gk__error(-EINVAL, "gk_run_execute: nalerts is %zu but alerts is NULL", cfg.nalerts);
+    gk_run_result res;
+    rc = run_execute(&cfg, argv, &res);
+    res.size = sizeof res;
+    (void)gk__sized_put(user, size, &res, sizeof res, "gk_run_result");
+    if (rc)
+        return gk__error(rc, "%s", res.error[0] ? res.error : gk_strerror(rc));
+    return 0;
+}
+
+static int run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res)
+{
     memset(res, 0, sizeof *res);
     res->exit_status = 127;
     res->exit_code = -1;
@@ -355,7 +384,8 @@ int gk_run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *
     int argc = 0;
     while (argv[argc])
         argc++;
-    gk_recording_meta meta = {.argc = argc,
+    gk_recording_meta meta = {.size = sizeof(gk_recording_meta),
+                              .argc = argc,
                               .argv = (const char *const *)argv,
                               .host = host,
                               .start_unix = (double)rt.tv_sec + rt.tv_nsec * 1e-9,

@@ -167,6 +167,7 @@ static void open_gpus(gk__sampler *s, gk__sampler_info *info)
 {
     gk_nvml_config nc;
     gk_nvml_config_default(&nc);
+    (void)gk_nvml_config_from_env(&nc); /* GK_NVML_LIBRARY; gk_run_execute reads the environment */
     nc.logger = s->logger;
     gk_nvml_info ni;
     if (gk_nvml_open(&nc, &s->nvml, &ni) != 0) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "run/run_int.h"
 
 /* The longest a send waits for room in the receiver's queue. */
@@ -29,7 +30,7 @@ struct gk_statsd {
 int gk_statsd_open(const char *path, gk_statsd **out)
 {
     if (!out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_statsd_open: out is NULL");
     *out = NULL;
     if (!path) {
         path = getenv(GK_METRICS_SOCKET_ENV);
@@ -38,12 +39,12 @@ int gk_statsd_open(const char *path, gk_statsd **out)
     }
     gk_statsd *c = gk__calloc(1, sizeof *c);
     if (!c)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_statsd_open: out of host memory (!c)");
     c->fd = -1;
     if (path) {
         if (strlen(path) >= sizeof c->addr.sun_path) {
             free(c);
-            return -EINVAL;
+            return gk__error(-EINVAL, "gk_statsd_open: invalid argument");
         }
         c->addr.sun_family = AF_UNIX;
         memcpy(c->addr.sun_path, path, strlen(path) + 1);
@@ -71,11 +72,15 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
                           const char *tags)
 {
     if (!c || !name || !type || !gk__statsd_name_ok(name, strlen(name)))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_statsd_client_send: invalid argument (!c || !name || !type "
+                                  "|| !gk__statsd_name_ok(name, strlen(name)))");
     if (strcmp(type, "g") && strcmp(type, "c") && strcmp(type, "ms") && strcmp(type, "h"))
-        return -EINVAL;
+        return gk__error(-EINVAL,
+                         "gk_statsd_client_send: invalid argument (strcmp(type, \"g\") && "
+                         "strcmp(type, \"c\") && strcmp(type, \"ms\") && strcmp(type, \"h\"))");
     if (tags && *tags && !gk__statsd_tags_ok(tags, strlen(tags)))
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_statsd_client_send: invalid argument (tags && *tags && "
+                                  "!gk__statsd_tags_ok(tags, strlen(tags)))");
     if (value != value || value - value != 0)
         return -EINVAL; /* NaN or infinite */
     if (c->fd < 0)
@@ -86,13 +91,16 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
         snprintf(sfx, sizeof sfx, "|#%s", tags);
     int n;
     if (strcmp(type, "ms") == 0 && value < 0)
-        return -EINVAL;
+        return gk__error(
+            -EINVAL,
+            "gk_statsd_client_send: invalid argument (strcmp(type, \"ms\") == 0 && value < 0)");
     if (strcmp(type, "g") == 0 && value < 0) /* a leading sign means "relative": set 0, add */
         n = snprintf(line, sizeof line, "%s:0|g%s\n%s:%.17g|g%s", name, sfx, name, value, sfx);
     else
         n = snprintf(line, sizeof line, "%s:%.17g|%s%s", name, value, type, sfx);
     if (n < 0 || (size_t)n >= sizeof line)
-        return -EINVAL;
+        return gk__error(
+            -EINVAL, "gk_statsd_client_send: invalid argument (n < 0 || (size_t)n >= sizeof line)");
     long waited = 0, pause = 20000; /* ns: 20 us doubling to 1 ms */
     for (;;) {
         ssize_t w = sendto(c->fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL,

@@ -11,15 +11,14 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "host_int.h"
 
-void gk_host_config_default(gk_host_config *cfg)
+void(gk_host_config_default)(gk_host_config *out, size_t size)
 {
-    if (!cfg)
-        return;
-    const char *env = getenv("GK_PROC_ROOT");
-    cfg->proc_root = (env && *env) ? env : NULL;
+    gk_host_config c = {.size = sizeof c, .proc_root = NULL};
+    (void)gk__sized_put(out, size, &c, sizeof c, "gk_host_config");
 }
 
 long gk__host_read_into(const gk_host *h, const char *rel, char *buf, size_t cap)
@@ -62,27 +61,26 @@ long gk__host_read(gk_host *h, const char *rel)
 int gk_host_open(const gk_host_config *cfg, gk_host **out)
 {
     if (!out)
-        return -EINVAL;
+        return gk__error(-EINVAL, "gk_host_open: out is NULL");
     *out = NULL;
     gk_host_config c;
-    if (cfg)
-        c = *cfg;
-    else
-        gk_host_config_default(&c);
-    const char *root = c.proc_root;
-    if (!root || !*root) {
-        const char *env = getenv("GK_PROC_ROOT");
-        root = (env && *env) ? env : "/proc";
-    }
+    gk_host_config_default(&c);
+    int rc = cfg ? gk__sized_in(&c, sizeof c, cfg, "gk_host_config") : gk_host_config_from_env(&c);
+    if (rc)
+        return rc;
+    const char *root = c.proc_root && *c.proc_root ? c.proc_root : "/proc";
     if (strlen(root) >= sizeof((gk_host *)0)->root)
-        return -EINVAL;
+        return gk__error(-EINVAL,
+                         "gk_host_open: proc root \"%.64s...\" is too long (at most %zu "
+                         "characters)",
+                         root, sizeof((gk_host *)0)->root - 1);
     gk_host *h = gk__calloc(1, sizeof *h);
     if (!h)
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_host_open: out of host memory");
     h->buf = gk__malloc(GK__HOST_BUF);
     if (!h->buf) {
         free(h);
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_host_open: out of host memory");
     }
     snprintf(h->root, sizeof h->root, "%s", root);
     long tck = sysconf(_SC_CLK_TCK);
@@ -93,7 +91,8 @@ int gk_host_open(const gk_host_config *cfg, gk_host **out)
     long n = gk__host_read(h, "stat");
     if (n < 0) {
         gk_host_close(h);
-        return -ENOENT;
+        return gk__error(-ENOENT, "gk_host_open: cannot read %s/stat (is %s a proc filesystem?)",
+                         root, root);
     }
     *out = h;
     return 0;
@@ -338,10 +337,32 @@ static int read_nets(gk_host *h, gk_host_sample *o)
     return 0;
 }
 
-int gk_host_sample_read(gk_host *h, unsigned what, gk_host_sample *out)
+/* Reads into the library's own (full-size) gk_host_sample. */
+static int sample_read(gk_host *h, unsigned what, gk_host_sample *out);
+
+int(gk_host_sample_read)(gk_host *h, unsigned what, gk_host_sample *out, size_t size)
 {
-    if (!h || !out)
-        return -EINVAL;
+    if (!h)
+        return gk__error(-EINVAL, "gk_host_sample_read: handle is NULL");
+    int rc = gk__sized_check(out, size, "gk_host_sample");
+    if (rc)
+        return rc;
+    if (size >= sizeof *out) { /* the common case: fill in place, no 50 KiB copy */
+        rc = sample_read(h, what, out);
+        out->size = sizeof *out;
+        return rc;
+    }
+    gk_host_sample *full = gk__malloc(sizeof *full);
+    if (!full)
+        return gk__error(-ENOMEM, "gk_host_sample_read: out of host memory");
+    rc = sample_read(h, what, full);
+    (void)gk__sized_put(out, size, full, sizeof *full, "gk_host_sample");
+    free(full);
+    return rc;
+}
+
+static int sample_read(gk_host *h, unsigned what, gk_host_sample *out)
+{
     memset(out, 0,
            offsetof(gk_host_sample, per_cpu)); /* the arrays are filled up to their counts */
     struct timespec ts;
@@ -350,18 +371,22 @@ int gk_host_sample_read(gk_host *h, unsigned what, gk_host_sample *out)
     static const struct {
         unsigned bit;
         int (*fn)(gk_host *, gk_host_sample *);
-    } sections[] = {{GK_HOST_CPU, read_cpu},    {GK_HOST_MEMORY, read_memory},
-                    {GK_HOST_LOAD, read_load},  {GK_HOST_FS, read_fs},
-                    {GK_HOST_DISK, read_disks}, {GK_HOST_NET, read_nets}};
+        const char *file;
+    } sections[] = {
+        {GK_HOST_CPU, read_cpu, "stat"},         {GK_HOST_MEMORY, read_memory, "meminfo"},
+        {GK_HOST_LOAD, read_load, "loadavg"},    {GK_HOST_FS, read_fs, "mounts"},
+        {GK_HOST_DISK, read_disks, "diskstats"}, {GK_HOST_NET, read_nets, "net/dev"}};
     int first = 0;
     for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
         if (!(what & sections[i].bit))
             continue;
         int rc = sections[i].fn(h, out);
-        if (rc == 0)
+        if (rc == 0) {
             out->valid |= sections[i].bit;
-        else if (!first)
+        } else if (!first) {
             first = rc;
+            gk__error(rc, "host sample: %s/%s: %s", h->root, sections[i].file, gk_strerror(rc));
+        }
     }
     return first;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "gpukit/telemetry.h"
 #include "nvml_int.h"
@@ -63,13 +64,11 @@ const char *gk_nvml_code_name(int code)
     return "Unknown Error";
 }
 
-void gk_nvml_config_default(gk_nvml_config *cfg)
+void(gk_nvml_config_default)(gk_nvml_config *out, size_t size)
 {
-    if (!cfg)
-        return;
-    const char *env = getenv("GK_NVML_LIBRARY");
-    cfg->library = (env && *env) ? env : NULL;
-    gk_logger_default(&cfg->logger);
+    gk_nvml_config c = {.size = sizeof c, .library = NULL};
+    gk_logger_default(&c.logger);
+    (void)gk__sized_put(out, size, &c, sizeof c, "gk_nvml_config");
 }
 
 const char *const gk__nvml_proc_names[3] = {"nvmlDeviceGetComputeRunningProcesses_v3",
@@ -259,23 +258,44 @@ static void set_reason(gk_nvml_info *info, const char *fmt, ...)
     va_end(ap);
 }
 
-int gk_nvml_open(const gk_nvml_config *cfg_in, gk_nvml **out, gk_nvml_info *info_out)
+/* Opens NVML into the library's own gk_nvml_info; gk_nvml_open copies it out. */
+static int nvml_open(const gk_nvml_config *cfg_in, gk_nvml **out, gk_nvml_info *info);
+
+int(gk_nvml_open)(const gk_nvml_config *cfg, gk_nvml **out, gk_nvml_info *info_out, size_t size)
 {
-    gk_nvml_info scratch;
-    gk_nvml_info *info = info_out ? info_out : &scratch;
+    gk_nvml_info info;
+    if (info_out && size < sizeof(size_t))
+        return gk__sized_check(info_out, size, "gk_nvml_info");
+    int rc = nvml_open(cfg, out, &info);
+    if (info_out)
+        (void)gk__sized_put(info_out, size, &info, sizeof info, "gk_nvml_info");
+    if (rc)
+        return gk__error(rc, "%s", info.reason[0] ? info.reason : gk_last_error());
+    return 0;
+}
+
+static int nvml_open(const gk_nvml_config *cfg_in, gk_nvml **out, gk_nvml_info *info)
+{
     memset(info, 0, sizeof *info);
-    if (!out)
+    info->size = sizeof *info;
+    if (!out) {
+        set_reason(info, "gk_nvml_open: out is NULL");
         return -EINVAL;
+    }
     *out = NULL;
     gk_nvml_config cfg;
-    if (cfg_in)
-        cfg = *cfg_in;
-    else
-        gk_nvml_config_default(&cfg);
-    if (!cfg.library || !*cfg.library) {
-        const char *env = getenv("GK_NVML_LIBRARY");
-        cfg.library = (env && *env) ? env : "libnvidia-ml.so.1";
+    gk_nvml_config_default(&cfg);
+    if (!cfg_in) {
+        if (gk_nvml_config_from_env(&cfg) != 0) {
+            set_reason(info, "%s", gk_last_error());
+            return -EINVAL;
+        }
+    } else if (gk__sized_in(&cfg, sizeof cfg, cfg_in, "gk_nvml_config") != 0) {
+        set_reason(info, "%s", gk_last_error());
+        return -EINVAL;
     }
+    if (!cfg.library || !*cfg.library)
+        cfg.library = "libnvidia-ml.so.1";
     snprintf(info->library, sizeof info->library, "%s", cfg.library);
     gk_nvml *n = gk__calloc(1, sizeof *n);
     if (!n) {
@@ -342,6 +362,7 @@ int gk_nvml_open(const gk_nvml_config *cfg_in, gk_nvml **out, gk_nvml_info *info
     n->info.available = 1;
     n->info.device_count = count;
     snprintf(n->info.library, sizeof n->info.library, "%s", cfg.library);
+    n->info.size = sizeof n->info;
     *info = n->info;
     *out = n;
     return 0;
@@ -367,13 +388,15 @@ void gk_nvml_close(gk_nvml *n)
     free(n);
 }
 
-void gk_nvml_get_info(gk_nvml *n, gk_nvml_info *out)
+int(gk_nvml_get_info)(gk_nvml *n, gk_nvml_info *out, size_t size)
 {
-    if (!n || !out)
-        return;
+    if (!n)
+        return gk__error(-EINVAL, "gk_nvml_get_info: handle is NULL");
+    gk_nvml_info info;
     pthread_mutex_lock(&n->lock);
-    *out = n->info;
+    info = n->info;
     pthread_mutex_unlock(&n->lock);
+    return gk__sized_put(out, size, &info, sizeof info, "gk_nvml_info");
 }
 
 unsigned gk_nvml_device_count(const gk_nvml *n)
@@ -381,10 +404,10 @@ unsigned gk_nvml_device_count(const gk_nvml *n)
     return n ? n->ndev : 0;
 }
 
-int gk_nvml_probe(const gk_nvml_config *cfg, gk_nvml_info *out)
+int(gk_nvml_probe)(const gk_nvml_config *cfg, gk_nvml_info *out, size_t size)
 {
     gk_nvml *n = NULL;
-    int rc = gk_nvml_open(cfg, &n, out);
+    int rc = (gk_nvml_open)(cfg, &n, out, size);
     gk_nvml_close(n);
     return rc;
 }

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "nvml_int.h"
 
@@ -303,12 +304,17 @@ out_lost:
     return GK_EDEVLOST;
 }
 
-int gk_nvml_sample(gk_nvml *n, unsigned dev, unsigned tiers, gk_gpu_sample *out)
+int(gk_nvml_sample)(gk_nvml *n, unsigned dev, unsigned tiers, gk_gpu_sample *user, size_t size)
 {
-    if (!n || !out)
-        return -EINVAL;
+    if (!n)
+        return gk__error(-EINVAL, "gk_nvml_sample: handle is NULL");
+    int rc = gk__sized_check(user, size, "gk_gpu_sample");
+    if (rc)
+        return rc;
     if (dev >= n->ndev)
-        return -ERANGE;
+        return gk__error(-ERANGE, "gk_nvml_sample: device %u does not exist (%u devices)", dev,
+                         n->ndev);
+    gk_gpu_sample sample, *out = &sample;
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&n->lock);
     nvml_device *d = &n->devs[dev];
@@ -317,7 +323,6 @@ int gk_nvml_sample(gk_nvml *n, unsigned dev, unsigned tiers, gk_gpu_sample *out)
     memcpy(out->uuid, d->uuid, sizeof out->uuid);
     memcpy(out->pci_bus_id, d->bus, sizeof out->pci_bus_id);
     out->t_ns = now_realtime_ns();
-    int rc;
     if (d->lost) {
         out->lost = 1;
         rc = GK_EDEVLOST;
@@ -325,5 +330,8 @@ int gk_nvml_sample(gk_nvml *n, unsigned dev, unsigned tiers, gk_gpu_sample *out)
         rc = sample_device(n, d, tiers, out);
     }
     pthread_mutex_unlock(&n->lock);
+    (void)gk__sized_put(user, size, out, sizeof *out, "gk_gpu_sample");
+    if (rc == GK_EDEVLOST)
+        return gk__error(rc, "GPU %u (%s) is lost", out->index, out->uuid);
     return rc;
 }

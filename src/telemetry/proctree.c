@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "gpukit/error.h"
 #include "host_int.h"
 
@@ -159,15 +160,28 @@ static void add_process(gk_host *h, int pid, gk_proc_tree *t)
     }
 }
 
-int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out)
+static int proc_tree(gk_host *h, int pid, gk_proc_tree *out);
+
+int(gk_host_proc_tree)(gk_host *h, int pid, gk_proc_tree *user, size_t size)
 {
-    if (!h || !out || pid <= 0)
-        return -EINVAL;
+    if (!h || pid <= 0)
+        return gk__error(-EINVAL, "gk_host_proc_tree: %s",
+                         !h ? "handle is NULL" : "pid must be positive");
+    int rc = gk__sized_check(user, size, "gk_proc_tree");
+    if (rc)
+        return rc;
+    gk_proc_tree tree;
+    rc = proc_tree(h, pid, &tree);
+    return rc ? rc : gk__sized_put(user, size, &tree, sizeof tree, "gk_proc_tree");
+}
+
+static int proc_tree(gk_host *h, int pid, gk_proc_tree *out)
+{
     memset(out, 0, sizeof *out);
     out->root_pid = pid;
     proc_stat root;
     if (read_stat(h, pid, &root) != 0)
-        return -ENOENT;
+        return gk__error(-ENOENT, "gk_host_proc_tree: process %d does not exist", pid);
     proc_entry *v = NULL;
     size_t n = 0;
     int rc = scan(h, &v, &n);
@@ -179,7 +193,7 @@ int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out)
     int *queue = gk__malloc((n + 1) * sizeof *queue);
     if (!queue) {
         free(v);
-        return -ENOMEM;
+        return gk__error(-ENOMEM, "gk_host_proc_tree: out of host memory");
     }
     size_t qhead = 0, qtail = 0;
     queue[qtail++] = pid;

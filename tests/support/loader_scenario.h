@@ -42,6 +42,7 @@ static inline int synth_read_item(void *ctx, gk_read_ctx *rc, uint64_t index, ui
 }
 
 static const gk_dataset_ops synth_ops = {
+    .size = sizeof(gk_dataset_ops),
     .count = synth_count,
     .item_size = synth_item_size,
     .read_item = synth_read_item,

@@ -514,9 +514,9 @@ int pm_check_case(const pm_case *cs, pm_result *res, char *why, size_t len)
     int rc = gk_pool_create(dev, &cfg, &pool);
     if (rc != 0) {
         gk_device_close(dev);
-        if (rc != -EINVAL || !gk_pool_create_error()[0]) {
+        if (rc != -EINVAL || !gk_last_error()[0]) {
             snprintf(why, len, "gk_pool_create refused with %s and \"%s\"", gk_err_name(rc),
-                     gk_pool_create_error());
+                     gk_last_error());
             return -1;
         }
         return 1;

@@ -240,10 +240,14 @@ static void test_logging(void **state)
 
     gk_test_setenv("GK_LOG", "debug");
     gk_logger_default(&lg);
-    assert_int_equal(lg.level, GK_LOG_DEBUG);
+    assert_int_equal(lg.level, GK_LOG_WARN); /* the default reads no variable */
     assert_null(lg.fn);
+    GK_ASSERT_OK(gk_logger_from_env(&lg));
+    assert_int_equal(lg.level, GK_LOG_DEBUG);
     gk_test_setenv("GK_LOG", "bogus");
-    gk_logger_default(&lg); /* warns on stderr and keeps warn */
+    gk_logger_default(&lg);
+    GK_ASSERT_ERR(gk_logger_from_env(&lg), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_last_error(), "GK_LOG: \"bogus\" is not a log level");
     assert_int_equal(lg.level, GK_LOG_WARN);
     gk_test_setenv("GK_LOG", NULL);
 }

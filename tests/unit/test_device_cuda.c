@@ -97,7 +97,7 @@ static gk_device *open_cuda(const char *spec)
     int rc = gk_device_open(spec, &dev);
     if (rc)
         fail_msg("gk_device_open(%s): %s: %s", spec ? spec : "(default)", gk_err_name(rc),
-                 gk_device_open_error());
+                 gk_last_error());
     return dev;
 }
 
@@ -124,7 +124,7 @@ static void test_open_props(void **state)
     assert_int_equal(p.vm_granularity, GRAN);
     assert_int_equal(p.pinned_is_real, 1);
     assert_string_equal(gk_device_auto_reason(dev), "");
-    assert_string_equal(gk_device_last_error(dev), "");
+    assert_string_equal(gk_last_error(), "");
     assert_int_equal(fk.fakecuda_calls("cuDevicePrimaryCtxRetain"), 1);
     gk_device_close(dev);
     assert_int_equal(fk.fakecuda_calls("cuDevicePrimaryCtxRelease_v2"), 1);
@@ -146,11 +146,11 @@ static void test_select_device(void **state)
 
     GK_ASSERT_ERR(gk_device_open("cuda:5", &dev), GK_ENOGPU);
     assert_null(dev);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "cuda:5");
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "cuda:0 to cuda:1");
+    GK_ASSERT_CONTAINS(gk_last_error(), "cuda:5");
+    GK_ASSERT_CONTAINS(gk_last_error(), "cuda:0 to cuda:1");
 
     GK_ASSERT_ERR(gk_device_open("cuda:0,capacity=1GiB", &dev), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "cuda takes no keys");
+    GK_ASSERT_CONTAINS(gk_last_error(), "cuda takes no keys");
 }
 
 static void test_missing_library(void **state)
@@ -162,14 +162,14 @@ static void test_missing_library(void **state)
     gk_device *dev = NULL;
     GK_ASSERT_ERR(gk_device_open_ex("cuda:0", &cfg, &dev), GK_ENOGPU);
     assert_null(dev);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "/nonexistent/gpukit/libcuda.so.1 not found");
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "install the NVIDIA driver");
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "GK_CUDA_LIBRARY");
+    GK_ASSERT_CONTAINS(gk_last_error(), "/nonexistent/gpukit/libcuda.so.1 not found");
+    GK_ASSERT_CONTAINS(gk_last_error(), "install the NVIDIA driver");
+    GK_ASSERT_CONTAINS(gk_last_error(), "GK_CUDA_LIBRARY");
 
     /* The same through the environment. */
     gk_test_setenv("GK_CUDA_LIBRARY", "/nonexistent/other/libcuda.so.1");
     GK_ASSERT_ERR(gk_device_open("cuda", &dev), GK_ENOGPU);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "/nonexistent/other/libcuda.so.1");
+    GK_ASSERT_CONTAINS(gk_last_error(), "/nonexistent/other/libcuda.so.1");
     gk_test_setenv("GK_CUDA_LIBRARY", gk_test_fake_cuda());
 }
 
@@ -181,8 +181,8 @@ static void test_missing_symbol(void **state)
     cfg.cuda_library = "libm.so.6"; /* loads, but is no driver */
     gk_device *dev = NULL;
     GK_ASSERT_ERR(gk_device_open_ex("cuda:0", &cfg, &dev), GK_ENOGPU);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "libm.so.6 has no cuInit");
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "GK_CUDA_LIBRARY");
+    GK_ASSERT_CONTAINS(gk_last_error(), "libm.so.6 has no cuInit");
+    GK_ASSERT_CONTAINS(gk_last_error(), "GK_CUDA_LIBRARY");
 }
 
 static void test_no_devices(void **state)
@@ -191,18 +191,17 @@ static void test_no_devices(void **state)
     gk_device *dev = NULL;
     fk.fakecuda_set_device_count(0);
     GK_ASSERT_ERR(gk_device_open("cuda:0", &dev), GK_ENOGPU);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "cuInit(0)");
-    GK_ASSERT_CONTAINS(gk_device_open_error(),
-                       "CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected");
+    GK_ASSERT_CONTAINS(gk_last_error(), "cuInit(0)");
+    GK_ASSERT_CONTAINS(gk_last_error(), "CUDA_ERROR_NO_DEVICE: no CUDA-capable device is detected");
     fk.fakecuda_set_device_count(1);
 
     fk.fakecuda_fail("cuInit", 1, CUDA_ERROR_NOT_INITIALIZED);
     GK_ASSERT_ERR(gk_device_open("cuda:0", &dev), GK_ENOGPU);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "CUDA_ERROR_NOT_INITIALIZED");
+    GK_ASSERT_CONTAINS(gk_last_error(), "CUDA_ERROR_NOT_INITIALIZED");
 
     fk.fakecuda_fail("cuDeviceGetCount", 1, CUDA_ERROR_NO_DEVICE);
     GK_ASSERT_ERR(gk_device_open("cuda:0", &dev), GK_ENOGPU);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "cuDeviceGetCount: CUDA_ERROR_NO_DEVICE");
+    GK_ASSERT_CONTAINS(gk_last_error(), "cuDeviceGetCount: CUDA_ERROR_NO_DEVICE");
     assert_int_equal(fk.fakecuda_live_objects(), 0);
 }
 
@@ -263,7 +262,7 @@ static void test_memory(void **state)
     void *big = (void *)1;
     GK_ASSERT_ERR(gk_device_malloc(dev, (size_t)1 << 30, &big), GK_EDEVOOM);
     assert_null(big);
-    assert_string_equal(gk_device_last_error(dev),
+    assert_string_equal(gk_last_error(),
                         "cuMemAlloc_v2(1073741824): CUDA_ERROR_OUT_OF_MEMORY: out of memory");
     GK_ASSERT_ERR(gk_device_malloc(dev, 0, &big), -EINVAL);
 
@@ -364,8 +363,8 @@ static void test_streams_copies(void **state)
 
     /* A copy outside any allocation is refused by the driver. */
     GK_ASSERT_ERR(gk_memcpy_htod_async(dev, (char *)d1 + n - 16, src, 32, s1), GK_EDRIVER);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "cuMemcpyHtoDAsync_v2(");
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "CUDA_ERROR_INVALID_VALUE: invalid argument");
+    GK_ASSERT_CONTAINS(gk_last_error(), "cuMemcpyHtoDAsync_v2(");
+    GK_ASSERT_CONTAINS(gk_last_error(), "CUDA_ERROR_INVALID_VALUE: invalid argument");
 
     gk_device_counters c;
     GK_ASSERT_OK(gk_device_get_counters(dev, &c));
@@ -408,13 +407,13 @@ static void test_timeouts(void **state)
     fk.fakecuda_stall(1);
     GK_ASSERT_OK(gk_event_record(dev, e, s));
     GK_ASSERT_ERR(gk_event_synchronize(dev, e, 0.05), -ETIMEDOUT);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "event not complete after 0.050 s");
+    GK_ASSERT_CONTAINS(gk_last_error(), "event not complete after 0.050 s");
     GK_ASSERT_ERR(gk_event_synchronize(dev, e, -1), -ETIMEDOUT); /* the device's 0.02 s */
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "after 0.020 s");
+    GK_ASSERT_CONTAINS(gk_last_error(), "after 0.020 s");
     GK_ASSERT_ERR(gk_stream_synchronize(dev, s, 0.01), -ETIMEDOUT);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "stream still busy");
+    GK_ASSERT_CONTAINS(gk_last_error(), "stream still busy");
     GK_ASSERT_ERR(gk_device_synchronize(dev, 0), -ETIMEDOUT);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "streams still busy");
+    GK_ASSERT_CONTAINS(gk_last_error(), "streams still busy");
     GK_ASSERT_ERR(gk_event_query(dev, e), GK_ENOTREADY);
     /* Destroying a busy stream waits the sync timeout, then still frees it. */
     GK_ASSERT_ERR(gk_stream_destroy(dev, s), -ETIMEDOUT);
@@ -458,22 +457,22 @@ static void test_vm(void **state)
 
     /* Bad arguments change nothing. */
     GK_ASSERT_ERR(gk_device_vm_map(dev, b + 100, GRAN), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "multiples of the granularity 2097152");
+    GK_ASSERT_CONTAINS(gk_last_error(), "multiples of the granularity 2097152");
     GK_ASSERT_ERR(gk_device_vm_unmap(dev, b + 3 * GRAN, 2 * GRAN), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "part of the range is not mapped");
+    GK_ASSERT_CONTAINS(gk_last_error(), "part of the range is not mapped");
     GK_ASSERT_ERR(gk_device_vm_map(dev, b + 3 * GRAN, 2 * GRAN), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "part of the range is already mapped");
+    GK_ASSERT_CONTAINS(gk_last_error(), "part of the range is already mapped");
     assert_int_equal(fk.fakecuda_calls("cuMemCreate"), 4);
 
     /* More than is free fails at once: 4 of 8 granules are in use. */
     GK_ASSERT_ERR(gk_device_vm_map(dev, b + 4 * GRAN, 6 * GRAN), GK_EDEVOOM);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "out of memory: 8388608 bytes free on cuda:0");
+    GK_ASSERT_CONTAINS(gk_last_error(), "out of memory: 8388608 bytes free on cuda:0");
     assert_int_equal(fk.fakecuda_calls("cuMemCreate"), 4);
 
     /* A failure half way leaves the range as it was, with the driver's reason. */
     fk.fakecuda_fail("cuMemCreate", 2, CUDA_ERROR_OUT_OF_MEMORY);
     GK_ASSERT_ERR(gk_device_vm_map(dev, b + 4 * GRAN, 2 * GRAN), GK_EDEVOOM);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev),
+    GK_ASSERT_CONTAINS(gk_last_error(),
                        "cuMemCreate(2097152): CUDA_ERROR_OUT_OF_MEMORY: out of memory");
     assert_int_equal(fk.fakecuda_used_memory(), 4 * GRAN);
     GK_ASSERT_ERR(gk_device_vm_unmap(dev, b + 4 * GRAN, GRAN), -EINVAL);
@@ -490,7 +489,7 @@ static void test_vm(void **state)
     GK_ASSERT_OK(gk_device_vm_unmap(dev, b + 3 * GRAN, GRAN));
     assert_int_equal(fk.fakecuda_used_memory(), 0);
     GK_ASSERT_ERR(gk_device_vm_release(dev, base, 8 * GRAN), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "reserved with size");
+    GK_ASSERT_CONTAINS(gk_last_error(), "reserved with size");
     GK_ASSERT_ERR(gk_device_vm_release(dev, b + GRAN, 15 * GRAN), -EINVAL);
     GK_ASSERT_OK(gk_device_vm_release(dev, base, 16 * GRAN));
 
@@ -521,7 +520,7 @@ static void test_vm_unsupported_device(void **state)
     assert_int_equal(p.vm_granularity, 0);
     void *base = NULL;
     GK_ASSERT_ERR(gk_device_vm_reserve(dev, GRAN, &base), GK_EUNAVAIL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "has no virtual memory");
+    GK_ASSERT_CONTAINS(gk_last_error(), "has no virtual memory");
     GK_ASSERT_ERR(gk_device_vm_map(dev, (void *)(uintptr_t)GRAN, GRAN), GK_EUNAVAIL);
     GK_ASSERT_ERR(gk_device_vm_unmap(dev, (void *)(uintptr_t)GRAN, GRAN), GK_EUNAVAIL);
     GK_ASSERT_ERR(gk_device_vm_release(dev, (void *)(uintptr_t)GRAN, GRAN), GK_EUNAVAIL);
@@ -761,10 +760,9 @@ static void test_driver_errors(void **state)
         snprintf(what, sizeof what, "case %zu (%s -> %d)", i, ec->fn, ec->cuda_error);
         if (rc != ec->want)
             fail_msg("%s: got %s, expected %s (%s)", what, gk_err_name(rc), gk_err_name(ec->want),
-                     gk_device_last_error(dev));
-        if (ec->text && !strstr(gk_device_last_error(dev), ec->text))
-            fail_msg("%s: last_error \"%s\" lacks \"%s\"", what, gk_device_last_error(dev),
-                     ec->text);
+                     gk_last_error());
+        if (ec->text && !strstr(gk_last_error(), ec->text))
+            fail_msg("%s: last_error \"%s\" lacks \"%s\"", what, gk_last_error(), ec->text);
         gk_device_close(dev);
     }
     fk.fakecuda_reset(); /* failed frees and releases leave driver objects behind */
@@ -798,9 +796,9 @@ static void test_open_errors(void **state)
         int rc = gk_device_open("cuda:0", &dev);
         if (rc != cases[i].want)
             fail_msg("%s: got %s, expected %s (%s)", cases[i].fn, gk_err_name(rc),
-                     gk_err_name(cases[i].want), gk_device_open_error());
+                     gk_err_name(cases[i].want), gk_last_error());
         assert_null(dev);
-        GK_ASSERT_CONTAINS(gk_device_open_error(), cases[i].text);
+        GK_ASSERT_CONTAINS(gk_last_error(), cases[i].text);
         assert_int_equal(fk.fakecuda_live_objects(), 0);
     }
 
@@ -812,7 +810,7 @@ static void test_open_errors(void **state)
     fk.fakecuda_fail("cuMemAlloc_v2", 1, 12345);
     void *x = NULL;
     GK_ASSERT_ERR(gk_device_malloc(dev, 4096, &x), GK_EDRIVER);
-    assert_string_equal(gk_device_last_error(dev), "cuMemAlloc_v2(4096): CUDA error 12345");
+    assert_string_equal(gk_last_error(), "cuMemAlloc_v2(4096): CUDA error 12345");
     gk_device_close(dev);
 
     /* Failing VM detection leaves VM off but the device usable. */
@@ -845,6 +843,7 @@ typedef struct thread_arg {
     int rc;
     int same_ctx; /* the thread's own context is current again afterwards */
     int iterations;
+    char msg[1024]; /* the thread's gk_last_error() when it ends */
 } thread_arg;
 
 static void *bare_thread(void *p)
@@ -854,6 +853,7 @@ static void *bare_thread(void *p)
     a->rc = gk_device_malloc(a->dev, 4096, &d);
     if (a->rc == 0)
         a->rc = gk_device_free(a->dev, d);
+    snprintf(a->msg, sizeof a->msg, "%s", gk_last_error());
     return NULL;
 }
 
@@ -875,6 +875,7 @@ static void *foreign_ctx_thread(void *p)
     a->same_ctx = cur == other;
     fk.cuCtxPopCurrent_v2(&cur);
     fk.cuDevicePrimaryCtxRelease_v2(1);
+    snprintf(a->msg, sizeof a->msg, "%s", gk_last_error());
     return NULL;
 }
 
@@ -905,13 +906,13 @@ static void test_contexts(void **state)
     assert_int_equal(pthread_create(&th, NULL, bare_thread, &a), 0);
     pthread_join(th, NULL);
     GK_ASSERT_ERR(a.rc, GK_EDRIVER);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "cuCtxSetCurrent(cuda:0 primary context)");
+    GK_ASSERT_CONTAINS(a.msg, "cuCtxSetCurrent(cuda:0 primary context)");
 
     fk.fakecuda_fail("cuCtxPushCurrent_v2", 2, CUDA_ERROR_INVALID_CONTEXT);
     assert_int_equal(pthread_create(&th, NULL, foreign_ctx_thread, &a), 0);
     pthread_join(th, NULL);
     GK_ASSERT_ERR(a.rc, GK_EDRIVER);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "cuCtxPushCurrent_v2");
+    GK_ASSERT_CONTAINS(a.msg, "cuCtxPushCurrent_v2");
 
     /* A failing pop is reported, but the allocation it follows stands (no leak). */
     fk.fakecuda_fail("cuCtxPopCurrent_v2", 1, CUDA_ERROR_INVALID_CONTEXT);
@@ -919,7 +920,7 @@ static void test_contexts(void **state)
     pthread_join(th, NULL);
     GK_ASSERT_OK(a.rc);
     assert_false(a.same_ctx);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "cuCtxPopCurrent_v2");
+    GK_ASSERT_CONTAINS(a.msg, "cuCtxPopCurrent_v2"); /* in the failing thread's own message */
     gk_device_close(dev);
     fk.fakecuda_reset(); /* the failed pop left a device-1 reference behind in that thread */
 }

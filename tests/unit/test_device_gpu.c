@@ -19,7 +19,7 @@ static int group_setup(void **state)
     (void)state;
     int rc = gk_device_open("cuda:0", &dev);
     if (rc)
-        fail_msg("gk_device_open(cuda:0): %s: %s", gk_err_name(rc), gk_device_open_error());
+        fail_msg("gk_device_open(cuda:0): %s: %s", gk_err_name(rc), gk_last_error());
     GK_ASSERT_OK(gk_device_get_props(dev, &props));
     printf("# %s: %s, %.1f GiB, cc %d.%d, %d SMs, driver %d, vm %s (granularity %zu)\n", props.spec,
            props.name, (double)props.total_memory / (1 << 30), props.cc_major, props.cc_minor,
@@ -84,8 +84,8 @@ static void test_malloc_mem_info(void **state)
     void *big = NULL;
     GK_ASSERT_ERR(gk_device_malloc(dev, total + ((size_t)1 << 30), &big), GK_EDEVOOM);
     assert_null(big);
-    printf("# oversized malloc: %s\n", gk_device_last_error(dev));
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "CUDA_ERROR_OUT_OF_MEMORY");
+    printf("# oversized malloc: %s\n", gk_last_error());
+    GK_ASSERT_CONTAINS(gk_last_error(), "CUDA_ERROR_OUT_OF_MEMORY");
 
     /* And the device still works afterwards. */
     GK_ASSERT_OK(gk_device_malloc(dev, MiB, &d));
@@ -192,7 +192,7 @@ static void test_vm(void **state)
     void *base = NULL;
     if (!props.has_vm) {
         GK_ASSERT_ERR(gk_device_vm_reserve(dev, 1 << 21, &base), GK_EUNAVAIL);
-        printf("# no virtual memory on this device/driver: %s\n", gk_device_last_error(dev));
+        printf("# no virtual memory on this device/driver: %s\n", gk_last_error());
         return;
     }
     size_t g = props.vm_granularity;
@@ -254,7 +254,7 @@ static void test_vm_oom(void **state)
     void *base = NULL;
     GK_ASSERT_OK(gk_device_vm_reserve(dev, want, &base));
     int rc = gk_device_vm_map(dev, base, want);
-    printf("# mapping %zu MiB: %s: %s\n", want / MiB, gk_err_name(rc), gk_device_last_error(dev));
+    printf("# mapping %zu MiB: %s: %s\n", want / MiB, gk_err_name(rc), gk_last_error());
     GK_ASSERT_ERR(rc, GK_EDEVOOM);
     GK_ASSERT_OK(gk_device_vm_map(dev, base, g));
     GK_ASSERT_OK(gk_device_vm_unmap(dev, base, g));
@@ -291,7 +291,7 @@ int main(void)
     gk_device *probe = NULL;
     int rc = gk_device_open("cuda:0", &probe);
     if (rc == GK_ENOGPU) {
-        printf("skipping the GPU tests: %s\n", gk_device_open_error());
+        printf("skipping the GPU tests: %s\n", gk_last_error());
         return 77;
     }
     gk_device_close(probe);

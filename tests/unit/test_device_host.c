@@ -39,22 +39,22 @@ static void test_open_specs(void **state)
     dev = (gk_device *)1;
     GK_ASSERT_ERR(gk_device_open("tpu:0", &dev), -EINVAL);
     assert_null(dev);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "unknown backend \"tpu\"");
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "try auto, host, cuda:0");
+    GK_ASSERT_CONTAINS(gk_last_error(), "unknown backend \"tpu\"");
+    GK_ASSERT_CONTAINS(gk_last_error(), "try auto, host, cuda:0");
     GK_ASSERT_ERR(gk_device_open("host:capacity=1G", &dev), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "host takes no arguments");
+    GK_ASSERT_CONTAINS(gk_last_error(), "host takes no arguments");
     GK_ASSERT_ERR(gk_device_open(":0", &dev), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "expected auto, host, cuda[:N]");
+    GK_ASSERT_CONTAINS(gk_last_error(), "expected auto, host, cuda[:N]");
     GK_ASSERT_ERR(gk_device_open("sim:capacity", &dev), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "is not key=value");
+    GK_ASSERT_CONTAINS(gk_last_error(), "is not key=value");
     GK_ASSERT_ERR(gk_device_open("sim:a=1,,b=2", &dev), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "empty item");
+    GK_ASSERT_CONTAINS(gk_last_error(), "empty item");
     GK_ASSERT_ERR(gk_device_open("sim:a=1,a=2", &dev), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "given twice");
+    GK_ASSERT_CONTAINS(gk_last_error(), "given twice");
     GK_ASSERT_ERR(gk_device_open("cuda:0x", &dev), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "bad device index");
+    GK_ASSERT_CONTAINS(gk_last_error(), "bad device index");
     GK_ASSERT_ERR(gk_device_open("auto:1", &dev), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_open_error(), "auto takes no arguments");
+    GK_ASSERT_CONTAINS(gk_last_error(), "auto takes no arguments");
     GK_ASSERT_ERR(gk_device_open("host", NULL), -EINVAL);
 
     /* GK_DEVICE is used when the spec is empty. */
@@ -102,12 +102,12 @@ static void test_memory(void **state)
     memset(p, 0xab, 1000);
     GK_ASSERT_ERR(gk_device_malloc(dev, 0, &q), -EINVAL);
     assert_null(q);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "size is 0");
+    GK_ASSERT_CONTAINS(gk_last_error(), "size is 0");
     GK_ASSERT_ERR(gk_device_malloc(dev, 8, NULL), -EINVAL);
     GK_ASSERT_OK(gk_device_free(dev, p));
     /* Double free and foreign pointers are refused, not passed to the backend. */
     GK_ASSERT_ERR(gk_device_free(dev, p), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "not a live device allocation");
+    GK_ASSERT_CONTAINS(gk_last_error(), "not a live device allocation");
     int local;
     GK_ASSERT_ERR(gk_device_free(dev, &local), -EINVAL);
     GK_ASSERT_OK(gk_device_free(dev, NULL));
@@ -253,7 +253,7 @@ static void test_vm_unavailable(void **state)
     gk_device *dev = open_host();
     void *base = NULL;
     GK_ASSERT_ERR(gk_device_vm_reserve(dev, 2 << 20, &base), GK_EUNAVAIL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(dev), "no virtual-memory API");
+    GK_ASSERT_CONTAINS(gk_last_error(), "no virtual-memory API");
     int x;
     GK_ASSERT_ERR(gk_device_vm_map(dev, &x, 2 << 20), GK_EUNAVAIL);
     GK_ASSERT_ERR(gk_device_vm_unmap(dev, &x, 2 << 20), GK_EUNAVAIL);
@@ -274,7 +274,7 @@ static void test_cross_device_handles(void **state)
     GK_ASSERT_OK(gk_stream_create(a, &s));
     GK_ASSERT_OK(gk_event_create(a, &e));
     GK_ASSERT_ERR(gk_stream_synchronize(b, s, -1), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_device_last_error(b), "belongs to another device");
+    GK_ASSERT_CONTAINS(gk_last_error(), "belongs to another device");
     GK_ASSERT_ERR(gk_event_record(b, e, NULL), -EINVAL);
     GK_ASSERT_ERR(gk_event_query(b, e), -EINVAL);
     GK_ASSERT_ERR(gk_stream_wait_event(b, NULL, e), -EINVAL);
@@ -312,13 +312,33 @@ static void test_config_default(void **state)
     (void)state;
     gk_device_config cfg;
     gk_test_setenv("GK_SYNC_TIMEOUT", "250ms");
+    gk_test_setenv("GK_CUDA_LIBRARY", "/nowhere/libcuda.so.1");
     gk_device_config_default(&cfg);
+    assert_int_equal(cfg.size, sizeof cfg);
+    assert_true(cfg.sync_timeout == 60.0); /* the defaults read no variable */
+    assert_null(cfg.cuda_library);
+    GK_ASSERT_OK(gk_device_config_from_env(&cfg));
     assert_true(cfg.sync_timeout == 0.25);
+    assert_string_equal(cfg.cuda_library, "/nowhere/libcuda.so.1");
     gk_test_setenv("GK_SYNC_TIMEOUT", "soon");
     gk_device_config_default(&cfg);
+    GK_ASSERT_ERR(gk_device_config_from_env(&cfg), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_last_error(), "GK_SYNC_TIMEOUT: \"soon\" is not a duration");
     assert_true(cfg.sync_timeout == 60.0);
+    /* gk_device_open is the environment's form: it refuses the bad variable ... */
+    gk_device *dev;
+    GK_ASSERT_ERR(gk_device_open("host", &dev), -EINVAL);
+    /* ... and open_ex with an explicit config does not read it. */
+    gk_device_config_default(&cfg);
+    GK_ASSERT_OK(gk_device_open_ex("host", &cfg, &dev));
+    gk_device_close(dev);
     gk_test_setenv("GK_SYNC_TIMEOUT", NULL);
-    gk_device_config_default(NULL);
+    gk_test_setenv("GK_CUDA_LIBRARY", NULL);
+    (gk_device_config_default)(NULL, 0);
+    /* A config that did not come from _default() is refused. */
+    gk_device_config bad = {0};
+    GK_ASSERT_ERR(gk_device_open_ex("host", &bad, &dev), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_last_error(), "gk_device_config: size is 0");
 }
 
 int main(void)

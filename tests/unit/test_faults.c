@@ -372,7 +372,8 @@ static int run_loader(gk_dataset *ds, int workers, const char *device)
 
 static int path_loader_records(void *ctx)
 {
-    gk_records_options opt = {.access = *(const int *)ctx ? GK_RECORDS_PREAD : GK_RECORDS_MMAP,
+    gk_records_options opt = {.size = sizeof(gk_records_options),
+                              .access = *(const int *)ctx ? GK_RECORDS_PREAD : GK_RECORDS_MMAP,
                               .random = 1,
                               .readahead = 1};
     gk_dataset *ds = NULL;
@@ -670,7 +671,8 @@ static char recording_path[512];
 static int write_recording(const char *path, double scale)
 {
     const char *argv[] = {"train", "--fast", NULL};
-    gk_recording_meta meta = {.argc = 2,
+    gk_recording_meta meta = {.size = sizeof(gk_recording_meta),
+                              .argc = 2,
                               .argv = argv,
                               .host = "h",
                               .interval_s = 0.5,
@@ -690,7 +692,7 @@ static int write_recording(const char *path, double scale)
     }
     if (rc == 0)
         rc = gk_recorder_alert(r, 3, "busy", "", "firing", 99);
-    gk_recording_end end = {.t = 10, .exit_status = 0};
+    gk_recording_end end = {.size = sizeof(gk_recording_end), .t = 10, .exit_status = 0};
     int crc = gk_recorder_close(r, &end);
     return rc ? rc : crc;
 }
@@ -848,7 +850,7 @@ static void test_hook(void **state)
     gk_fault_counts_get(&c);
     assert_int_equal(c.file_injected, 1);
     gk_fault_reset();
-    gk_fault_counts_get(NULL);
+    GK_ASSERT_ERR((gk_fault_counts_get)(NULL, 0), -EINVAL);
 }
 
 /* ---- fixtures ---- */

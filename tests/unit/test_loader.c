@@ -96,6 +96,7 @@ static void synth_close(void *ctx, int worker, void *state)
 }
 
 static const gk_dataset_ops synth_ops = {
+    .size = sizeof(gk_dataset_ops),
     .count = synth_count,
     .item_size = synth_item_size,
     .read_item = synth_read_item,
@@ -104,6 +105,7 @@ static const gk_dataset_ops synth_ops = {
 };
 
 static const gk_dataset_ops synth_batch_ops = {
+    .size = sizeof(gk_dataset_ops),
     .count = synth_count,
     .item_size = synth_item_size,
     .read_item = synth_read_item,
@@ -319,19 +321,19 @@ static void test_restore_refuses_mismatch(void **state)
     gk_loader_state bad = st;
     bad.batch_size = 8;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
-    GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "saved batch_size is 8 but this loader has 7");
+    GK_ASSERT_CONTAINS(gk_last_error(), "saved batch_size is 8 but this loader has 7");
     bad = st;
     bad.seed = 1;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
-    GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "seed");
+    GK_ASSERT_CONTAINS(gk_last_error(), "seed");
     bad = st;
     bad.world = 2;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
-    GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "world");
+    GK_ASSERT_CONTAINS(gk_last_error(), "world");
     bad = st;
     bad.flags = 0;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
-    GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "flags");
+    GK_ASSERT_CONTAINS(gk_last_error(), "flags");
     bad = st;
     bad.version = 2;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EVERSION);
@@ -376,8 +378,8 @@ static void test_error_at_its_batch(void **state)
             check_batch(&cfg, 100, &b, b.host);
         }
         GK_ASSERT_ERR(gk_loader_next(ld, NULL, -1, &b), -EIO);
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "batch 5 of epoch 0 (dataset index 37)");
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "synth: item 37 is bad");
+        GK_ASSERT_CONTAINS(gk_last_error(), "batch 5 of epoch 0 (dataset index 37)");
+        GK_ASSERT_CONTAINS(gk_last_error(), "synth: item 37 is bad");
         GK_ASSERT_ERR(gk_loader_next(ld, NULL, -1, &b), -EIO);
         /* a seek past the bad batch recovers */
         GK_ASSERT_OK(gk_loader_seek(ld, 0, 6));
@@ -410,7 +412,7 @@ static void test_skip_policy(void **state)
     while ((rc = gk_loader_next(ld, NULL, -1, &b)) == 0)
         seen[k++] = b.index;
     GK_ASSERT_ERR(rc, -EIO);
-    GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "dataset index 50");
+    GK_ASSERT_CONTAINS(gk_last_error(), "dataset index 50");
     assert_int_equal(k, 6); /* batches 0, 2..6; batch 7 (items 49..55) fails */
     assert_int_equal(seen[0], 0);
     assert_int_equal(seen[1], 2); /* batch 1 (items 7..13) was skipped */
@@ -435,7 +437,7 @@ static void test_timeout_diagnostic(void **state)
     GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
     gk_batch b;
     GK_ASSERT_ERR(gk_loader_next(ld, NULL, 0.05, &b), -ETIMEDOUT);
-    const char *msg = gk_loader_last_error(ld);
+    const char *msg = gk_last_error();
     GK_ASSERT_CONTAINS(msg, "batch 0 (epoch 0, batch 0) not ready");
     GK_ASSERT_CONTAINS(msg, "worker 0 has been inside the read of dataset index 3");
     GK_ASSERT_ERR(gk_loader_next(ld, NULL, 0, &b), -ETIMEDOUT);
@@ -488,8 +490,8 @@ static void test_failed_create_unwinds(void **state)
     gk_loader *ld = (gk_loader *)&s;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -ENOMEM);
     assert_null(ld);
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "worker_open of worker 1 failed");
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "no scratch for worker 1");
+    GK_ASSERT_CONTAINS(gk_last_error(), "worker_open of worker 1 failed");
+    GK_ASSERT_CONTAINS(gk_last_error(), "no scratch for worker 1");
     assert_int_equal(atomic_load(&s.opens), 3);
     assert_int_equal(atomic_load(&s.closes), 2);
     s.fail_open_worker = 0;
@@ -499,17 +501,17 @@ static void test_failed_create_unwinds(void **state)
     s.fail_open_worker = -1;
     cfg.depth = 1;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "depth");
+    GK_ASSERT_CONTAINS(gk_last_error(), "depth");
     cfg = base_config(1);
     cfg.rank = 2;
     cfg.world = 2;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "rank 2");
+    GK_ASSERT_CONTAINS(gk_last_error(), "rank 2");
     cfg = base_config(1);
     cfg.batch_size = 200;
     cfg.drop_last = 1;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "no batch per epoch");
+    GK_ASSERT_CONTAINS(gk_last_error(), "no batch per epoch");
     GK_ASSERT_ERR(gk_loader_create(&cfg, NULL, &ld), -EINVAL);
     gk_dataset_destroy(ds);
 }
@@ -530,7 +532,7 @@ static void test_held_batches(void **state)
         GK_ASSERT_OK(gk_loader_next(ld, NULL, -1, &a));
         GK_ASSERT_OK(gk_loader_next(ld, NULL, -1, &b));
         GK_ASSERT_ERR(gk_loader_next(ld, NULL, 1, &c), -EBUSY);
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "every slot is held");
+        GK_ASSERT_CONTAINS(gk_last_error(), "every slot is held");
         check_batch(&cfg, 100, &a, a.host);
         check_batch(&cfg, 100, &b, b.host);
         gk_loader_state st;
@@ -538,7 +540,7 @@ static void test_held_batches(void **state)
         assert_int_equal(st.batch, 0);
         GK_ASSERT_OK(gk_loader_release(ld, &b, NULL));
         GK_ASSERT_ERR(gk_loader_release(ld, &b, NULL), -EINVAL);
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "not held");
+        GK_ASSERT_CONTAINS(gk_last_error(), "not held");
         GK_ASSERT_OK(gk_loader_get_state(ld, &st));
         assert_int_equal(st.batch, 0); /* a is still held */
         GK_ASSERT_OK(gk_loader_release(ld, &a, NULL));
@@ -649,7 +651,7 @@ static void test_metrics(void **state)
     GK_ASSERT_OK(gk_metrics_gauge(other, "gpukit_loader_ring_ready", NULL, NULL, &clash));
     cfg.metrics = other;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EEXIST);
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "gpukit_loader_ring_ready");
+    GK_ASSERT_CONTAINS(gk_last_error(), "gpukit_loader_ring_ready");
     gk_metrics_destroy(other);
     gk_metrics_destroy(reg);
     gk_dataset_destroy(ds);

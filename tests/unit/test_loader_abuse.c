@@ -60,7 +60,7 @@ static int s_read(void *ctx, gk_read_ctx *rc, uint64_t index, uint64_t seed, voi
 }
 
 static const gk_dataset_ops synth_ops = {
-    .count = s_count, .item_size = s_size, .read_item = s_read};
+    .size = sizeof(gk_dataset_ops), .count = s_count, .item_size = s_size, .read_item = s_read};
 
 static gk_loader_config config(int workers, uint64_t batch)
 {
@@ -106,7 +106,7 @@ static void test_hang_past_timeout(void **state)
     GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
     gk_batch b;
     GK_ASSERT_ERR(gk_loader_next(ld, NULL, 0.1, &b), -ETIMEDOUT);
-    GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "dataset index 5");
+    GK_ASSERT_CONTAINS(gk_last_error(), "dataset index 5");
     assert_int_equal(atomic_load(&s.inside), 1);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, release_later, &s), 0);
@@ -137,7 +137,7 @@ static void test_failing_callbacks(void **state)
     }
     GK_ASSERT_ERR(rc, -EIO);
     assert_int_equal(good, 96 / 10); /* item 96 is in batch 9 */
-    GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "item 96 unreadable");
+    GK_ASSERT_CONTAINS(gk_last_error(), "item 96 unreadable");
     gk_loader_destroy(ld);
 
     cfg.on_error = GK_LOADER_SKIP;
@@ -195,7 +195,8 @@ static void test_records_cut_under_workers(void **state)
     for (int access = 0; access < 2; access++) {
         snprintf(path, sizeof path, "%s/cut%d.gkr", dir, access);
         write_records(path, 1000);
-        gk_records_options opt = {.access = (gk_records_access)access};
+        gk_records_options opt = {.size = sizeof(gk_records_options),
+                                  .access = (gk_records_access)access};
         gk_dataset *ds = NULL;
         GK_ASSERT_OK(gk_dataset_open_records(path, &opt, &ds));
         gk_loader_config cfg = config(4, 10);
@@ -214,8 +215,8 @@ static void test_records_cut_under_workers(void **state)
             assert_true(delivered <= 4);
         }
         GK_ASSERT_ERR(rc, GK_ECORRUPT);
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), path);
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "truncated");
+        GK_ASSERT_CONTAINS(gk_last_error(), path);
+        GK_ASSERT_CONTAINS(gk_last_error(), "truncated");
         gk_loader_destroy(ld);
         gk_dataset_destroy(ds);
     }
@@ -292,7 +293,7 @@ static void test_shard_set_changes(void **state)
     /* A shard cut below its header's count is refused at open, naming it. */
     assert_int_equal(truncate(c, 1024 + 100), 0);
     assert_true(gk_dataset_open_tokens(pattern, 2, 8, 1, &ds) != 0);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), "shard_002.bin");
+    GK_ASSERT_CONTAINS(gk_last_error(), "shard_002.bin");
     free(e0);
     free(e1);
 }

@@ -86,7 +86,8 @@ static void test_memory_dataset(void **state)
 static void read_all_records(const char *path, gk_records_access access, uint64_t rs,
                              uint64_t count)
 {
-    gk_records_options opt = {.access = access, .random = 1, .readahead = 1};
+    gk_records_options opt = {
+        .size = sizeof(gk_records_options), .access = access, .random = 1, .readahead = 1};
     gk_dataset *ds;
     GK_ASSERT_OK(gk_dataset_open_records(path, &opt, &ds));
     assert_int_equal(gk_dataset_count(ds), count);
@@ -144,7 +145,7 @@ static void test_records_roundtrip(void **state)
     GK_ASSERT_ERR(gk_records_writer_open(path_in("g.gkr"), 0, NULL, 0, NULL, &w), -EINVAL);
     GK_ASSERT_ERR(gk_records_writer_open(path_in("no/such/dir.gkr"), 4, NULL, 0, NULL, &w),
                   -ENOENT);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), "no/such/dir.gkr");
+    GK_ASSERT_CONTAINS(gk_last_error(), "no/such/dir.gkr");
 }
 
 /* Patches `len` bytes at `off` of a file. */
@@ -166,8 +167,8 @@ static void expect_bad(const char *path, int want, const char *needle)
     gk_dataset *ds = NULL;
     GK_ASSERT_ERR(gk_dataset_open_records(path, NULL, &ds), want);
     assert_null(ds);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), path);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), needle);
+    GK_ASSERT_CONTAINS(gk_last_error(), path);
+    GK_ASSERT_CONTAINS(gk_last_error(), needle);
 }
 
 static void test_records_corrupt(void **state)
@@ -211,7 +212,8 @@ static void test_records_truncated_in_use(void **state)
     for (int access = 0; access < 2; access++) {
         const char *p = path_in("t.gkr");
         write_records(p, 64, 100);
-        gk_records_options opt = {.access = (gk_records_access)access};
+        gk_records_options opt = {.size = sizeof(gk_records_options),
+                                  .access = (gk_records_access)access};
         gk_dataset *ds;
         GK_ASSERT_OK(gk_dataset_open_records(p, &opt, &ds));
         gk_loader_config cfg;
@@ -224,9 +226,9 @@ static void test_records_truncated_in_use(void **state)
         GK_ASSERT_OK(gk_loader_next(ld, NULL, 1, &b));
         assert_int_equal(truncate(p, 4096 + 64 * 50), 0);
         GK_ASSERT_ERR(gk_loader_next(ld, NULL, 1, &b), GK_ECORRUPT);
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), p);
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "truncated");
-        GK_ASSERT_CONTAINS(gk_loader_last_error(ld), "batch 1 of epoch 0");
+        GK_ASSERT_CONTAINS(gk_last_error(), p);
+        GK_ASSERT_CONTAINS(gk_last_error(), "truncated");
+        GK_ASSERT_CONTAINS(gk_last_error(), "batch 1 of epoch 0");
         /* fail policy: the error sticks */
         GK_ASSERT_ERR(gk_loader_next(ld, NULL, 1, &b), GK_ECORRUPT);
         gk_loader_destroy(ld);
@@ -348,8 +350,8 @@ static void expect_bad_shard(const char *path, int want, const char *needle)
     gk_dataset *ds = NULL;
     GK_ASSERT_ERR(gk_dataset_open_tokens(path, 1, 4, 1, &ds), want);
     assert_null(ds);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), path);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), needle);
+    GK_ASSERT_CONTAINS(gk_last_error(), path);
+    GK_ASSERT_CONTAINS(gk_last_error(), needle);
 }
 
 static void test_tokens_corrupt(void **state)
@@ -373,8 +375,8 @@ static void test_tokens_corrupt(void **state)
     gk_dataset *small = NULL;
     GK_ASSERT_ERR(gk_dataset_open_tokens(p, 1, 4, 1, &small), -EINVAL);
     assert_null(small);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), p);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), "fewer than");
+    GK_ASSERT_CONTAINS(gk_last_error(), p);
+    GK_ASSERT_CONTAINS(gk_last_error(), "fewer than");
     /* Llama-3 shards are read as uint32 */
     gk_tokens_info info;
     write_shard(p, 0, GK_TOKENS_MAGIC_LLAMA3, 7, 50, 50);
@@ -388,10 +390,10 @@ static void test_tokens_corrupt(void **state)
     snprintf(pattern, sizeof pattern, "%s/mix_*.bin", dir);
     gk_dataset *ds;
     GK_ASSERT_ERR(gk_dataset_open_tokens(pattern, 1, 4, 1, &ds), GK_EMISMATCH);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), "mix_b.bin");
+    GK_ASSERT_CONTAINS(gk_last_error(), "mix_b.bin");
     snprintf(pattern, sizeof pattern, "%s/none_*.bin", dir);
     GK_ASSERT_ERR(gk_dataset_open_tokens(pattern, 1, 4, 1, &ds), -ENOENT);
-    GK_ASSERT_CONTAINS(gk_dataset_error(), "no file matches");
+    GK_ASSERT_CONTAINS(gk_last_error(), "no file matches");
 }
 
 /* A token shard larger than 2 GiB is read at its real (64-bit) offsets. Sparse file: only the

@@ -55,8 +55,10 @@ static int ds_read(void *ctx, gk_read_ctx *rc, uint64_t index, uint64_t seed, vo
     return 0;
 }
 
-static const gk_dataset_ops ds_ops = {
-    .count = ds_count, .item_size = ds_item_size, .read_item = ds_read};
+static const gk_dataset_ops ds_ops = {.size = sizeof(gk_dataset_ops),
+                                      .count = ds_count,
+                                      .item_size = ds_item_size,
+                                      .read_item = ds_read};
 
 typedef struct check {
     uint64_t *host; /* where the caller's stream copies the device slot */
@@ -161,7 +163,7 @@ int main(void)
     gk_device *probe = NULL;
     int rc = gk_device_open(spec(), &probe);
     if (rc == GK_ENOGPU) {
-        printf("skipping the loader GPU test: %s\n", gk_device_open_error());
+        printf("skipping the loader GPU test: %s\n", gk_last_error());
         return 77;
     }
     gk_device_close(probe);

@@ -192,7 +192,10 @@ static void test_host_records(void **state)
 static void test_host_pread(void **state)
 {
     (void)state;
-    gk_records_options opt = {.access = GK_RECORDS_PREAD, .random = 1, .readahead = 1};
+    gk_records_options opt = {.size = sizeof(gk_records_options),
+                              .access = GK_RECORDS_PREAD,
+                              .random = 1,
+                              .readahead = 1};
     gk_dataset *ds;
     GK_ASSERT_OK(gk_dataset_open_records(path, &opt, &ds));
     for (int workers = 0; workers <= 2; workers++)

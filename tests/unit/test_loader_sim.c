@@ -95,7 +95,7 @@ static void test_failed_create_unwinds_device(void **state)
     gk_loader *ld = NULL;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), GK_EDEVOOM);
     assert_null(ld);
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "device slot");
+    GK_ASSERT_CONTAINS(gk_last_error(), "device slot");
     gk_device_counters c;
     GK_ASSERT_OK(gk_device_get_counters(dev, &c));
     assert_true(c.malloc_calls > 0);
@@ -134,8 +134,8 @@ static void test_pool_oom_unwinds(void **state)
     gk_loader *ld = NULL;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), GK_EDEVOOM);
     assert_null(ld);
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "device slot 8 of 12");
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "from the pool");
+    GK_ASSERT_CONTAINS(gk_last_error(), "device slot 8 of 12");
+    GK_ASSERT_CONTAINS(gk_last_error(), "from the pool");
     gk_pool_stats ps;
     GK_ASSERT_OK(gk_pool_get_stats(pool, &ps));
     assert_int_equal(ps.allocation[GK_POOL_ALL].current, 0);
@@ -178,7 +178,7 @@ static void test_pool_other_device(void **state)
     cfg.pool = pool;
     gk_loader *ld = NULL;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_loader_create_error(), "pool");
+    GK_ASSERT_CONTAINS(gk_last_error(), "pool");
     cfg.device = NULL;
     GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EINVAL);
     assert_null(ld);

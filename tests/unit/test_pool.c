@@ -412,7 +412,7 @@ static void test_invalid_and_double_free(void **state)
     GK_ASSERT_ERR(gk_pool_free(f.pool, &local), -EINVAL);
     GK_ASSERT_OK(gk_pool_free(f.pool, a));
     GK_ASSERT_ERR(gk_pool_free(f.pool, a), -EINVAL);
-    GK_ASSERT_CONTAINS(gk_pool_last_error(f.pool), "double free");
+    GK_ASSERT_CONTAINS(gk_last_error(), "double free");
     GK_ASSERT_OK(gk_pool_free(f.pool, NULL));
     gk_pool_stats s = st(f.pool);
     assert_int_equal(s.num_invalid_free, 1);
@@ -439,7 +439,7 @@ static void test_scopes_and_resets(void **state)
     GK_ASSERT_OK(gk_pool_scope_pop(f.pool, &inner));
     GK_ASSERT_OK(gk_pool_free(f.pool, a));
     GK_ASSERT_OK(gk_pool_scope_pop(f.pool, &outer));
-    GK_ASSERT_ERR(gk_pool_scope_pop(f.pool, NULL), -ENOENT);
+    GK_ASSERT_ERR((gk_pool_scope_pop)(f.pool, NULL, 0), -ENOENT);
     assert_int_equal(inner.allocated_bytes[GK_POOL_ALL].peak, 6 * MIB);
     assert_int_equal(inner.allocated_bytes[GK_POOL_ALL].allocated, 4 * MIB);
     assert_int_equal(outer.allocated_bytes[GK_POOL_ALL].peak, 6 * MIB);
@@ -526,7 +526,7 @@ static void test_config_errors(void **state)
     GK_ASSERT_OK(gk_device_open("host", &dev));
     GK_ASSERT_ERR(gk_pool_create(dev, &c, &p), -EINVAL);
     assert_null(p);
-    GK_ASSERT_CONTAINS(gk_pool_create_error(), "max_split_size");
+    GK_ASSERT_CONTAINS(gk_last_error(), "max_split_size");
     gk_device_close(dev);
 }
 
@@ -535,23 +535,47 @@ static void test_env_settings(void **state)
     (void)state;
     gk_pool_config c;
     gk_test_setenv("GK_POOL_CONF", "max_split_size=64MiB,limit=1GiB");
+    /* The defaults never read the environment ... */
     gk_pool_config_default(&c);
+    assert_int_equal(c.max_split_size, SIZE_MAX);
+    assert_int_equal(c.limit_bytes, 0);
+    /* ... gk_pool_config_from_env applies it on top of whatever preset the caller chose. */
+    GK_ASSERT_OK(gk_pool_config_from_env(&c));
     assert_int_equal(c.max_split_size, 64 * MIB);
     assert_int_equal(c.limit_bytes, 1024 * MIB);
     GK_ASSERT_OK(gk_pool_config_preset(&c, "pytorch"));
+    assert_int_equal(c.max_split_size, SIZE_MAX);
+    GK_ASSERT_OK(gk_pool_config_from_env(&c));
     assert_int_equal(c.max_split_size, 64 * MIB);
     assert_int_equal(c.expandable_segments, 0);
-    /* A bad entry: logged, and the entries before it kept. */
+    /* A bad entry: an error naming the variable, and the entries before it kept. */
     gk_test_setenv("GK_POOL_CONF", "gc_threshold=0.8,limit=lots,fraction=0.5");
-    gk_test_setenv("GK_LOG", "off");
     gk_pool_config_default(&c);
+    GK_ASSERT_ERR(gk_pool_config_from_env(&c), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_last_error(), "GK_POOL_CONF");
+    GK_ASSERT_CONTAINS(gk_last_error(), "\"lots\" is not a size");
     assert_true(c.gc_threshold > 0.79 && c.gc_threshold < 0.81);
     assert_int_equal(c.limit_bytes, 0);
     assert_true(c.limit_fraction == 0);
+    /* GK_LOG reaches the pool's logger through the same call. */
+    gk_test_setenv("GK_POOL_CONF", NULL);
+    gk_test_setenv("GK_LOG", "debug");
+    gk_pool_config_default(&c);
+    assert_int_equal(c.logger.level, GK_LOG_WARN);
+    GK_ASSERT_OK(gk_pool_config_from_env(&c));
+    assert_int_equal(c.logger.level, GK_LOG_DEBUG);
+    assert_int_equal(c.max_split_size, SIZE_MAX);
+    /* A pool created without a config reads nothing either. */
+    gk_test_setenv("GK_POOL_CONF", "limit=1MiB");
+    gk_device *dev;
+    gk_pool *p;
+    GK_ASSERT_OK(gk_device_open("host", &dev));
+    GK_ASSERT_OK(gk_pool_create(dev, NULL, &p));
+    assert_int_equal(gk_pool_get_limit(p), 0);
+    gk_pool_destroy(p);
+    gk_device_close(dev);
     gk_test_setenv("GK_POOL_CONF", NULL);
     gk_test_setenv("GK_LOG", "error");
-    gk_pool_config_default(&c);
-    assert_int_equal(c.max_split_size, SIZE_MAX);
 }
 
 int main(void)

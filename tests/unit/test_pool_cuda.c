@@ -93,7 +93,7 @@ static gk_device *open_fake(const char *library)
     int rc = gk_device_open_ex("cuda:0", &cfg, &dev);
     if (rc)
         fail_msg("gk_device_open_ex(cuda:0, %s): %s: %s", library, gk_err_name(rc),
-                 gk_device_open_error());
+                 gk_last_error());
     return dev;
 }
 
@@ -385,7 +385,7 @@ static void test_oom_cumemalloc(void **state)
     GK_ASSERT_CONTAINS(rep, "Device cuda:0 has a total capacity of 256.00 MiB");
     GK_ASSERT_CONTAINS(rep, "Largest live blocks:");
     GK_ASSERT_CONTAINS(rep, "Hint:");
-    GK_ASSERT_CONTAINS(gk_pool_last_error(p), "CUDA_ERROR_OUT_OF_MEMORY");
+    GK_ASSERT_CONTAINS(gk_last_error(), "CUDA_ERROR_OUT_OF_MEMORY");
     /* b is untouched and the pool works again once the driver does. */
     check_memory(dev, b, 14 * MIB, 8);
     assert_int_equal(fk.fakecuda_fail("cuMemAlloc_v2", 0, CUDA_SUCCESS), 0);
@@ -445,7 +445,7 @@ static void test_oom_cumemcreate(void **state)
     gk_pool_oom_report(p, rep, sizeof rep);
     GK_ASSERT_CONTAINS(rep, "Tried to allocate 40.00 MiB");
     GK_ASSERT_CONTAINS(rep, "Hint:");
-    GK_ASSERT_CONTAINS(gk_pool_last_error(p), "CUDA_ERROR_OUT_OF_MEMORY");
+    GK_ASSERT_CONTAINS(gk_last_error(), "CUDA_ERROR_OUT_OF_MEMORY");
     assert_int_equal(fk.fakecuda_fail("cuMemCreate", 0, CUDA_SUCCESS), 0);
     GK_ASSERT_OK(gk_pool_malloc(p, 40 * MIB, NULL, &c));
     check_memory(dev, c, 40 * MIB, 10);
@@ -480,7 +480,7 @@ static void test_non_oom_error_returned(void **state)
         assert_int_equal(s.num_device_free, before.num_device_free);
         assert_int_equal(s.reserved_bytes[GK_POOL_ALL].current,
                          before.reserved_bytes[GK_POOL_ALL].current);
-        GK_ASSERT_CONTAINS(gk_pool_last_error(p), "CUDA_ERROR_LAUNCH_FAILED");
+        GK_ASSERT_CONTAINS(gk_last_error(), "CUDA_ERROR_LAUNCH_FAILED");
         assert_int_equal(gk_pool_oom_report(p, NULL, 0), 0);
         /* The next call works once the driver does. */
         GK_ASSERT_OK(gk_pool_malloc(p, 40 * MIB, NULL, &b));
@@ -544,8 +544,7 @@ static size_t check_clean_and_usable(gk_device *dev, gk_pool *p, const char *wha
         fail_msg("%s, fault %ld: stats not back to zero", what, n);
     int rc = gk_pool_empty_cache(p);
     if (rc != 0)
-        fail_msg("%s, fault %ld: empty_cache: %s: %s", what, n, gk_err_name(rc),
-                 gk_pool_last_error(p));
+        fail_msg("%s, fault %ld: empty_cache: %s: %s", what, n, gk_err_name(rc), gk_last_error());
     s = st(p);
     size_t lost = fk.fakecuda_used_memory();
     if (s.reserved_bytes[GK_POOL_ALL].current != 0 || s.active[GK_POOL_ALL].current != 0 ||

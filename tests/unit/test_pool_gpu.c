@@ -23,7 +23,7 @@ static int group_setup(void **state)
     (void)state;
     int rc = gk_device_open("cuda:0", &dev);
     if (rc)
-        fail_msg("gk_device_open(cuda:0): %s: %s", gk_err_name(rc), gk_device_open_error());
+        fail_msg("gk_device_open(cuda:0): %s: %s", gk_err_name(rc), gk_last_error());
     GK_ASSERT_OK(gk_device_get_props(dev, &props));
     printf("# pool on %s: %s, %.1f GiB, vm %s (granularity %zu)\n", props.spec, props.name,
            (double)props.total_memory / (1 << 30), props.has_vm ? "yes" : "no",
@@ -270,7 +270,7 @@ int main(void)
     gk_device *probe = NULL;
     int rc = gk_device_open("cuda:0", &probe);
     if (rc == GK_ENOGPU) {
-        printf("skipping the pool GPU tests: %s\n", gk_device_open_error());
+        printf("skipping the pool GPU tests: %s\n", gk_last_error());
         return 77;
     }
     gk_device_close(probe);

@@ -32,7 +32,8 @@ static const char *record(const char *name, const spec *sp)
     static char path[1024];
     snprintf(path, sizeof path, "%s/%s.jsonl", gk_test_tmpdir(name), name);
     static const char *const argv[] = {"train", "--fast"};
-    gk_recording_meta m = {.argc = 2,
+    gk_recording_meta m = {.size = sizeof(gk_recording_meta),
+                           .argc = 2,
                            .argv = argv,
                            .host = "h",
                            .start_unix = 1.7e9,
@@ -97,7 +98,8 @@ static const char *record(const char *name, const spec *sp)
                 gk_recorder_metric(r, t, "gpukit_alloc_in_use_bytes", "g", sp->in_use, NULL));
         }
     }
-    gk_recording_end e = {.t = 0.5 * sp->n,
+    gk_recording_end e = {.size = sizeof(gk_recording_end),
+                          .t = 0.5 * sp->n,
                           .duration_s = 0.5 * sp->n,
                           .exit_status = sp->signal ? 128 + sp->signal : 0,
                           .exit_code = sp->signal ? -1 : 0,

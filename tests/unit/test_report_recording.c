@@ -31,7 +31,8 @@ static gk_recording_meta sample_meta(void)
     static const char *const argv[] = {"python3", "-c", "print(\"hi\")\n\tx",
                                        "bad\xff utf8 \xc3\xa9"};
     static const gk_recording_device devs[] = {{0, "Fake \"GPU\"", "GPU-1", 16e9}};
-    gk_recording_meta m = {.argc = 4,
+    gk_recording_meta m = {.size = sizeof(gk_recording_meta),
+                           .argc = 4,
                            .argv = argv,
                            .host = "box",
                            .start_unix = 1764198000.25,
@@ -83,7 +84,8 @@ static void test_round_trip(void **state)
     GK_ASSERT_ERR(gk_recorder_alert(r, 1.5, "", NULL, "firing", 1), -EINVAL);
     GK_ASSERT_ERR(gk_recorder_metric(r, 1.0, "x", "q", 1, NULL), -EINVAL);
     GK_ASSERT_ERR(gk_recorder_metric(r, 1.0, "", "g", 1, NULL), -EINVAL);
-    gk_recording_end e = {.t = 5.2,
+    gk_recording_end e = {.size = sizeof(gk_recording_end),
+                          .t = 5.2,
                           .exit_status = 3,
                           .exit_code = 3,
                           .duration_s = 5.2,
@@ -106,9 +108,9 @@ static void test_round_trip(void **state)
     assert_int_equal(in.ndevices, 1);
     assert_int_equal(in.cores, 2);
     assert_true(in.has_end);
-    assert_int_equal(in.end.exit_status, 3);
-    assert_int_equal(in.end.metric_malformed, 2);
-    assert_true(fabs(in.end.duration_s - 5.2) < 1e-9);
+    assert_int_equal(in.end->exit_status, 3);
+    assert_int_equal(in.end->metric_malformed, 2);
+    assert_true(fabs(in.end->duration_s - 5.2) < 1e-9);
     assert_int_equal(gk_recording_issue_count(rec), 0);
 
     assert_int_equal(gk_recording_series_count(rec), 5);

@@ -164,7 +164,7 @@ static size_t ld_size(void *ctx)
 }
 
 static const gk_dataset_ops ld_ops = {
-    .count = ld_count, .item_size = ld_size, .read_item = ld_read};
+    .size = sizeof(gk_dataset_ops), .count = ld_count, .item_size = ld_size, .read_item = ld_read};
 
 /* A digest of every batch delivered: order, epoch, index and bytes. */
 static uint64_t digest_batch(uint64_t h, const gk_batch *b)

@@ -14,7 +14,7 @@ static gk_host *open_fixture(const char *name)
 {
     char root[1024];
     snprintf(root, sizeof root, "%s/tests/data/%s", GK_TEST_SOURCE_DIR, name);
-    gk_host_config cfg = {.proc_root = root};
+    gk_host_config cfg = {.size = sizeof(gk_host_config), .proc_root = root};
     gk_host *h = NULL;
     GK_ASSERT_OK(gk_host_open(&cfg, &h));
     return h;
@@ -81,7 +81,7 @@ static void test_broken_fixture(void **state)
     GK_ASSERT_ERR(gk_host_proc_tree(h, 1, &t), -ENOENT);
     gk_host_close(h);
 
-    gk_host_config cfg = {.proc_root = "/nonexistent/proc"};
+    gk_host_config cfg = {.size = sizeof(gk_host_config), .proc_root = "/nonexistent/proc"};
     gk_host *bad = (gk_host *)&cfg;
     GK_ASSERT_ERR(gk_host_open(&cfg, &bad), -ENOENT);
     assert_null(bad);
@@ -143,7 +143,7 @@ static void test_fixture_tree(void **state)
 static void test_real_proc(void **state)
 {
     (void)state;
-    gk_host_config cfg = {.proc_root = "/proc"};
+    gk_host_config cfg = {.size = sizeof(gk_host_config), .proc_root = "/proc"};
     gk_host *h = NULL;
     GK_ASSERT_OK(gk_host_open(&cfg, &h));
     static gk_host_sample s;

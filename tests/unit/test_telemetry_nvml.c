@@ -139,7 +139,10 @@ static void test_values_and_units(void **state)
 {
     (void)state;
     gk_nvml_info info;
-    GK_ASSERT_OK(gk_nvml_probe(&(gk_nvml_config){.library = GK_TEST_FAKE_NVML}, &info));
+    gk_nvml_config fakecfg;
+    gk_nvml_config_default(&fakecfg);
+    fakecfg.library = GK_TEST_FAKE_NVML;
+    GK_ASSERT_OK(gk_nvml_probe(&fakecfg, &info));
     assert_int_equal(info.available, 1);
     assert_string_equal(info.driver_version, "550.54.15");
     assert_string_equal(info.nvml_version, "12.550.54.15");
@@ -187,7 +190,7 @@ static void test_values_and_units(void **state)
     assert_false(VALID(s, GK_GPU_POWER)); /* fast tier not asked */
     assert_int_equal(gk_nvml_error_count(n), 0);
     GK_ASSERT_ERR(gk_nvml_sample(n, 2, all_tiers(), &s), -ERANGE);
-    GK_ASSERT_ERR(gk_nvml_sample(n, 0, all_tiers(), NULL), -EINVAL);
+    GK_ASSERT_ERR((gk_nvml_sample)(n, 0, all_tiers(), NULL, 0), -EINVAL);
     GK_ASSERT_ERR(gk_nvml_sample(NULL, 0, all_tiers(), &s), -EINVAL);
     gk_nvml_info live;
     gk_nvml_get_info(n, &live);

@@ -161,17 +161,21 @@ int gk_tool_batch(int argc, char **argv)
         gk_tool_error("--preset: unknown preset \"%s\" (use default or pytorch)", preset);
         return GK_TOOL_USAGE;
     }
+    if (gk_pool_config_from_env(&pc) != 0) {
+        gk_tool_error("%s", gk_last_error());
+        return GK_TOOL_USAGE;
+    }
     pc.logger.level = GK_LOG_OFF;
     char spec[96];
     snprintf(spec, sizeof spec, "sim:capacity=%llu", (unsigned long long)cap);
     gk_device *dev = NULL;
     if (gk_device_open(spec, &dev) != 0) {
-        gk_tool_error("%s: %s", spec, gk_device_open_error());
+        gk_tool_error("%s: %s", spec, gk_last_error());
         return GK_TOOL_FAIL;
     }
     int ret = GK_TOOL_FAIL;
     if (gk_pool_create(dev, &pc, &t.pool) != 0) {
-        gk_tool_error("pool: %s", gk_pool_create_error());
+        gk_tool_error("pool: %s", gk_last_error());
         goto out_dev;
     }
     bc.pool = t.pool;

@@ -63,7 +63,7 @@ static int copy_records(FILE *in, const char *in_path, gk_records_writer *w, uin
             return GK_TOOL_FAIL;
         }
         if (gk_records_writer_write(w, buf, n)) {
-            gk_tool_error("%s", gk_dataset_error());
+            gk_tool_error("%s", gk_last_error());
             free(buf);
             return GK_TOOL_FAIL;
         }
@@ -93,7 +93,7 @@ static int pack_raw(uint64_t rs, const char *in_path, const char *out_path)
     }
     gk_records_writer *w;
     if (gk_records_writer_open(out_path, rs, NULL, 0, NULL, &w)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         fclose(in);
         return GK_TOOL_FAIL;
     }
@@ -104,7 +104,7 @@ static int pack_raw(uint64_t rs, const char *in_path, const char *out_path)
         return rc;
     }
     if (gk_records_writer_close(w)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         return GK_TOOL_FAIL;
     }
     printf("%s: %llu records of %llu bytes\n", out_path, (unsigned long long)(size / rs),
@@ -230,7 +230,7 @@ static int pack_npy(const char *in_path, const char *out_path)
     for (uint32_t i = 1; i < nd; i++)
         rec_shape[i - 1] = dims[i];
     if (gk_records_writer_open(out_path, rs, dtype, nd - 1, nd > 1 ? rec_shape : NULL, &w)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         goto out;
     }
     rc = copy_records(in, in_path, w, rs, dims[0]);
@@ -239,7 +239,7 @@ static int pack_npy(const char *in_path, const char *out_path)
         goto out;
     }
     if (gk_records_writer_close(w)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         rc = GK_TOOL_FAIL;
         goto out;
     }

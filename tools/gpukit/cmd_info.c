@@ -61,7 +61,7 @@ static void gather_cuda(info *in)
         int rc = gk_device_open(spec, &dev);
         if (rc) {
             if (i == 0)
-                snprintf(in->cuda_reason, sizeof in->cuda_reason, "%s", gk_device_open_error());
+                snprintf(in->cuda_reason, sizeof in->cuda_reason, "%s", gk_last_error());
             break;
         }
         in->cuda_ok = 1;
@@ -76,7 +76,8 @@ static void gather_nvml(info *in)
     gk_nvml *n = NULL;
     gk_nvml_config cfg;
     gk_nvml_config_default(&cfg);
-    cfg.logger.level = GK_LOG_OFF; /* the reason is shown below instead */
+    (void)gk_nvml_config_from_env(&cfg); /* a bad GK_LOG was already reported by main */
+    cfg.logger.level = GK_LOG_OFF;       /* the reason is shown below instead */
     if (gk_nvml_open(&cfg, &n, &in->nvml) != 0)
         return;
     unsigned count = gk_nvml_device_count(n);
@@ -345,7 +346,7 @@ int gk_tool_info(int argc, char **argv)
     if (spec) {
         gk_device *dev = NULL;
         if (gk_device_open(spec, &dev) != 0) {
-            gk_tool_error("info: %s", gk_device_open_error());
+            gk_tool_error("info: %s", gk_last_error());
             status = GK_TOOL_FAIL;
             goto out_free;
         }

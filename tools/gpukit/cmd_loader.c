@@ -72,7 +72,7 @@ static int make_file(const char *path, uint64_t rs, uint64_t records)
 {
     gk_records_writer *w;
     if (gk_records_writer_open(path, rs, NULL, 0, NULL, &w)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         return -1;
     }
     uint64_t per = rs >= (4u << 20) ? 1 : (4u << 20) / rs;
@@ -87,7 +87,7 @@ static int make_file(const char *path, uint64_t rs, uint64_t records)
     for (uint64_t done = 0; done < records;) {
         uint64_t n = records - done < per ? records - done : per;
         if (gk_records_writer_write(w, buf, n)) {
-            gk_tool_error("%s", gk_dataset_error());
+            gk_tool_error("%s", gk_last_error());
             free(buf);
             gk_records_writer_abort(w);
             return -1;
@@ -96,7 +96,7 @@ static int make_file(const char *path, uint64_t rs, uint64_t records)
     }
     free(buf);
     if (gk_records_writer_close(w)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         return -1;
     }
     return 0;
@@ -175,18 +175,21 @@ static int run_bench(const bench_opts *o, const char *path)
     uint32_t *waits = NULL;
     if (o->device) {
         if (gk_device_open(o->device, &dev)) {
-            gk_tool_error("%s", gk_device_open_error());
+            gk_tool_error("%s", gk_last_error());
             return GK_TOOL_FAIL;
         }
         if (gk_stream_create(dev, &stream)) {
-            gk_tool_error("cannot create a stream: %s", gk_device_last_error(dev));
+            gk_tool_error("cannot create a stream: %s", gk_last_error());
             goto out;
         }
     }
     cache_file(path, o->cold);
-    gk_records_options ro = {.access = GK_RECORDS_MMAP, .random = o->shuffle, .readahead = 1};
+    gk_records_options ro = {.size = sizeof(gk_records_options),
+                             .access = GK_RECORDS_MMAP,
+                             .random = o->shuffle,
+                             .readahead = 1};
     if (gk_dataset_open_records(path, &ro, &ds)) {
-        gk_tool_error("%s", gk_dataset_error());
+        gk_tool_error("%s", gk_last_error());
         goto out;
     }
     gk_loader_config cfg;
@@ -201,7 +204,7 @@ static int run_bench(const bench_opts *o, const char *path)
     cfg.device = dev;
     cfg.seed = 1;
     if (gk_loader_create(&cfg, ds, &ld)) {
-        gk_tool_error("%s", gk_loader_create_error());
+        gk_tool_error("%s", gk_last_error());
         goto out;
     }
     size_t cap = 1u << 16, n = 0;
@@ -218,12 +221,12 @@ static int run_bench(const bench_opts *o, const char *path)
         int e = gk_loader_next(ld, stream, -1, &b);
         double w1 = now_s();
         if (e) {
-            gk_tool_error("loader: %s", gk_loader_last_error(ld));
+            gk_tool_error("loader: %s", gk_last_error());
             goto out;
         }
         if (dev && (b.seq + 1) % (uint64_t)o->depth == 0 &&
             gk_stream_synchronize(dev, stream, -1)) {
-            gk_tool_error("stream: %s", gk_device_last_error(dev));
+            gk_tool_error("stream: %s", gk_last_error());
             goto out;
         }
         if (n == cap) {

@@ -145,6 +145,10 @@ static int make_config(const pool_args *a, gk_pool_config *cfg)
         gk_tool_error("--preset: unknown preset \"%s\" (use default or pytorch)", a->preset);
         return 0;
     }
+    if (gk_pool_config_from_env(cfg) != 0) {
+        gk_tool_error("%s", gk_last_error());
+        return 0;
+    }
     char err[256];
     if (a->set && gk_pool_config_parse(cfg, a->set, err, sizeof err) != 0) {
         gk_tool_error("--set: %s", err);
@@ -178,17 +182,22 @@ static int cmd_replay(const pool_args *a)
     gk_device *dev = NULL;
     gk_pool *pool = NULL;
     if (gk_device_open(a->device, &dev) != 0) {
-        gk_tool_error("--device %s: %s", a->device, gk_device_open_error());
+        gk_tool_error("--device %s: %s", a->device, gk_last_error());
         goto out_trace;
     }
     if (gk_pool_create(dev, &cfg, &pool) != 0) {
-        gk_tool_error("pool: %s", gk_pool_create_error());
+        gk_tool_error("pool: %s", gk_last_error());
         goto out_dev;
     }
     gk_replay_result r;
     int rc = gk_trace_replay(t, pool, 0, 1, &r);
     if (rc != 0) {
-        gk_tool_error("replay of %s: %s", a->trace, gk_strerror(rc));
+        gk_tool_error("replay of %s: %s", a->trace, gk_last_error());
+        goto out_pool;
+    }
+    gk_pool_stats st;
+    if (gk_pool_get_stats(pool, &st) != 0) {
+        gk_tool_error("replay of %s: %s", a->trace, gk_last_error());
         goto out_pool;
     }
     if (a->snapshot) {
@@ -201,7 +210,7 @@ static int cmd_replay(const pool_args *a)
             goto out_pool;
         }
     }
-    const gk_pool_stats *s = &r.stats;
+    const gk_pool_stats *s = &st;
     if (a->json) {
         printf("{\"trace\":\"");
         gk_tool_json_escape(stdout, a->trace);
@@ -281,12 +290,8 @@ static int cmd_fcap(const pool_args *a)
                           a->trace);
         else if (rc == -ENODATA)
             gk_tool_error("fcap: %s has no allocations", a->trace);
-        else if (gk_device_open_error()[0])
-            gk_tool_error("fcap on %s: %s", a->device, gk_device_open_error());
-        else if (gk_pool_create_error()[0])
-            gk_tool_error("fcap: pool: %s", gk_pool_create_error());
         else
-            gk_tool_error("fcap on %s: %s", a->device, gk_strerror(rc));
+            gk_tool_error("fcap on %s: %s", a->device, gk_last_error());
         return GK_TOOL_FAIL;
     }
     double ratio = r.peak_allocated ? (double)r.peak_reserved / (double)r.peak_allocated : 0;

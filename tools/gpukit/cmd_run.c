@@ -91,6 +91,7 @@ int gk_tool_run(int argc, char **argv)
         return GK_TOOL_OK;
     gk_run_config cfg;
     gk_run_config_default(&cfg);
+    (void)gk_logger_from_env(&cfg.logger); /* a bad GK_LOG was already reported by main */
     const char *out = NULL, *html = NULL;
     const char **alerts = calloc((size_t)argc, sizeof *alerts);
     if (!alerts) {

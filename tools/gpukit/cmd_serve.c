@@ -131,6 +131,10 @@ int gk_tool_serve(int argc, char **argv)
 
     gk_monitor_config mc;
     gk_monitor_config_default(&mc);
+    if (gk_monitor_config_from_env(&mc) != 0) {
+        gk_tool_error("%s", gk_last_error());
+        return GK_TOOL_USAGE;
+    }
     mc.interval = a.interval;
     mc.pcie = a.pcie;
     mc.pid = a.pid;
