@@ -186,6 +186,34 @@ static void test_setting_ranges(void **state)
     gk_device_close(dev);
 }
 
+/* docs/pool.md gives every key's range exactly as the parser enforces it. */
+static void test_ranges_documented(void **state)
+{
+    (void)state;
+    FILE *f = fopen(GK_TEST_SOURCE_DIR "/docs/pool.md", "r");
+    assert_non_null(f);
+    char line[1024];
+    size_t n, seen = 0;
+    const gk__pool_key *keys = gk__pool_config_keys(&n);
+    while (fgets(line, sizeof line, f)) {
+        for (size_t i = 0; i < n; i++) {
+            char head[64], want[160];
+            snprintf(head, sizeof head, "| `%s` |", keys[i].key);
+            if (strncmp(line, head, strlen(head)) != 0)
+                continue;
+            GK_ASSERT_OK(gk__pool_config_range(keys[i].key, want, sizeof want));
+            char cell[180];
+            snprintf(cell, sizeof cell, "| %s |", want);
+            if (!strstr(line, cell))
+                fail_msg("docs/pool.md: the row of %s does not give its range \"%s\"", keys[i].key,
+                         want);
+            seen++;
+        }
+    }
+    fclose(f);
+    assert_int_equal(seen, n);
+}
+
 /* max_non_split_rounding=unlimited means no cap on the slack: an oversize request takes any cached
  * oversize block (it once overflowed, and such requests never reused the cache). */
 static void test_unlimited_rounding(void **state)
@@ -553,6 +581,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_max_split_size_on_default),
         cmocka_unit_test(test_setting_ranges),
+        cmocka_unit_test(test_ranges_documented),
         cmocka_unit_test(test_unlimited_rounding),
         cmocka_unit_test(test_huge_requests),
         cmocka_unit_test(test_fallback_to_classic),
