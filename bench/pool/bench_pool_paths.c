@@ -5,9 +5,9 @@
  *      allocation+free pair (median of rounds after a warm-up round; the cache serves them all);
  *   B. gk_pool_get_stats: ns per call (median) on expandable pools of 1, 8 and 80 GiB devices
  *      (address ranges of 1.125x that), with a thousand live blocks and free pages between them;
- *   C. garbage collection: a loop whose working set drifts through sizes above gc_threshold (the
- *      pytorch preset with a limit): device frees and allocations per 1,000 allocations, GC
- *      passes, ns per allocation;
+ *   C. garbage collection: a loop of recurring and new sizes above gc_threshold (the pytorch
+ *      preset with max_split_size and a limit): collections, cache hits, device allocations and
+ *      frees, ns per step;
  *   D. max_split_size on the default preset: failed allocations and peak reserved on the CNN
  *      trace at 1.1-4 x L_peak, beside the pytorch preset with the same setting.
  * Usage: bench_pool_paths [CNN_TRACE.csv] [SECTIONS]   (default tests/data/cnn_train_trace.csv,
@@ -208,41 +208,47 @@ static void section_b(void)
 
 static void section_c(void)
 {
-    printf("\nC. garbage collection: pytorch preset, limit 2 GiB, gc_threshold 0.5, on "
-           "sim:capacity=4GiB; each step frees the oldest of 24 live blocks and allocates one of "
-           "a size that drifts from 10 to 60 MiB (4,000 steps, 5 rounds)\n\n");
+    printf("\nC. garbage collection: pytorch preset, max_split_size 40 MiB, limit 4 GiB, "
+           "gc_threshold 0.5, on sim:capacity=8GiB; 8 blocks live, each step frees the oldest and "
+           "allocates one of 24 recurring sizes (40-224 MiB) or, one step in ten, a new size "
+           "(20,000 steps, 3 rounds)\n\n");
     printf("| figure | value |\n|---|---:|\n");
-    double r[5];
+    double r[3];
     gk_pool_stats st = {0};
-    for (int round = 0; round < 5; round++) {
+    for (int round = 0; round < 3; round++) {
         gk_device *dev;
-        gk_pool *pool =
-            open_pool("sim:capacity=4GiB", "pytorch", "limit=2GiB,gc_threshold=0.5", &dev);
+        gk_pool *pool = open_pool("sim:capacity=8GiB", "pytorch",
+                                  "max_split_size=40MiB,limit=4GiB,gc_threshold=0.5", &dev);
         if (!pool)
             return;
-        void *live[24] = {0};
+        void *live[8] = {0};
+        unsigned rng = 12345;
         uint64_t t0 = gk_bench_cpu_ns();
-        for (int i = 0; i < 4000; i++) {
-            int k = i % 24;
-            gk_pool_free(pool, live[k]);
-            size_t mb = 10 + (size_t)((i / 50) % 51);
-            size_t size = mb * MIB + (size_t)(i % 7) * 3 * MIB / 2;
-            if (gk_pool_malloc(pool, size, NULL, &live[k]) != 0)
-                live[k] = NULL;
+        for (int i = 0; i < 20000; i++) {
+            rng = rng * 1103515245u + 12345u;
+            size_t size = (40 + 8 * ((rng >> 8) % 24)) * MIB;
+            if ((rng >> 4) % 10 == 0)
+                size = (40 + (rng >> 12) % 300) * MIB + MIB / 2;
+            gk_pool_free(pool, live[i % 8]);
+            if (gk_pool_malloc(pool, size, NULL, &live[i % 8]) != 0)
+                live[i % 8] = NULL;
         }
-        r[round] = (double)(gk_bench_cpu_ns() - t0) / 4000;
+        r[round] = (double)(gk_bench_cpu_ns() - t0) / 20000;
         gk_pool_get_stats(pool, &st);
-        for (int k = 0; k < 24; k++)
+        for (int k = 0; k < 8; k++)
             gk_pool_free(pool, live[k]);
         gk_pool_destroy(pool);
         gk_device_close(dev);
     }
-    printf("| device allocations per 1,000 steps | %.1f |\n", (double)st.num_device_alloc / 4.0);
-    printf("| device frees per 1,000 steps | %.1f |\n", (double)st.num_device_free / 4.0);
-    printf("| GC passes | %llu |\n", (unsigned long long)st.num_gc_runs);
+    printf("| collections (allocations that ran one) | %llu |\n",
+           (unsigned long long)st.num_gc_runs);
+    printf("| cache hits | %llu |\n", (unsigned long long)st.num_cache_hits);
+    printf("| device allocations | %llu |\n", (unsigned long long)st.num_device_alloc);
+    printf("| device frees | %llu |\n", (unsigned long long)st.num_device_free);
     printf("| failed allocations | %llu |\n", (unsigned long long)st.num_ooms);
     printf("| peak reserved | %.0f MiB |\n", (double)st.reserved_bytes[GK_POOL_ALL].peak / MIB);
-    printf("| ns per step (median of 5 rounds) | %.0f |\n", gk_bench_median(r, 5));
+    printf("| ns per step, no device latency (median of 3 rounds) | %.0f |\n",
+           gk_bench_median(r, 3));
 }
 
 /* --- D. max_split_size ----------------------------------------------------------------------------- */

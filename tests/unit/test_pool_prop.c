@@ -497,7 +497,7 @@ static void test_random_cases(void **state)
 {
     (void)state;
     const char *env = getenv("GK_PROP_CASES");
-    size_t n = env ? strtoull(env, NULL, 10) : under_valgrind() ? 6 : 150;
+    size_t n = env ? strtoull(env, NULL, 10) : under_valgrind() ? 4 : 150;
     env = getenv("GK_PROP_SEED");
     uint64_t seed0 = env ? strtoull(env, NULL, 10) : 1;
     tally ty = {0};
@@ -535,7 +535,8 @@ static void test_pytorch_reference(void **state)
     }
     assert_int_equal(hi * 2 * MIB, 346030080);
     uint64_t caps[] = {346030080, 346030080 - 2 * MIB, 300 * MIB, 8 * GIB};
-    for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
+    size_t ncaps = under_valgrind() ? 2 : sizeof caps / sizeof caps[0];
+    for (size_t i = 0; i < ncaps; i++) {
         c.dev.capacity = caps[i];
         c.dev.va_size = 4 * caps[i];
         char why[1024];
@@ -557,7 +558,7 @@ static void test_pytorch_reference(void **state)
     GK_ASSERT_OK(gk_trace_synth_transformer(&sc, &tf));
     c.trace = tf;
     uint64_t lp = gk_trace_live_peak(tf);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < (under_valgrind() ? 1 : 3); i++) {
         c.dev.capacity = (lp + lp / 4 * (uint64_t)i) & ~(MIB - 1);
         c.dev.va_size = 4 * c.dev.capacity;
         for (int pr = 0; pr < 2; pr++) {
@@ -582,7 +583,7 @@ static void test_real_trace_settings(void **state)
                                        "gc_threshold=0.6",
                                        "divisions=4",
                                        "max_split_size=64MiB,gc_threshold=0.8,page_size=4MiB"};
-    size_t n = under_valgrind() ? 2 : sizeof sets / sizeof sets[0];
+    size_t n = under_valgrind() ? 1 : sizeof sets / sizeof sets[0];
     for (size_t i = 0; i < n; i++) {
         for (int pr = 0; pr < 2; pr++) {
             pm_case c;
