@@ -18,75 +18,13 @@
 
 #include "bench.h"
 #include "gpukit/gpukit.h"
+#include "pool_seq.h"
 
 #define MIB    ((size_t)1 << 20)
 #define GIB    ((size_t)1 << 30)
 #define ROUNDS 15
 
 /* --- A. replay ----------------------------------------------------------------------------------- */
-
-typedef struct op {
-    size_t size; /* 0: free */
-    unsigned slot;
-} op;
-
-typedef struct seq {
-    op *ops;
-    size_t n, allocs;
-    unsigned slots;
-} seq;
-
-/* The trace as slot-numbered operations (a free names its allocation's slot). */
-static int seq_of(const gk_trace *t, seq *s)
-{
-    size_t cap = 1;
-    while (cap < t->count * 2)
-        cap *= 2;
-    uint64_t *keys = calloc(cap, sizeof *keys);
-    unsigned *vals = calloc(cap, sizeof *vals), *spare = malloc((t->count + 1) * sizeof *spare);
-    s->ops = malloc((2 * t->count + 1) * sizeof *s->ops);
-    if (!keys || !vals || !spare || !s->ops)
-        return -1;
-    size_t nspare = 0;
-    s->n = s->allocs = 0;
-    s->slots = 0;
-    for (size_t i = 0; i < t->count; i++) {
-        const gk_trace_event *e = &t->events[i];
-        uint64_t k = e->ptr + 1;
-        size_t h = (size_t)((k * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-        while (keys[h] && keys[h] != k)
-            h = (h + 1) & (cap - 1);
-        if (e->action == GK_TRACE_ALLOCATE && !keys[h]) {
-            unsigned slot = nspare ? spare[--nspare] : s->slots++;
-            keys[h] = k;
-            vals[h] = slot;
-            s->ops[s->n++] = (op){(size_t)e->size, slot};
-            s->allocs++;
-        } else if (e->action == GK_TRACE_FREE && keys[h] == k) {
-            unsigned slot = vals[h];
-            keys[h] = 0;
-            for (size_t j = (h + 1) & (cap - 1); keys[j]; j = (j + 1) & (cap - 1)) {
-                uint64_t kk = keys[j];
-                unsigned vv = vals[j];
-                keys[j] = 0;
-                size_t hh = (size_t)((kk * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-                while (keys[hh])
-                    hh = (hh + 1) & (cap - 1);
-                keys[hh] = kk;
-                vals[hh] = vv;
-            }
-            s->ops[s->n++] = (op){0, slot};
-            spare[nspare++] = slot;
-        }
-    }
-    for (size_t h = 0; h < cap; h++)
-        if (keys[h])
-            s->ops[s->n++] = (op){0, vals[h]};
-    free(keys);
-    free(vals);
-    free(spare);
-    return 0;
-}
 
 static gk_pool *open_pool(const char *spec, const char *preset, const char *set, gk_device **dev)
 {
@@ -140,16 +78,16 @@ static double replay(const seq *s, const char *spec, const char *preset)
 static void section_a(const gk_trace *cnn, const gk_trace *tf)
 {
     seq s[2];
-    if (seq_of(cnn, &s[0]) || seq_of(tf, &s[1]))
+    if (seq_from_trace(cnn, "CNN training (real trace)", &s[0]) ||
+        seq_from_trace(tf, "transformer (synthetic)", &s[1]))
         return;
-    const char *names[2] = {"CNN training (real trace)", "transformer (synthetic)"};
     printf("A. replay on sim:capacity=64GiB: ns per allocation+free pair, median of %d rounds\n\n",
            ROUNDS);
     printf("| trace | events | default | pytorch |\n|---|---:|---:|---:|\n");
     for (int i = 0; i < 2; i++) {
         double d = replay(&s[i], "sim:capacity=64GiB", "default");
         double p = replay(&s[i], "sim:capacity=64GiB", "pytorch");
-        printf("| %s | %zu | %.1f | %.1f |\n", names[i], s[i].n, d, p);
+        printf("| %s | %zu | %.1f | %.1f |\n", s[i].name, s[i].n, d, p);
         free(s[i].ops);
     }
 }
@@ -306,19 +244,7 @@ int main(int argc, char **argv)
     const char *path = argc > 1 ? argv[1] : "tests/data/cnn_train_trace.csv";
     const char *sections = argc > 2 ? argv[2] : "ABCD";
     gk_trace *cnn = NULL, *tf = NULL;
-    char err[256];
-    if (gk_trace_read(path, &cnn, err, sizeof err) != 0) {
-        fprintf(stderr, "bench_pool_paths: %s\n", err);
-        return 1;
-    }
-    gk_synth_config sc;
-    gk_synth_config_default(&sc);
-    sc.layers = 8;
-    sc.hidden = 1024;
-    sc.heads = 16;
-    sc.seq = 1024;
-    sc.steps = 8;
-    if (gk_trace_synth_transformer(&sc, &tf) != 0)
+    if (load_traces(path, "bench_pool_paths", &cnn, &tf) != 0)
         return 1;
     if (strchr(sections, 'A'))
         section_a(cnn, tf);

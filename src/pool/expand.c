@@ -118,21 +118,12 @@ static void unmapped_merge(gk_pool *p, gk__segment *s, gk__block *b)
     gk__block *a = b->prev;
     if (a && a->state == GK__UNMAPPED) {
         gk__unmapped_del(s, b);
-        a->size += b->size;
-        a->next = b->next;
-        if (b->next)
-            b->next->prev = a;
-        gk__block_recycle(p, b);
+        gk__block_absorb(p, a);
         b = a;
     }
-    gk__block *c = b->next;
-    if (c && c->state == GK__UNMAPPED) {
-        gk__unmapped_del(s, c);
-        b->size += c->size;
-        b->next = c->next;
-        if (c->next)
-            c->next->prev = b;
-        gk__block_recycle(p, c);
+    if (b->next && b->next->state == GK__UNMAPPED) {
+        gk__unmapped_del(s, b->next);
+        gk__block_absorb(p, b);
     }
 }
 
@@ -324,17 +315,14 @@ static int map_chain(gk_pool *p, const gk__request *r, gk__block *start, size_t 
         gk__stat_add(p, p->stats.reserved_bytes, s->kind, (int64_t)mapped);
     if (rc == 0) {
         /* One free block from the chain, cut at its start. */
-        gk__block *after = last->next;
-        for (gk__block *c = start->next, *n; c != after; c = n) {
-            n = c->next;
-            start->size += c->size;
-            gk__block_recycle(p, c);
+        while (start != last) {
+            bool end = start->next == last;
+            gk__block_absorb(p, start);
             s->busy--;
+            if (end)
+                break;
         }
         s->busy--;
-        start->next = after;
-        if (after)
-            after->prev = start;
         start->state = GK__FREE;
         rc = gk__take_block(p, r, start, false);
         if (rc)

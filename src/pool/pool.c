@@ -109,6 +109,16 @@ gk__block *gk__block_new(gk_pool *p)
     return b;
 }
 
+void gk__block_absorb(gk_pool *p, gk__block *a)
+{
+    gk__block *b = a->next;
+    a->size += b->size;
+    a->next = b->next;
+    if (b->next)
+        b->next->prev = a;
+    gk__block_recycle(p, b);
+}
+
 void gk__block_recycle(gk_pool *p, gk__block *b)
 {
     free(b->uses);
@@ -194,21 +204,12 @@ HOT void cache_merge(gk_pool *p, gk__block *b)
     gk__block *a = b->prev;
     if (a && a->state == GK__FREE) {
         cache_remove(p, a);
-        a->size += b->size;
-        a->next = b->next;
-        if (b->next)
-            b->next->prev = a;
-        gk__block_recycle(p, b);
+        gk__block_absorb(p, a);
         b = a;
     }
-    gk__block *c = b->next;
-    if (c && c->state == GK__FREE) {
-        cache_remove(p, c);
-        b->size += c->size;
-        b->next = c->next;
-        if (c->next)
-            c->next->prev = b;
-        gk__block_recycle(p, c);
+    if (b->next && b->next->state == GK__FREE) {
+        cache_remove(p, b->next);
+        gk__block_absorb(p, b);
     }
     cache_insert(p, b);
 }

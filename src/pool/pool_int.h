@@ -249,6 +249,8 @@ static inline bool gk__is_oom(int rc)
 size_t gk__pool_round_size(const gk_pool_config *c, size_t size);
 gk__block *gk__block_new(gk_pool *p);
 void gk__block_recycle(gk_pool *p, gk__block *b);
+/* a takes its next block's bytes; that block's struct is recycled. */
+void gk__block_absorb(gk_pool *p, gk__block *a);
 void gk__cache_insert(gk_pool *p, gk__block *b);
 void gk__cache_remove(gk_pool *p, gk__block *b);
 void gk__cache_merge(gk_pool *p, gk__block *b);

@@ -494,17 +494,25 @@ static bool alloc_both(gk_pool *pool, pm_pool *m, gk__tmap *live, const gk_trace
     return true;
 }
 
+/* The case's settings (0, or 1 when refused). */
+static int case_config(const pm_case *cs, gk_pool_config *cfg)
+{
+    char err[256];
+    if (gk_pool_config_preset(cfg, cs->preset) != 0 ||
+        (cs->set[0] && gk_pool_config_parse(cfg, cs->set, err, sizeof err) != 0))
+        return 1;
+    cfg->logger.level = GK_LOG_OFF;
+    return 0;
+}
+
 int pm_check_case(const pm_case *cs, pm_result *res, char *why, size_t len)
 {
     memset(res, 0, sizeof *res);
     why[0] = '\0';
     ctx c = {why, len, false, 0};
     gk_pool_config cfg;
-    char err[256];
-    if (gk_pool_config_preset(&cfg, cs->preset) != 0 ||
-        (cs->set[0] && gk_pool_config_parse(&cfg, cs->set, err, sizeof err) != 0))
+    if (case_config(cs, &cfg) != 0)
         return 1;
-    cfg.logger.level = GK_LOG_OFF;
     char spec[256];
     pm_device_spec(&cs->dev, spec, sizeof spec);
     gk_device *dev = NULL;
@@ -599,9 +607,7 @@ int pm_model_replay(const pm_case *cs, uint64_t *reserved, size_t *failed)
 {
     gk_pool_config cfg;
     char err[256];
-    if (gk_pool_config_preset(&cfg, cs->preset) != 0 ||
-        (cs->set[0] && gk_pool_config_parse(&cfg, cs->set, err, sizeof err) != 0) ||
-        gk__pool_config_check(&cfg, err, sizeof err) != 0)
+    if (case_config(cs, &cfg) != 0 || gk__pool_config_check(&cfg, err, sizeof err) != 0)
         return 1;
     pm_dev md;
     pm_dev_open(&md, &cs->dev);

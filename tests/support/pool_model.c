@@ -390,30 +390,37 @@ static int by_size_addr(const void *x, const void *y)
     return (aa > ab) - (aa < ab);
 }
 
-/* PyTorch's get_free_block: the smallest cached block of the request's pool and stream that is
- * large enough (then, in expandable segments, moving on while the next could grow less), and
- * for classic blocks the oversize rules. One lookup ages the pool's cached blocks by one. */
-static bool find_fit(pm_pool *p, const req *r, cand *out)
+/* The cached blocks of r's pool and stream of at least `min` bytes, sorted by (size, address). */
+static cand *cached(pm_pool *p, const req *r, uint64_t min, size_t *count)
 {
-    p->ticks[r->kind]++;
     size_t n = 0, cap = 16;
     cand *v = malloc(cap * sizeof *v);
     for (size_t k = 0; k < p->nsegs; k++) {
         pm_seg *s = p->segs[k];
-        if (s->kind != r->kind)
-            continue;
-        for (size_t i = 0; i < s->nb; i++) {
+        for (size_t i = 0; s->kind == r->kind && i < s->nb; i++) {
             const pm_block *b = &s->b[i];
-            if (b->state != PM_FREE || b->stream != r->stream || b->size < r->rsize)
+            if (b->state != PM_FREE || b->stream != r->stream || b->size < min)
                 continue;
             if (n == cap)
                 v = realloc(v, (cap *= 2) * sizeof *v);
             v[n++] = (cand){s, i};
         }
     }
+    qsort(v, n, sizeof *v, by_size_addr);
+    *count = n;
+    return v;
+}
+
+/* PyTorch's get_free_block: the smallest cached block of the request's pool and stream that is
+ * large enough (then, in expandable segments, moving on while the next could grow less), and
+ * for classic blocks the oversize rules. One lookup ages the pool's cached blocks by one. */
+static bool find_fit(pm_pool *p, const req *r, cand *out)
+{
+    p->ticks[r->kind]++;
+    size_t n;
+    cand *v = cached(p, r, r->rsize, &n);
     bool found = false;
     if (n) {
-        qsort(v, n, sizeof *v, by_size_addr);
         size_t j = 0;
         if (v[0].s->exp) {
             while (j + 1 < n && exp_size(v[j + 1].s, v[j + 1].i) < exp_size(v[j].s, v[j].i))
@@ -582,21 +589,8 @@ static void collect_garbage(pm_pool *p)
 static bool release_oversize(pm_pool *p, const req *r)
 {
     uint64_t ms = p->cfg.max_split_size, key = r->rsize > ms ? r->rsize : ms;
-    size_t n = 0, cap = 16;
-    cand *v = malloc(cap * sizeof *v);
-    for (size_t k = 0; k < p->nsegs; k++) {
-        pm_seg *s = p->segs[k];
-        if (s->kind != r->kind)
-            continue;
-        for (size_t i = 0; i < s->nb; i++) {
-            if (s->b[i].state != PM_FREE || s->b[i].stream != r->stream)
-                continue;
-            if (n == cap)
-                v = realloc(v, (cap *= 2) * sizeof *v);
-            v[n++] = (cand){s, i};
-        }
-    }
-    qsort(v, n, sizeof *v, by_size_addr);
+    size_t n;
+    cand *v = cached(p, r, 0, &n);
     size_t j = 0;
     while (j < n && v[j].s->b[v[j].i].size < key)
         j++;
