@@ -72,6 +72,7 @@ static int trial(search *s, long b, uint64_t *peak)
     if (i < GK_BATCH_MAX_LOG) {
         s->out->tried[i] = b;
         s->out->tried_ok[i] = rc == 0;
+        s->out->tried_peak[i] = pk;
     }
     if (peak)
         *peak = pk;
@@ -329,6 +330,7 @@ int(gk_batch_find)(const gk_batch_config *cfg_in, gk_batch_trial_fn fn, void *us
         if (out->batch < 1)
             rc = GK_EDEVOOM;
     }
+    out->budget = s.budget;
     if (rc == 0)
         (void)gk__autopub_once(publish_batch, &s); /* best effort: the answer stands regardless */
     (void)gk__sized_put(user_out, size, out, sizeof *out, "gk_batch_result");

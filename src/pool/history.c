@@ -9,6 +9,7 @@
 #include "common/alloc.h"
 #include "common/errtext.h"
 #include "gpukit/options.h"
+#include "gpukit/output.h"
 #include "pool/pool_int.h"
 
 static const char *const action_names[] = {
@@ -226,34 +227,6 @@ long gk__pool_live_blocks(gk_pool *p, gk__block ***out)
     return (long)i;
 }
 
-/* A tag on one line: backslash, quote and control bytes as C escapes. */
-void gk__escape(char *dst, size_t len, const char *src)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (; *src && o + 5 < len; src++) {
-        unsigned char c = (unsigned char)*src;
-        if (c == '\\' || c == '"') {
-            dst[o++] = '\\';
-            dst[o++] = (char)c;
-        } else if (c == '\n') {
-            dst[o++] = '\\';
-            dst[o++] = 'n';
-        } else if (c == '\t') {
-            dst[o++] = '\\';
-            dst[o++] = 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            dst[o++] = '\\';
-            dst[o++] = 'x';
-            dst[o++] = hex[c >> 4];
-            dst[o++] = hex[c & 15];
-        } else {
-            dst[o++] = (char)c;
-        }
-    }
-    dst[o] = '\0';
-}
-
 long gk_pool_report_live(gk_pool *p, FILE *out)
 {
     if (!p || !out)
@@ -263,12 +236,11 @@ long gk_pool_report_live(gk_pool *p, FILE *out)
     long n = gk__pool_live_blocks(p, &v);
     for (long i = 0; i < n; i++) {
         char sz[32], tag[4 * sizeof v[i]->tag + 1];
-        gk__escape(tag, sizeof tag, v[i]->tag);
-        fprintf(out, "%#llx %zu bytes (%s, requested %zu) stream %#llx%s%s%s\n",
+        gk_text_escape(tag, sizeof tag, v[i]->tag); /* a tag is the caller's: no raw controls */
+        fprintf(out, "%#llx %zu bytes (%s, requested %zu) stream %#llx%s%s\n",
                 (unsigned long long)v[i]->addr, v[i]->size,
                 gk_format_size(v[i]->size, sz, sizeof sz), v[i]->requested,
-                (unsigned long long)v[i]->stream, v[i]->tag[0] ? " tag \"" : "", tag,
-                v[i]->tag[0] ? "\"" : "");
+                (unsigned long long)v[i]->stream, v[i]->tag[0] ? " tag " : "", tag);
     }
     free(v);
     pthread_mutex_unlock(&p->lock);

@@ -392,7 +392,6 @@ void gk__hist_push(gk_pool *p, gk__action a, uintptr_t addr, size_t size, uintpt
 void gk__trace_add(gk_pool *p, long tid, int action, uintptr_t addr, size_t size, uintptr_t stream);
 void gk__trace_flush(gk_pool *p); /* called without the lock */
 long gk__thread_id(void);
-void gk__escape(char *dst, size_t len, const char *src); /* a tag, printable on one line */
 
 static inline bool gk__block_handed_out(const gk__block *b)
 {

@@ -81,8 +81,9 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
     if (tags && *tags && !gk__statsd_tags_ok(tags, strlen(tags)))
         return gk__error(-EINVAL, "gk_statsd_client_send: invalid argument (tags && *tags && "
                                   "!gk__statsd_tags_ok(tags, strlen(tags)))");
-    if (value != value || value - value != 0)
-        return -EINVAL; /* NaN or infinite */
+    if (value != value || value - value != 0) /* NaN or infinite */
+        return gk__error(-EINVAL, "gk_statsd_client_send: %s: the value %g is not a finite number",
+                         name, value);
     if (c->fd < 0)
         return 0;
     char line[2 * (GK__STATSD_MAX_NAME + GK__STATSD_MAX_TAGS) + 96];
@@ -123,6 +124,11 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
 uint64_t gk_statsd_dropped(const gk_statsd *c)
 {
     return c ? c->dropped : 0;
+}
+
+int gk_statsd_active(const gk_statsd *c)
+{
+    return c && c->fd >= 0;
 }
 
 int gk_statsd_send(const char *name, double value, const char *type)
