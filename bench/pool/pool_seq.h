@@ -43,8 +43,8 @@ static int seq_from_trace(const gk_trace *t, const char *name, seq *s)
         if (e->action == GK_TRACE_ALLOCATE) {
             while (keys[h] && keys[h] != k)
                 h = (h + 1) & (cap - 1);
-            if (keys[h] == k)
-                continue; /* reused without a free: skip */
+            if (keys[h] == k || e->size == 0)
+                continue; /* reused without a free, or empty (a size of 0 means a free): skip */
             unsigned slot = nfree ? free_slots[--nfree] : s->slots++;
             keys[h] = k;
             vals[h] = slot;
@@ -84,7 +84,7 @@ static int seq_from_trace(const gk_trace *t, const char *name, seq *s)
 
 /* The two traces the pool benchmarks replay: the real CNN trace at `path` and the synthetic
  * transformer (8 layers, d=1024, 16 heads, seq 512-1024, batch 8, 8 steps). 0 or -1 (said). */
-static int load_traces(const char *path, const char *who, gk_trace **cnn, gk_trace **tf)
+static inline int load_traces(const char *path, const char *who, gk_trace **cnn, gk_trace **tf)
 {
     char err[256];
     if (gk_trace_read(path, cnn, err, sizeof err) != 0) {

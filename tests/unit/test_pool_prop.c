@@ -110,18 +110,37 @@ static gk_trace *new_trace(void)
     return calloc(1, sizeof(gk_trace));
 }
 
+/* The oversize rule's edge: a segment of *big cached whole, then a request of *small = *big -
+ * max_non_split_rounding, which must not take it. */
+static void oversize_edge(const gk_pool_config *c, uint64_t *big, uint64_t *small)
+{
+    uint64_t msplit = c->max_split_size == SIZE_MAX ? 64 * MIB : c->max_split_size;
+    uint64_t slack = c->max_non_split_rounding > GIB ? GIB : c->max_non_split_rounding;
+    uint64_t rl = c->round_large ? c->round_large : 1;
+    *big = (msplit + slack + rl - 1) / rl * rl;
+    *small = *big - slack;
+}
+
 /* Sizes users meet: small tensors, activations, weights; sometimes exactly at a rule's edge or
  * absurdly large. */
 static uint64_t draw_size(rng *r, const gk_pool_config *c)
 {
     double u = unit(r);
     if (u < 0.05) {
-        uint64_t edges[] = {
-            c->small_max,       c->small_max + 1,
-            c->min_large_alloc, c->min_large_alloc + 1,
-            c->large_segment,   c->round_bytes,
-            c->round_bytes + 1, c->page_size,
-            c->page_size + 1,   c->max_split_size == SIZE_MAX ? 64 * MIB : c->max_split_size};
+        uint64_t big, small;
+        oversize_edge(c, &big, &small);
+        uint64_t edges[] = {c->small_max,
+                            c->small_max + 1,
+                            c->min_large_alloc,
+                            c->min_large_alloc + 1,
+                            c->large_segment,
+                            c->round_bytes,
+                            c->round_bytes + 1,
+                            c->page_size,
+                            c->page_size + 1,
+                            c->max_split_size == SIZE_MAX ? 64 * MIB : c->max_split_size,
+                            big,
+                            small};
         uint64_t e = edges[below(r, sizeof edges / sizeof edges[0])];
         return e ? e : 1;
     }
@@ -146,6 +165,15 @@ static gk_trace *random_trace(rng *r, const gk_pool_config *c)
             size_t k = below(r, nlive);
             emit(&b, GK_TRACE_FREE, live[k], 0, 0);
             live[k] = live[--nlive];
+        } else if (chance(r, 0.01)) { /* the oversize edge, in order */
+            uint64_t big, small, st = below(r, (uint64_t)streams);
+            oversize_edge(c, &big, &small);
+            emit(&b, GK_TRACE_ALLOCATE, next_ptr, big, st);
+            emit(&b, GK_TRACE_FREE, next_ptr, 0, 0);
+            next_ptr += 0x1000;
+            emit(&b, GK_TRACE_ALLOCATE, next_ptr, small, st);
+            live[nlive++] = next_ptr;
+            next_ptr += 0x1000;
         } else {
             uint64_t p = next_ptr;
             next_ptr += 0x1000;

@@ -215,7 +215,9 @@ static void test_ranges_documented(void **state)
 }
 
 /* max_non_split_rounding=unlimited means no cap on the slack: an oversize request takes any cached
- * oversize block (it once overflowed, and such requests never reused the cache). */
+ * oversize block (it once overflowed, and such requests never reused the cache). With the default
+ * 20 MiB, a cached oversize block exactly 20 MiB larger than the request is not taken; one 18 MiB
+ * larger is (PyTorch's rule, at its edge). */
 static void test_unlimited_rounding(void **state)
 {
     (void)state;
@@ -233,6 +235,22 @@ static void test_unlimited_rounding(void **state)
     GK_ASSERT_OK(gk_pool_get_stats(p, &s));
     assert_int_equal(s.num_device_alloc, 1);
     GK_ASSERT_OK(gk_pool_free(p, b));
+    gk_pool_destroy(p);
+
+    c = preset("pytorch", "max_split_size=64MiB");
+    GK_ASSERT_OK(gk_pool_create(dev, &c, &p));
+    GK_ASSERT_OK(gk_pool_malloc(p, 84 * MIB, NULL, &a));
+    GK_ASSERT_OK(gk_pool_free(p, a));
+    GK_ASSERT_OK(gk_pool_malloc(p, 64 * MIB, NULL, &b)); /* 20 MiB of slack: a new segment */
+    assert_ptr_not_equal(a, b);
+    GK_ASSERT_OK(gk_pool_free(p, b));
+    void *d;
+    GK_ASSERT_OK(gk_pool_malloc(p, 66 * MIB, NULL, &d)); /* 18 MiB: the 84 MiB block */
+    assert_ptr_equal(a, d);
+    GK_ASSERT_OK(gk_pool_get_stats(p, &s));
+    assert_int_equal(s.num_device_alloc, 2);
+    assert_int_equal(s.reserved_bytes[GK_POOL_ALL].current, 148 * MIB);
+    GK_ASSERT_OK(gk_pool_free(p, d));
     gk_pool_destroy(p);
     gk_device_close(dev);
 }
