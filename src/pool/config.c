@@ -146,12 +146,19 @@ static void range_text(const key_info *k, char *buf, size_t len)
     }
 }
 
-static int refuse(const key_info *k, const char *value, char *err, size_t errlen)
+/* "pool setting KEY: "VALUE" is WHAT (RANGE)" */
+static int refuse_as(const key_info *k, const char *value, const char *what, char *err,
+                     size_t errlen)
 {
     char range[128];
     range_text(k, range, sizeof range);
-    return gk__error_buf(-EINVAL, err, errlen, "pool setting %s: \"%.64s\" is out of range (%s)",
-                         k->key, value, range);
+    return gk__error_buf(-EINVAL, err, errlen, "pool setting %s: \"%.64s\" is %s (%s)", k->key,
+                         value, what, range);
+}
+
+static int refuse(const key_info *k, const char *value, char *err, size_t errlen)
+{
+    return refuse_as(k, value, "out of range", err, errlen);
 }
 
 static bool pow2(uint64_t v)
@@ -231,9 +238,7 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
         } else if ((rc = gk_parse_size(value, &v)) != 0) {
             if (rc == -ERANGE)
                 return refuse(k, value, err, errlen);
-            return gk__error_buf(-EINVAL, err, errlen,
-                                 "pool setting %s: \"%.64s\" is not a size (try 20MiB)", key,
-                                 value);
+            return refuse_as(k, value, "not a size", err, errlen);
         } else if (!in_range(k, v)) {
             return refuse(k, value, err, errlen);
         }
@@ -243,9 +248,7 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
         if ((rc = parse_count(value, &v)) != 0) {
             if (rc == -ERANGE)
                 return refuse(k, value, err, errlen);
-            return gk__error_buf(-EINVAL, err, errlen,
-                                 "pool setting %s: \"%.64s\" is not a whole number (try 4)", key,
-                                 value);
+            return refuse_as(k, value, "not a whole number", err, errlen);
         }
         if (!in_range(k, v))
             return refuse(k, value, err, errlen);
@@ -264,9 +267,7 @@ int gk_pool_config_set(gk_pool_config *c, const char *key, const char *value, ch
         return 0;
     default:
         if (gk_parse_double(value, &d) != 0) {
-            return gk__error_buf(-EINVAL, err, errlen,
-                                 "pool setting %s: \"%.64s\" is not a number (try 0.5)", key,
-                                 value);
+            return refuse_as(k, value, "not a number", err, errlen);
         }
         if (!double_in_range(k, d))
             return refuse(k, value, err, errlen);

@@ -157,7 +157,10 @@ static void test_setting_ranges(void **state)
     GK_ASSERT_ERR(gk_pool_config_set(&c, "small_segment", "18446744073707454464", err, sizeof err),
                   -EINVAL);
     GK_ASSERT_ERR(gk_pool_config_set(&c, "history", "1TiB", err, sizeof err), -EINVAL);
-    GK_ASSERT_CONTAINS(err, "history");
+    GK_ASSERT_CONTAINS(err, "pool setting history: \"1TiB\" is not a whole number (a whole number "
+                            "from 0 to 1048576)");
+    GK_ASSERT_ERR(gk_pool_config_set(&c, "round", "lots", err, sizeof err), -EINVAL);
+    GK_ASSERT_CONTAINS(err, "pool setting round: \"lots\" is not a size (a size from ");
     GK_ASSERT_ERR(gk_pool_config_set(&c, "history", "2000000", err, sizeof err), -EINVAL);
     GK_ASSERT_CONTAINS(err, "from 0 to 1048576");
     GK_ASSERT_OK(gk_pool_config_set(&c, "max_split_size", "unlimited", err, sizeof err));
