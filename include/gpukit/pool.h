@@ -51,6 +51,7 @@
 #include "device.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "version.h"
 
 #ifdef __cplusplus
@@ -80,6 +81,14 @@ typedef struct gk_pool_config {
     double gc_threshold;              /* "gc_threshold": in (0,1) to collect old blocks; 0 = off */
     int release_lock_on_device_alloc; /* "release_lock": backend segment allocation unlocked (1) */
     size_t history;                   /* "history": history ring entries; 0 = off */
+    /* Where the pool's figures are published: NULL (default) for the process registry
+     * (gk_metrics_default(), which `gpukit run` receives). Series gpukit_alloc_in_use_bytes,
+     * _reserved_bytes, _active_bytes, _limit_bytes, _largest_free_block_bytes (gauges) and
+     * gpukit_alloc_ooms_total, _retries_total, _device_mallocs_total, _device_frees_total
+     * (counters), labelled device="cuda:0" (or "host", "sim") and pool=<name>; they are read
+     * from the pool's statistics only when the registry is read, so allocation pays nothing. */
+    gk_metrics *metrics;
+    const char *name; /* the pool label (copied; default "default"); give each pool its own */
 } gk_pool_config;
 
 /* Fills `cfg` with the `default` preset. Reads no environment variable. */
@@ -111,11 +120,10 @@ GK_API int gk_pool_config_set(gk_pool_config *cfg, const char *key, const char *
 GK_API int gk_pool_config_parse(gk_pool_config *cfg, const char *text, char *err, size_t errlen);
 
 /* Creates a pool on `dev` (which must outlive it). `cfg` NULL means gk_pool_config_default(); it
- * is copied, up to cfg->size. Registers a stream-destroy hook on the device. When
- * GK_METRICS_SOCKET is set (under `gpukit run`) it also starts one thread that sends the pool's
- * figures there every 250 ms and when the pool is destroyed (gk_statsd_send_pool's gauges);
- * without it no thread is started. Returns 0, -EINVAL (bad setting), -ENOMEM or the device's
- * error, with the message in gk_last_error(). */
+ * is copied, up to cfg->size. Registers a stream-destroy hook on the device, and its series in
+ * cfg->metrics (see gk_pool_config; a registry that refuses them only costs the pool its
+ * figures). Starts no thread. Returns 0, -EINVAL (bad setting), -ENOMEM or the device's error,
+ * with the message in gk_last_error(). */
 GK_API int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out);
 
 /* Deprecated alias of gk_last_error(), kept for one release. */

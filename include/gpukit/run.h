@@ -54,13 +54,7 @@ GK_API uint64_t gk_statsd_dropped(const gk_statsd *c);
  * cost of three system calls). A no-op returning 0 when the variable is unset. Thread-safe. */
 GK_API int gk_statsd_send(const char *name, double value, const char *type);
 
-/* Publishes a pool's current figures as gauges: gpukit_alloc_in_use_bytes (allocated),
- * gpukit_alloc_reserved_bytes (reserved from the device), gpukit_alloc_active_bytes, and the
- * counters' totals gpukit_alloc_ooms_total, gpukit_alloc_retries_total and
- * gpukit_alloc_device_mallocs_total (as gauges: the receiver keeps the last value). Call it once
- * per step; the report's fragmentation rule reads the first two. Returns 0 (also when the client
- * is inactive), -EINVAL, or the first send error. */
-GK_API int gk_statsd_send_pool(gk_statsd *c, gk_pool *pool);
+
 
 /* --- Running a command --------------------------------------------------------------------- */
 

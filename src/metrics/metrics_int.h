@@ -33,11 +33,28 @@ struct gk__family {
 
 typedef struct gk__log gk__log;
 
+/* A registered collector. */
+typedef struct gk__collector {
+    gk_metrics_collect_fn fn;
+    void *user;
+} gk__collector;
+
+#define GK__MAX_COLLECTORS 256
+
 struct gk_metrics {
     gk_metrics_config cfg;
     pthread_mutex_t lock; /* families and their series lists */
     gk__family **fams;
     size_t nfams, cap;
+    size_t nseries; /* all families' series */
+    /* Collectors: collect_lock serializes running them with adding and removing them; lock
+     * order: collect_lock, then lock (a collector may update series but not register them). */
+    pthread_mutex_t collect_lock;
+    gk__collector collectors[GK__MAX_COLLECTORS];
+    size_t ncollectors;
+    gk_metrics_first_fn first_fn; /* guarded by lock */
+    void *first_user;
+    int first_fired;
     pthread_mutex_t log_lock; /* logged values; lock order: lock, then log_lock */
     gk__log **logs;
     size_t nlogs, logs_cap;

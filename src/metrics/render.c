@@ -175,6 +175,7 @@ int gk_metrics_render(gk_metrics *m, gk_metrics_format fmt, char **out, size_t *
                                   "!= GK_METRICS_PROMETHEUS && fmt != GK_METRICS_OPENMETRICS))");
     *out = NULL;
     *len = 0;
+    gk_metrics_collect(m);
     char *buf = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&buf, &n);

@@ -9,7 +9,6 @@
 
 #include "gpukit/pool.h"
 #include "gpukit/trace.h"
-#include "run/autopub_int.h"
 
 typedef struct gk__segment gk__segment;
 
@@ -144,7 +143,7 @@ struct gk_pool {
     size_t hist_cap, hist_len, hist_head;
     char *oom_report;
     bool hook_added;
-    gk__autopub *pub; /* metrics to GK_METRICS_SOCKET; NULL when unset */
+    struct gk__pool_metrics *pm; /* the published series; NULL when none */
 };
 
 /* One allocation request as the ladder sees it. */
@@ -157,6 +156,11 @@ typedef struct gk__request {
     gk_stream *sptr;
     bool expandable;
 } gk__request;
+
+/* metrics.c: registers the pool's series and a collector in cfg.metrics (or the process
+ * registry); stop removes the collector after a last reading. */
+void gk__pool_metrics_start(gk_pool *p);
+void gk__pool_metrics_stop(gk_pool *p);
 
 /* pool.c */
 size_t gk__pool_round_size(const gk_pool_config *c, size_t size);

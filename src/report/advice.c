@@ -36,10 +36,26 @@
 #define THROTTLE_BRAKE_BITS   0x80ull /* HW power brake */
 #define THROTTLE_POWER_BITS   0x04ull /* SW power cap */
 
+/* The series `name`, or when the program sent it with tags (the library's own series carry
+ * device, pool or loader labels, and rank under a launcher), its first tagged series
+ * "name{...}". */
 static const gk__series_summary *find(const gk_report *rep, const char *name, size_t min_n)
 {
     const gk__series_summary *sm = gk__report_find(rep, name);
+    size_t nl = strlen(name);
+    for (size_t i = 0; !sm && i < rep->nsums; i++) {
+        const char *n = rep->sums[i].s.name;
+        if (strncmp(n, name, nl) == 0 && n[nl] == '{')
+            sm = &rep->sums[i];
+    }
     return sm && sm->st.count >= min_n ? sm : NULL;
+}
+
+/* The tags of a series name ("{device:cuda:0,pool:default}"), or "" without. */
+static const char *tags_of(const char *name)
+{
+    const char *b = strchr(name, '{');
+    return b ? b : "";
 }
 
 static const gk__series_summary *gpu_series(const gk_report *rep, int gpu, const char *what)
@@ -254,10 +270,27 @@ static int gpu_rules(gk_report *rep, int loading_fired)
 
 static int pool_fragmentation(gk_report *rep)
 {
-    const gk__series_summary *res = find(rep, "gpukit_alloc_reserved_bytes", MIN_SAMPLES);
-    const gk__series_summary *use = find(rep, "gpukit_alloc_in_use_bytes", MIN_SAMPLES);
-    if (!res || !use || res->st.p90 < FRAG_RATIO * use->st.p90 ||
-        res->st.p90 - use->st.p90 < FRAG_MIN_BYTES)
+    /* Each pool (and each rank's) reserved bytes against its own bytes in use: the worst. */
+    const gk__series_summary *res = NULL, *use = NULL;
+    static const char base[] = "gpukit_alloc_reserved_bytes";
+    for (size_t i = 0; i < rep->nsums; i++) {
+        const gk__series_summary *r = &rep->sums[i];
+        if (strncmp(r->s.name, base, sizeof base - 1) != 0 ||
+            (r->s.name[sizeof base - 1] && r->s.name[sizeof base - 1] != '{') ||
+            r->st.count < MIN_SAMPLES)
+            continue;
+        char name[512];
+        snprintf(name, sizeof name, "gpukit_alloc_in_use_bytes%s", tags_of(r->s.name));
+        const gk__series_summary *u = gk__report_find(rep, name);
+        if (!u || u->st.count < MIN_SAMPLES || r->st.p90 < FRAG_RATIO * u->st.p90 ||
+            r->st.p90 - u->st.p90 < FRAG_MIN_BYTES)
+            continue;
+        if (!res || r->st.p90 - u->st.p90 > res->st.p90 - use->st.p90) {
+            res = r;
+            use = u;
+        }
+    }
+    if (!res)
         return 0;
     char ev[512], a[32], b[32];
     gk__fmt_bytes(a, sizeof a, res->st.p90);

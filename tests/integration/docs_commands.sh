@@ -47,7 +47,7 @@ if [ -x "$train" ]; then
     # The demo's command on a small training set (so a smaller batch cap): the lines README.md shows.
     "$train" --data "$tmp/demo.gkr" --generate 20000 --generate-only >/dev/null
     doc README.md 0 '^batch [0-9]+ \(finder: 3 trials' '^converged: the loss is within 1% of the noise floor' \
-        '^gpukit report: .*train' '^gpukit_loader_batches_total\{loader:train\}' \
+        '^gpukit report: .*train' '^gpukit_loader_batches_total\{device:host,loader:train\}' \
         '^gpukit_alloc_reserved_bytes' '^advice:' -- \
         "$G" run --interval 0.1 --out run.jsonl --html report.html -- "$train" --data demo.gkr --epochs 4 --max-batch 512 --save-every 500
 fi
@@ -83,8 +83,8 @@ doc docs/tutorial.md 0 '.' -- "$G" data pack --record-size 256 raw.bin data.gkr
 shown docs/tutorial.md '$ gpukit run --out app.jsonl -- ./app data.gkr'
 shown docs/tutorial.md '1563 batches'
 LD_LIBRARY_PATH="$libdir" doc docs/tutorial.md 0 '^1563 batches$' '^app_batches +1563 ' \
-    'total 1563,' '^gpukit_loader_batches_total\{loader:loader\}' -- "$G" run --out app.jsonl -- ./app data.gkr
-grep -A1 '^gpukit_loader_batches_total{loader:loader}' "$tmp/out" | grep -q 'total 1563,' ||
+    'total 1563,' '^gpukit_loader_batches_total\{device:host,loader:loader\}' -- "$G" run --out app.jsonl -- ./app data.gkr
+grep -A1 '^gpukit_loader_batches_total{device:host,loader:loader}' "$tmp/out" | grep -q 'total 1563,' ||
     fail "docs/tutorial.md: the loader's own batch count did not reach the report"
 
 # --- docs/options.md -------------------------------------------------------------------------

@@ -1,0 +1,302 @@
+/* The process's default metrics registry and the one publisher that sends it to `gpukit run` (or
+ * a node's `gpukit serve`). The library's parts register their series in the registry and know
+ * nothing else; when GK_METRICS_SOCKET is set, the first series registered starts one thread that
+ * sends every series over StatsD every GK__PUBLISH_INTERVAL_MS and once more at exit, tagged with
+ * the launcher's rank and local rank. Arrows: pool/loader/batch -> metrics <- this publisher. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/errtext.h"
+#include "gpukit/metrics.h"
+#include "run/run_int.h"
+
+#define GK__PUBLISH_INTERVAL_MS 250
+#define GK__PUBLISH_MAX_LINES   4096 /* series sent per tick (the registry caps them too) */
+
+/* What was last delivered for a counter or a histogram, so only increments are sent. */
+typedef struct sent {
+    const gk_metric *metric; /* NULL: empty slot */
+    double value;            /* counter value, or histogram sum */
+    uint64_t count;          /* histogram count */
+    int announced;           /* delivered once (the first tick sends every series, 0 included) */
+} sent;
+
+/* One line to send, built under the registry's lock and sent after it. */
+typedef struct line {
+    char name[GK__STATSD_MAX_NAME + 1];
+    char tags[GK__STATSD_MAX_TAGS + 1];
+    const char *type; /* "g" or "c" */
+    double value;
+    sent *slot; /* counters and histograms: the slot to advance once delivered */
+    int what;   /* 0 gauge, 1 counter value, 2 histogram sum, 3 histogram count */
+    double now; /* the value (or count) the slot holds once delivered */
+} line;
+
+typedef struct publisher {
+    gk_metrics *reg;
+    gk_statsd *client;
+    char process_tags[96]; /* ",rank:3,local_rank:1" or "" */
+    sent *table;           /* open addressing by series address */
+    size_t cap, used;
+    line *lines;
+    size_t nlines;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+    pid_t pid; /* the process that started the thread (a forked child has no thread) */
+} publisher;
+
+static gk_metrics *default_registry;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+static publisher *the_publisher;
+
+/* The slot of series `m` (the table grows at half full); NULL when out of memory. */
+static sent *slot_of(publisher *p, const gk_metric *m)
+{
+    if (p->used * 2 >= p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 256;
+        sent *t = gk__calloc(cap, sizeof *t);
+        if (!t)
+            return NULL;
+        for (size_t i = 0; i < p->cap; i++) {
+            if (!p->table[i].metric)
+                continue;
+            size_t h = ((uintptr_t)p->table[i].metric >> 4) & (cap - 1);
+            while (t[h].metric)
+                h = (h + 1) & (cap - 1);
+            t[h] = p->table[i];
+        }
+        free(p->table);
+        p->table = t;
+        p->cap = cap;
+    }
+    size_t h = ((uintptr_t)m >> 4) & (p->cap - 1);
+    while (p->table[h].metric && p->table[h].metric != m)
+        h = (h + 1) & (p->cap - 1);
+    if (!p->table[h].metric) {
+        p->table[h] = (sent){.metric = m};
+        p->used++;
+    }
+    return &p->table[h];
+}
+
+/* Copies `s` into dst as StatsD tag text: letters, digits and _ . - / : kept, others become _. */
+static size_t tag_text(char *dst, size_t room, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 1 < room; s++, n++) {
+        char c = *s;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '.' || c == '-' || c == '/' || c == ':';
+        dst[n] = ok ? c : '_';
+    }
+    dst[n] = '\0';
+    return n;
+}
+
+/* The series' labels as StatsD tags ("device:cuda:0,pool:main"), then the process's. */
+static void make_tags(const publisher *p, const gk_metric_sample *s, char *tags, size_t len)
+{
+    size_t n = 0;
+    tags[0] = '\0';
+    for (size_t i = 0; i < s->nlabels && n + 4 < len; i++) {
+        if (n)
+            tags[n++] = ',';
+        n += tag_text(tags + n, len - n, s->label_names[i]);
+        if (n + 2 < len)
+            tags[n++] = ':';
+        n += tag_text(tags + n, len - n, s->label_values[i][0] ? s->label_values[i] : "none");
+    }
+    tags[n] = '\0';
+    if (p->process_tags[0] && n + strlen(p->process_tags) < len)
+        strcat(tags, n ? p->process_tags : p->process_tags + 1);
+}
+
+static void add_line(publisher *p, const gk_metric_sample *s, const char *suffix, const char *tags,
+                     double value, sent *slot, int what, double now)
+{
+    if (p->nlines == GK__PUBLISH_MAX_LINES)
+        return;
+    line *l = &p->lines[p->nlines];
+    if (snprintf(l->name, sizeof l->name, "%s%s", s->name, suffix) >= (int)sizeof l->name)
+        return;
+    snprintf(l->tags, sizeof l->tags, "%s", tags);
+    l->type = what == 0 ? "g" : "c";
+    l->value = value;
+    l->slot = slot;
+    l->what = what;
+    l->now = now;
+    p->nlines++;
+}
+
+/* Turns one series into lines: a gauge's value; the increments of a counter, or of a
+ * histogram's sum and count, since they were last delivered. */
+static int visit(void *user, const gk_metric_sample *s)
+{
+    publisher *p = user;
+    char tags[GK__STATSD_MAX_TAGS + 1];
+    make_tags(p, s, tags, sizeof tags);
+    if (s->type == GK_METRIC_GAUGE) {
+        add_line(p, s, "", tags, s->value, NULL, 0, 0);
+        return 0;
+    }
+    sent *slot = slot_of(p, s->metric);
+    if (!slot)
+        return 0; /* out of host memory: this series waits for the next tick */
+    double inc = s->value > slot->value ? s->value - slot->value : 0;
+    if (s->type == GK_METRIC_COUNTER) {
+        if (inc > 0 || !slot->announced)
+            add_line(p, s, "", tags, inc, slot, 1, s->value);
+        return 0;
+    }
+    uint64_t n = s->count > slot->count ? s->count - slot->count : 0;
+    if (n > 0 || !slot->announced) {
+        add_line(p, s, "_sum", tags, inc, slot, 2, s->value);
+        add_line(p, s, "_count", tags, (double)n, slot, 3, (double)s->count);
+    }
+    return 0;
+}
+
+/* Sends the registry once. Returns the number of lines that could not be delivered (their
+ * increments stay pending for the next call). Called by one thread at a time. */
+static size_t publish_once(publisher *p)
+{
+    p->nlines = 0;
+    (void)gk_metrics_foreach(p->reg, visit, p);
+    size_t failed = 0;
+    for (size_t i = 0; i < p->nlines; i++) {
+        line *l = &p->lines[i];
+        if (gk_statsd_client_send(p->client, l->name, l->value, l->type,
+                                  l->tags[0] ? l->tags : NULL) != 0) {
+            failed++;
+            continue;
+        }
+        if (!l->slot)
+            continue;
+        if (l->what == 3)
+            l->slot->count = (uint64_t)l->now;
+        else
+            l->slot->value = l->now;
+        l->slot->announced = 1;
+    }
+    return failed;
+}
+
+static void *run(void *arg)
+{
+    publisher *p = arg;
+    struct timespec due;
+    clock_gettime(CLOCK_MONOTONIC, &due);
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        due.tv_nsec += GK__PUBLISH_INTERVAL_MS * 1000000L;
+        while (due.tv_nsec >= 1000000000L) {
+            due.tv_nsec -= 1000000000L;
+            due.tv_sec++;
+        }
+        while (!p->stop && pthread_cond_timedwait(&p->cv, &p->mu, &due) != ETIMEDOUT)
+            ;
+        if (p->stop)
+            break;
+        pthread_mutex_unlock(&p->mu);
+        (void)publish_once(p);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* At exit: stops the thread and sends everything once more, retrying for up to 100 ms while the
+ * receiver's queue is full. */
+static void stop_at_exit(void)
+{
+    publisher *p = the_publisher;
+    if (!p || p->pid != getpid())
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    for (int i = 0; i < 20 && publish_once(p) != 0; i++)
+        nanosleep(&pause, NULL);
+}
+
+/* The launcher's rank and local rank as tags, from the same variables the loader reads. */
+static void process_tags(char *out, size_t len)
+{
+    static const char *const ranks[] = {"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"};
+    static const char *const locals[] = {"LOCAL_RANK", "SLURM_LOCALID",
+                                         "OMPI_COMM_WORLD_LOCAL_RANK"};
+    out[0] = '\0';
+    for (size_t i = 0; i < 3; i++) {
+        const char *r = getenv(ranks[i]);
+        char *end;
+        if (r && *r && strtoul(r, &end, 10) < 1u << 30 && !*end) {
+            snprintf(out, len, ",rank:%s", r);
+            const char *l = getenv(locals[i]);
+            if (l && *l && strtoul(l, &end, 10) < 1u << 30 && !*end)
+                snprintf(out + strlen(out), len - strlen(out), ",local_rank:%s", l);
+            return;
+        }
+    }
+}
+
+/* Starts the publisher when the default registry gets its first series (under gpukit run). */
+static void start(void *user, gk_metrics *reg)
+{
+    (void)user;
+    const char *path = getenv(GK_METRICS_SOCKET_ENV);
+    if (!path || !*path || the_publisher)
+        return;
+    publisher *p = gk__calloc(1, sizeof *p);
+    if (!p)
+        return;
+    p->reg = reg;
+    p->pid = getpid();
+    process_tags(p->process_tags, sizeof p->process_tags);
+    p->lines = gk__calloc(GK__PUBLISH_MAX_LINES, sizeof *p->lines);
+    pthread_condattr_t ca;
+    if (!p->lines || gk_statsd_open(path, &p->client) != 0 || pthread_condattr_init(&ca) != 0)
+        goto out_free;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&p->mu, NULL);
+    if (pthread_create(&p->thread, NULL, run, p) != 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        goto out_free;
+    }
+    the_publisher = p;
+    atexit(stop_at_exit);
+    return;
+out_free:
+    /* Without a publisher the program runs on; its figures are simply not sent. */
+    gk_statsd_close(p->client);
+    free(p->lines);
+    free(p);
+}
+
+static void default_init(void)
+{
+    if (gk_metrics_create(NULL, &default_registry) != 0) {
+        default_registry = NULL;
+        return;
+    }
+    (void)gk_metrics_on_first_series(default_registry, start, NULL);
+}
+
+gk_metrics *gk_metrics_default(void)
+{
+    pthread_once(&default_once, default_init);
+    return default_registry;
+}
