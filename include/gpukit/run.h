@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "version.h"
 
@@ -54,7 +55,56 @@ GK_API uint64_t gk_statsd_dropped(const gk_statsd *c);
  * cost of three system calls). A no-op returning 0 when the variable is unset. Thread-safe. */
 GK_API int gk_statsd_send(const char *name, double value, const char *type);
 
+/* --- Receiving metrics: a node's sink ------------------------------------------------------ */
 
+/* `gpukit serve --statsd PATH` runs one of these: it receives StatsD lines from every process on
+ * the node and turns each series into a metric of a registry (which the exporter serves), so a
+ * training job's pool, loader and step metrics reach Prometheus with no exporter in the job. A
+ * line's tags become labels (a tag's name made Prometheus-valid; repeats, "le" and tags past
+ * max_tags dropped and counted). Names keep their StatsD spelling with '.', '-' and '/' turned
+ * into '_': `|g` becomes a gauge, `|c` a counter (rendered NAME_total, scaled by its sample
+ * rate), `|ms` a histogram NAME_seconds (in seconds), `|h` a histogram. Past max_series, new
+ * series are dropped and counted (gpukit_statsd_dropped_series_total), never stored; the sink's
+ * own counters are gpukit_statsd_lines_total, _malformed_total, _lost_datagrams_total (UDP
+ * datagrams the kernel dropped) and the gauge gpukit_statsd_series. */
+typedef struct gk_statsd_sink gk_statsd_sink;
+
+typedef struct gk_statsd_sink_config {
+    size_t size;             /* sizeof(gk_statsd_sink_config) (set by _default) */
+    const char *socket_path; /* a Unix datagram socket to create (mode 0666), or NULL */
+    const char *udp_listen;  /* "127.0.0.1:8125" to also listen on UDP, or NULL */
+    gk_metrics *metrics;     /* where series go; NULL: gk_metrics_default() */
+    size_t max_series;       /* received series kept (10000) */
+    size_t max_tags;         /* labels kept per series (8; at most 32) */
+    gk_logger logger;
+} gk_statsd_sink_config;
+
+/* Fills `cfg` with the defaults above (no socket, no UDP). */
+GK_API void gk_statsd_sink_config_default(gk_statsd_sink_config *cfg, size_t size);
+#define gk_statsd_sink_config_default(cfg) (gk_statsd_sink_config_default)((cfg), sizeof *(cfg))
+
+/* Binds the socket(s) (a socket file left at socket_path by a sink that died is replaced; any
+ * other file is not) and starts the receiving thread. Returns 0, -EINVAL (no address, bad UDP
+ * address, path too long), the negative errno of bind (-EADDRINUSE, -EACCES, ...) or -ENOMEM,
+ * with the message in gk_last_error(). */
+GK_API int gk_statsd_sink_start(const gk_statsd_sink_config *cfg, gk_statsd_sink **out);
+
+/* Stops the thread, closes the sockets and removes the socket file. The series stay in the
+ * registry. NULL is a no-op. */
+GK_API void gk_statsd_sink_stop(gk_statsd_sink *s);
+
+typedef struct gk_statsd_sink_stats {
+    size_t size; /* bytes filled (see gpukit/version.h) */
+    uint64_t datagrams, lines, malformed;
+    uint64_t dropped_series; /* new series refused (cap, name clash, bad name) */
+    uint64_t dropped_labels; /* tags left out (max_tags, repeats, reserved names) */
+    uint64_t lost_datagrams; /* UDP datagrams the kernel dropped (its receive queue was full) */
+    uint64_t series;         /* series received so far */
+} gk_statsd_sink_stats;
+
+/* The sink's counters. Returns 0 or -EINVAL. Thread-safe. */
+GK_API int gk_statsd_sink_get_stats(gk_statsd_sink *s, gk_statsd_sink_stats *out, size_t size);
+#define gk_statsd_sink_get_stats(s, out) (gk_statsd_sink_get_stats)((s), (out), sizeof *(out))
 
 /* --- Running a command --------------------------------------------------------------------- */
 
