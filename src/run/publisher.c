@@ -41,8 +41,7 @@ typedef struct line {
 typedef struct publisher {
     gk_metrics *reg;
     gk_statsd *client;
-    char process_tags[96]; /* ",rank:3,local_rank:1" or "" */
-    sent *table;           /* open addressing by series address */
+    sent *table; /* open addressing by series address */
     size_t cap, used;
     line *lines;
     size_t nlines;
@@ -101,8 +100,8 @@ static size_t tag_text(char *dst, size_t room, const char *s)
     return n;
 }
 
-/* The series' labels as StatsD tags ("device:cuda:0,pool:main"), then the process's. */
-static void make_tags(const publisher *p, const gk_metric_sample *s, char *tags, size_t len)
+/* The series' labels as StatsD tags ("device:cuda:0,pool:main"); the client adds the rank. */
+static void make_tags(const gk_metric_sample *s, char *tags, size_t len)
 {
     size_t n = 0;
     tags[0] = '\0';
@@ -115,8 +114,6 @@ static void make_tags(const publisher *p, const gk_metric_sample *s, char *tags,
         n += tag_text(tags + n, len - n, s->label_values[i][0] ? s->label_values[i] : "none");
     }
     tags[n] = '\0';
-    if (p->process_tags[0] && n + strlen(p->process_tags) < len)
-        strcat(tags, n ? p->process_tags : p->process_tags + 1);
 }
 
 static void add_line(publisher *p, const gk_metric_sample *s, const char *suffix, const char *tags,
@@ -142,7 +139,7 @@ static int visit(void *user, const gk_metric_sample *s)
 {
     publisher *p = user;
     char tags[GK__STATSD_MAX_TAGS + 1];
-    make_tags(p, s, tags, sizeof tags);
+    make_tags(s, tags, sizeof tags);
     if (s->type == GK_METRIC_GAUGE) {
         add_line(p, s, "", tags, s->value, NULL, 0, 0);
         return 0;
@@ -230,26 +227,6 @@ static void stop_at_exit(void)
         nanosleep(&pause, NULL);
 }
 
-/* The launcher's rank and local rank as tags, from the same variables the loader reads. */
-static void process_tags(char *out, size_t len)
-{
-    static const char *const ranks[] = {"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"};
-    static const char *const locals[] = {"LOCAL_RANK", "SLURM_LOCALID",
-                                         "OMPI_COMM_WORLD_LOCAL_RANK"};
-    out[0] = '\0';
-    for (size_t i = 0; i < 3; i++) {
-        const char *r = getenv(ranks[i]);
-        char *end;
-        if (r && *r && strtoul(r, &end, 10) < 1u << 30 && !*end) {
-            snprintf(out, len, ",rank:%s", r);
-            const char *l = getenv(locals[i]);
-            if (l && *l && strtoul(l, &end, 10) < 1u << 30 && !*end)
-                snprintf(out + strlen(out), len - strlen(out), ",local_rank:%s", l);
-            return;
-        }
-    }
-}
-
 /* Starts the publisher when the default registry gets its first series (under gpukit run). */
 static void start(void *user, gk_metrics *reg)
 {
@@ -262,7 +239,6 @@ static void start(void *user, gk_metrics *reg)
         return;
     p->reg = reg;
     p->pid = getpid();
-    process_tags(p->process_tags, sizeof p->process_tags);
     p->lines = gk__calloc(GK__PUBLISH_MAX_LINES, sizeof *p->lines);
     pthread_condattr_t ca;
     if (!p->lines || gk_statsd_open(path, &p->client) != 0 || pthread_condattr_init(&ca) != 0)

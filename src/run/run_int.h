@@ -33,6 +33,10 @@ typedef void (*gk__statsd_fn)(void *user, const gk__statsd_msg *m);
 void gk__statsd_parse_datagram(const char *buf, size_t len, gk__statsd_fn fn, void *user,
                                uint64_t *good, uint64_t *bad);
 
+/* The launcher's rank as tags ("rank:3,local_rank:1"; "" without a launcher), from RANK and
+ * LOCAL_RANK, else Slurm's or Open MPI's variables: every client adds them to its lines. */
+void gk__statsd_process_tags(char *out, size_t len);
+
 /* 1 when name[0..len) / tags[0..len) follow the rules (see gpukit/run.h). */
 int gk__statsd_name_ok(const char *name, size_t len);
 int gk__statsd_tags_ok(const char *tags, size_t len);
