@@ -257,6 +257,28 @@ GK_API int gk_report_advice(const gk_report *rep, size_t i, gk_advice *out, size
 GK_API int gk_report_stats(const gk_report *rep, const char *name, gk_stats *out, size_t size);
 #define gk_report_stats(rep, name, out) (gk_report_stats)((rep), (name), (out), sizeof *(out))
 
+/* One rank of a multi-process run (series tagged with `rank`, as every gpukit StatsD client and
+ * the process publisher send them under a launcher). A figure not recorded for that rank is NAN
+ * (gpu is -1). */
+typedef struct gk_rank_summary {
+    size_t size;                  /* bytes filled (see gpukit/version.h) */
+    int rank;
+    double step_p50_ms;           /* median of the program's step timer (a |ms series with
+                                     "step" in its name) */
+    double loader_wait_share;     /* loader wait / wall time (gpukit_loader_wait_seconds_total) */
+    double gpu_memory_peak_bytes; /* the rank's GPU memory (NVML per process), else its pools'
+                                     reserved bytes */
+    double gpu_utilization_p50;   /* median utilization of the GPU its pool or loader used */
+    double cpu_cores_p50;         /* median cores its processes kept busy */
+    int gpu;                      /* that GPU's index, or -1 */
+} gk_rank_summary;
+
+/* The per-rank table, by rank (0 rows for a single-process run). gk_report_rank returns 0,
+ * -EINVAL or -ERANGE. The straggler rule (docs/advice.md) compares each row with the others. */
+GK_API size_t gk_report_rank_count(const gk_report *rep);
+GK_API int gk_report_rank(const gk_report *rep, size_t i, gk_rank_summary *out, size_t size);
+#define gk_report_rank(rep, i, out) (gk_report_rank)((rep), (i), (out), sizeof *(out))
+
 /* The comparisons with the baseline (0 when there is none), regressions first, then
  * improvements, then the rest. */
 GK_API size_t gk_report_comparison_count(const gk_report *rep);

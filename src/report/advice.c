@@ -95,6 +95,18 @@ static int data_loading(gk_report *rep, int *fired)
     char ev[512] = "", which[200];
     double dur = rep->duration_s;
     double wait = loader_wait_seconds(rep, which, sizeof which);
+    /* Several ranks each wait on their own loader: the rank that waited most speaks. */
+    double rank_wait = -1;
+    for (size_t i = 0; i < rep->nranks; i++) {
+        if (!isnan(rep->ranks[i].loader_wait_share) &&
+            rep->ranks[i].loader_wait_share * dur > rank_wait) {
+            rank_wait = rep->ranks[i].loader_wait_share * dur;
+            snprintf(which, sizeof which, "gpukit_loader_wait_seconds_total of rank %d",
+                     rep->ranks[i].rank);
+        }
+    }
+    if (rank_wait >= 0)
+        wait = rank_wait;
     if (dur > 0 && wait / dur >= LOADER_WAIT_SHARE) {
         snprintf(ev, sizeof ev,
                  "the program waited for data %.2f s of %.2f s (%.0f%%, reported as %s; "
@@ -390,7 +402,9 @@ static int host_rules(gk_report *rep)
 int gk__report_advise(gk_report *rep)
 {
     int loading = 0;
-    int rc = data_loading(rep, &loading);
+    int rc = gk__report_straggler(rep);
+    if (!rc)
+        rc = data_loading(rep, &loading);
     if (!rc)
         rc = gpu_rules(rep, loading);
     if (!rc)

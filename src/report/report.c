@@ -226,7 +226,7 @@ int gk_report_create(const gk_recording *rec, const gk_recording *baseline, gk_r
             time_above(sm, interval);
     }
     rep->energy_j = energy(rep);
-    if ((rc = gk__report_advise(rep)))
+    if ((rc = gk__report_ranks(rep)) || (rc = gk__report_advise(rep)))
         goto out_fail;
     if (baseline && (rc = gk__report_compare(rep)))
         goto out_fail;
@@ -246,6 +246,7 @@ void gk_report_destroy(gk_report *rep)
     free(rep->advice_text);
     free(rep->advice);
     free(rep->cmp);
+    free(rep->ranks);
     free(rep->sums);
     free(rep);
 }

@@ -58,7 +58,18 @@ struct gk_report {
     gk_comparison *cmp;
     size_t ncmp;
     double energy_j; /* summed over GPUs; < 0 when no power was recorded */
+    gk_rank_summary *ranks; /* the per-rank table (ranks.c) */
+    size_t nranks;
+    char step_series[256]; /* the step timer the table uses ("" when none) */
 };
+
+/* The value of tag or label `key` in a series name ("x{device:cuda:0,rank:3}" or
+ * "x{gpu=\"0\"}") into buf; 0 when absent. */
+int gk__series_tag(const char *name, const char *key, char *buf, size_t len);
+/* Builds the per-rank table (ranks.c). Returns 0 or -ENOMEM. */
+int gk__report_ranks(gk_report *rep);
+/* The straggler rule over the per-rank table. Returns 0 or -ENOMEM. */
+int gk__report_straggler(gk_report *rep);
 
 /* Reads a recording from an open stream (reader.c; `path` names it in messages). The contract
  * of gk_recording_load, without the open. */
