@@ -13,10 +13,10 @@
 #include "report/report_int.h"
 
 /* The straggler rule's thresholds (docs/advice.md keeps the same numbers). */
-#define STRAGGLER_STEP_RATIO 1.25 /* a rank's median step over the others' median ... */
-#define STRAGGLER_STEP_MIN_MS 1.0 /* ... and at least this much slower */
-#define STRAGGLER_WAIT_RATIO 2.0  /* a rank's loader-wait share over twice the others' ... */
-#define STRAGGLER_WAIT_MIN   0.10 /* ... and at least 10 points higher */
+#define STRAGGLER_STEP_RATIO  1.25 /* a rank's median step over the others' median ... */
+#define STRAGGLER_STEP_MIN_MS 1.0  /* ... and at least this much slower */
+#define STRAGGLER_WAIT_RATIO  2.0  /* a rank's loader-wait share over twice the others' ... */
+#define STRAGGLER_WAIT_MIN    0.10 /* ... and at least 10 points higher */
 
 /* The value of tag or label `key` in a series name ("x{device:cuda:0,rank:3}" or
  * "x{gpu=\"0\",rank=\"3\"}"), copied into buf; 0 when absent. */
@@ -185,12 +185,10 @@ int gk__report_ranks(gk_report *rep)
         if (step[0] && strcmp(base, step) == 0 && sm->s.kind == GK_SERIES_TIMER)
             row->step_p50_ms = sm->st.p50;
         if (strcmp(base, "gpukit_loader_wait_seconds_total") == 0 && rep->duration_s > 0)
-            row->loader_wait_share =
-                (isnan(row->loader_wait_share) ? 0 : row->loader_wait_share) +
-                sm->st.sum / rep->duration_s;
+            row->loader_wait_share = (isnan(row->loader_wait_share) ? 0 : row->loader_wait_share) +
+                                     sm->st.sum / rep->duration_s;
         if (strcmp(base, "gpukit_gpu_process_memory_used_bytes") == 0 ||
-            (strcmp(base, "gpukit_alloc_reserved_bytes") == 0 &&
-             isnan(row->gpu_memory_peak_bytes)))
+            (strcmp(base, "gpukit_alloc_reserved_bytes") == 0 && isnan(row->gpu_memory_peak_bytes)))
             row->gpu_memory_peak_bytes = sm->st.max;
         if (strcmp(base, "gpukit_process_tree_cpu_cores") == 0)
             row->cpu_cores_p50 = sm->st.p50;
@@ -296,4 +294,114 @@ int(gk_report_rank)(const gk_report *rep, size_t i, gk_rank_summary *out, size_t
         return gk__error(-ERANGE, "gk_report_rank: rank row %zu does not exist (%zu rows)", i,
                          rep->nranks);
     return gk__sized_put(out, size, &rep->ranks[i], sizeof rep->ranks[i], "gk_rank_summary");
+}
+
+/* --- rendering --------------------------------------------------------------------------- */
+
+static void cell(char *buf, size_t len, double v, int kind)
+{
+    if (isnan(v)) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    switch (kind) {
+    case 0: /* ms */
+        snprintf(buf, len, "%.1f ms", v);
+        break;
+    case 1: /* ratio */
+        snprintf(buf, len, "%.0f%%", 100 * v);
+        break;
+    case 2: /* bytes */
+        gk__fmt_bytes(buf, len, v);
+        break;
+    default:
+        snprintf(buf, len, "%.2f", v);
+        break;
+    }
+}
+
+/* One row's cells: step, loader wait, GPU memory, GPU, GPU utilization, CPU cores. */
+static void row_cells(const gk_rank_summary *r, char c[6][32])
+{
+    cell(c[0], 32, r->step_p50_ms, 0);
+    cell(c[1], 32, r->loader_wait_share, 1);
+    cell(c[2], 32, r->gpu_memory_peak_bytes, 2);
+    if (r->gpu >= 0)
+        snprintf(c[3], 32, "%d", r->gpu);
+    else
+        snprintf(c[3], 32, "-");
+    cell(c[4], 32, r->gpu_utilization_p50, 1);
+    cell(c[5], 32, r->cpu_cores_p50, 3);
+}
+
+void gk__report_ranks_text(const gk_report *rep, FILE *out)
+{
+    if (!rep->nranks)
+        return;
+    fprintf(out, "\nranks (step: %s, median; loader wait: share of the run):\n",
+            rep->step_series[0] ? rep->step_series : "no step timer recorded");
+    fprintf(out, "  %5s %12s %12s %12s %4s %9s %9s\n", "rank", "step", "loader wait", "GPU memory",
+            "GPU", "GPU util", "CPU cores");
+    for (size_t i = 0; i < rep->nranks; i++) {
+        char c[6][32];
+        row_cells(&rep->ranks[i], c);
+        fprintf(out, "  %5d %12s %12s %12s %4s %9s %9s\n", rep->ranks[i].rank, c[0], c[1], c[2],
+                c[3], c[4], c[5]);
+    }
+}
+
+static void json_num(gk__sbuf *b, const char *key, double v)
+{
+    gk__sbuf_printf(b, ",\"%s\":", key);
+    gk__sbuf_json_num(b, v);
+}
+
+void gk__report_ranks_json(const gk_report *rep, gk__sbuf *b)
+{
+    gk__sbuf_puts(b, ",\"step_series\":");
+    gk__sbuf_json_str(b, rep->step_series);
+    gk__sbuf_puts(b, ",\"ranks\":[");
+    for (size_t i = 0; i < rep->nranks; i++) {
+        const gk_rank_summary *r = &rep->ranks[i];
+        gk__sbuf_printf(b, "%s{\"rank\":%d,\"gpu\":%d", i ? "," : "", r->rank, r->gpu);
+        json_num(b, "step_p50_ms", r->step_p50_ms);
+        json_num(b, "loader_wait_share", r->loader_wait_share);
+        json_num(b, "gpu_memory_peak_bytes", r->gpu_memory_peak_bytes);
+        json_num(b, "gpu_utilization_p50", r->gpu_utilization_p50);
+        json_num(b, "cpu_cores_p50", r->cpu_cores_p50);
+        gk__sbuf_add(b, "}", 1);
+    }
+    gk__sbuf_add(b, "]", 1);
+}
+
+void gk__report_ranks_html(const gk_report *rep, gk__sbuf *b)
+{
+    if (!rep->nranks)
+        return;
+    gk__sbuf_puts(b, "<h2 id=\"ranks\">Ranks</h2>\n<table class=\"ranks\"><tr><th>rank</th>"
+                     "<th>step (median)</th><th>loader wait</th><th>GPU memory</th><th>GPU</th>"
+                     "<th>GPU utilization</th><th>CPU cores</th></tr>\n");
+    /* The straggler, when the rule fired, is highlighted where its numbers are. */
+    int straggler = -1;
+    for (size_t i = 0; i < rep->nadvice; i++)
+        if (strcmp(rep->advice[i].rule, "straggler") == 0)
+            sscanf(rep->advice[i].title, "Rank %d", &straggler);
+    for (size_t i = 0; i < rep->nranks; i++) {
+        char c[6][32];
+        row_cells(&rep->ranks[i], c);
+        gk__sbuf_printf(b, "<tr%s><td>%d</td>",
+                        rep->ranks[i].rank == straggler ? " class=\"regression\"" : "",
+                        rep->ranks[i].rank);
+        for (int k = 0; k < 6; k++) {
+            gk__sbuf_puts(b, "<td>");
+            gk__sbuf_html(b, c[k]);
+            gk__sbuf_puts(b, "</td>");
+        }
+        gk__sbuf_puts(b, "</tr>\n");
+    }
+    gk__sbuf_puts(b, "</table>\n<p class=\"rule\">Step: ");
+    gk__sbuf_html(b, rep->step_series[0] ? rep->step_series : "no step timer was recorded");
+    gk__sbuf_puts(b,
+                  " (a |ms series with \"step\" in its name, tagged with its rank). Loader wait: "
+                  "share of the run spent in gk_loader_next.</p>\n");
 }

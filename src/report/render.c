@@ -139,6 +139,7 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
         fprintf(out, "  %8.2f s  %s%s%s%s %s (value %.6g)\n", a.t, a.name, a.labels[0] ? "{" : "",
                 a.labels, a.labels[0] ? "}" : "", a.state, a.value);
     }
+    gk__report_ranks_text(rep, out);
     fprintf(out, "\nadvice:\n");
     if (rep->nadvice == 0)
         fprintf(out, "  none: no rule of docs/advice.md fired on the recorded data\n");
@@ -264,6 +265,7 @@ int gk_report_write_json(const gk_report *rep, FILE *out)
         gk__sbuf_add(&b, "}", 1);
     }
     gk__sbuf_puts(&b, "]");
+    gk__report_ranks_json(rep, &b);
     if (rep->base) {
         gk__sbuf_puts(&b, ",\"comparison\":[");
         for (size_t i = 0; i < rep->ncmp; i++) {

@@ -293,6 +293,7 @@ int gk_report_write_html(const gk_report *rep, FILE *out)
     gk__sbuf_printf(&b, "</title>\n<style>%s</style>\n</head><body>\n", style);
     header(&b, rep);
     advice(&b, rep);
+    gk__report_ranks_html(rep, &b);
     alerts(&b, rep);
     tables(&b, rep);
     gk__sbuf_puts(&b, "<h2>Charts</h2>\n");

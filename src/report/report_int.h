@@ -70,6 +70,11 @@ int gk__series_tag(const char *name, const char *key, char *buf, size_t len);
 int gk__report_ranks(gk_report *rep);
 /* The straggler rule over the per-rank table. Returns 0 or -ENOMEM. */
 int gk__report_straggler(gk_report *rep);
+/* The per-rank table as text (nothing for a single-process run), JSON members
+ * (,"step_series":...,"ranks":[...]) and an HTML section. */
+void gk__report_ranks_text(const gk_report *rep, FILE *out);
+void gk__report_ranks_json(const gk_report *rep, gk__sbuf *b);
+void gk__report_ranks_html(const gk_report *rep, gk__sbuf *b);
 
 /* Reads a recording from an open stream (reader.c; `path` names it in messages). The contract
  * of gk_recording_load, without the open. */

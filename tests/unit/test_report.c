@@ -484,6 +484,107 @@ static void test_html(void **state)
     done(rep, rec, brec);
 }
 
+/* A job of `nranks` ranks, each sending its step time and its loader's wait with its rank tag;
+ * `slow` (>= 0) steps 1.6x slower, `waiting` (>= 0) waits for its loader half the run. */
+static const char *record_ranks(const char *name, int nranks, int slow, int waiting)
+{
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/%s.jsonl", gk_test_tmpdir(name), name);
+    static const char *const argv[] = {"launch", "--ranks"};
+    gk_recording_meta m = {.size = sizeof m,
+                           .argc = 2,
+                           .argv = argv,
+                           .host = "h",
+                           .start_unix = 1.7e9,
+                           .interval_s = 0.5,
+                           .cores = 8};
+    gk_recorder *r;
+    GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
+    for (int i = 0; i < 40; i++) {
+        double t = 0.5 * (i + 1);
+        for (int k = 0; k < nranks; k++) {
+            char tags[64];
+            snprintf(tags, sizeof tags, "rank:%d,local_rank:%d", k, k);
+            double step = (k == slow ? 160 : 100) + (i % 3);
+            GK_ASSERT_OK(gk_recorder_metric(r, t, "train_step_time", "ms", step, tags));
+            snprintf(tags, sizeof tags, "device:cuda:%d,loader:train,rank:%d", k, k);
+            GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_loader_wait_seconds_total", "c",
+                                            k == waiting ? 0.25 : 0.01, tags));
+            snprintf(tags, sizeof tags, "device:cuda:%d,pool:default,rank:%d", k, k);
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_alloc_reserved_bytes", "g", 1e9 * (k + 1), tags));
+        }
+    }
+    gk_recording_end e = {.size = sizeof e, .t = 20, .duration_s = 20, .samples = 40};
+    GK_ASSERT_OK(gk_recorder_close(r, &e));
+    return path;
+}
+
+static const gk_advice *advice_of(const gk_report *rep, const char *rule, gk_advice *a)
+{
+    for (size_t i = 0; i < gk_report_advice_count(rep); i++) {
+        GK_ASSERT_OK(gk_report_advice(rep, i, a));
+        if (strcmp(a->rule, rule) == 0)
+            return a;
+    }
+    return NULL;
+}
+
+static void test_ranks_and_straggler(void **state)
+{
+    (void)state;
+    gk_recording *rec, *brec;
+    gk_advice a;
+    /* Balanced: a per-rank table, no straggler. */
+    gk_report *rep = report_of(record_ranks("ranks_balanced", 4, -1, -1), NULL, &rec, &brec);
+    assert_int_equal(gk_report_rank_count(rep), 4);
+    gk_rank_summary row;
+    GK_ASSERT_OK(gk_report_rank(rep, 2, &row));
+    assert_int_equal(row.rank, 2);
+    assert_int_equal(row.gpu, 2);
+    assert_true(row.step_p50_ms >= 100 && row.step_p50_ms <= 102);
+    assert_true(fabs(row.loader_wait_share - 0.02) < 1e-9); /* 40 x 0.01 s over 20 s */
+    assert_true(row.gpu_memory_peak_bytes == 3e9);
+    assert_null(advice_of(rep, "straggler", &a));
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    GK_ASSERT_OK(gk_report_write_text(rep, f));
+    fclose(f);
+    GK_ASSERT_CONTAINS(text, "ranks (step: train_step_time, median;");
+    free(text);
+    done(rep, rec, brec);
+
+    /* Rank 2 steps 1.6x slower: the straggler names it and the step time. */
+    rep = report_of(record_ranks("ranks_slow", 4, 2, -1), NULL, &rec, &brec);
+    assert_non_null(advice_of(rep, "straggler", &a));
+    GK_ASSERT_CONTAINS(a.title, "Rank 2 is a straggler");
+    GK_ASSERT_CONTAINS(a.evidence, "rank 2's median step (train_step_time) took 161.0 ms against "
+                                   "101.0 ms");
+    text = NULL;
+    f = open_memstream(&text, &len);
+    GK_ASSERT_OK(gk_report_write_html(rep, f));
+    fclose(f);
+    GK_ASSERT_CONTAINS(text, "<tr class=\"regression\"><td>2</td>");
+    free(text);
+    done(rep, rec, brec);
+
+    /* Rank 1 waits for its loader half the time, the others 2%: a straggler by its loader, and
+     * the data-loading rule speaks of that rank. */
+    rep = report_of(record_ranks("ranks_waiting", 3, -1, 1), NULL, &rec, &brec);
+    assert_non_null(advice_of(rep, "straggler", &a));
+    GK_ASSERT_CONTAINS(a.evidence, "rank 1 waited for its loader 50% of the run against 2%");
+    assert_non_null(advice_of(rep, "data-loading-bound", &a));
+    GK_ASSERT_CONTAINS(a.evidence, "of rank 1");
+    done(rep, rec, brec);
+
+    /* One rank: no table. */
+    rep = report_of(record_ranks("ranks_one", 1, -1, -1), NULL, &rec, &brec);
+    assert_int_equal(gk_report_rank_count(rep), 1);
+    assert_null(advice_of(rep, "straggler", &a));
+    done(rep, rec, brec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +592,7 @@ int main(void)
         cmocka_unit_test(test_advice_rules),
         cmocka_unit_test(test_baseline),
         cmocka_unit_test(test_html),
+        cmocka_unit_test(test_ranks_and_straggler),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
