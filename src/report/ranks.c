@@ -80,17 +80,22 @@ static gk_rank_summary *row_for(gk_report *rep, int rank)
     return NULL;
 }
 
-/* The program's step timer: the timer whose name mentions "step" that the most ranks sent. */
+/* The program's step timer, sent by the ranks: a timer whose name mentions "compute" (the part
+ * of a step before the gradient synchronization: in synchronous data parallelism every rank's
+ * whole step lasts as long as the slowest's, and only the time before the collective tells the
+ * straggler), else one that mentions "step"; the one the most ranks sent. */
 static void step_timer(const gk_report *rep, char *best, size_t len)
 {
     best[0] = '\0';
     size_t best_n = 0;
+    int best_compute = 0;
     for (size_t i = 0; i < rep->nsums; i++) {
         const gk_series *s = &rep->sums[i].s;
         char base[256], r[16];
         base_of(s->name, base, sizeof base);
-        if (s->kind != GK_SERIES_TIMER || !strstr(base, "step") ||
-            !gk__series_tag(s->name, "rank", r, sizeof r))
+        int compute = strstr(base, "compute") != NULL;
+        if (s->kind != GK_SERIES_TIMER || (!compute && !strstr(base, "step")) ||
+            !gk__series_tag(s->name, "rank", r, sizeof r) || compute < best_compute)
             continue;
         size_t n = 0;
         for (size_t j = 0; j < rep->nsums; j++) {
@@ -98,8 +103,9 @@ static void step_timer(const gk_report *rep, char *best, size_t len)
             base_of(rep->sums[j].s.name, b2, sizeof b2);
             n += strcmp(b2, base) == 0 && rep->sums[j].s.kind == GK_SERIES_TIMER;
         }
-        if (n > best_n) {
+        if (n > best_n || compute > best_compute) {
             best_n = n;
+            best_compute = compute;
             snprintf(best, len, "%s", base);
         }
     }
@@ -259,9 +265,10 @@ int gk__report_straggler(gk_report *rep)
     if (what == 1) {
         double wait_o = others_median(rep, worst, offsetof(gk_rank_summary, loader_wait_share));
         snprintf(ev, sizeof ev,
-                 "rank %d's median step (%s) took %.1f ms against %.1f ms for the median of the "
+                 "rank %d's median %s (%s) took %.1f ms against %.1f ms for the median of the "
                  "other %zu ranks: %.2fx (threshold %.2fx)%s",
-                 row->rank, rep->step_series, mine, others, rep->nranks - 1, mine / others,
+                 row->rank, strstr(rep->step_series, "compute") ? "compute time" : "step",
+                 rep->step_series, mine, others, rep->nranks - 1, mine / others,
                  STRAGGLER_STEP_RATIO,
                  !isnan(row->loader_wait_share) && !isnan(wait_o) &&
                          row->loader_wait_share > wait_o + 0.05
