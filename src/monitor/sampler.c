@@ -84,7 +84,9 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
         if (rc)
             goto out_destroy;
         m->host_sample = gk__malloc(sizeof *m->host_sample);
-        if (!m->host_sample) {
+        if (m->host_sample && cfg.pid > 0)
+            m->workers = gk__calloc(GK__MAX_WORKERS, sizeof *m->workers);
+        if (!m->host_sample || (cfg.pid > 0 && !m->workers)) {
             rc = -ENOMEM;
             goto out_destroy;
         }
@@ -136,6 +138,7 @@ void gk_monitor_destroy(gk_monitor *m)
     gk_nvml_close(m->nvml);
     gk_host_close(m->host);
     free(m->host_sample);
+    free(m->workers);
     free(m->gpu);
     for (size_t i = 0; i < m->nseries; i++) {
         free(m->series[i]->ring);
@@ -435,6 +438,10 @@ static void run_tick(gk_monitor *m)
     }
     gk_proc_tree tree;
     int have_tree = m->host && m->cfg.pid > 0 && gk_host_proc_tree(m->host, m->cfg.pid, &tree) == 0;
+    size_t nworkers = 0;
+    if (have_tree && m->workers &&
+        gk_host_proc_workers(m->host, m->cfg.pid, m->workers, GK__MAX_WORKERS, &nworkers) != 0)
+        nworkers = 0;
     gk_nvml_info info = {0};
     if (m->nvml)
         gk_nvml_get_info(m->nvml, &info);
@@ -451,6 +458,7 @@ static void run_tick(gk_monitor *m)
         publish_host(m, m->host_sample);
     if (have_tree)
         publish_tree(m, &tree);
+    gk__monitor_derived(m, have_tree ? &tree : NULL, m->workers, nworkers, ndev);
     m->stats.ticks++;
     m->stats.nvml_errors = gk_nvml_error_count(m->nvml);
     publish_self(m, m->stats.last_tick_seconds);

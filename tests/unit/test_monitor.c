@@ -4,9 +4,12 @@
 /* gk-labels: unit threads */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -393,6 +396,67 @@ static void test_thread(void **state)
     gk_metrics_destroy(reg);
 }
 
+/* A launcher's tree: this process with two children that carry RANK in their environment. The
+ * monitor publishes the derived host and tree gauges and one set of series per rank, and matches
+ * NVML's process list to the rank by pid. */
+static void test_ranks(void **state)
+{
+    (void)state;
+    pid_t kids[2];
+    for (int r = 0; r < 2; r++) {
+        kids[r] = fork();
+        assert_true(kids[r] >= 0);
+        if (kids[r] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failing test never leaves them spinning */
+            execle("/bin/sh", "sh", "-c", "while :; do :; done", (char *)NULL,
+                   (char *[]){r ? "RANK=1" : "RANK=0", "LOCAL_RANK=0", "WORLD_SIZE=2", NULL});
+            _exit(127);
+        }
+    }
+    gk_metrics *reg = NULL;
+    GK_ASSERT_OK(gk_metrics_create(NULL, &reg));
+    gk_monitor_config cfg = base_config(reg);
+    cfg.proc_root = "/proc";
+    cfg.pid = (int)getpid();
+    cfg.gpu = GK_MONITOR_GPU_AUTO;
+    cfg.nvml_library = GK_TEST_FAKE_NVML;
+    fake.set(0, "nproc", 1, 0);
+    fake.set(0, "proc_pid_base", (unsigned long long)kids[1], 0); /* rank 1 uses GPU 0 */
+    gk_monitor *m = NULL;
+    GK_ASSERT_OK(gk_monitor_create(&cfg, &m));
+    GK_ASSERT_OK(gk_monitor_tick(m));
+    sleep_ms(300);
+    GK_ASSERT_OK(gk_monitor_tick(m));
+    double busy = last_value(m, "gpukit_cpu_busy_ratio", NULL);
+    assert_true(busy > 0 && busy <= 1);
+    assert_true(last_value(m, "gpukit_cpu_busiest_core_ratio", NULL) >= busy - 1e-9);
+    assert_true(last_value(m, "gpukit_memory_used_ratio", NULL) > 0);
+    char pid[16];
+    snprintf(pid, sizeof pid, "pid=\"%d\"", (int)getpid());
+    assert_true(last_value(m, "gpukit_process_tree_cpu_cores", pid) > 0.5); /* two busy loops */
+    for (int r = 0; r < 2; r++) {
+        char l[32];
+        snprintf(l, sizeof l, "rank=\"%d\"", r);
+        double cores = last_value(m, "gpukit_rank_cpu_cores", l);
+        assert_true(cores > 0.1 && cores < 1.5);
+        assert_true(last_value(m, "gpukit_rank_resident_memory_bytes", l) > 0);
+    }
+    /* NVML's one process on GPU 0 is rank 1's (1 MiB in the fake). */
+    assert_true(last_value(m, "gpukit_rank_gpu_memory_bytes", "rank=\"1\",gpu=\"0\"") ==
+                (double)(1 << 20));
+    size_t idx;
+    GK_ASSERT_ERR(gk_monitor_find(m, "gpukit_rank_gpu_memory_bytes", "rank=\"0\",gpu=\"0\"", &idx),
+                  -ENOENT);
+    assert_true(last_value(m, "gpukit_gpu_memory_used_ratio", "gpu=\"0\",uuid=\"GPU-fake-0000\"") >
+                0);
+    gk_monitor_destroy(m);
+    gk_metrics_destroy(reg);
+    for (int r = 0; r < 2; r++) {
+        kill(kids[r], SIGKILL);
+        waitpid(kids[r], NULL, 0);
+    }
+}
+
 int main(void)
 {
     snprintf(proc1, sizeof proc1, "%s/tests/data/proc1", GK_TEST_SOURCE_DIR);
@@ -410,6 +474,7 @@ int main(void)
         cmocka_unit_test_setup(test_gpu_series, setup),
         cmocka_unit_test_setup(test_alerts, setup),
         cmocka_unit_test_setup(test_thread, setup),
+        cmocka_unit_test_setup(test_ranks, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     dlclose(fake.h);
