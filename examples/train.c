@@ -372,18 +372,20 @@ static int save(trainer *t, gk_loader *ld, const char *path)
     rc = t->math.download(&t->math, hw, t->w, t->cols);
     if (!rc)
         rc = t->math.download(&t->math, hw + t->cols, t->v, t->cols);
-    char tmp[4096 + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = rc ? NULL : fopen(tmp, "wb");
+    /* gk_output writes a temporary file beside the checkpoint and renames it over the old one
+     * only once all of it is on disk: a crash or a full disk never leaves half a checkpoint. */
+    gk_output *o = NULL;
     int64_t micro = t->micro;
-    if (!rc && (!f || fwrite(CKPT_MAGIC, 8, 1, f) != 1 || fwrite(&t->step, 8, 1, f) != 1 ||
-                fwrite(&micro, 8, 1, f) != 1 || fwrite(&st, sizeof st, 1, f) != 1 ||
-                fwrite(hw, sizeof(float), 2 * t->cols, f) != 2 * t->cols))
-        rc = -EIO;
-    if (f && fclose(f) != 0)
-        rc = -EIO;
-    if (!rc && rename(tmp, path) != 0)
-        rc = -errno;
+    if (!rc)
+        rc = gk_output_open(path, 0, &o, NULL, 0);
+    if (!rc) {
+        gk_output_write(o, CKPT_MAGIC, 8);
+        gk_output_write(o, &t->step, 8);
+        gk_output_write(o, &micro, 8);
+        gk_output_write(o, &st, sizeof st);
+        gk_output_write(o, hw, 2 * t->cols * sizeof(float));
+        rc = gk_output_commit(o, NULL, 0);
+    }
     free(hw);
     return rc;
 }

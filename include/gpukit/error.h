@@ -40,7 +40,15 @@ extern "C" {
     XX(ENOTSUP, "not supported")                                                                   \
     XX(EOVERFLOW, "value too large")                                                               \
     XX(ECANCELED, "canceled")                                                                      \
-    XX(ETIMEDOUT, "timed out")
+    XX(ETIMEDOUT, "timed out")                                                                     \
+    XX(EFBIG, "file too large (a file-size limit)")                                                \
+    XX(EISDIR, "is a directory")                                                                   \
+    XX(ENOTDIR, "not a directory")                                                                 \
+    XX(ENXIO, "no such device or address (a named pipe without a reader)")                         \
+    XX(ENAMETOOLONG, "file name too long")                                                         \
+    XX(EROFS, "read-only filesystem")                                                              \
+    XX(EDQUOT, "disk quota exceeded")                                                              \
+    XX(EADDRINUSE, "address already in use")
 
 /* gpukit's own codes (name, value, text). */
 #define GK_CODE_MAP(XX)                                                                            \

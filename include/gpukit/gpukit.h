@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "options.h"
+#include "output.h"
 #include "pool.h"
 #include "pressure.h"
 #include "report.h"

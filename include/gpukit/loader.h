@@ -173,14 +173,61 @@ GK_API int gk_dataset_open_records(const char *path, const gk_records_options *o
 
 /* Writes a fixed-record file: open, write records (any number of calls), close. The header is
  * written by close. dtype NULL = "|u1"; shape NULL with ndim 0 = one dimension of record_size.
- * Returns 0 or a negative code with the message (naming the file) in gk_last_error(). close
- * frees the writer even on failure; abort removes the partial file. */
+ * The file is written through gk_output (gpukit/output.h) with GK_OUTPUT_SEEKABLE: into a
+ * temporary file beside `path` that close renames over it, so an existing file stays whole until
+ * the new one is complete; a device, pipe or directory is refused. Returns 0 or a negative code
+ * (-ENOSPC for a full disk, -EFBIG at a file-size limit, ...) with the message (naming the file)
+ * in gk_last_error(). close frees the writer even on failure; abort removes the temporary file
+ * and never touches `path`. */
 typedef struct gk_records_writer gk_records_writer;
 GK_API int gk_records_writer_open(const char *path, uint64_t record_size, const char *dtype,
                                   uint32_t ndim, const uint64_t *shape, gk_records_writer **out);
 GK_API int gk_records_writer_write(gk_records_writer *w, const void *records, uint64_t count);
 GK_API int gk_records_writer_close(gk_records_writer *w);
 GK_API void gk_records_writer_abort(gk_records_writer *w);
+
+/* Checks that about `records` more records fit on the file's filesystem before they are written
+ * (gk_output_reserve). Returns 0, or -ENOSPC with the figures in gk_last_error(). */
+GK_API int gk_records_writer_reserve(gk_records_writer *w, uint64_t records);
+
+/* --- NumPy .npy arrays -----------------------------------------------------------------------
+ *
+ * `gpukit data pack --npy` turns an array into a record file, one record per row (the first
+ * dimension). The header is read strictly: format versions 1 to 3, a dict with exactly 'descr',
+ * 'fortran_order' and 'shape'; element types b, i, u, f, c of 1 to 64 bytes; C order (or a
+ * Fortran order that is the same in memory); at most GK_NPY_MAX_DIMS dimensions; no dimension 0;
+ * records of at most GK_NPY_MAX_RECORD bytes and at most 2^62 bytes in all (every product is
+ * overflow-checked). */
+#define GK_NPY_MAX_DIMS   (GK_RECORDS_MAX_DIMS + 1)
+#define GK_NPY_MAX_RECORD (1ull << 40)
+
+typedef struct gk_npy_info {
+    size_t size;        /* bytes filled (see gpukit/version.h) */
+    char dtype[17];     /* "<f4" */
+    uint32_t item_size; /* bytes per element */
+    int fortran_order;  /* as the header says */
+    uint32_t ndim;      /* 1 .. GK_NPY_MAX_DIMS */
+    uint64_t shape[GK_NPY_MAX_DIMS];
+    uint64_t header_bytes; /* where the data starts */
+    uint64_t record_size;  /* item_size times shape[1..ndim-1] */
+    uint64_t data_bytes;   /* shape[0] times record_size */
+} gk_npy_info;
+
+/* Parses a .npy header from the first `len` bytes of a file. Returns 0, GK_ECORRUPT (not .npy, a
+ * malformed or truncated header), GK_EVERSION (format version), -ENOTSUP (a type, order or shape
+ * that cannot be records) or -EINVAL; the reason is in gk_last_error() and `err`. */
+GK_API int gk_npy_parse_header(const void *buf, size_t len, gk_npy_info *info, char *err,
+                               size_t errlen, size_t size);
+#define gk_npy_parse_header(buf, len, info, err, errlen)                                           \
+    (gk_npy_parse_header)((buf), (len), (info), (err), (errlen), sizeof *(info))
+
+/* Reads the header of the .npy file `path` and checks the file's size against it. Errors as
+ * gk_npy_parse_header, plus -EINVAL for a path that is not a regular file (a pipe, a directory)
+ * and the negative errno of open or read; `err` names the file. */
+GK_API int gk_npy_inspect(const char *path, gk_npy_info *info, char *err, size_t errlen,
+                          size_t size);
+#define gk_npy_inspect(path, info, err, errlen)                                                    \
+    (gk_npy_inspect)((path), (info), (err), (errlen), sizeof *(info))
 
 /* --- llm.c token shards -------------------------------------------------------------------
  *

@@ -297,7 +297,8 @@ GK_API int gk_pool_record_history(gk_pool *pool, size_t entries);
  * Returns 0 or -EIO. */
 GK_API int gk_pool_snapshot_json(gk_pool *pool, FILE *out);
 
-/* Lists the live blocks (address, size, requested size, stream, tag), largest first, one per line.
+/* Lists the live blocks (address, size, requested size, stream, tag with its control characters
+ * escaped as gk_text_escape does), largest first, one per line.
  * Returns the number of live blocks, or -EIO. */
 GK_API long gk_pool_report_live(gk_pool *pool, FILE *out);
 

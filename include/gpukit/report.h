@@ -83,8 +83,12 @@ typedef struct gk_recording_end {
     double max_rss_bytes;      /* the largest RSS of one process of the tree (rusage) */
 } gk_recording_end;
 
-/* Creates (truncates) `path` and writes the metadata line. Returns 0 and *out, -EINVAL, -ENOMEM
- * or the negative errno of open/write (-EACCES, -ENOENT, ...). Close with gk_recorder_close. */
+/* Opens `path` as a gk_output log (gpukit/output.h) and writes the metadata line: a new file is
+ * written in place, line by line, so a killed run leaves its lines at `path`; an existing regular
+ * file is left as it was until gk_recorder_close renames the new recording over it (until then a
+ * killed run's lines are in ".NAME.gk-XXXXXX" beside it); a device or pipe is written in place.
+ * Returns 0 and *out, -EINVAL, -ENOMEM or the negative errno of open/write (-EACCES, -ENOENT,
+ * -EISDIR, -ENOSPC, ...). Close with gk_recorder_close. */
 GK_API int gk_recorder_open(const char *path, const gk_recording_meta *meta, gk_recorder **out);
 
 /* Writes one sample line at `t` seconds: n values named names[i] (non-finite values are written
@@ -120,6 +124,12 @@ typedef enum gk_series_kind {
     GK_SERIES_HISTOGRAM, /* |h */
 } gk_series_kind;
 
+/* Values of a larger magnitude are left out of their series when a recording is read (sums and
+ * variances of such values overflow) and counted in gk_series.overflow; times (t, duration_s)
+ * beyond GK_RECORDING_TIME_MAX seconds are refused the same way. */
+#define GK_RECORDING_VALUE_MAX 1e18
+#define GK_RECORDING_TIME_MAX  1e9
+
 /* One series of a recording. The arrays belong to the recording. */
 typedef struct gk_series {
     size_t size; /* bytes filled (see gpukit/version.h) */
@@ -128,6 +138,7 @@ typedef struct gk_series {
     size_t n;
     const double *t; /* seconds since the start, ascending as recorded */
     const double *v;
+    size_t overflow; /* values beyond +-GK_RECORDING_VALUE_MAX, left out of t and v */
 } gk_series;
 
 /* The metadata and end of a recording. Strings belong to the recording. */

@@ -117,7 +117,10 @@ typedef struct gk_run_config {
     const char *const *alerts; /* alert rules "[NAME: ]METRIC{labels} OP VALUE [for DURATION]"
                                   (gpukit/monitor.h, metric names in docs/monitor.md); NULL */
     size_t nalerts;
-    gk_logger logger; /* warnings and the one "GPU metrics are off" line */
+    gk_logger logger;   /* warnings and the one "GPU metrics are off" line */
+    int command_stdout; /* a descriptor (above 1) that becomes the command's stdout, e.g. 2 so
+                           that the caller's stdout carries only what the caller prints
+                           (gpukit run --json); 0 (default): the command inherits stdout */
 } gk_run_config;
 
 /* What happened. */
@@ -127,7 +130,7 @@ typedef struct gk_run_result {
     int exit_status;   /* shell-style: exit code, or 128+signal; 127 when it could not start */
     int exit_code;     /* exit() value, or -1 when a signal ended it */
     int signal;        /* the signal that ended it, or 0 */
-    int forwarded;     /* the last signal gpukit forwarded to it (SIGINT, SIGTERM, SIGHUP), or 0 */
+    int forwarded;     /* the last signal gpukit forwarded to it, or 0 */
     double duration_s; /* wall time from start to exit */
     uint64_t samples, overruns;
     uint64_t metric_lines, metric_malformed, metric_dropped;
@@ -147,14 +150,30 @@ typedef struct gk_run_result {
 GK_API void gk_run_config_default(gk_run_config *cfg, size_t size);
 #define gk_run_config_default(cfg) (gk_run_config_default)((cfg), sizeof *(cfg))
 
+/* 1 when gk_run_execute takes signal `sig` over while it runs, else 0. They are every catchable
+ * signal whose default action ends a process (HUP, INT, QUIT, ILL, TRAP, ABRT, BUS, FPE, USR1,
+ * SEGV, USR2, PIPE, ALRM, TERM, STKFLT, XCPU, XFSZ, VTALRM, PROF, IO, PWR, SYS and the real-time
+ * signals), plus CHLD. A faulting instruction still ends the process: the kernel delivers such
+ * faults even when they are blocked. */
+GK_API int gk_run_takes_signal(int sig);
+
 /* Runs argv[0] (searched in PATH) with argv as its arguments, in its own process group, with
- * GK_METRICS_SOCKET added to its environment, and waits for it. While it runs, SIGINT, SIGTERM
- * and SIGHUP sent to this process are forwarded to the command's process group (the third
- * interrupt sends SIGKILL); the recording is completed either way. The calling thread blocks
- * those signals and SIGCHLD for the duration (call it from the main thread of a program that
- * does not otherwise handle them). Returns 0 when the command ran (whatever its status) and
- * *res says how it ended; -EINVAL for a bad config or empty argv; -ENOENT/-EACCES... when it
- * could not be started (res->error says why, res->exit_status is 127); GK_ESYNTAX for an alert
+ * GK_METRICS_SOCKET added to its environment, and waits for it. While it runs, the calling thread
+ * blocks the signals of gk_run_takes_signal (call it from the main thread, before other threads
+ * exist or with them blocking these signals too) and takes each from a signalfd:
+ *   - SIGINT, SIGTERM, SIGHUP: forwarded to the command's process group, followed by SIGCONT so
+ *     that a stopped command can act on it; a second one of these sends SIGKILL to the group;
+ *   - SIGPIPE, SIGXFSZ, SIGSTKFLT and the fault signals (ILL, TRAP, ABRT, BUS, FPE, SEGV, SYS)
+ *     sent with kill(2): ignored;
+ *   - every other one (QUIT, USR1, USR2, ALRM, XCPU, VTALRM, PROF, IO, PWR, real-time):
+ *     forwarded to the group as it is.
+ * None of them ends this process, so the recording always gets its end line and the socket's
+ * folder is removed; signals still pending when the command has ended are discarded, and the
+ * caller's mask is restored. The command starts with all of them at their default action and
+ * the caller's signal mask. Returns 0 when the command ran (whatever its status) and *res says
+ * how it ended; -EINVAL for a bad config, or an empty argv (gk_last_error() says so);
+ * -ENOENT/-EACCES... when it could not be started (res->error says why, res->exit_status is
+ * 127); GK_ESYNTAX for an alert
  * rule that does not parse (res->error names it; nothing is started); the negative errno of
  * creating the recording or the socket. Alert rules are evaluated at every sample by a
  * gk_monitor watching the command's tree; each state change is logged (warn) and recorded. The

@@ -113,8 +113,11 @@ typedef struct gk_synth_config {
 GK_API void gk_synth_config_default(gk_synth_config *cfg, size_t size);
 #define gk_synth_config_default(cfg) (gk_synth_config_default)((cfg), sizeof *(cfg))
 
-/* Builds the trace from `cfg` (read up to cfg->size). Returns 0, -EINVAL for a non-positive field
- * or hidden not divisible by heads, -ENOMEM. The caller frees *out with gk_trace_free. */
+/* Builds the trace from `cfg` (read up to cfg->size), allocating its exact size once. Returns 0,
+ * -EINVAL for a field out of its range (layers 1-1024, hidden 1-65536 and a multiple of heads,
+ * seq 1-1048576, batch 1-65536, steps 1-1048576, vocab 1-16777216, vary in (0,1]), -EOVERFLOW
+ * when a tensor would pass 1 PiB, -ERANGE when the trace would pass 67,108,864 events (about
+ * 3 GiB), -ENOMEM. The caller frees *out with gk_trace_free. */
 GK_API int gk_trace_synth_transformer(const gk_synth_config *cfg, gk_trace **out);
 
 #ifdef __cplusplus

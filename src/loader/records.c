@@ -11,6 +11,7 @@
 
 #include "common/alloc.h"
 #include "common/errtext.h"
+#include "gpukit/output.h"
 #include "loader/loader_int.h"
 
 #define HEADER_USED 128
@@ -359,7 +360,7 @@ out_free:
 /* --- the writer ------------------------------------------------------------------------------ */
 
 struct gk_records_writer {
-    int fd;
+    gk_output *out;
     uint64_t record_size, count;
     unsigned char header[GK_RECORDS_DATA_ALIGN];
     char path[4096];
@@ -400,37 +401,20 @@ int gk_records_writer_open(const char *path, uint64_t record_size, const char *d
         for (uint32_t i = 0; i < ndim; i++)
             wr64(h + 64 + 8 * i, shape[i]);
     }
-    w->fd = gk__open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
-        int e = errno;
+    char err[600];
+    int rc = gk_output_open(path, GK_OUTPUT_SEEKABLE, &w->out, err, sizeof err);
+    if (rc) {
         free(w);
-        return gk__dataset_fail(e == EACCES || e == ENOENT ? -e : -EIO, "%s: cannot create: %s",
-                                path, strerror(e));
+        return gk__dataset_fail(rc, "%s", err);
     }
     /* The header goes in last, so a file left by a crash has no valid magic. */
     unsigned char zero[GK_RECORDS_DATA_ALIGN] = {0};
-    if (pwrite(w->fd, zero, sizeof zero, 0) != (ssize_t)sizeof zero) {
-        int e = errno;
+    rc = gk_output_pwrite(w->out, zero, sizeof zero, 0);
+    if (rc) {
         gk_records_writer_abort(w);
-        return gk__dataset_fail(-EIO, "%s: cannot write: %s", path, strerror(e));
+        return gk__dataset_fail(rc, "%s: cannot write: %s", path, strerror(-rc));
     }
     *out = w;
-    return 0;
-}
-
-static int write_all(int fd, const void *buf, size_t n, uint64_t off)
-{
-    const unsigned char *p = buf;
-    while (n) {
-        ssize_t got = pwrite(fd, p, n, (off_t)off);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return -1;
-        p += got;
-        n -= (size_t)got;
-        off += (uint64_t)got;
-    }
     return 0;
 }
 
@@ -438,11 +422,13 @@ int gk_records_writer_write(gk_records_writer *w, const void *records, uint64_t 
 {
     if (!w || (!records && count))
         return gk__dataset_fail(-EINVAL, "gk_records_writer_write: bad arguments");
-    if (count > SIZE_MAX / w->record_size)
-        return gk__dataset_fail(-EOVERFLOW, "%s: too many records in one write", w->path);
+    if (count > SIZE_MAX / w->record_size || w->count + count < w->count ||
+        w->count + count > (UINT64_MAX - GK_RECORDS_DATA_ALIGN) / w->record_size)
+        return gk__dataset_fail(-EOVERFLOW, "%s: too many records", w->path);
     uint64_t off = GK_RECORDS_DATA_ALIGN + w->count * w->record_size;
-    if (write_all(w->fd, records, (size_t)(count * w->record_size), off))
-        return gk__dataset_fail(-EIO, "%s: cannot write: %s", w->path, strerror(errno));
+    int rc = gk_output_pwrite(w->out, records, (size_t)(count * w->record_size), off);
+    if (rc)
+        return gk__dataset_fail(rc, "%s: cannot write: %s", w->path, strerror(-rc));
     w->count += count;
     return 0;
 }
@@ -452,20 +438,33 @@ int gk_records_writer_close(gk_records_writer *w)
     if (!w)
         return gk__dataset_fail(-EINVAL, "gk_records_writer_close: writer is NULL");
     wr64(w->header + 24, w->count);
-    int rc = 0;
-    if (write_all(w->fd, w->header, HEADER_USED, 0))
-        rc = gk__dataset_fail(-EIO, "%s: cannot write the header: %s", w->path, strerror(errno));
-    if (close(w->fd) != 0 && !rc)
-        rc = gk__dataset_fail(-EIO, "%s: close failed: %s", w->path, strerror(errno));
+    char err[600];
+    gk_output_pwrite(w->out, w->header, HEADER_USED, 0);
+    int rc = gk_output_commit(w->out, err, sizeof err);
+    if (rc)
+        gk__dataset_fail(rc, "%s", err);
     free(w);
     return rc;
+}
+
+int gk_records_writer_reserve(gk_records_writer *w, uint64_t records)
+{
+    if (!w)
+        return gk__dataset_fail(-EINVAL, "gk_records_writer_reserve: writer is NULL");
+    uint64_t rs = w->record_size;
+    uint64_t have = GK_RECORDS_DATA_ALIGN + w->count * rs;
+    if (records > (UINT64_MAX - have) / rs)
+        return gk__dataset_fail(-EOVERFLOW, "%s: %llu records of %llu bytes are too many", w->path,
+                                (unsigned long long)records, (unsigned long long)rs);
+    char err[600];
+    int rc = gk_output_reserve(w->out, records * rs, err, sizeof err);
+    return rc ? gk__dataset_fail(rc, "%s", err) : 0;
 }
 
 void gk_records_writer_abort(gk_records_writer *w)
 {
     if (!w)
         return;
-    close(w->fd);
-    unlink(w->path);
+    gk_output_abort(w->out);
     free(w);
 }

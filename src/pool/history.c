@@ -6,6 +6,7 @@
 #include "common/alloc.h"
 #include "common/errtext.h"
 #include "gpukit/options.h"
+#include "gpukit/output.h"
 #include "pool/pool_int.h"
 
 static const char *const action_names[] = {
@@ -159,11 +160,12 @@ long gk_pool_report_live(gk_pool *p, FILE *out)
     gk__block **v = NULL;
     long n = gk__pool_live_blocks(p, &v);
     for (long i = 0; i < n; i++) {
-        char sz[32];
+        char sz[32], tag[4 * sizeof v[i]->tag + 1];
+        gk_text_escape(tag, sizeof tag, v[i]->tag); /* a tag is the caller's: no raw controls */
         fprintf(out, "%#llx %zu bytes (%s, requested %zu) stream %#llx%s%s\n",
                 (unsigned long long)v[i]->addr, v[i]->size,
                 gk_format_size(v[i]->size, sz, sizeof sz), v[i]->requested,
-                (unsigned long long)v[i]->stream, v[i]->tag[0] ? " tag " : "", v[i]->tag);
+                (unsigned long long)v[i]->stream, v[i]->tag[0] ? " tag " : "", tag);
     }
     free(v);
     pthread_mutex_unlock(&p->lock);

@@ -8,6 +8,7 @@
 
 #include "common/alloc.h"
 #include "gpukit/options.h"
+#include "gpukit/output.h"
 #include "pool/pool_int.h"
 
 typedef struct sbuf {
@@ -77,11 +78,14 @@ void gk__pool_build_oom_report(gk_pool *p, const gk__request *r)
     long n = gk__pool_live_blocks(p, &v);
     if (n > 0) {
         sb_printf(&b, "Largest live blocks:\n");
-        for (long i = 0; i < n && i < 5; i++)
+        for (long i = 0; i < n && i < 5; i++) {
+            char tag[4 * sizeof v[i]->tag + 1]; /* the caller's text: no raw control bytes */
+            gk_text_escape(tag, sizeof tag, v[i]->tag);
             sb_printf(&b, "  %ld. %s at %#llx (requested %zu B)%s%s%s\n", i + 1,
                       gk_format_size(v[i]->size, s1, sizeof s1), (unsigned long long)v[i]->addr,
-                      v[i]->requested, v[i]->tag[0] ? " tag \"" : "", v[i]->tag,
+                      v[i]->requested, v[i]->tag[0] ? " tag \"" : "", tag,
                       v[i]->tag[0] ? "\"" : "");
+        }
     }
     free(v);
     const char *hint;

@@ -1,6 +1,8 @@
 /* Synthetic transformer training traces (RMM events, no device needed): the allocation pattern
  * of a GPT-like model's training steps with a sequence length that varies per step, the case
  * that fragments fixed-size segments and that expandable segments exist for. */
+#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,15 +22,9 @@ static uint64_t emit(synth *s, gk_trace_action a, uint64_t ptr, uint64_t size)
 {
     if (s->rc)
         return 0;
-    if (s->t->count == s->cap) {
-        size_t n = s->cap ? s->cap * 2 : 4096;
-        gk_trace_event *e = gk__realloc(s->t->events, n * sizeof *e);
-        if (!e) {
-            s->rc = -ENOMEM;
-            return 0;
-        }
-        s->t->events = e;
-        s->cap = n;
+    if (s->t->count == s->cap) { /* the count is exact: this is a bug, not a big input */
+        s->rc = -EOVERFLOW;
+        return 0;
     }
     if (a == GK_TRACE_ALLOCATE)
         ptr = 0x10000 + (s->next_id++) * 0x1000;
@@ -66,6 +62,63 @@ void(gk_synth_config_default)(gk_synth_config *out, size_t size)
 #define ACTS   8 /* activations kept per layer */
 #define PARAMS 4 /* weight tensors per layer */
 
+/* Ranges of the settings (docs/pool.md). The largest tensor and the event count are checked too,
+ * so no size wraps and no trace outgrows memory. */
+#define SYNTH_MAX_LAYERS 1024
+#define SYNTH_MAX_HIDDEN 65536
+#define SYNTH_MAX_SEQ    (1 << 20)
+#define SYNTH_MAX_BATCH  65536
+#define SYNTH_MAX_STEPS  (1 << 20)
+#define SYNTH_MAX_VOCAB  (1 << 24)
+#define SYNTH_MAX_TENSOR (1ull << 50)  /* 1 PiB: no device is near it */
+#define SYNTH_MAX_EVENTS (64ull << 20) /* 3 GiB of events in memory */
+
+/* a * b, or SYNTH_MAX_TENSOR + 1 when it would pass the limit (so chains stay saturated) */
+static uint64_t smul(uint64_t a, uint64_t b)
+{
+    if (a && b > SYNTH_MAX_TENSOR / a)
+        return SYNTH_MAX_TENSOR + 1;
+    return a * b;
+}
+
+/* Events of a trace: 3 + 12L to set up, 16 + 52L per step, 3 + 12L to tear down (see below). */
+static uint64_t synth_events(uint64_t L, uint64_t steps)
+{
+    return 6 + 24 * L + steps * (16 + 52 * L);
+}
+
+/* -EINVAL for a setting out of range, -EOVERFLOW when a tensor would pass SYNTH_MAX_TENSOR,
+ * -ERANGE when the trace would pass SYNTH_MAX_EVENTS; each with its message. */
+static int synth_check(const gk_synth_config *c)
+{
+    if (c->layers <= 0 || c->layers > SYNTH_MAX_LAYERS || c->hidden <= 0 ||
+        c->hidden > SYNTH_MAX_HIDDEN || c->heads <= 0 || c->hidden % c->heads || c->seq <= 0 ||
+        c->seq > SYNTH_MAX_SEQ || c->batch <= 0 || c->batch > SYNTH_MAX_BATCH || c->steps <= 0 ||
+        c->steps > SYNTH_MAX_STEPS || c->vocab <= 0 || c->vocab > SYNTH_MAX_VOCAB ||
+        !(c->vary > 0 && c->vary <= 1))
+        return gk__error(-EINVAL,
+                         "synthetic transformer: layers 1-1024, hidden 1-65536 (a multiple of "
+                         "heads), seq 1-1048576, batch 1-65536, steps 1-1048576, vocab 1-16777216, "
+                         "vary in (0,1]");
+    uint64_t d = (uint64_t)c->hidden, h = (uint64_t)c->heads;
+    uint64_t S = c->seq < 8 ? 8 : (uint64_t)c->seq; /* a step never goes below 8 tokens */
+    uint64_t b = (uint64_t)c->batch, V = (uint64_t)c->vocab;
+    uint64_t biggest[] = {smul(smul(4 * d, d), 4), smul(smul(V, d), 4),
+                          smul(smul(smul(b, h), smul(S, S)), 2), smul(smul(b, S), smul(V, 4)),
+                          smul(smul(b, S), smul(d, 8))};
+    for (size_t i = 0; i < sizeof biggest / sizeof biggest[0]; i++)
+        if (biggest[i] > SYNTH_MAX_TENSOR)
+            return gk__error(-EOVERFLOW,
+                             "synthetic transformer: a tensor would pass 1 PiB (lower seq, batch, "
+                             "hidden or vocab)");
+    if (synth_events((uint64_t)c->layers, (uint64_t)c->steps) > SYNTH_MAX_EVENTS)
+        return gk__error(-ERANGE,
+                         "synthetic transformer: %d layers and %d steps make more than %llu "
+                         "events (lower steps or layers)",
+                         c->layers, c->steps, (unsigned long long)SYNTH_MAX_EVENTS);
+    return 0;
+}
+
 int gk_trace_synth_transformer(const gk_synth_config *cfg, gk_trace **out)
 {
     if (out)
@@ -77,17 +130,20 @@ int gk_trace_synth_transformer(const gk_synth_config *cfg, gk_trace **out)
     int rc = gk__sized_in(&full, sizeof full, cfg, "gk_synth_config");
     if (rc)
         return rc;
-    if (c->layers <= 0 || c->hidden <= 0 || c->heads <= 0 || c->seq <= 0 || c->batch <= 0 ||
-        c->steps <= 0 || c->vocab <= 0 || !(c->vary > 0 && c->vary <= 1) || c->hidden % c->heads ||
-        c->layers > 1024)
-        return gk__error(-EINVAL,
-                         "synthetic transformer: layers (1-1024), hidden, heads, seq, batch, "
-                         "steps and vocab must be positive, hidden a multiple of heads and vary "
-                         "in (0,1]");
+    rc = synth_check(c);
+    if (rc)
+        return rc;
     synth s = {.t = gk__calloc(1, sizeof(gk_trace))};
     if (!s.t)
         return gk__error(-ENOMEM, "gk_trace_synth_transformer: out of host memory");
     uint64_t d = (uint64_t)c->hidden, L = (uint64_t)c->layers, V = (uint64_t)c->vocab;
+    s.cap = (size_t)synth_events(L, (uint64_t)c->steps);
+    s.t->events = gk__malloc(s.cap * sizeof *s.t->events);
+    if (!s.t->events) {
+        free(s.t);
+        return gk__error(-ENOMEM, "gk_trace_synth_transformer: out of host memory for %zu events",
+                         s.cap);
+    }
     uint64_t psize[PARAMS] = {3 * d * d * 4, d * d * 4, 4 * d * d * 4, 4 * d * d * 4};
     uint64_t(*params)[PARAMS] = gk__calloc(L, sizeof *params);
     uint64_t(*adam)[2 * PARAMS] = gk__calloc(L, sizeof *adam);
@@ -179,9 +235,14 @@ out_free:
     free(grads);
     free(acts);
     free(asize);
+    if (!s.rc && s.t->count != s.cap)
+        s.rc = -EOVERFLOW; /* synth_events and the generator disagree: a bug */
     if (s.rc) {
         gk_trace_free(s.t);
-        return s.rc;
+        return gk__error(s.rc, s.rc == -ENOMEM
+                                   ? "gk_trace_synth_transformer: out of host memory"
+                                   : "gk_trace_synth_transformer: the event count was miscounted "
+                                     "(a bug in gpukit)");
     }
     *out = s.t;
     return 0;

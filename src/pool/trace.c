@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/alloc.h"
 #include "common/errtext.h"
@@ -211,6 +212,13 @@ static int trace_read(const char *path, gk_trace **out, char *err, size_t errlen
         if (err && errlen)
             snprintf(err, errlen, "%s: %s", path, strerror(e));
         return e == ENOENT ? -ENOENT : -EIO;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        if (err && errlen)
+            snprintf(err, errlen, "%s: is a directory (name an RMM CSV trace file)", path);
+        return -EIO;
     }
     int rc = trace_parse(f, path, out, err, errlen);
     fclose(f);

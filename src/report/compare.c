@@ -37,7 +37,7 @@ static void measures(const gk_series *s, double duration, double *p50, double *p
                 hi = fmax(hi, slice[k]);
             }
             double mean = sum / 4;
-            *noise = mean != 0 ? 100 * (hi - lo) / fabs(mean) : 0;
+            *noise = mean != 0 ? fmin(MAX_CHANGE, 100 * (hi - lo) / fabs(mean)) : 0;
         }
         return;
     }
@@ -59,7 +59,7 @@ static void measures(const gk_series *s, double duration, double *p50, double *p
         lo = fmin(lo, bs.p50);
         hi = fmax(hi, bs.p50);
     }
-    *noise = 100 * (hi - lo) / fabs(st.p50);
+    *noise = fmin(MAX_CHANGE, 100 * (hi - lo) / fabs(st.p50)); /* a tiny median: no inf% */
 }
 
 static double change_pct(double base, double now)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/alloc.h"
 #include "common/errtext.h"
@@ -22,6 +23,7 @@ typedef struct rseries {
     gk_series_kind kind;
     size_t n, cap;
     double *t, *v;
+    size_t overflow; /* values beyond GK_RECORDING_VALUE_MAX, left out */
 } rseries;
 
 struct gk_recording {
@@ -147,6 +149,10 @@ static int push(gk_recording *rec, const char *name, gk_series_kind kind, double
     int rc = get_series(rec, name, kind, &s);
     if (rc || !s)
         return rc;
+    if (!(fabs(v) <= GK_RECORDING_VALUE_MAX)) {
+        s->overflow++; /* sums and squares of such values overflow: counted, not used */
+        return 0;
+    }
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
         double *nt = gk__realloc(s->t, cap * sizeof *nt);
@@ -188,6 +194,12 @@ static uint64_t to_u64(double v)
     return v >= 0 && v < 18446744073709551616.0 ? (uint64_t)v : 0;
 }
 
+/* v when lo <= v <= hi, else NaN (shown as unknown). */
+static double in_range(double v, double lo, double hi)
+{
+    return v >= lo && v <= hi ? v : NAN;
+}
+
 static int read_meta(gk_recording *rec, const cJSON *j, char *err, size_t errlen)
 {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
@@ -214,6 +226,12 @@ static int read_meta(gk_recording *rec, const cJSON *j, char *err, size_t errlen
     in->interval_s = get_num(j, "interval_s", 0);
     in->cores = to_int(get_num(j, "cores", 0));
     in->memory_total_bytes = get_num(j, "memory_total_bytes", 0);
+    if (!(in->start_unix >= 0 && in->start_unix <= 1e11))
+        in->start_unix = 0;
+    if (!(in->interval_s >= 0 && in->interval_s <= GK_RECORDING_TIME_MAX))
+        in->interval_s = 0;
+    if (!(in->memory_total_bytes >= 0 && in->memory_total_bytes <= GK_RECORDING_VALUE_MAX))
+        in->memory_total_bytes = 0;
     in->ndevices = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "devices"));
     gk__sbuf cmd = {0};
     const cJSON *arg;
@@ -263,6 +281,8 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
     if (!cJSON_IsString(type) || !cJSON_IsNumber(t) || !isfinite(t->valuedouble))
         return add_issue(rec, "line %zu: no \"type\" or \"t\" (skipped)", lineno);
     double tt = t->valuedouble;
+    if (!(fabs(tt) <= GK_RECORDING_TIME_MAX))
+        return add_issue(rec, "line %zu: t %.6g s is out of range (skipped)", lineno, tt);
     if (tt > rec->info.last_t)
         rec->info.last_t = tt;
     const char *ty = type->valuestring;
@@ -311,13 +331,22 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
         e->exit_code = to_int(get_num(j, "exit_code", -1));
         e->signal = to_int(get_num(j, "signal", 0));
         e->duration_s = get_num(j, "duration_s", tt);
+        if (!(e->duration_s >= 0 && e->duration_s <= GK_RECORDING_TIME_MAX)) {
+            int rc = add_issue(rec,
+                               "line %zu: duration_s %.6g is out of range (overflow); the "
+                               "recorded time span is used",
+                               lineno, e->duration_s);
+            e->duration_s = fmax(tt, 0);
+            if (rc)
+                return rc;
+        }
         e->samples = to_u64(get_num(j, "samples", 0));
         e->overruns = to_u64(get_num(j, "overruns", 0));
         e->metric_lines = to_u64(get_num(j, "metric_lines", 0));
         e->metric_malformed = to_u64(get_num(j, "metric_malformed", 0));
         e->metric_dropped = to_u64(get_num(j, "metric_dropped", 0));
-        e->cpu_seconds = get_num(j, "cpu_seconds", NAN);
-        e->max_rss_bytes = get_num(j, "max_rss_bytes", NAN);
+        e->cpu_seconds = in_range(get_num(j, "cpu_seconds", NAN), 0, GK_RECORDING_VALUE_MAX);
+        e->max_rss_bytes = in_range(get_num(j, "max_rss_bytes", NAN), 0, GK_RECORDING_VALUE_MAX);
         return 0;
     }
     if (strcmp(ty, "alert") == 0) {
@@ -332,7 +361,8 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
         rec->alerts = a;
         a = &rec->alerts[rec->nalerts];
         a->t = tt;
-        a->value = get_num(j, "value", NAN);
+        a->value =
+            in_range(get_num(j, "value", NAN), -GK_RECORDING_VALUE_MAX, GK_RECORDING_VALUE_MAX);
         a->name = gk__strdup(name->valuestring);
         a->labels = gk__strdup(cJSON_IsString(labels) ? labels->valuestring : "");
         a->state = gk__strdup(state->valuestring);
@@ -352,12 +382,21 @@ static int build_views(gk_recording *rec)
     if (!rec->views)
         return -ENOMEM;
     for (size_t i = 0; i < rec->nseries; i++) {
+        const rseries *s = &rec->series[i];
         rec->views[i] = (gk_series){.size = sizeof(gk_series),
-                                    .name = rec->series[i].name,
-                                    .kind = rec->series[i].kind,
-                                    .n = rec->series[i].n,
-                                    .t = rec->series[i].t,
-                                    .v = rec->series[i].v};
+                                    .name = s->name,
+                                    .kind = s->kind,
+                                    .n = s->n,
+                                    .t = s->t,
+                                    .v = s->v,
+                                    .overflow = s->overflow};
+        if (s->overflow) {
+            int rc = add_issue(rec, "series %.200s: %zu value%s beyond +-%.0e left out (overflow)",
+                               s->name, s->overflow, s->overflow == 1 ? "" : "s",
+                               GK_RECORDING_VALUE_MAX);
+            if (rc)
+                return rc;
+        }
     }
     return 0;
 }
@@ -385,6 +424,12 @@ static int recording_load(const char *path, gk_recording **out, char *err, size_
         int rc = -errno;
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(-rc));
         return rc;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        snprintf(err, errlen, "%s is a directory (name a recording file)", path);
+        return -EISDIR;
     }
     int rc = gk__recording_read(f, path, out, err, errlen);
     fclose(f);

@@ -1,47 +1,31 @@
 /* The recording writer: JSON Lines, one write(2) per line, so a run that is killed leaves every
- * complete line on disk. The first line is the metadata, the last the end of the run. */
+ * complete line on disk. The first line is the metadata, the last the end of the run. The file
+ * is a gk_output log: a new path is written in place; an existing file is replaced at the end. */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/errtext.h"
 #include "gpukit/error.h"
+#include "gpukit/output.h"
 #include "report/report_int.h"
 
 struct gk_recorder {
-    int fd;
+    gk_output *out;
     int first_err;
     pthread_mutex_t lock;
     gk__sbuf line;
 };
 
-/* Writes the whole buffer (retrying short writes and EINTR). Returns 0 or -errno. */
-static int write_all(int fd, const char *s, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        s += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Ends the line in r->line and writes it; the caller holds the lock. */
 static int flush_line(gk_recorder *r)
 {
     gk__sbuf_add(&r->line, "\n", 1);
-    int rc = r->line.oom ? -ENOMEM : write_all(r->fd, r->line.s, r->line.len);
+    int rc = r->line.oom ? -ENOMEM : gk_output_write(r->out, r->line.s, r->line.len);
     r->line.len = 0;
     r->line.oom = 0;
     if (r->line.s)
@@ -74,11 +58,11 @@ int gk_recorder_open(const char *path, const gk_recording_meta *meta_in, gk_reco
     gk_recorder *r = gk__calloc(1, sizeof *r);
     if (!r)
         return gk__error(-ENOMEM, "gk_recorder_open: out of host memory");
-    r->fd = gk__open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (r->fd < 0) {
-        int rc = -errno;
+    char err[700];
+    int orc = gk_output_open(path, GK_OUTPUT_LOG, &r->out, err, sizeof err);
+    if (orc) {
         free(r);
-        return gk__error(rc, "cannot create the recording %s: %s", path, strerror(-rc));
+        return gk__error(orc, "cannot create the recording %s", err);
     }
     pthread_mutex_init(&r->lock, NULL);
     gk__sbuf *b = &r->line;
@@ -235,8 +219,9 @@ int gk_recorder_close(gk_recorder *r, const gk_recording_end *end_in)
         gk__sbuf_add(b, "}", 1);
         flush_line(r);
     }
-    if (close(r->fd) != 0 && !r->first_err)
-        r->first_err = -errno;
+    int crc = gk_output_commit(r->out, NULL, 0);
+    if (crc && !r->first_err)
+        r->first_err = crc;
     int rc = r->first_err;
     pthread_mutex_unlock(&r->lock);
     pthread_mutex_destroy(&r->lock);

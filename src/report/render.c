@@ -6,7 +6,26 @@
 #include <string.h>
 
 #include "common/errtext.h"
+#include "gpukit/output.h"
 #include "report/report_int.h"
+
+/* Every string of a recording (command, host, series and alert names, labels, advice built from
+ * them) reaches the terminal through these: control characters come out escaped (\e, \x07). */
+typedef char esc_buf[512];
+
+static const char *esc(esc_buf buf, const char *s)
+{
+    gk_text_escape(buf, sizeof(esc_buf), s ? s : "");
+    return buf;
+}
+
+/* fprintf(out, "%s%s%s", before, escaped s, after), for fields of any length. */
+static void put(FILE *out, const char *before, const char *s, const char *after)
+{
+    fputs(before, out);
+    gk_text_fputs(s ? s : "", out);
+    fputs(after, out);
+}
 
 static const char *kind_name(gk_series_kind k)
 {
@@ -20,13 +39,14 @@ static const char *verdict_name(gk_change_verdict v)
     return (unsigned)v < 4 ? names[v] : "unknown";
 }
 
-/* The display name of a series: timers are in milliseconds. */
+/* The display name of a series, escaped: timers are in milliseconds. */
 static void unit_name(char *buf, size_t len, const gk_series *s)
 {
+    esc_buf e;
     if (s->kind == GK_SERIES_TIMER)
-        snprintf(buf, len, "%s (ms)", s->name);
+        snprintf(buf, len, "%s (ms)", esc(e, s->name));
     else
-        snprintf(buf, len, "%s", s->name);
+        snprintf(buf, len, "%s", esc(e, s->name));
 }
 
 static void fmt(char *buf, size_t len, const gk_series *s, double v)
@@ -40,8 +60,10 @@ static void fmt(char *buf, size_t len, const gk_series *s, double v)
 static void write_header(const gk_report *rep, FILE *out)
 {
     const gk_recording_info *in = &rep->info;
-    fprintf(out, "gpukit report: %s\n", in->command);
-    fprintf(out, "  host %s, started %s, %d cores", in->host, in->start, in->cores);
+    esc_buf e1, e2;
+    put(out, "gpukit report: ", in->command, "\n");
+    fprintf(out, "  host %s, started %s, %d cores", esc(e1, in->host), esc(e2, in->start),
+            in->cores);
     if (in->memory_total_bytes > 0) {
         char b[32];
         gk__fmt_bytes(b, sizeof b, in->memory_total_bytes);
@@ -52,7 +74,7 @@ static void write_header(const gk_report *rep, FILE *out)
         fprintf(out, "  GPU metrics on (%d device%s)\n", in->ndevices,
                 in->ndevices == 1 ? "" : "s");
     else
-        fprintf(out, "  GPU metrics off: %s\n", in->gpu_reason);
+        put(out, "  GPU metrics off: ", in->gpu_reason, "\n");
     if (in->has_end) {
         const gk_recording_end *e = in->end;
         if (e->signal)
@@ -80,7 +102,7 @@ static void write_header(const gk_report *rep, FILE *out)
     }
     size_t ni = gk_recording_issue_count(rep->rec);
     for (size_t i = 0; i < ni; i++)
-        fprintf(out, "  warning: %s\n", gk_recording_issue(rep->rec, i));
+        put(out, "  warning: ", gk_recording_issue(rep->rec, i), "\n");
 }
 
 int gk_report_write_text(const gk_report *rep, FILE *out)
@@ -97,13 +119,20 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
         unit_name(name, sizeof name, s);
         double vals[8] = {sm->st.mean, sm->st.std, sm->st.min, sm->st.p50,
                           sm->st.p90,  sm->st.p99, sm->st.max, 0};
-        for (int k = 0; k < 7; k++)
-            fmt(v[k], sizeof v[k], s, vals[k]);
+        for (int k = 0; k < 7; k++) {
+            if (sm->st.count == 0 && s->overflow)
+                snprintf(v[k], sizeof v[k], "overflow");
+            else
+                fmt(v[k], sizeof v[k], s, vals[k]);
+        }
         fprintf(out, "%-40s %7zu %10s %10s %10s %10s %10s %10s %10s\n", name, sm->st.count, v[0],
                 v[1], v[2], v[3], v[4], v[5], v[6]);
         if (s->kind == GK_SERIES_COUNTER)
             fprintf(out, "%-40s %7s total %.6g, %.4g per second\n", "", "", sm->st.sum,
                     sm->rate_per_s);
+        if (s->overflow)
+            fprintf(out, "%-40s %7s overflow: %zu value%s beyond +-%.0e left out\n", "", "",
+                    s->overflow, s->overflow == 1 ? "" : "s", GK_RECORDING_VALUE_MAX);
     }
     int header = 0;
     for (size_t i = 0; i < rep->nsums; i++) {
@@ -113,9 +142,11 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
         if (!header++)
             fprintf(out, "\ntime above thresholds:\n");
         char thr[32];
+        esc_buf e;
         gk__fmt_value(thr, sizeof thr, sm->s.name, sm->threshold);
-        fprintf(out, "  %s > %s: %.2f s (%.0f%% of the run)\n", sm->s.name, thr, sm->above_s,
-                rep->duration_s > 0 ? 100 * sm->above_s / rep->duration_s : 0);
+        double pct = rep->duration_s > 0 ? fmin(100, 100 * sm->above_s / rep->duration_s) : 0;
+        fprintf(out, "  %s > %s: %.2f s (%.0f%% of the run)\n", esc(e, sm->s.name), thr,
+                sm->above_s, pct);
     }
     if (rep->energy_j >= 0)
         fprintf(out, "\nGPU energy: %.1f J (%.4g Wh)\n", rep->energy_j, rep->energy_j / 3600);
@@ -127,8 +158,9 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
         if (!header++)
             fprintf(out, "\npeak GPU memory per process:\n");
         char b[32];
+        esc_buf e;
         gk__fmt_bytes(b, sizeof b, sm->st.max);
-        fprintf(out, "  %s: %s\n", sm->s.name, b);
+        fprintf(out, "  %s: %s\n", esc(e, sm->s.name), b);
     }
     size_t nal = gk_recording_alert_count(rep->rec);
     if (nal)
@@ -136,8 +168,15 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
     for (size_t i = 0; i < nal; i++) {
         gk_alert_event a;
         gk_recording_alert(rep->rec, i, &a);
-        fprintf(out, "  %8.2f s  %s%s%s%s %s (value %.6g)\n", a.t, a.name, a.labels[0] ? "{" : "",
-                a.labels, a.labels[0] ? "}" : "", a.state, a.value);
+        esc_buf n, l, st;
+        char val[32];
+        if (isfinite(a.value))
+            snprintf(val, sizeof val, "%.6g", a.value);
+        else
+            snprintf(val, sizeof val, "overflow");
+        fprintf(out, "  %8.2f s  %s%s%s%s %s (value %s)\n", a.t, esc(n, a.name),
+                a.labels[0] ? "{" : "", esc(l, a.labels), a.labels[0] ? "}" : "", esc(st, a.state),
+                val);
     }
     gk__report_ranks_text(rep, out);
     fprintf(out, "\nadvice:\n");
@@ -145,8 +184,11 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
         fprintf(out, "  none: no rule of docs/advice.md fired on the recorded data\n");
     for (size_t i = 0; i < rep->nadvice; i++) {
         const gk_advice *a = &rep->advice[i];
-        fprintf(out, "  %zu. %s [%s]\n     evidence: %s\n     fix: %s\n", i + 1, a->title, a->rule,
-                a->evidence, a->fix);
+        fprintf(out, "  %zu. ", i + 1);
+        put(out, "", a->title, " [");
+        put(out, "", a->rule, "]\n");
+        put(out, "     evidence: ", a->evidence, "\n");
+        put(out, "     fix: ", a->fix, "\n");
     }
     if (rep->base) {
         size_t reg = 0, imp = 0;
@@ -160,10 +202,11 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
                 reg, reg == 1 ? "" : "s", imp, imp == 1 ? "" : "s", rep->ncmp);
         for (size_t i = 0; i < rep->ncmp; i++) {
             const gk_comparison *c = &rep->cmp[i];
+            esc_buf n;
             fprintf(out,
                     "  %-11s %s (%s): median %.6g -> %.6g (%+.1f%%), p90 %.6g -> %.6g "
                     "(%+.1f%%), noise %.1f%%\n",
-                    verdict_name(c->verdict), c->name, c->direction, c->base_p50, c->p50,
+                    verdict_name(c->verdict), esc(n, c->name), c->direction, c->base_p50, c->p50,
                     c->p50_change_pct, c->base_p90, c->p90, c->p90_change_pct, c->noise_pct);
         }
     }
@@ -225,6 +268,8 @@ int gk_report_write_json(const gk_report *rep, FILE *out)
         json_kv_num(&b, "p99", sm->st.p99);
         json_kv_num(&b, "max", sm->st.max);
         json_kv_num(&b, "sum", sm->st.sum);
+        if (sm->s.overflow)
+            gk__sbuf_printf(&b, ",\"overflow\":%zu", sm->s.overflow);
         if (sm->s.kind == GK_SERIES_COUNTER)
             json_kv_num(&b, "rate_per_second", sm->rate_per_s);
         if (sm->has_threshold) {

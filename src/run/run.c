@@ -64,6 +64,61 @@ void(gk_run_config_default)(gk_run_config *out, size_t size)
     (void)gk__sized_put(out, size, &c, sizeof c, "gk_run_config");
 }
 
+/* What happens to each signal gk_run_execute takes over. */
+enum sig_action {
+    SIG_CHILD,     /* SIGCHLD: wakes the loop */
+    SIG_INTERRUPT, /* INT, TERM, HUP: forwarded then SIGCONT; the second one sends SIGKILL */
+    SIG_FORWARD,   /* forwarded as it is (QUIT, USR1, USR2, ALRM, real-time signals, ...) */
+    SIG_IGNORE     /* not forwarded (PIPE, XFSZ; faults sent with kill(2)) */
+};
+
+static enum sig_action action_of(int sig)
+{
+    switch (sig) {
+    case SIGCHLD:
+        return SIG_CHILD;
+    case SIGINT:
+    case SIGTERM:
+    case SIGHUP:
+        return SIG_INTERRUPT;
+    case SIGPIPE:
+    case SIGXFSZ:
+    case SIGSTKFLT:
+    case SIGILL:
+    case SIGTRAP:
+    case SIGABRT:
+    case SIGBUS:
+    case SIGFPE:
+    case SIGSEGV:
+    case SIGSYS:
+        return SIG_IGNORE;
+    default:
+        return SIG_FORWARD;
+    }
+}
+
+static const int owned_signals[] = {SIGHUP,    SIGINT,  SIGQUIT,   SIGILL,  SIGTRAP, SIGABRT,
+                                    SIGBUS,    SIGFPE,  SIGUSR1,   SIGSEGV, SIGUSR2, SIGPIPE,
+                                    SIGALRM,   SIGTERM, SIGSTKFLT, SIGCHLD, SIGXCPU, SIGXFSZ,
+                                    SIGVTALRM, SIGPROF, SIGIO,     SIGPWR,  SIGSYS};
+
+int gk_run_takes_signal(int sig)
+{
+    for (size_t i = 0; i < sizeof owned_signals / sizeof owned_signals[0]; i++)
+        if (owned_signals[i] == sig)
+            return 1;
+    return sig >= SIGRTMIN && sig <= SIGRTMAX;
+}
+
+/* The signals of gk_run_takes_signal as a set. */
+static void owned_set(sigset_t *set)
+{
+    sigemptyset(set);
+    for (int sig = 1; sig <= SIGRTMAX; sig++)
+        if (gk_run_takes_signal(sig))
+            sigaddset(set, sig);
+}
+
 static double *gauge_value(run_state *st, const char *key)
 {
     for (size_t i = 0; i < st->ngauges; i++) {
@@ -185,7 +240,8 @@ static char **child_env(const char *sock, char **own)
     return env;
 }
 
-static int spawn_child(char *const argv[], const char *sock, const sigset_t *mask, pid_t *pid)
+static int spawn_child(char *const argv[], const char *sock, const sigset_t *mask, int out_fd,
+                       pid_t *pid)
 {
     char *own = NULL;
     char **env = child_env(sock, &own);
@@ -193,20 +249,21 @@ static int spawn_child(char *const argv[], const char *sock, const sigset_t *mas
         return -ENOMEM;
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
+    /* Every signal gpukit run takes over starts at its default in the command (a caller that
+     * ignores SIGPIPE or SIGXFSZ, as the tool does, must not pass that on). */
     sigset_t def;
-    sigemptyset(&def);
-    sigaddset(&def, SIGINT);
-    sigaddset(&def, SIGTERM);
-    sigaddset(&def, SIGHUP);
-    sigaddset(&def, SIGCHLD);
-    sigaddset(&def, SIGPIPE);
-    sigaddset(&def, SIGXFSZ); /* gpukit run ignores it to report a full recording */
+    owned_set(&def);
     posix_spawnattr_setsigmask(&attr, mask);
     posix_spawnattr_setsigdefault(&attr, &def);
     posix_spawnattr_setpgroup(&attr, 0);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETPGROUP);
-    int err = posix_spawnp(pid, argv[0], NULL, &attr, argv, env);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    if (out_fd > STDOUT_FILENO)
+        posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
+    int err = posix_spawnp(pid, argv[0], &fa, &attr, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     free(env);
     free(own);
@@ -243,6 +300,38 @@ static void take_sample(gk__sampler *smp, pid_t pid, run_state *st, gk__values *
     res->samples++;
 }
 
+/* One signal sent to gpukit while the command runs (see gk_run_execute). */
+static void on_signal(pid_t pid, int sig, int *interrupts, run_state *st, gk_run_result *res)
+{
+    const gk_logger *log = &st->cfg->logger;
+    switch (action_of(sig)) {
+    case SIG_CHILD:
+        return;
+    case SIG_INTERRUPT:
+        res->forwarded = sig;
+        if (++*interrupts >= 2) {
+            kill(-pid, SIGKILL);
+            gk_log(log, GK_LOG_WARN, "run", "%s again: killed the command (SIGKILL)",
+                   strsignal(sig));
+            return;
+        }
+        kill(-pid, sig);
+        kill(-pid, SIGCONT); /* a stopped command must be able to act on it */
+        gk_log(log, GK_LOG_WARN, "run",
+               "forwarded %s to the command; a second interrupt kills it (SIGKILL)",
+               strsignal(sig));
+        return;
+    case SIG_FORWARD:
+        res->forwarded = sig;
+        kill(-pid, sig);
+        gk_log(log, GK_LOG_INFO, "run", "forwarded %s to the command", strsignal(sig));
+        return;
+    case SIG_IGNORE:
+        gk_log(log, GK_LOG_INFO, "run", "ignored %s (not forwarded)", strsignal(sig));
+        return;
+    }
+}
+
 /* Waits for the command, forwarding signals and sampling, until it exits. */
 static void supervise(pid_t pid, int sock, int sfd, gk__sampler *smp, run_state *st,
                       gk_run_result *res, char *buf, gk__values *vals)
@@ -262,16 +351,8 @@ static void supervise(pid_t pid, int sock, int sfd, gk__sampler *smp, run_state 
             drain_socket(sock, st, res, buf);
         if (n > 0 && (fds[1].revents & POLLIN)) {
             struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                int sig = (int)si.ssi_signo;
-                if (sig == SIGCHLD)
-                    continue;
-                interrupts++;
-                res->forwarded = sig;
-                kill(-pid, interrupts >= 3 ? SIGKILL : sig);
-                gk_log(&st->cfg->logger, GK_LOG_INFO, "run", "forwarded %s to the command%s",
-                       strsignal(sig), interrupts >= 3 ? " as SIGKILL (third interrupt)" : "");
-            }
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+                on_signal(pid, (int)si.ssi_signo, &interrupts, st, res);
         }
         int status;
         struct rusage ru;
@@ -345,6 +426,7 @@ int(gk_run_execute)(const gk_run_config *cfg_in, char *const argv[], gk_run_resu
     return 0;
 }
 
+/* The work of gk_run_execute on a checked config and command. */
 static int run_execute(const gk_run_config *cfg, char *const argv[], gk_run_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -353,6 +435,11 @@ static int run_execute(const gk_run_config *cfg, char *const argv[], gk_run_resu
     int rc = gk__alerts_check(cfg, res->error, sizeof res->error);
     if (rc)
         return rc;
+    /* Take the signals over before anything else, so no thread started below can receive one
+     * and none is lost: from here on each is forwarded or ignored, never fatal. */
+    sigset_t set, old;
+    owned_set(&set);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
     run_state st = {.cfg = cfg};
     char dir[128], sockpath[160];
     char *buf = gk__malloc(GK__STATSD_MAX_DGRAM);
@@ -403,22 +490,15 @@ static int run_execute(const gk_run_config *cfg, char *const argv[], gk_run_resu
         goto out_sampler;
     }
 
-    sigset_t set, old;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGCHLD);
-    pthread_sigmask(SIG_BLOCK, &set, &old);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0) {
         rc = -errno;
-        goto out_mask;
+        goto out_recorder;
     }
     pid_t pid;
     st.t0 = mono_now();
     gk__sampler_start(smp, st.t0);
-    rc = spawn_child(argv, sockpath, &old, &pid);
+    rc = spawn_child(argv, sockpath, &old, cfg->command_stdout, &pid);
     if (rc) {
         snprintf(res->error, sizeof res->error, "cannot run \"%s\": %s", argv[0], strerror(-rc));
         res->record_error = write_end(&st, res);
@@ -440,9 +520,7 @@ static int run_execute(const gk_run_config *cfg, char *const argv[], gk_run_resu
     rc = 0;
 out_sfd:
     close(sfd);
-out_mask:
-    discard_pending(&set);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+out_recorder:
     if (st.rec)
         gk_recorder_close(st.rec, NULL);
 out_sampler:
@@ -455,5 +533,8 @@ out_free:
     free(buf);
     free(vals);
     free(st.gauges);
+    /* Signals that came after the command ended were meant for it: drop them. */
+    discard_pending(&set);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }

@@ -126,7 +126,9 @@ typedef struct server {
     int port;
 } server;
 
-static void start(server *s)
+/* An exporter with an idle timeout of `timeout_s` and a header timeout of `header_s` seconds (0:
+ * the default, at most the idle timeout). */
+static void start_with(server *s, double timeout_s, double header_s)
 {
     GK_ASSERT_OK(gk_metrics_create(NULL, &s->reg));
     gk_metric *c = NULL;
@@ -136,11 +138,18 @@ static void start(server *s)
     gk_exporter_config_default(&cfg);
     cfg.listen = "127.0.0.1:0";
     cfg.metrics = s->reg;
-    cfg.timeout = TIMEOUT_S;
+    cfg.timeout = timeout_s;
+    if (header_s > 0)
+        cfg.header_timeout = header_s;
     char err[256];
     GK_ASSERT_OK(gk_exporter_start(&cfg, &s->e, err, sizeof err));
     s->port = gk_exporter_port(s->e);
     assert_true(s->port > 0);
+}
+
+static void start(server *s)
+{
+    start_with(s, TIMEOUT_S, 0);
 }
 
 static void stop(server *s)
@@ -164,8 +173,15 @@ static void test_bad_requests(void **state)
         const char *req, *want; /* want NULL: any HTTP answer or none */
     } cases[] = {
         {"HEAD /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", "HTTP/1.1 200"},
+        /* a body is refused before it is read (the connection used to close without an
+         * answer) */
         {"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
-         NULL},
+         "HTTP/1.1 405"},
+        {"POST /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: "
+         "close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+         "HTTP/1.1 405"},
+        {"GET /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+         "HTTP/1.1 400"},
         {"PUT /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", "HTTP/1.1 405"},
         {"DELETE / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", "HTTP/1.1 405"},
         {"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", "HTTP/1.1 405"},
@@ -334,13 +350,89 @@ static void test_binds_loopback_only(void **state)
     stop(&s);
 }
 
+/* A slowloris client (one header byte at a time, never finishing) is closed at its header
+ * deadline, although it is never idle long enough for the idle timeout (30 s here). */
+static void test_header_deadline(void **state)
+{
+    (void)state;
+    server s;
+    start_with(&s, 30, 1);
+    int fd = dial(s.port, 0);
+    assert_true(fd >= 0);
+    static const char req[] =
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    int closed = 0;
+    for (size_t i = 0; i < 60 && !closed; i++) { /* 60 bytes, 100 ms apart: past the deadline */
+        if (send(fd, req + i % (sizeof req - 1), 1, MSG_NOSIGNAL) != 1) {
+            closed = 1;
+            break;
+        }
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) == 1) {
+            char b[64];
+            closed = recv(fd, b, sizeof b, 0) <= 0;
+        }
+    }
+    close(fd);
+    assert_true(closed);
+    gk_exporter_stats st;
+    gk_exporter_get_stats(s.e, &st);
+    assert_true(st.header_timeouts >= 1);
+    /* a complete request on a fresh connection is still answered */
+    scrape_within(s.port, 5);
+    stop(&s);
+}
+
+/* More trickling connections than the server has slots: each new one closes the connection that
+ * has waited longest, so a scrape is answered at once (no header deadline or idle timeout is
+ * reached during the test: both are 30 s). */
+#define SLOW_CLIENTS 600
+static void test_slot_reserve(void **state)
+{
+    (void)state;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 2 * SLOW_CLIENTS) {
+        rl.rlim_cur = rl.rlim_max < 2 * SLOW_CLIENTS ? rl.rlim_max : 2 * SLOW_CLIENTS;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur < 2 * SLOW_CLIENTS) {
+            printf("only %ld file descriptors: skipped\n", (long)rl.rlim_cur);
+            skip();
+        }
+    }
+    server s;
+    start_with(&s, 30, 30);
+    static int fds[SLOW_CLIENTS];
+    for (int i = 0; i < SLOW_CLIENTS; i++) {
+        fds[i] = dial(s.port, 1);
+        struct pollfd p = {fds[i], POLLOUT, 0};
+        if (fds[i] >= 0 && poll(&p, 1, 100) == 1)
+            (void)send(fds[i], "GET /metrics HTTP/1.1\r\n", 24, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < SLOW_CLIENTS; i++)
+            if (fds[i] >= 0)
+                (void)send(fds[i], "X", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        double took = scrape_within(s.port, 1);
+        printf("slot reserve: scrape %d answered in %.3f s with %d slow clients\n", round, took,
+               SLOW_CLIENTS);
+    }
+    gk_exporter_stats st;
+    gk_exporter_get_stats(s.e, &st);
+    assert_true(st.evictions >= SLOW_CLIENTS - 448);
+    assert_int_equal(st.header_timeouts, 0);
+    for (int i = 0; i < SLOW_CLIENTS; i++)
+        if (fds[i] >= 0)
+            drop(fds[i]);
+    stop(&s);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_binds_loopback_only),
-        cmocka_unit_test(test_bad_requests),
-        cmocka_unit_test(test_connection_waves),
+        cmocka_unit_test(test_binds_loopback_only), cmocka_unit_test(test_bad_requests),
+        cmocka_unit_test(test_connection_waves),    cmocka_unit_test(test_header_deadline),
+        cmocka_unit_test(test_slot_reserve),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -491,6 +491,16 @@ static void test_summary_json_snapshot(void **state)
     fclose(m);
     GK_ASSERT_CONTAINS(buf, "3145728 bytes");
     free(buf);
+    /* a tag with control bytes reaches the terminal escaped */
+    void *b = NULL;
+    GK_ASSERT_OK(gk_pool_malloc_tagged(f.pool, MIB, NULL, "x\x1b[2J\x07", &b));
+    m = open_memstream(&buf, &len);
+    assert_int_equal(gk_pool_report_live(f.pool, m), 2);
+    fclose(m);
+    GK_ASSERT_CONTAINS(buf, " tag x\\e[2J\\x07\n");
+    assert_null(strchr(buf, '\x1b'));
+    free(buf);
+    gk_pool_free(f.pool, b);
     gk_pool_free(f.pool, a);
     close_pool(&f);
 }

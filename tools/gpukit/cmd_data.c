@@ -1,6 +1,5 @@
 /* gpukit data: build fixed-record files from raw bytes or a .npy array (`pack`) and print the
  * header of a record file or an llm.c token shard (`inspect`). */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,21 +43,22 @@ static int parse_u64(const char *text, uint64_t *out)
     return 0;
 }
 
-/* Copies `bytes` bytes from `in` (positioned) into the writer as records. */
+/* Copies `count` records of `rs` bytes from `in` (positioned) into the writer. */
 static int copy_records(FILE *in, const char *in_path, gk_records_writer *w, uint64_t rs,
                         uint64_t count)
 {
     size_t per = rs >= CHUNK ? 1 : CHUNK / rs;
     unsigned char *buf = malloc(per * rs);
     if (!buf) {
-        gk_tool_error("out of memory");
+        gk_tool_error("out of memory for a %llu-byte record", (unsigned long long)rs);
         return GK_TOOL_FAIL;
     }
     uint64_t left = count;
     while (left) {
         size_t n = left < per ? (size_t)left : per;
         if (fread(buf, rs, n, in) != n) {
-            gk_tool_error("%s: short read (%s)", in_path, ferror(in) ? strerror(errno) : "end");
+            gk_tool_error("%s: short read (%s)", in_path,
+                          ferror(in) ? strerror(errno) : "the file shrank while being read");
             free(buf);
             return GK_TOOL_FAIL;
         }
@@ -73,32 +73,45 @@ static int copy_records(FILE *in, const char *in_path, gk_records_writer *w, uin
     return GK_TOOL_OK;
 }
 
-static int pack_raw(uint64_t rs, const char *in_path, const char *out_path)
+/* Opens the input of data pack: it must be a regular file, since its size is checked first. */
+static FILE *open_input(const char *path, uint64_t *size)
 {
-    FILE *in = fopen(in_path, "rb");
+    FILE *in = fopen(path, "rb");
     if (!in) {
-        gk_tool_error("%s: cannot open: %s", in_path, strerror(errno));
-        return GK_TOOL_FAIL;
+        gk_tool_error("%s: cannot open: %s", path, strerror(errno));
+        return NULL;
     }
-    fseeko(in, 0, SEEK_END);
-    uint64_t size = (uint64_t)ftello(in);
-    rewind(in);
-    if (size == 0 || size % rs) {
-        gk_tool_error("%s: %llu bytes is not a whole number of %llu-byte records (%llu left "
-                      "over); pick a record size that divides the file",
-                      in_path, (unsigned long long)size, (unsigned long long)rs,
-                      (unsigned long long)(size % rs));
+    struct stat st;
+    if (fstat(fileno(in), &st) != 0 || !S_ISREG(st.st_mode)) {
+        gk_tool_error("%s: is %s; data pack reads a regular file, whose size it checks first "
+                      "(save the data to a file)",
+                      path,
+                      S_ISDIR(st.st_mode)    ? "a directory"
+                      : S_ISFIFO(st.st_mode) ? "a pipe"
+                                             : "not a regular file");
         fclose(in);
-        return GK_TOOL_FAIL;
+        return NULL;
     }
+    *size = (uint64_t)st.st_size;
+    return in;
+}
+
+/* Writes `count` records of `rs` bytes from `in` to OUT through a record writer, after checking
+ * that they fit on OUT's filesystem. */
+static int pack_into(FILE *in, const char *in_path, const char *out_path, uint64_t rs,
+                     uint64_t count, const char *dtype, uint32_t ndim, const uint64_t *shape)
+{
     gk_records_writer *w;
-    if (gk_records_writer_open(out_path, rs, NULL, 0, NULL, &w)) {
+    if (gk_records_writer_open(out_path, rs, dtype, ndim, shape, &w)) {
         gk_tool_error("%s", gk_last_error());
-        fclose(in);
         return GK_TOOL_FAIL;
     }
-    int rc = copy_records(in, in_path, w, rs, size / rs);
-    fclose(in);
+    if (gk_records_writer_reserve(w, count)) {
+        gk_tool_error("%s", gk_last_error());
+        gk_records_writer_abort(w);
+        return GK_TOOL_FAIL;
+    }
+    int rc = copy_records(in, in_path, w, rs, count);
     if (rc) {
         gk_records_writer_abort(w);
         return rc;
@@ -107,147 +120,61 @@ static int pack_raw(uint64_t rs, const char *in_path, const char *out_path)
         gk_tool_error("%s", gk_last_error());
         return GK_TOOL_FAIL;
     }
-    printf("%s: %llu records of %llu bytes\n", out_path, (unsigned long long)(size / rs),
-           (unsigned long long)rs);
     return GK_TOOL_OK;
 }
 
-/* Finds 'key': in a .npy header dict and returns a pointer just past the colon. */
-static const char *npy_field(const char *h, const char *key)
+static int pack_raw(uint64_t rs, const char *in_path, const char *out_path)
 {
-    char pat[32];
-    snprintf(pat, sizeof pat, "'%s'", key);
-    const char *p = strstr(h, pat);
-    if (!p)
-        return NULL;
-    p = strchr(p + strlen(pat), ':');
-    if (!p)
-        return NULL;
-    p++;
-    while (*p == ' ')
-        p++;
-    return p;
+    uint64_t size;
+    FILE *in = open_input(in_path, &size);
+    if (!in)
+        return GK_TOOL_FAIL;
+    if (size == 0 || size % rs) {
+        gk_tool_error("%s: %llu bytes is not a whole number of %llu-byte records (%llu left "
+                      "over); pick a record size that divides the file",
+                      in_path, (unsigned long long)size, (unsigned long long)rs,
+                      (unsigned long long)(size % rs));
+        fclose(in);
+        return GK_TOOL_FAIL;
+    }
+    int rc = pack_into(in, in_path, out_path, rs, size / rs, NULL, 0, NULL);
+    fclose(in);
+    if (rc == GK_TOOL_OK) {
+        gk_text_fputs(out_path, stdout);
+        printf(": %llu records of %llu bytes\n", (unsigned long long)(size / rs),
+               (unsigned long long)rs);
+    }
+    return rc;
 }
 
 static int pack_npy(const char *in_path, const char *out_path)
 {
-    FILE *in = fopen(in_path, "rb");
-    if (!in) {
-        gk_tool_error("%s: cannot open: %s", in_path, strerror(errno));
+    gk_npy_info ni;
+    char err[700];
+    int rc = gk_npy_inspect(in_path, &ni, err, sizeof err);
+    if (rc) {
+        gk_tool_error("%s", err);
         return GK_TOOL_FAIL;
     }
-    unsigned char pre[12];
-    char *h = NULL;
-    int rc = GK_TOOL_FAIL;
-    if (fread(pre, 1, 10, in) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
-        gk_tool_error("%s: not a .npy file (bad magic)", in_path);
-        goto out;
+    uint64_t size;
+    FILE *in = open_input(in_path, &size);
+    if (!in)
+        return GK_TOOL_FAIL;
+    if (fseeko(in, (off_t)ni.header_bytes, SEEK_SET) != 0) {
+        gk_tool_error("%s: cannot seek to the data: %s", in_path, strerror(errno));
+        fclose(in);
+        return GK_TOOL_FAIL;
     }
-    uint32_t hlen;
-    if (pre[6] == 1) {
-        hlen = pre[8] | (uint32_t)pre[9] << 8;
-    } else if (pre[6] == 2 || pre[6] == 3) {
-        if (fread(pre + 10, 1, 2, in) != 2) {
-            gk_tool_error("%s: truncated .npy header", in_path);
-            goto out;
-        }
-        hlen = pre[8] | (uint32_t)pre[9] << 8 | (uint32_t)pre[10] << 16 | (uint32_t)pre[11] << 24;
-    } else {
-        gk_tool_error("%s: .npy format version %u is not supported (1 to 3)", in_path, pre[6]);
-        goto out;
-    }
-    if (hlen > (1u << 20)) {
-        gk_tool_error("%s: .npy header of %u bytes is too large", in_path, hlen);
-        goto out;
-    }
-    h = calloc(1, hlen + 1);
-    if (!h || fread(h, 1, hlen, in) != hlen) {
-        gk_tool_error("%s: truncated .npy header", in_path);
-        goto out;
-    }
-    const char *descr = npy_field(h, "descr"), *fo = npy_field(h, "fortran_order"),
-               *shape = npy_field(h, "shape");
-    if (!descr || !fo || !shape || *descr != '\'' || *shape != '(') {
-        gk_tool_error("%s: .npy header lacks descr, fortran_order or shape", in_path);
-        goto out;
-    }
-    char dtype[17] = "";
-    const char *q = strchr(descr + 1, '\'');
-    if (!q || q - descr - 1 > 16 || q - descr - 1 < 2) {
-        gk_tool_error("%s: unsupported element type (structured or too long)", in_path);
-        goto out;
-    }
-    memcpy(dtype, descr + 1, (size_t)(q - descr - 1));
-    char *end;
-    unsigned long isz = strtoul(dtype + 2, &end, 10);
-    if (!strchr("<>|=", dtype[0]) || !strchr("biufcmM", dtype[1]) || *end || isz == 0) {
-        gk_tool_error("%s: element type '%s' is not a fixed-size number type", in_path, dtype);
-        goto out;
-    }
-    uint64_t dims[GK_RECORDS_MAX_DIMS + 1];
-    uint32_t nd = 0;
-    const char *p = shape + 1;
-    for (;;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        if (*p == ')')
-            break;
-        if (!isdigit((unsigned char)*p) || nd > GK_RECORDS_MAX_DIMS) {
-            gk_tool_error("%s: cannot read the shape (at most %d dimensions per record)", in_path,
-                          GK_RECORDS_MAX_DIMS);
-            goto out;
-        }
-        dims[nd++] = strtoull(p, &end, 10);
-        p = end;
-    }
-    if (nd == 0 || dims[0] == 0) {
-        gk_tool_error("%s: a scalar or empty array has no records", in_path);
-        goto out;
-    }
-    uint64_t rs = isz;
-    for (uint32_t i = 1; i < nd; i++)
-        rs *= dims[i];
-    uint32_t wide = 0;
-    for (uint32_t i = 0; i < nd; i++)
-        wide += dims[i] > 1;
-    if (strncmp(fo, "True", 4) == 0 && wide > 1) {
-        gk_tool_error("%s: Fortran-ordered arrays are not supported (save with "
-                      "np.ascontiguousarray)",
-                      in_path);
-        goto out;
-    }
-    long data_at = ftell(in);
-    fseeko(in, 0, SEEK_END);
-    uint64_t have = (uint64_t)ftello(in) - (uint64_t)data_at;
-    fseeko(in, data_at, SEEK_SET);
-    if (rs == 0 || have != dims[0] * rs) {
-        gk_tool_error("%s: %llu data bytes, but the shape and element type need %llu", in_path,
-                      (unsigned long long)have, (unsigned long long)(dims[0] * rs));
-        goto out;
-    }
-    gk_records_writer *w;
-    uint64_t rec_shape[GK_RECORDS_MAX_DIMS];
-    for (uint32_t i = 1; i < nd; i++)
-        rec_shape[i - 1] = dims[i];
-    if (gk_records_writer_open(out_path, rs, dtype, nd - 1, nd > 1 ? rec_shape : NULL, &w)) {
-        gk_tool_error("%s", gk_last_error());
-        goto out;
-    }
-    rc = copy_records(in, in_path, w, rs, dims[0]);
-    if (rc) {
-        gk_records_writer_abort(w);
-        goto out;
-    }
-    if (gk_records_writer_close(w)) {
-        gk_tool_error("%s", gk_last_error());
-        rc = GK_TOOL_FAIL;
-        goto out;
-    }
-    printf("%s: %llu records of %llu bytes (%s)\n", out_path, (unsigned long long)dims[0],
-           (unsigned long long)rs, dtype);
-out:
-    free(h);
+    rc = pack_into(in, in_path, out_path, ni.record_size, ni.shape[0], ni.dtype, ni.ndim - 1,
+                   ni.ndim > 1 ? ni.shape + 1 : NULL);
     fclose(in);
+    if (rc == GK_TOOL_OK) {
+        gk_text_fputs(out_path, stdout);
+        printf(": %llu records of %llu bytes (", (unsigned long long)ni.shape[0],
+               (unsigned long long)ni.record_size);
+        gk_text_fputs(ni.dtype, stdout);
+        printf(")\n");
+    }
     return rc;
 }
 
@@ -271,10 +198,13 @@ static int inspect(const char *path, int json)
                 printf("%s%llu", i ? "," : "", (unsigned long long)ri.shape[i]);
             printf("]}\n");
         } else {
-            printf("%s: gpukit record file, version %u\n", path, ri.version);
+            gk_text_fputs(path, stdout);
+            printf(": gpukit record file, version %u\n", ri.version);
             printf("  records      %llu\n", (unsigned long long)ri.record_count);
             printf("  record size  %llu bytes\n", (unsigned long long)ri.record_size);
-            printf("  element      %s, shape (", ri.dtype);
+            printf("  element      ");
+            gk_text_fputs(ri.dtype, stdout);
+            printf(", shape (");
             for (uint32_t i = 0; i < ri.ndim; i++)
                 printf("%s%llu", i ? ", " : "", (unsigned long long)ri.shape[i]);
             printf(")\n  data offset  %llu\n  file size    %llu bytes\n",
@@ -293,7 +223,8 @@ static int inspect(const char *path, int json)
                    ti.magic, ti.version, (unsigned long long)ti.tokens, ti.token_bytes,
                    (unsigned long long)ti.file_size);
         } else {
-            printf("%s: llm.c token shard, magic %d, version %d\n", path, ti.magic, ti.version);
+            gk_text_fputs(path, stdout);
+            printf(": llm.c token shard, magic %d, version %d\n", ti.magic, ti.version);
             printf("  tokens       %llu of %u bytes\n  file size    %llu bytes\n",
                    (unsigned long long)ti.tokens, ti.token_bytes, (unsigned long long)ti.file_size);
         }

@@ -75,6 +75,13 @@ static int make_file(const char *path, uint64_t rs, uint64_t records)
         gk_tool_error("%s", gk_last_error());
         return -1;
     }
+    if (gk_records_writer_reserve(w, records)) {
+        gk_tool_error("loader bench: the test file of --records %llu x --record-size %llu does "
+                      "not fit: %s",
+                      (unsigned long long)records, (unsigned long long)rs, gk_last_error());
+        gk_records_writer_abort(w);
+        return -1;
+    }
     uint64_t per = rs >= (4u << 20) ? 1 : (4u << 20) / rs;
     unsigned char *buf = malloc(per * rs);
     if (!buf) {
@@ -369,13 +376,21 @@ int gk_tool_loader(int argc, char **argv)
     }
     if (o.file)
         return run_bench(&o, o.file);
-    char path[4096];
+    /* The test file lives in a private folder of its own, so nothing else is ever replaced or
+     * removed. */
+    char dir[4096], path[4200];
     const char *tmp = getenv("TMPDIR");
-    snprintf(path, sizeof path, "%s/gpukit-bench-%ld.gkr", tmp && *tmp ? tmp : "/tmp",
-             (long)getpid());
-    if (make_file(path, o.record_size, o.records))
+    snprintf(dir, sizeof dir, "%s/gpukit-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        gk_tool_error("loader bench: cannot create a folder in %s: %s (set TMPDIR)",
+                      tmp && *tmp ? tmp : "/tmp", strerror(errno));
         return GK_TOOL_FAIL;
-    int rc = run_bench(&o, path);
+    }
+    snprintf(path, sizeof path, "%s/bench.gkr", dir);
+    int rc = GK_TOOL_FAIL;
+    if (make_file(path, o.record_size, o.records) == 0)
+        rc = run_bench(&o, path);
     unlink(path);
+    rmdir(dir);
     return rc;
 }

@@ -1,6 +1,8 @@
 /* gpukit pool: replay an RMM-CSV allocation trace through the caching pool (peaks, device calls,
  * latency, leaks), find the trace's F_cap (the smallest simulated device it fits, over its peak of
  * live bytes), and write synthetic training traces. */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +58,9 @@ static int need_value(int argc, char **argv, int i)
 static int parse_long(const char *flag, const char *text, long lo, long hi, long *out)
 {
     char *end;
+    errno = 0;
     long v = strtol(text, &end, 10);
-    if (!*text || *end || v < lo || v > hi) {
+    if (!*text || *end || errno || v < lo || v > hi) {
         gk_tool_error("%s: \"%s\" is not a whole number in %ld..%ld", flag, text, lo, hi);
         return 0;
     }
@@ -92,20 +95,21 @@ static int parse_args(int argc, char **argv, pool_args *a)
         else if (strcmp(s, "--model") == 0)
             str = &a->model;
         else if (strcmp(s, "--layers") == 0)
-            num = &a->layers;
+            num = &a->layers, hi = 1024;
         else if (strcmp(s, "--hidden") == 0)
-            num = &a->hidden;
+            num = &a->hidden, hi = 65536;
         else if (strcmp(s, "--heads") == 0)
-            num = &a->heads;
+            num = &a->heads, hi = 65536;
         else if (strcmp(s, "--seq") == 0)
-            num = &a->seq;
+            num = &a->seq, hi = 1L << 20;
         else if (strcmp(s, "--batch") == 0)
-            num = &a->batch;
+            num = &a->batch, hi = 65536;
         else if (strcmp(s, "--steps") == 0)
-            num = &a->steps;
+            num = &a->steps, hi = 1L << 20;
         else if (strcmp(s, "--seed") == 0) {
             num = &a->seed;
             lo = 0;
+            hi = LONG_MAX;
         } else if (strcmp(s, "--vary") == 0) {
             if (!need_value(argc, argv, i))
                 return 0;
@@ -166,6 +170,11 @@ static gk_trace *load_trace(const char *path)
     return t;
 }
 
+static int write_snapshot(FILE *f, void *pool)
+{
+    return gk_pool_snapshot_json(pool, f);
+}
+
 static int cmd_replay(const pool_args *a)
 {
     gk_pool_config cfg;
@@ -198,16 +207,8 @@ static int cmd_replay(const pool_args *a)
         gk_tool_error("replay of %s: %s", a->trace, gk_last_error());
         goto out_pool;
     }
-    if (a->snapshot) {
-        FILE *f = fopen(a->snapshot, "w");
-        int src = f ? gk_pool_snapshot_json(pool, f) : -errno;
-        if (f && fclose(f) != 0)
-            src = -EIO;
-        if (src) {
-            gk_tool_error("--snapshot %s: cannot write (%s)", a->snapshot, gk_strerror(src));
-            goto out_pool;
-        }
-    }
+    if (a->snapshot && gk_tool_write_file(a->snapshot, "--snapshot", write_snapshot, pool) != 0)
+        goto out_pool;
     const gk_pool_stats *s = &st;
     if (a->json) {
         printf("{\"trace\":\"");
@@ -314,6 +315,76 @@ static int cmd_fcap(const pool_args *a)
     return GK_TOOL_OK;
 }
 
+/* The most events gk_trace_synth_transformer builds (docs/pool.md). */
+#define SYNTH_MAX_EVENTS (64ull << 20)
+
+/* Bytes a stream receives (for the size of a trace's CSV). */
+static ssize_t count_bytes(void *cookie, const char *buf, size_t len)
+{
+    (void)buf;
+    *(uint64_t *)cookie += len;
+    return (ssize_t)len;
+}
+
+/* The size of the whole trace, from one- and two-step traces of the same model: events (and so
+ * memory) grow by the same count every step; CSV bytes per event stay about the same. */
+static int synth_estimate(const gk_synth_config *c, uint64_t *events, uint64_t *csv_bytes)
+{
+    gk_synth_config one = *c, two = *c;
+    one.steps = 1;
+    two.steps = 2;
+    gk_trace *t1 = NULL, *t2 = NULL;
+    int rc = gk_trace_synth_transformer(&one, &t1);
+    if (!rc)
+        rc = gk_trace_synth_transformer(&two, &t2);
+    if (!rc) {
+        uint64_t per_step = t2->count - t1->count, bytes = 0;
+        *events = t1->count + (uint64_t)(c->steps - 1) * per_step;
+        cookie_io_functions_t io = {.write = count_bytes};
+        FILE *f = fopencookie(&bytes, "w", io);
+        if (f) {
+            gk_trace_write(t2, f);
+            fclose(f);
+        }
+        *csv_bytes = (uint64_t)((double)bytes / (double)t2->count * (double)*events);
+    }
+    gk_trace_free(t1);
+    gk_trace_free(t2);
+    return rc;
+}
+
+/* Host memory available for new allocations (MemAvailable), or UINT64_MAX when unknown. */
+static uint64_t memory_available(void)
+{
+    gk_host *h = NULL;
+    gk_host_sample *smp = calloc(1, sizeof *smp);
+    uint64_t avail = UINT64_MAX;
+    if (smp && gk_host_open(NULL, &h) == 0 && gk_host_sample_read(h, GK_HOST_MEMORY, smp) == 0 &&
+        (smp->valid & GK_HOST_MEMORY) && smp->mem_available)
+        avail = smp->mem_available;
+    gk_host_close(h);
+    free(smp);
+    return avail;
+}
+
+static int synth_error(int rc, const gk_synth_config *c)
+{
+    if (rc == -EINVAL)
+        gk_tool_error("pool synth: --hidden %d is not a multiple of --heads %d (try --heads %d)",
+                      c->hidden, c->heads, c->hidden % 64 == 0 ? c->hidden / 64 : 1);
+    else if (rc == -EOVERFLOW)
+        gk_tool_error("pool synth: with --hidden %d --heads %d --seq %d --batch %d a tensor "
+                      "would pass 1 PiB; lower --seq, --batch or --hidden",
+                      c->hidden, c->heads, c->seq, c->batch);
+    else if (rc == -ERANGE)
+        gk_tool_error("pool synth: --layers %d and --steps %d make more than 67,108,864 events "
+                      "(a trace of several GiB); lower --steps or --layers",
+                      c->layers, c->steps);
+    else
+        gk_tool_error("pool synth: %s", gk_strerror(rc));
+    return rc == -ENOMEM ? GK_TOOL_FAIL : GK_TOOL_USAGE;
+}
+
 static int cmd_synth(const pool_args *a)
 {
     if (!a->model || strcmp(a->model, "transformer") != 0) {
@@ -330,30 +401,53 @@ static int cmd_synth(const pool_args *a)
     c.steps = (int)a->steps;
     c.vary = a->vary;
     c.seed = (uint64_t)a->seed;
+    uint64_t events = 0, csv = 0;
+    int rc = synth_estimate(&c, &events, &csv);
+    if (!rc && events > SYNTH_MAX_EVENTS)
+        rc = -ERANGE; /* the library's cap, said before anything is built */
+    if (rc)
+        return synth_error(rc, &c);
+    /* Refuse before building what would not fit: the events in memory, the CSV on disk. */
+    uint64_t mem = events * sizeof(gk_trace_event), avail = memory_available();
+    if (mem > avail) {
+        char b1[32], b2[32];
+        gk_tool_error("pool synth: the trace of %llu events needs about %s of memory but %s is "
+                      "available; lower --steps or --layers",
+                      (unsigned long long)events, gk_format_size(mem, b1, sizeof b1),
+                      gk_format_size(avail, b2, sizeof b2));
+        return GK_TOOL_FAIL;
+    }
+    const char *path = a->out ? a->out : "/dev/stdout";
+    gk_output *o = NULL;
+    char err[700];
+    if (gk_output_open(path, 0, &o, err, sizeof err) != 0 ||
+        gk_output_reserve(o, csv, err, sizeof err) != 0) {
+        gk_output_abort(o);
+        gk_tool_error("--out %s", err);
+        return GK_TOOL_FAIL;
+    }
     gk_trace *t = NULL;
-    int rc = gk_trace_synth_transformer(&c, &t);
-    if (rc == -EINVAL) {
-        gk_tool_error("pool synth: --hidden must be a multiple of --heads, sizes positive");
-        return GK_TOOL_USAGE;
-    }
+    rc = gk_trace_synth_transformer(&c, &t);
     if (rc) {
-        gk_tool_error("pool synth: %s", gk_strerror(rc));
-        return GK_TOOL_FAIL;
+        gk_output_abort(o);
+        return synth_error(rc, &c);
     }
-    FILE *f = a->out ? fopen(a->out, "w") : stdout;
-    if (!f) {
-        gk_tool_error("--out %s: cannot write (%s)", a->out, strerror(errno));
-        gk_trace_free(t);
-        return GK_TOOL_FAIL;
-    }
-    rc = gk_trace_write(t, f);
-    if (a->out && fclose(f) != 0)
-        rc = -EIO;
+    FILE *f = gk_output_stream(o);
+    if (f)
+        gk_trace_write(t, f);
     gk_trace_free(t);
-    if (rc) {
-        gk_tool_error("pool synth: writing the trace failed");
+    if (!f) {
+        gk_output_abort(o);
+        gk_tool_error("pool synth: out of memory");
         return GK_TOOL_FAIL;
     }
+    rc = gk_output_commit(o, err, sizeof err);
+    if (rc && !a->out)
+        gk_tool_error("cannot write to standard output: %s", strerror(-rc));
+    else if (rc)
+        gk_tool_error("pool synth: %s", err);
+    if (rc)
+        return GK_TOOL_FAIL;
     return GK_TOOL_OK;
 }
 

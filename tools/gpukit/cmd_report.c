@@ -102,14 +102,8 @@ int gk_tool_report(int argc, char **argv)
         goto out;
     }
     if (html) {
-        FILE *f = fopen(html, "w");
-        rc = f ? gk_report_write_html(rep, f) : -1;
-        if (f && fclose(f) != 0)
-            rc = -1;
-        if (rc) {
-            gk_tool_error("cannot write %s (check the directory exists and is writable)", html);
+        if (gk_tool_write_file(html, "--html", gk_tool_write_html, rep) != 0)
             goto out;
-        }
     } else if (json) {
         gk_report_write_json(rep, stdout);
     } else {

@@ -1,5 +1,6 @@
 /* gpukit run: run a command under observation (host, process tree, GPUs, the metrics it sends),
  * record everything as JSON Lines, print the report with advice, exit with the command's status. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,8 @@ static const char run_usage[] =
     "  --interval S   sampling interval in seconds, 0.05 to 3600 (default 0.5)\n"
     "  --out FILE     keep the recording (JSON Lines) in FILE; 'gpukit report FILE' reads it\n"
     "  --html FILE    also write the report as a self-contained HTML page\n"
-    "  --json         print the report as one JSON object on stdout instead of text on stderr\n"
+    "  --json         print the report as one JSON object on stdout instead of text on stderr;\n"
+    "                 CMD's own stdout then goes to stderr, so stdout holds the JSON alone\n"
     "  --no-gpu       do not read GPU telemetry\n"
     "  --alert RULE   [NAME: ]METRIC{labels} OP VALUE [for DURATION], e.g.\n"
     "                 'gpu_hot: gpukit_gpu_temperature_celsius > 85 for 30s' (metric names in\n"
@@ -29,9 +31,37 @@ static const char run_usage[] =
     "  --help         this text\n"
     "  --version      gpukit's version\n"
     "\n"
-    "SIGINT, SIGTERM and SIGHUP are forwarded to CMD (a third interrupt kills it); the report is\n"
-    "still written. Exits with CMD's exit status, 128+N when a signal N ended it, 127 when CMD\n"
-    "could not be started, 1 when gpukit failed, 2 on a usage error.\n";
+    "SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group, each followed by SIGCONT;\n"
+    "a second one kills CMD (SIGKILL). QUIT, USR1, USR2, ALRM and the other signals that would\n"
+    "end gpukit are forwarded as they are; PIPE is ignored. The recording is always completed\n"
+    "and the report written. Exits with CMD's exit status (also when gpukit's stdout is a pipe\n"
+    "closed early), 128+N when a signal N ended it, 127 when CMD could not be started, 1 when\n"
+    "gpukit failed, 2 on a usage error.\n";
+
+/* A signal that arrives once the command has ended must not cut the report short: it is noted
+ * and ignored (gk_run_execute forwards the ones that arrive while the command runs). */
+static void late_signal(int sig)
+{
+    (void)sig;
+}
+
+/* gpukit run owns its signals: SIGPIPE is ignored (a closed stdout is an EPIPE it reports), and
+ * every other signal that would end it (the faults aside) gets a handler that does nothing, so it
+ * is never fatal before or after gk_run_execute takes it over. exec gives the command the
+ * defaults back. */
+static void take_signals(void)
+{
+    struct sigaction ign = {.sa_handler = SIG_IGN}, note = {.sa_handler = late_signal};
+    note.sa_flags = SA_RESTART;
+    sigemptyset(&note.sa_mask);
+    sigemptyset(&ign.sa_mask);
+    for (int sig = 1; sig <= SIGRTMAX; sig++) {
+        if (!gk_run_takes_signal(sig) || sig == SIGCHLD || sig == SIGILL || sig == SIGTRAP ||
+            sig == SIGABRT || sig == SIGBUS || sig == SIGFPE || sig == SIGSEGV || sig == SIGSYS)
+            continue;
+        sigaction(sig, sig == SIGPIPE || sig == SIGXFSZ ? &ign : &note, NULL);
+    }
+}
 
 static int parse_interval(const char *text, double *out)
 {
@@ -68,18 +98,8 @@ static int report_recording(const char *path, int json, const char *html_path)
         gk_report_write_text(rep, stderr);
     }
     int ok = 0;
-    if (html_path) {
-        FILE *f = fopen(html_path, "w");
-        if (!f || gk_report_write_html(rep, f) != 0) {
-            gk_tool_error("cannot write %s (check the directory exists and is writable)",
-                          html_path);
-            ok = -1;
-        }
-        if (f && fclose(f) != 0 && ok == 0) {
-            gk_tool_error("cannot write %s", html_path);
-            ok = -1;
-        }
-    }
+    if (html_path && gk_tool_write_file(html_path, "--html", gk_tool_write_html, rep) != 0)
+        ok = -1;
     gk_report_destroy(rep);
     gk_recording_free(rec);
     return ok;
@@ -139,35 +159,35 @@ int gk_tool_run(int argc, char **argv)
         gk_tool_error("no command to run: gpukit run [OPTIONS] -- CMD [ARGS...]");
         goto out;
     }
+    if (!argv[i][0]) {
+        gk_tool_error("the command to run is empty (\"\"): name a program, as in gpukit run -- "
+                      "CMD [ARGS...]");
+        goto out;
+    }
     cfg.alerts = alerts;
-    char tmp[4096] = "";
+    /* With --json, gpukit's stdout carries the report alone: the command writes to stderr. */
+    if (json)
+        cfg.command_stdout = STDERR_FILENO;
+    char dir[4096] = "", tmp[4200] = "";
     if (!out) {
-        const char *dir = getenv("TMPDIR");
-        snprintf(tmp, sizeof tmp, "%s/gpukit-run-XXXXXX.jsonl", dir && *dir ? dir : "/tmp");
-        int fd = mkstemps(tmp, 6);
-        if (fd < 0) {
-            gk_tool_error("cannot create a temporary recording in %s (set TMPDIR or use --out)",
-                          dir && *dir ? dir : "/tmp");
+        /* The recording of a run without --out lives in a private folder, removed at the end. */
+        const char *tdir = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/gpukit-run-XXXXXX", tdir && *tdir ? tdir : "/tmp");
+        if (!mkdtemp(dir)) {
+            gk_tool_error("cannot create a temporary recording in %s: %s (set TMPDIR or use "
+                          "--out)",
+                          tdir && *tdir ? tdir : "/tmp", strerror(errno));
             status = GK_TOOL_FAIL;
             goto out;
         }
-        close(fd);
+        snprintf(tmp, sizeof tmp, "%s/recording.jsonl", dir);
         out = tmp;
     }
     cfg.record_path = out;
-    /* A file-size limit (ulimit -f) reached by the recording must end the recording with an
-     * error (EFBIG), not kill gpukit with SIGXFSZ and orphan the command; the command gets the
-     * default back. */
-    signal(SIGXFSZ, SIG_IGN);
+    take_signals();
     gk_run_result res;
+    memset(&res, 0, sizeof res); /* an early refusal fills nothing */
     int rc = gk_run_execute(&cfg, argv + i, &res);
-    /* The command has ended: a late interrupt must not cut the report short. */
-    sigset_t late;
-    sigemptyset(&late);
-    sigaddset(&late, SIGINT);
-    sigaddset(&late, SIGTERM);
-    sigaddset(&late, SIGHUP);
-    sigprocmask(SIG_BLOCK, &late, NULL);
     status = res.exit_status;
     if (rc == GK_ESYNTAX) {
         gk_tool_error("%s", res.error);
@@ -176,7 +196,7 @@ int gk_tool_run(int argc, char **argv)
         gk_tool_error("%s", res.error);
         status = res.error[0] && strstr(res.error, "cannot run") ? 127 : GK_TOOL_FAIL;
     } else if (rc) {
-        gk_tool_error("run failed: %s", gk_strerror(rc));
+        gk_tool_error("run failed: %s", gk_last_error());
         status = GK_TOOL_FAIL;
     }
     if (res.started && res.record_error)
@@ -187,10 +207,21 @@ int gk_tool_run(int argc, char **argv)
         if (report_recording(out, json, html) != 0 && status == 0)
             status = GK_TOOL_FAIL;
     }
-    if (tmp[0])
+    /* The report on stdout: a reader that went away (gpukit run --json ... | head) leaves the
+     * command's status as it is; any other failure to deliver it (a full disk) is an error. */
+    int out_rc = gk_tool_check_stdout();
+    if (out_rc && out_rc != -EPIPE && status == 0)
+        status = GK_TOOL_FAIL;
+    if (tmp[0]) {
         unlink(tmp);
-    else if (res.started && !json)
-        fprintf(stderr, "recording: %s (gpukit report %s)\n", out, out);
+        rmdir(dir);
+    } else if (res.started && !json) {
+        fprintf(stderr, "recording: ");
+        gk_text_fputs(out, stderr);
+        fprintf(stderr, " (gpukit report ");
+        gk_text_fputs(out, stderr);
+        fprintf(stderr, ")\n");
+    }
 out:
     free(alerts);
     return status;

@@ -10,17 +10,22 @@
 #include "tool.h"
 
 static const char serve_usage[] =
-    "usage: gpukit serve [--listen ADDR:PORT] [--interval S] [--textfile PATH] [--pcie]\n"
-    "                    [--pid PID] [--alert NAME=RULE]... [--statsd PATH]\n"
-    "                    [--statsd-udp ADDR:PORT]\n\n"
+    "usage: gpukit serve [--listen ADDR:PORT] [--web-config FILE] [--interval S]\n"
+    "                    [--textfile PATH] [--pcie] [--pid PID] [--alert NAME=RULE]...\n"
+    "                    [--statsd PATH] [--statsd-udp ADDR:PORT]\n\n"
     "Samples the GPUs (NVML) and the host every interval and serves the readings as\n"
     "Prometheus metrics until interrupted (SIGINT or SIGTERM).\n\n"
     "  --listen ADDR:PORT  HTTP address (default 127.0.0.1:9430; port 0 picks a free one).\n"
     "                      /metrics answers Prometheus 0.0.4 or OpenMetrics (Accept header),\n"
     "                      /healthz says whether the sampler is alive.\n"
+    "  --web-config FILE   TLS and basic authentication, in the Prometheus exporter format:\n"
+    "                      tls_server_config (cert_file, key_file) and basic_auth_users\n"
+    "                      (user: bcrypt hash); see docs/monitor.md. Serving an address\n"
+    "                      other than loopback without it prints a warning.\n"
     "  --interval S        sampling period (default 1s; 500ms, 2s, ...)\n"
-    "  --textfile PATH     also write the metrics to PATH every interval (atomic rename), for\n"
-    "                      node_exporter's textfile collector; without --listen, no HTTP\n"
+    "  --textfile PATH     also write the metrics to PATH every interval for node_exporter's\n"
+    "                      textfile collector (a temporary file renamed over it; a device or\n"
+    "                      pipe is written in place); without --listen, no HTTP\n"
     "  --pcie              read PCIe throughput too (each read blocks 20 ms per GPU)\n"
     "  --pid PID           also watch the process tree rooted at PID\n"
     "  --alert NAME=RULE   log when RULE holds, e.g.\n"
@@ -38,6 +43,7 @@ typedef struct serve_args {
     int listen_given;
     double interval;
     const char *textfile;
+    const char *web_config;
     int pcie;
     int pid;
     const char *alerts[MAX_ALERTS];
@@ -57,8 +63,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
             continue;
         }
         if (strcmp(arg, "--listen") && strcmp(arg, "--interval") && strcmp(arg, "--textfile") &&
-            strcmp(arg, "--pid") && strcmp(arg, "--alert") && strcmp(arg, "--statsd") &&
-            strcmp(arg, "--statsd-udp")) {
+            strcmp(arg, "--pid") && strcmp(arg, "--alert") && strcmp(arg, "--web-config") &&
+            strcmp(arg, "--statsd") && strcmp(arg, "--statsd-udp")) {
             gk_tool_error("serve: unknown option \"%s\" (see 'gpukit serve --help')", arg);
             return -1;
         }
@@ -79,6 +85,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
             }
         } else if (strcmp(arg, "--textfile") == 0) {
             a->textfile = val;
+        } else if (strcmp(arg, "--web-config") == 0) {
+            a->web_config = val;
         } else if (strcmp(arg, "--statsd") == 0) {
             a->statsd = val;
         } else if (strcmp(arg, "--statsd-udp") == 0) {
@@ -123,6 +131,20 @@ static int add_alerts(gk_monitor *m, const serve_args *a)
     return 0;
 }
 
+/* Says at once when the textfile cannot be written there (a directory, a missing folder, a
+ * pipe with no reader), instead of after the first interval. */
+static int check_textfile(const char *path)
+{
+    gk_output *o = NULL;
+    char err[700];
+    if (gk_output_open(path, 0, &o, err, sizeof err) != 0) {
+        gk_tool_error("serve: --textfile %s", err);
+        return -1;
+    }
+    gk_output_abort(o); /* nothing written: the target is untouched */
+    return 0;
+}
+
 int gk_tool_serve(int argc, char **argv)
 {
     if (gk_tool_help_or_version(argc, argv, serve_usage))
@@ -131,6 +153,12 @@ int gk_tool_serve(int argc, char **argv)
     if (parse_args(argc, argv, &a) != 0)
         return GK_TOOL_USAGE;
     int http = a.listen_given || !a.textfile;
+    if (a.web_config && !http) {
+        gk_tool_error("serve: --web-config secures the HTTP server: give --listen too");
+        return GK_TOOL_USAGE;
+    }
+    if (a.textfile && check_textfile(a.textfile) != 0)
+        return GK_TOOL_FAIL;
 
     /* Signals are taken synchronously by the main thread; block them before any thread starts. */
     sigset_t set;
@@ -188,13 +216,14 @@ int gk_tool_serve(int argc, char **argv)
         gk_exporter_config ec;
         gk_exporter_config_default(&ec);
         ec.listen = a.listen;
+        ec.web_config = a.web_config;
         ec.metrics = mc.metrics;
         ec.monitor = m;
         char err[300];
         rc = gk_exporter_start(&ec, &e, err, sizeof err);
         if (rc) {
             gk_tool_error("serve: %s", *err ? err : gk_strerror(rc));
-            status = rc == -EINVAL ? GK_TOOL_USAGE : GK_TOOL_FAIL;
+            status = rc == -EINVAL || rc == GK_ESYNTAX ? GK_TOOL_USAGE : GK_TOOL_FAIL;
             goto out_monitor;
         }
     }
@@ -207,8 +236,17 @@ int gk_tool_serve(int argc, char **argv)
         char host[128];
         int port;
         gk_exporter_parse_listen(a.listen, host, sizeof host, &port, NULL, 0);
-        fprintf(stderr, "gpukit: serving http://%s%s%s:%d/metrics\n", strchr(host, ':') ? "[" : "",
-                host, strchr(host, ':') ? "]" : "", gk_exporter_port(e));
+        gk_exporter_stats es;
+        gk_exporter_get_stats(e, &es);
+        fprintf(stderr, "gpukit: serving http%s://%s%s%s:%d/metrics%s\n", es.tls ? "s" : "",
+                strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                gk_exporter_port(e), es.auth ? " (basic authentication)" : "");
+        if (es.insecure)
+            fprintf(stderr,
+                    "gpukit: warning: %s is not a loopback address and no credentials are "
+                    "required: anyone who can reach it reads these metrics (add "
+                    "basic_auth_users with --web-config, or listen on 127.0.0.1)\n",
+                    host);
     }
     if (a.textfile)
         fprintf(stderr, "gpukit: writing %s every %g s\n", a.textfile, a.interval);
@@ -233,9 +271,9 @@ int gk_tool_serve(int argc, char **argv)
         if (a.textfile) {
             rc = gk_metrics_write_textfile(mc.metrics, a.textfile);
             if (rc) {
-                gk_tool_error("serve: cannot write %s: %s (check the folder exists and is "
-                              "writable)",
-                              a.textfile, gk_strerror(rc));
+                gk_tool_error("serve: cannot write %s: %s%s", a.textfile, gk_strerror(rc),
+                              rc == -ENOSPC ? " (free space there, or choose another place)"
+                                            : " (check the folder exists and is writable)");
                 status = GK_TOOL_FAIL;
                 break;
             }

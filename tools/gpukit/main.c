@@ -1,8 +1,12 @@
 /* gpukit: the command-line tool. Dispatches to one subcommand per file (cmd_*.c). */
+#include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tool.h"
 
@@ -30,12 +34,20 @@ static const tool_command commands[] = {
 
 void gk_tool_error(const char *fmt, ...)
 {
+    /* Messages quote file names, recordings and arguments: their control bytes are escaped so
+     * that none reaches the terminal raw. */
+    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    fputs("gpukit: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
+    fputs("gpukit: ", stderr);
+    if (n >= 0)
+        gk_text_fputs(msg, stderr);
+    else
+        fputs(fmt, stderr);
+    fputc('\n', stderr);
+    free(msg);
 }
 
 int gk_tool_help_or_version(int argc, char **argv, const char *usage)
@@ -70,6 +82,91 @@ void gk_tool_json_escape(FILE *out, const char *s)
         else
             fputc(c, out);
     }
+}
+
+int gk_tool_write_file(const char *path, const char *what, int (*fn)(FILE *f, void *ctx), void *ctx)
+{
+    gk_output *o = NULL;
+    char err[700];
+    int rc = gk_output_open(path, 0, &o, err, sizeof err);
+    if (rc) {
+        gk_tool_error("%s %s", what, err);
+        return -1;
+    }
+    FILE *f = gk_output_stream(o);
+    int wrc = f ? fn(f, ctx) : -ENOMEM;
+    if (wrc && !(f && ferror(f))) {
+        gk_output_abort(o);
+        gk_tool_error("%s %s: cannot write: %s", what, path, gk_strerror(wrc));
+        return -1;
+    }
+    rc = gk_output_commit(o, err, sizeof err);
+    if (rc || wrc) {
+        gk_tool_error("%s %s", what, rc ? err : "the output is incomplete");
+        return -1;
+    }
+    return 0;
+}
+
+int gk_tool_write_html(FILE *f, void *report)
+{
+    return gk_report_write_html(report, f);
+}
+
+/* stdout goes through a gk_output (a duplicate of descriptor 1), so the errno of a failed
+ * write is kept: a full disk and a reader that went away are told apart. */
+static gk_output *stdout_out;
+static FILE *plain_stdout;
+static int stdout_reported;
+
+static void wrap_stdout(void)
+{
+    if (gk_output_open("/dev/stdout", 0, &stdout_out, NULL, 0) != 0)
+        return; /* descriptor 1 is closed: the plain stream fails and says so */
+    FILE *f = gk_output_stream(stdout_out);
+    if (!f) {
+        gk_output_abort(stdout_out);
+        stdout_out = NULL;
+        return;
+    }
+    if (isatty(STDOUT_FILENO))
+        setvbuf(f, NULL, _IOLBF, 0);
+    plain_stdout = stdout;
+    stdout = f;
+}
+
+static void unwrap_stdout(void)
+{
+    if (!stdout_out)
+        return;
+    fflush(stdout);
+    stdout = plain_stdout;
+    gk_output_abort(stdout_out); /* a duplicate descriptor: closing it touches nothing */
+    stdout_out = NULL;
+}
+
+int gk_tool_check_stdout(void)
+{
+    char err[300];
+    int rc;
+    if (stdout_out) {
+        fflush(stdout);
+        rc = gk_output_error(stdout_out);
+        if (rc)
+            snprintf(err, sizeof err, "cannot write to standard output: %s%s", strerror(-rc),
+                     rc == -ENOSPC  ? " (free space there, or choose another place)"
+                     : rc == -EPIPE ? " (the reader of the pipe went away)"
+                                    : "");
+    } else {
+        rc = gk_output_check_stream(stdout, "standard output", err, sizeof err);
+        if (rc) {
+            __fpurge(stdout); /* what could not be written is dropped, not tried again */
+            clearerr(stdout);
+        }
+    }
+    if (rc && !stdout_reported++)
+        gk_tool_error("%s", err);
+    return rc;
 }
 
 static void usage(FILE *out)
@@ -128,8 +225,26 @@ static int apply_settings(int argc, char **argv)
     return i;
 }
 
+/* Runs one subcommand, then checks that what it printed reached stdout: a full disk or a closed
+ * descriptor is an error (exit 1), never a silent loss. */
+static int dispatch(const tool_command *c, int argc, char **argv)
+{
+    if (c->run != gk_tool_top) /* top hands stdout to curses, which needs its descriptor */
+        wrap_stdout();
+    int status = c->run(argc, argv);
+    int rc = gk_tool_check_stdout();
+    /* gpukit run reports its command's status even when its reader went away */
+    if (rc && status == GK_TOOL_OK && !(rc == -EPIPE && c->run == gk_tool_run))
+        status = GK_TOOL_FAIL;
+    unwrap_stdout();
+    return status;
+}
+
 int main(int argc, char **argv)
 {
+    /* A file-size limit (ulimit -f) must make a write fail with EFBIG, which names the file,
+     * rather than kill gpukit half-way through it. Commands gpukit starts get the default back. */
+    signal(SIGXFSZ, SIG_IGN);
     int first = apply_settings(argc, argv);
     if (first < 0)
         return GK_TOOL_USAGE;
@@ -143,15 +258,15 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return GK_TOOL_OK;
+        return gk_tool_check_stdout() ? GK_TOOL_FAIL : GK_TOOL_OK;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("gpukit %s\n", gk_version_string());
-        return GK_TOOL_OK;
+        return gk_tool_check_stdout() ? GK_TOOL_FAIL : GK_TOOL_OK;
     }
     for (size_t i = 0; i < NCOMMANDS; i++) {
         if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].run(argc - 1, argv + 1);
+            return dispatch(&commands[i], argc - 1, argv + 1);
     }
     gk_tool_error("unknown command \"%s\" (see 'gpukit --help')", argv[1]);
     return GK_TOOL_USAGE;

@@ -22,6 +22,20 @@ void gk_tool_error(const char *fmt, ...)
  * them, 0 otherwise. `usage` is the subcommand's full help text. */
 int gk_tool_help_or_version(int argc, char **argv, const char *usage);
 
+/* Writes the file `path` through gk_output (gpukit/output.h): fn(f, ctx) writes to the stream f
+ * and returns 0 or a negative code. On any failure prints "gpukit: WHAT PATH: reason" and
+ * returns -1, leaving an existing file as it was. */
+int gk_tool_write_file(const char *path, const char *what, int (*fn)(FILE *f, void *ctx),
+                       void *ctx);
+
+/* A gk_tool_write_file writer of a gk_report's HTML page (ctx is the gk_report). */
+int gk_tool_write_html(FILE *f, void *report);
+
+/* Flushes stdout and says whether everything printed arrived: 0, or (after one line naming the
+ * cause, and dropping what was not written) the negative errno, -EPIPE for a reader that went
+ * away. main() calls it after every command. */
+int gk_tool_check_stdout(void);
+
 /* JSON string escaping into `out` (quotes not included). */
 void gk_tool_json_escape(FILE *out, const char *s);
 
