@@ -163,6 +163,8 @@ typedef struct gk_metric_sample {
     const char *const *label_values; /* nlabels values */
     double value;                    /* counter or gauge value; a histogram's sum */
     uint64_t count;                  /* a histogram's observation count; 0 for the others */
+    uint64_t serial; /* unique among the registry's series, also across removals (a reader that
+                        keeps per-series state by `metric` checks it: addresses are reused) */
 } gk_metric_sample;
 
 /* Calls fn(user, sample) for every series, in registration order, after running the collectors.
@@ -171,6 +173,13 @@ typedef struct gk_metric_sample {
  * stops the walk and is returned. Returns 0, -EINVAL or fn's value. Thread-safe. */
 typedef int (*gk_metrics_visit_fn)(void *user, const gk_metric_sample *sample);
 GK_API int gk_metrics_foreach(gk_metrics *m, gk_metrics_visit_fn fn, void *user);
+
+/* Removes one series (its family stays, with its other series) and frees it: for series whose
+ * subject has gone, such as a process that exited. Only the code that registered the series may
+ * remove it, and nothing may use the pointer afterwards (registering the same name and labels
+ * again returns a new series). Returns 0, -EINVAL, or -ENOENT when it is not in this registry.
+ * Thread-safe; must not be called from a collector or from inside gk_metrics_foreach. */
+GK_API int gk_metrics_remove(gk_metrics *m, gk_metric *series);
 
 /* Number of series registered (every family's label sets). Thread-safe. */
 GK_API size_t gk_metrics_series_count(gk_metrics *m);

@@ -17,6 +17,8 @@ struct gk_metric {
     char **label_values;         /* fam->nlabels strings */
     _Atomic uint64_t value_bits; /* counter or gauge value, or histogram sum, as double bits */
     _Atomic uint64_t *buckets;   /* histogram: nbounds + 1 counts (last is +Inf), not cumulative */
+    uint64_t serial;             /* unique in the registry: a removed series' address may be
+                                    reused, its serial never */
 };
 
 struct gk__family {
@@ -47,6 +49,7 @@ struct gk_metrics {
     gk__family **fams;
     size_t nfams, cap;
     size_t nseries; /* all families' series */
+    uint64_t next_serial;
     /* Collectors: collect_lock serializes running them with adding and removing them; lock
      * order: collect_lock, then lock (a collector may update series but not register them). */
     pthread_mutex_t collect_lock;

@@ -339,6 +339,7 @@ static int new_series(gk_metrics *m, gk__family *f, const char *const *labels, g
             atomic_init(&s->buckets[i], 0);
     }
     atomic_init(&s->value_bits, gk__double_to_bits(0.0));
+    s->serial = ++m->next_serial;
     f->series[f->nseries++] = s;
     m->nseries++;
     *out = s;
@@ -610,12 +611,40 @@ int gk_metrics_foreach(gk_metrics *m, gk_metrics_visit_fn fn, void *user)
                                     .label_names = (const char *const *)f->label_names,
                                     .label_values = (const char *const *)s->label_values,
                                     .value = gk_metric_value(s),
-                                    .count = gk_metric_count(s)};
+                                    .count = gk_metric_count(s),
+                                    .serial = s->serial};
             rc = fn(user, &smp);
         }
     }
     pthread_mutex_unlock(&m->lock);
     return rc;
+}
+
+int gk_metrics_remove(gk_metrics *m, gk_metric *series)
+{
+    if (!m || !series)
+        return gk__error(-EINVAL, "gk_metrics_remove: registry or series is NULL");
+    int rc = -ENOENT;
+    pthread_mutex_lock(&m->lock);
+    gk__family *f = series->fam;
+    for (size_t i = 0; i < m->nfams && rc; i++) {
+        if (m->fams[i] != f)
+            continue;
+        for (size_t j = 0; j < f->nseries; j++) {
+            if (f->series[j] != series)
+                continue;
+            memmove(&f->series[j], &f->series[j + 1], (f->nseries - j - 1) * sizeof *f->series);
+            f->nseries--;
+            m->nseries--;
+            series_free(series, f->nlabels);
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (rc)
+        return gk__error(rc, "gk_metrics_remove: the series is not in this registry");
+    return 0;
 }
 
 size_t gk_metrics_series_count(gk_metrics *m)

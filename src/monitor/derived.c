@@ -64,8 +64,12 @@ static void tree(gk_monitor *m, const gk_proc_tree *t, double dt)
     char pid[16];
     snprintf(pid, sizeof pid, "%d", t->root_pid);
     const char *l[] = {"pid", pid, NULL};
-    /* A child reaped during the read is missed by that read: keep the counter from dipping. */
-    double cpu = t->cpu_seconds < d->tree_cpu ? d->tree_cpu : t->cpu_seconds;
+    if (t->root_pid != d->tree_root) { /* another tree (gk_monitor_watch): start afresh */
+        d->have_tree = 0;
+        d->tree_cpu = 0;
+        d->tree_root = t->root_pid;
+    }
+    double cpu = t->cpu_seconds; /* kept from dipping by gk__monitor_tree_cpu */
     if (d->have_tree && dt > 0) {
         PUB("gpukit_process_tree_cpu_cores",
             "Cores the watched tree kept busy since the last tick.", l, (cpu - d->tree_cpu) / dt);
@@ -132,6 +136,13 @@ static void ranks(gk_monitor *m, const gk_proc_worker *w, size_t nw, unsigned nd
                 used);
         }
     }
+}
+
+void gk__monitor_tree_cpu(gk_monitor *m, gk_proc_tree *t)
+{
+    /* A child reaped during the read is missed by that read: keep the counter from dipping. */
+    if (t->root_pid == m->derived.tree_root && t->cpu_seconds < m->derived.tree_cpu)
+        t->cpu_seconds = m->derived.tree_cpu;
 }
 
 void gk__monitor_derived(gk_monitor *m, const gk_proc_tree *t, const gk_proc_worker *w, size_t nw,

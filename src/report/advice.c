@@ -58,11 +58,11 @@ static const char *tags_of(const char *name)
     return b ? b : "";
 }
 
+/* GPU `gpu`'s series "gpukit_gpu_<what>{gpu="N"}" with enough samples, or NULL. */
 static const gk__series_summary *gpu_series(const gk_report *rep, int gpu, const char *what)
 {
-    char name[96];
-    snprintf(name, sizeof name, "gpu.%d.%s", gpu, what);
-    return find(rep, name, MIN_SAMPLES);
+    const gk__series_summary *sm = gk__report_gpu_series(rep, gpu, what);
+    return sm && sm->st.count >= MIN_SAMPLES ? sm : NULL;
 }
 
 /* Seconds of waiting the program reported through a *loader_wait* / *data_wait* metric. */
@@ -113,7 +113,7 @@ static int data_loading(gk_report *rep, int *fired)
                  "threshold %.0f%%)",
                  wait, dur, 100 * wait / dur, which, 100 * LOADER_WAIT_SHARE);
     }
-    const gk__series_summary *core = find(rep, "host.cpu_max_core_ratio", MIN_SAMPLES);
+    const gk__series_summary *core = find(rep, "gpukit_cpu_busiest_core_ratio", MIN_SAMPLES);
     for (int g = 0; g < MAX_GPUS && !ev[0] && core; g++) {
         const gk__series_summary *u = gpu_series(rep, g, "utilization_ratio");
         if (!u || u->st.p50 >= GPU_IDLE_P50 || dur <= 0)
@@ -321,8 +321,8 @@ static int host_rules(gk_report *rep)
 {
     int rc = 0;
     char ev[512];
-    const gk__series_summary *cores = find(rep, "tree.cpu_cores", MIN_SAMPLES);
-    const gk__series_summary *mem = find(rep, "host.memory_used_ratio", MIN_SAMPLES);
+    const gk__series_summary *cores = find(rep, "gpukit_process_tree_cpu_cores", MIN_SAMPLES);
+    const gk__series_summary *mem = find(rep, "gpukit_memory_used_ratio", MIN_SAMPLES);
     int any_gpu_util = 0;
     double gpu_p50_max = 0;
     for (int g = 0; g < MAX_GPUS; g++) {
@@ -333,7 +333,7 @@ static int host_rules(gk_report *rep)
                 gpu_p50_max = u->st.p50;
         }
     }
-    const gk__series_summary *host_cpu = find(rep, "host.cpu_ratio", MIN_SAMPLES);
+    const gk__series_summary *host_cpu = find(rep, "gpukit_cpu_busy_ratio", MIN_SAMPLES);
     if (cores && host_cpu && !any_gpu_util && rep->info.cores >= 1 &&
         cores->st.p50 >= HOST_BOUND_CORES * rep->info.cores &&
         host_cpu->st.p50 >= HOST_BOUND_CPU_P50) {

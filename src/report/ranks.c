@@ -121,26 +121,6 @@ static int gpu_index(const char *device)
     return *end || g < 0 || g > 1024 ? -1 : (int)g;
 }
 
-/* A GPU's series of either recording naming: "gpukit_gpu_<what>{gpu="N",...}" or the older
- * "gpu.N.<what>". */
-static const gk__series_summary *gpu_series(const gk_report *rep, int gpu, const char *what)
-{
-    char old[96], label[16];
-    snprintf(old, sizeof old, "gpu.%d.%s", gpu, what);
-    const gk__series_summary *sm = gk__report_find(rep, old);
-    if (sm)
-        return sm;
-    char base[96];
-    snprintf(base, sizeof base, "gpukit_gpu_%s", what);
-    for (size_t i = 0; i < rep->nsums; i++) {
-        const char *n = rep->sums[i].s.name;
-        if (strncmp(n, base, strlen(base)) == 0 && n[strlen(base)] == '{' &&
-            gk__series_tag(n, "gpu", label, sizeof label) && atoi(label) == gpu)
-            return &rep->sums[i];
-    }
-    return NULL;
-}
-
 int gk__report_ranks(gk_report *rep)
 {
     /* The ranks: every value of a rank tag. */
@@ -204,7 +184,7 @@ int gk__report_ranks(gk_report *rep)
     for (size_t i = 0; i < rep->nranks; i++) {
         gk_rank_summary *row = &rep->ranks[i];
         const gk__series_summary *u =
-            row->gpu >= 0 ? gpu_series(rep, row->gpu, "utilization_ratio") : NULL;
+            row->gpu >= 0 ? gk__report_gpu_series(rep, row->gpu, "utilization_ratio") : NULL;
         if (u && u->st.count)
             row->gpu_utilization_p50 = u->st.p50;
     }

@@ -153,7 +153,7 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
     header = 0;
     for (size_t i = 0; i < rep->nsums; i++) {
         const gk__series_summary *sm = &rep->sums[i];
-        if (strncmp(sm->s.name, "gpu.", 4) || !strstr(sm->s.name, ".process."))
+        if (strncmp(sm->s.name, "gpukit_gpu_process_memory_used_bytes{", 37) != 0)
             continue;
         if (!header++)
             fprintf(out, "\npeak GPU memory per process:\n");

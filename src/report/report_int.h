@@ -86,6 +86,8 @@ int gk__report_advise(gk_report *rep);
 int gk__report_compare(gk_report *rep);
 /* The summary of `name`, or NULL. */
 const gk__series_summary *gk__report_find(const gk_report *rep, const char *name);
+/* GPU `gpu`'s series "gpukit_gpu_<what>{gpu="N",...}" ("utilization_ratio", ...), or NULL. */
+const gk__series_summary *gk__report_gpu_series(const gk_report *rep, int gpu, const char *what);
 /* Appends one piece of advice (strings copied). Returns 0 or -ENOMEM. */
 int gk__report_add_advice(gk_report *rep, const char *rule, const char *title, const char *evidence,
                           const char *fix);

@@ -22,6 +22,8 @@
 /* What was last delivered for a counter or a histogram, so only increments are sent. */
 typedef struct sent {
     const gk_metric *metric; /* NULL: empty slot */
+    uint64_t serial;         /* the series' serial: another series at a reused address starts
+                                afresh */
     double value;            /* counter value, or histogram sum */
     uint64_t count;          /* histogram count */
     int announced;           /* delivered once (the first tick sends every series, 0 included) */
@@ -147,6 +149,8 @@ static int visit(void *user, const gk_metric_sample *s)
     sent *slot = slot_of(p, s->metric);
     if (!slot)
         return 0; /* out of host memory: this series waits for the next tick */
+    if (slot->serial != s->serial)
+        *slot = (sent){.metric = s->metric, .serial = s->serial};
     double inc = s->value > slot->value ? s->value - slot->value : 0;
     if (s->type == GK_METRIC_COUNTER) {
         if (inc > 0 || !slot->announced)

@@ -51,7 +51,9 @@ text = open(sys.argv[2]).read()
 for want in ['gpukit_alloc_reserved_bytes{device="host",pool="default",rank="0",local_rank="0"}',
              'gpukit_loader_wait_seconds_total{device="host",loader="train",rank="0",local_rank="0"}',
              'train_step_time_seconds_count{rank="0",local_rank="0"}',
-             'gpukit_gpu_utilization_ratio{gpu="0"']:
+             'gpukit_gpu_utilization_ratio{gpu="0"',
+             'gpukit_gpu_process_memory_used_bytes{gpu="0",uuid="GPU-fake-0000",pid="1001",',
+             'gpukit_gpu_process_series_dropped_total 0']:
     assert want in text, want
 print(f"dashboard: {checked} metric references, all exported")
 PY

@@ -11,17 +11,17 @@
 
 typedef struct spec {
     int n;           /* samples, every 0.5 s */
-    double cores;    /* tree.cpu_cores */
-    double core_max; /* host.cpu_max_core_ratio */
-    double host_mem; /* host.memory_used_ratio */
-    double host_cpu; /* host.cpu_ratio (0: not recorded) */
-    int gpu;         /* record gpu.0.* */
+    double cores;    /* gpukit_process_tree_cpu_cores */
+    double core_max; /* gpukit_cpu_busiest_core_ratio */
+    double host_mem; /* gpukit_memory_used_ratio */
+    double host_cpu; /* gpukit_cpu_busy_ratio (0: not recorded) */
+    int gpu;         /* record gpukit_gpu_*{gpu="0"} */
     double gpu_util, gpu_mem, power, events;
     double step_ms;          /* step_time timer values (0: none) */
     double throughput;       /* samples_per_second gauge (0: none) */
     double wait_ms;          /* loader_wait_ms timer per sample (0: none) */
     double reserved, in_use; /* pool gauges (0: none) */
-    double gpu_capacity;     /* bytes: also record gpu.0.memory_used_bytes (0: not) */
+    double gpu_capacity;     /* bytes: also record GPU 0's memory used in bytes (0: not) */
     double batch_a, batch_k; /* the batch finder's gauges, sent once (batch_b 0: none) */
     double batch_b, batch_margin;
     int malformed, signal;
@@ -49,9 +49,15 @@ static const char *record(const char *name, const spec *sp)
         /* deterministic jitter and a 2% step halfway, so the noise estimate is not zero */
         double j = 1 + 0.01 * ((i % 3) - 1) + (i >= sp->n / 2 ? 0.02 : 0);
         const char *all[] = {
-            "tree.cpu_cores",    "host.cpu_max_core_ratio",   "host.memory_used_ratio",
-            "host.cpu_ratio",    "gpu.0.utilization_ratio",   "gpu.0.memory_used_ratio",
-            "gpu.0.power_watts", "gpu.0.clock_event_reasons", "gpu.0.memory_used_bytes"};
+            "gpukit_process_tree_cpu_cores",
+            "gpukit_cpu_busiest_core_ratio",
+            "gpukit_memory_used_ratio",
+            "gpukit_cpu_busy_ratio",
+            "gpukit_gpu_utilization_ratio{gpu=\"0\"}",
+            "gpukit_gpu_memory_used_ratio{gpu=\"0\"}",
+            "gpukit_gpu_power_watts{gpu=\"0\"}",
+            "gpukit_gpu_clock_event_reasons{gpu=\"0\"}",
+            "gpukit_gpu_memory_used_bytes{gpu=\"0\"}"};
         double allv[] = {sp->cores * j, sp->core_max, sp->host_mem,
                          sp->host_cpu,  sp->gpu_util, sp->gpu_mem,
                          sp->power,     sp->events,   sp->gpu_mem * sp->gpu_capacity};
@@ -160,7 +166,7 @@ static void test_stats_energy_threshold(void **state)
     gk_recording *rec, *brec;
     gk_report *rep = report_of(record("stats", &sp), NULL, &rec, &brec);
     gk_stats st;
-    GK_ASSERT_OK(gk_report_stats(rep, "gpu.0.power_watts", &st));
+    GK_ASSERT_OK(gk_report_stats(rep, "gpukit_gpu_power_watts{gpu=\"0\"}", &st));
     assert_int_equal(st.count, 20);
     assert_true(st.p50 == 100 && st.std == 0);
     GK_ASSERT_ERR(gk_report_stats(rep, "nope", &st), -ENOENT);
@@ -178,7 +184,7 @@ static void test_stats_energy_threshold(void **state)
     int found = 0;
     cJSON_ArrayForEach(s, cJSON_GetObjectItem(j, "series"))
     {
-        if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, "host.cpu_max_core_ratio") == 0) {
+        if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, "gpukit_cpu_busiest_core_ratio") == 0) {
             found = 1;
             /* every sample above 90%: 20 x 0.5 s */
             assert_true(fabs(cJSON_GetObjectItem(s, "seconds_above")->valuedouble - 10) < 1e-6);
@@ -423,7 +429,7 @@ static void test_baseline(void **state)
     assert_non_null(find_cmp(rep, "samples_per_second", &c));
     assert_int_equal(c.verdict, GK_CHANGE_REGRESSION);
     assert_true(c.p50_change_pct < -30);
-    assert_non_null(find_cmp(rep, "tree.cpu_cores", &c));
+    assert_non_null(find_cmp(rep, "gpukit_process_tree_cpu_cores", &c));
     assert_string_equal(c.direction, "neutral");
     assert_int_equal(gk_report_regressions_over(rep, 5), 2);
     assert_int_equal(gk_report_regressions_over(rep, 60), 0);

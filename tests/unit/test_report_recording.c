@@ -72,7 +72,8 @@ static void test_round_trip(void **state)
     gk_recording_meta m = sample_meta();
     gk_recorder *r = NULL;
     GK_ASSERT_OK(gk_recorder_open(p, &m, &r));
-    const char *names[] = {"host.cpu_ratio", "tree.rss_bytes", "gpu.0.power_watts"};
+    const char *names[] = {"gpukit_cpu_busy_ratio", "gpukit_process_tree_resident_memory_bytes",
+                           "gpukit_gpu_power_watts{gpu=\"0\"}"};
     for (int i = 0; i < 10; i++) {
         double v[] = {i / 10.0, 1e6 * (i + 1), i == 3 ? NAN : 100.0};
         GK_ASSERT_OK(gk_recorder_sample(r, 0.5 * (i + 1), 3, names, v));
@@ -114,11 +115,11 @@ static void test_round_trip(void **state)
     assert_int_equal(gk_recording_issue_count(rec), 0);
 
     assert_int_equal(gk_recording_series_count(rec), 5);
-    const gk_series *s = gk_recording_find(rec, "tree.rss_bytes");
+    const gk_series *s = gk_recording_find(rec, "gpukit_process_tree_resident_memory_bytes");
     assert_non_null(s);
     assert_int_equal(s->n, 10);
     assert_true(s->v[9] == 1e7 && fabs(s->t[9] - 5.0) < 1e-9);
-    s = gk_recording_find(rec, "gpu.0.power_watts");
+    s = gk_recording_find(rec, "gpukit_gpu_power_watts{gpu=\"0\"}");
     assert_int_equal(s->n, 9); /* the NaN was written as null and is missing */
     s = gk_recording_find(rec, "step_time");
     assert_int_equal(s->kind, GK_SERIES_TIMER);

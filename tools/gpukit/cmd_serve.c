@@ -12,7 +12,7 @@
 static const char serve_usage[] =
     "usage: gpukit serve [--listen ADDR:PORT] [--web-config FILE] [--interval S]\n"
     "                    [--textfile PATH] [--pcie] [--pid PID] [--alert NAME=RULE]...\n"
-    "                    [--statsd PATH] [--statsd-udp ADDR:PORT]\n\n"
+    "                    [--statsd PATH] [--statsd-udp ADDR:PORT] [--max-process-series N]\n\n"
     "Samples the GPUs (NVML) and the host every interval and serves the readings as\n"
     "Prometheus metrics until interrupted (SIGINT or SIGTERM).\n\n"
     "  --listen ADDR:PORT  HTTP address (default 127.0.0.1:9430; port 0 picks a free one).\n"
@@ -33,7 +33,10 @@ static const char serve_usage[] =
     "  --statsd PATH       also receive StatsD on a Unix datagram socket at PATH and serve\n"
     "                      what arrives; jobs on the node send to it with\n"
     "                      GK_METRICS_SOCKET=PATH (gpukit pools, loaders and your metrics)\n"
-    "  --statsd-udp ADDR:PORT  also receive StatsD on UDP (e.g. 127.0.0.1:8125)\n\n"
+    "  --statsd-udp ADDR:PORT  also receive StatsD on UDP (e.g. 127.0.0.1:8125)\n"
+    "  --max-process-series N  per-process GPU memory series exported at most (default\n"
+    "                      256; 0: none); the others are counted in\n"
+    "                      gpukit_gpu_process_series_dropped_total\n\n"
     "Without an NVIDIA driver it says so in one line and serves the host metrics.\n";
 
 #define MAX_ALERTS 16
@@ -49,12 +52,14 @@ typedef struct serve_args {
     const char *alerts[MAX_ALERTS];
     int nalerts;
     const char *statsd, *statsd_udp;
+    long long max_process_series; /* -1: the monitor's default */
 } serve_args;
 
 static int parse_args(int argc, char **argv, serve_args *a)
 {
     a->listen = GK_EXPORTER_DEFAULT_LISTEN;
     a->interval = 1.0;
+    a->max_process_series = -1;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -64,7 +69,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
         }
         if (strcmp(arg, "--listen") && strcmp(arg, "--interval") && strcmp(arg, "--textfile") &&
             strcmp(arg, "--pid") && strcmp(arg, "--alert") && strcmp(arg, "--web-config") &&
-            strcmp(arg, "--statsd") && strcmp(arg, "--statsd-udp")) {
+            strcmp(arg, "--statsd") && strcmp(arg, "--statsd-udp") &&
+            strcmp(arg, "--max-process-series")) {
             gk_tool_error("serve: unknown option \"%s\" (see 'gpukit serve --help')", arg);
             return -1;
         }
@@ -91,6 +97,14 @@ static int parse_args(int argc, char **argv, serve_args *a)
             a->statsd = val;
         } else if (strcmp(arg, "--statsd-udp") == 0) {
             a->statsd_udp = val;
+        } else if (strcmp(arg, "--max-process-series") == 0) {
+            if (gk_parse_int(val, &a->max_process_series) != 0 || a->max_process_series < 0 ||
+                a->max_process_series > 1000) {
+                gk_tool_error("serve: --max-process-series \"%s\" is not a count from 0 to "
+                              "1000 (try 256)",
+                              val);
+                return -1;
+            }
         } else if (strcmp(arg, "--pid") == 0) {
             long long pid;
             if (gk_parse_int(val, &pid) != 0 || pid <= 0 || pid > 0x7fffffff) {
@@ -180,6 +194,8 @@ int gk_tool_serve(int argc, char **argv)
     mc.interval = a.interval;
     mc.pcie = a.pcie;
     mc.pid = a.pid;
+    if (a.max_process_series >= 0)
+        mc.max_process_series = (unsigned)a.max_process_series;
     mc.metrics = gk_metrics_default();
     /* Say once, ourselves, why GPU metrics are off (whatever GK_LOG says). */
     gk_nvml_info info;
