@@ -3,8 +3,9 @@
 # Needs no network and installs nothing. With cmocka: a Release build (benchmarks on) in build/gpu,
 # the tests labelled gpu (ctest -L gpu), the standalone smoke check, `gpukit info --json`, the
 # pool's GPU benchmark (bench/pool/bench_pool_gpu: the pool against cuMemAlloc and
-# cuMemAllocAsync) and, when python3 has torch, the same traces through PyTorch's allocator
-# (bench/pool/torch_replay.py, default settings and expandable segments). Without cmocka (or cmake)
+# cuMemAllocAsync), when python3 has torch, the same traces through PyTorch's allocator
+# (bench/pool/torch_replay.py, default settings and expandable segments), and
+# examples/train_torch.py on cuda:0 through the Python package, the loader feeding CUDA tensors. Without cmocka (or cmake)
 # it still builds the library, the tool and the benchmark and runs the smoke check (scripts/
 # gpu_smoke.c) against the real driver. Every step is logged and has a time limit; a failing step
 # does not stop the others; the exit status is 0 only when all passed. Logs go to
@@ -209,6 +210,8 @@ build_cc() {
             cc -std=c11 -O2 -D_GNU_SOURCE $MHD_DEF -fPIC -fvisibility=hidden -I'$ROOT/include' -I'$ROOT/src' \
                 -c \"\$f\" -o \"\$o\" || exit 1
         done && ar rcs ../libgpukit.a *.o &&
+        cc -shared -Wl,-soname,libgpukit.so.1 *.o $MHD_LINK -lcjson -ldl -lpthread -lm \
+            -o ../libgpukit.so.1 &&
         cc -std=c11 -O2 -D_GNU_SOURCE -I'$ROOT/include' '$ROOT'/tools/gpukit/*.c ../libgpukit.a \
             $MHD_LINK -lcjson -ldl -lpthread -lm -o ../gpukit"
 }
@@ -277,6 +280,34 @@ train_check() {
         FAILED+=("train-compare")
     else
         say "   host and cuda agree within a relative 1e-3"
+    fi
+}
+
+# torch_example_check: examples/train_torch.py (the Python package over the library just built)
+# on cuda:0 under gpukit run: the loader copies each batch into its device slots and hands them to
+# torch as CUDA tensors on torch's current stream, the finder measures torch.cuda's peaks against
+# a 256 MiB budget, the memory manager reads torch.cuda.memory_stats(), and the run must converge
+# and record the loader's and the allocator's series.
+torch_example_check() {
+    if ! python3 -c 'import numpy, torch; assert torch.cuda.is_available()' >"$LOGS/torch-probe.log" 2>&1; then
+        say "== train-torch: python3 has no numpy, torch or CUDA device here ($(tail -n1 "$LOGS/torch-probe.log")); not run"
+        SKIPPED+=("train-torch")
+        return
+    fi
+    local lib
+    lib="$(cd "$BUILD" && pwd)/libgpukit.so.1" # built by cmake, or by build_cc
+    step train-torch 240 env GPUKIT_LIBRARY="$lib" PYTHONPATH="$ROOT/python" PYTHONDONTWRITEBYTECODE=1 \
+        "$TOOL" run --interval 0.2 --out "$LOGS/train-torch.jsonl" -- python3 examples/train_torch.py \
+        --device cuda:0 --samples 16384 --epochs 3 --memory-budget 256MiB --max-batch 4096
+    grep -E '^(batch|loader|loss|converged|not converged)|device tensors|^gpukit_(alloc|loader|batch)|^train_|^gpu\.0\.memory' \
+        "$LOGS/train-torch.log" | sed 's/^/   | /' | head -n 40 | tee -a "$SUMMARY"
+    printf '%s\n' "${SKIPPED[@]}" | grep -qx train-torch && return
+    if ! grep -q '^converged' "$LOGS/train-torch.log" ||
+        ! grep -q 'device tensors: CUDA tensors over the loader.s device slots' "$LOGS/train-torch.log" ||
+        ! grep -q '^gpukit_alloc_reserved_bytes' "$LOGS/train-torch.log" ||
+        ! grep -q '^gpukit_loader_wait_seconds_total{loader:train}' "$LOGS/train-torch.log"; then
+        say "   train_torch.py on cuda:0: not converged, or the device tensors or series are missing"
+        FAILED+=("train-torch-check")
     fi
 }
 
@@ -380,6 +411,7 @@ if [ -n "$LIB" ]; then
         step top-plain 60 "$TOOL" top --count 3 --interval 0.5 --plain
         sed 's/^/   | /' "$LOGS/top-plain.log" | tee -a "$SUMMARY"
         train_check
+        torch_example_check
     else
         say "== the tool was not built"
         FAILED+=("tool")

@@ -82,6 +82,10 @@ typedef struct gk_batch_result {
     long predicted; /* model: the prediction before verification */
     long tried[GK_BATCH_MAX_LOG]; /* sizes tried, in order (the first GK_BATCH_MAX_LOG) */
     int tried_ok[GK_BATCH_MAX_LOG];
+    /* The peak of allocated bytes each trial measured (read from cfg.pool after a trial that
+     * fitted, else what the callback stored; 0 when neither measured it). */
+    uint64_t tried_peak[GK_BATCH_MAX_LOG];
+    double budget; /* model: the budget in bytes the prediction used (0 when no fit was made) */
 } gk_batch_result;
 
 /* Runs the search. A successful search sets its answer as the gauge gpukit_batch_size and, in

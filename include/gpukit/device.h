@@ -130,6 +130,16 @@ GK_API int gk_device_host_free(gk_device *dev, void *ptr);
 GK_API int gk_stream_create(gk_device *dev, gk_stream **out);
 GK_API int gk_stream_destroy(gk_device *dev, gk_stream *stream);
 
+/* A handle over a stream that someone else created and owns: on cuda, a CUstream (for example
+ * PyTorch's current stream, torch.cuda.current_stream().cuda_stream), so gpukit's ordering
+ * (gk_loader_next's wait, gk_event_record, gk_pool_record_stream) can be given the stream the
+ * caller's work runs on. gk_stream_destroy releases the handle only (after waiting for the
+ * stream's work, as for any stream) and never destroys the native stream, which must outlive the
+ * handle. Returns 0; -EINVAL for a NULL native stream (a NULL gk_stream already means the
+ * device's default stream); GK_EUNAVAIL on host and sim, whose streams are gpukit's own; or
+ * -ENOMEM. Message in gk_last_error(). */
+GK_API int gk_stream_wrap(gk_device *dev, void *native, gk_stream **out);
+
 /* Waits until all work queued on `stream` is done. timeout in seconds; < 0 uses the device's
  * sync timeout. Returns 0, -ETIMEDOUT or a driver error. */
 GK_API int gk_stream_synchronize(gk_device *dev, gk_stream *stream, double timeout);

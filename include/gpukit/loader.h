@@ -465,6 +465,14 @@ typedef struct gk_loader_state {
 GK_API int gk_loader_get_state(gk_loader *ld, gk_loader_state *st, size_t size);
 #define gk_loader_get_state(ld, st) (gk_loader_get_state)((ld), (st), sizeof *(st))
 
+/* The same position with every delivered batch counted as consumed, the ones still held
+ * included: what a program saves when it checkpoints after finishing its step on the batch it
+ * holds (torchdata's StatefulDataLoader counts a yielded batch as consumed the same way). With
+ * nothing held it equals gk_loader_get_state. Consumer thread only. */
+GK_API int gk_loader_get_state_delivered(gk_loader *ld, gk_loader_state *st, size_t size);
+#define gk_loader_get_state_delivered(ld, st)                                                      \
+    (gk_loader_get_state_delivered)((ld), (st), sizeof *(st))
+
 /* Moves to a saved position: refuses (GK_EMISMATCH, or GK_EVERSION for another version; message in
  * gk_last_error() naming the field, the saved and the configured value) a state whose N, B,
  * seed, world, rank or flags differ from this loader's; otherwise discards the ring and continues

@@ -129,6 +129,30 @@ GK_API int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **o
 /* Deprecated alias of gk_last_error(), kept for one release. */
 GK_API const char *gk_pool_create_error(void) GK_DEPRECATED("use gk_last_error()");
 
+/* Another allocator's figures (PyTorch's torch.cuda.memory_stats(), say), published as a pool's.
+ * A field that is NAN is not known and not published. Set `.size = sizeof(gk_alloc_figures)`;
+ * fields beyond the size count as unknown. */
+typedef struct gk_alloc_figures {
+    size_t size;
+    double in_use_bytes;   /* bytes handed out: gpukit_alloc_in_use_bytes */
+    double reserved_bytes; /* bytes held from the device: gpukit_alloc_reserved_bytes */
+    double active_bytes;   /* bytes allocated or waiting on events: gpukit_alloc_active_bytes */
+    double ooms;           /* allocations that failed, a running total: gpukit_alloc_ooms_total */
+    double retries;        /* allocations that freed the cache and retried: _retries_total */
+    double device_mallocs; /* device allocations: gpukit_alloc_device_mallocs_total */
+} gk_alloc_figures;
+
+/* Sets the series a pool publishes (see gk_pool_config.metrics) from `f`, labelled
+ * device=`device` ("cuda:0") and pool=`name` ("torch"), in registry `m` (NULL:
+ * gk_metrics_default(), which the process publisher sends under `gpukit run` and to
+ * `gpukit serve --statsd`). Gauges take the figures; the counters take the rise of the running
+ * totals over what was published (a total that fell, after the allocator reset its statistics,
+ * adds nothing until it passes the published one: counters never go down). The report's fragmentation rule and the dashboard read them as a pool's.
+ * Returns 0, -EINVAL (NULL arguments, a size below sizeof(size_t), a negative or infinite figure,
+ * with a message naming it), or the registry's error (a name clash, a cap). Thread-safe. */
+GK_API int gk_alloc_figures_publish(gk_metrics *m, const char *device, const char *name,
+                                    const gk_alloc_figures *f);
+
 /* Frees every segment back to the device (live blocks are logged as leaks at warn level and
  * freed with their segments), destroys the pool's events and removes its stream hook. Waits for
  * pending events. NULL is a no-op. Not thread-safe against other calls on the same pool. */

@@ -51,9 +51,32 @@ GK_API int gk_statsd_client_send(gk_statsd *c, const char *name, double value, c
 /* Values this client could not deliver (full queue or send error). */
 GK_API uint64_t gk_statsd_dropped(const gk_statsd *c);
 
+/* 1 when the client sends somewhere (it was opened on a socket), 0 when its sends do nothing
+ * (NULL, or no path and GK_METRICS_SOCKET unset). A binding asks once and then skips its own work
+ * for every value outside `gpukit run`. */
+GK_API int gk_statsd_active(const gk_statsd *c);
+
 /* One-shot: opens a client from $GK_METRICS_SOCKET, sends one value and closes it (about the
  * cost of three system calls). A no-op returning 0 when the variable is unset. Thread-safe. */
 GK_API int gk_statsd_send(const char *name, double value, const char *type);
+
+/* --- The process publisher ----------------------------------------------------------------- */
+
+/* Every series of gk_metrics_default() (the pools', loaders', batch finder's, and the program's
+ * own) goes to GK_METRICS_SOCKET through one thread per process, every 250 ms and once more at
+ * exit, tagged with the launcher's rank and local rank; it starts by itself when the variable is
+ * set and the registry gets its first series. */
+
+/* Reads GK_METRICS_SOCKET again: starts the publisher when the variable is set now (a program
+ * that set it after its first series), sends to the new socket when it changed (announcing every
+ * series afresh), and stops sending while it is unset; the same value changes nothing. Returns 0, or the error of opening the
+ * socket or starting the thread (the message in gk_last_error()). Thread-safe. */
+GK_API int gk_metrics_publisher_refresh(void);
+
+/* Sends the registry now, on the calling thread (before a fork or exec, at the end of an epoch,
+ * in a test). Returns the number of series whose lines the receiver could not take (they go with
+ * the next send); 0 also when no publisher runs. Thread-safe. */
+GK_API int gk_metrics_publish_now(void);
 
 /* --- Receiving metrics: a node's sink ------------------------------------------------------ */
 

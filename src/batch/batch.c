@@ -70,6 +70,7 @@ static int trial(search *s, long b, uint64_t *peak)
     if (i < GK_BATCH_MAX_LOG) {
         s->out->tried[i] = b;
         s->out->tried_ok[i] = rc == 0;
+        s->out->tried_peak[i] = pk;
     }
     if (peak)
         *peak = pk;
@@ -325,6 +326,7 @@ int(gk_batch_find)(const gk_batch_config *cfg_in, gk_batch_trial_fn fn, void *us
     memset(out, 0, sizeof *out);
     search s = {cfg, fn, user, out, 0, 0};
     rc = run_search(&s);
+    out->budget = s.budget;
     if (rc == 0)
         publish_batch(&s);
     (void)gk__sized_put(user_out, size, out, sizeof *out, "gk_batch_result");

@@ -409,6 +409,16 @@ static CUstream cu_stream(void *impl)
     return impl ? ((gk__cuda_stream *)impl)->stream : NULL;
 }
 
+static void stream_link(gk__cuda_dev *c, gk__cuda_stream *s)
+{
+    pthread_mutex_lock(&c->lock);
+    s->next = c->streams;
+    if (c->streams)
+        c->streams->prev = s;
+    c->streams = s;
+    pthread_mutex_unlock(&c->lock);
+}
+
 static int cuda_stream_create(gk_device *dev, void **impl)
 {
     gk__cuda_dev *c = dev->impl;
@@ -427,12 +437,21 @@ static int cuda_stream_create(gk_device *dev, void **impl)
         free(s);
         return rc;
     }
-    pthread_mutex_lock(&c->lock);
-    s->next = c->streams;
-    if (c->streams)
-        c->streams->prev = s;
-    c->streams = s;
-    pthread_mutex_unlock(&c->lock);
+    stream_link(c, s);
+    *impl = s;
+    return 0;
+}
+
+/* A stream impl over a CUstream the caller made (PyTorch's current stream, ...): nothing is
+ * created, and destroy leaves the CUstream alone. */
+static int cuda_stream_wrap(gk_device *dev, void *native, void **impl)
+{
+    gk__cuda_stream *s = gk__calloc(1, sizeof *s);
+    if (!s)
+        return gk__device_error(dev, -ENOMEM, "gk_stream_wrap: out of host memory");
+    s->stream = (CUstream)native;
+    s->borrowed = 1;
+    stream_link(dev->impl, s);
     *impl = s;
     return 0;
 }
@@ -449,6 +468,10 @@ static int cuda_stream_destroy(gk_device *dev, void *impl)
     if (s->next)
         s->next->prev = s->prev;
     pthread_mutex_unlock(&c->lock);
+    if (s->borrowed) {
+        free(s);
+        return 0;
+    }
     int pushed, rc = gk__cuda_ctx_enter(dev, &pushed);
     if (rc == 0) {
         CUresult r = c->fn.stream_destroy(s->stream);
@@ -692,4 +715,5 @@ const gk__backend_ops gk__backend_cuda = {
     .vm_map = gk__cuda_vm_map,
     .vm_unmap = gk__cuda_vm_unmap,
     .vm_release = gk__cuda_vm_release,
+    .stream_wrap = cuda_stream_wrap,
 };

@@ -20,6 +20,7 @@ typedef struct gk__cuda_fns {
 /* A stream the backend created; all of them are listed so device_sync can poll each. */
 typedef struct gk__cuda_stream {
     CUstream stream;
+    int borrowed; /* made by gk_stream_wrap: the caller owns the CUstream */
     struct gk__cuda_stream *next, *prev;
 } gk__cuda_stream;
 

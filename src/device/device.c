@@ -421,6 +421,18 @@ int gk_device_host_free(gk_device *dev, void *ptr)
 
 /* --- handles ------------------------------------------------------------------------------ */
 
+/* Links `h` (whose impl is made) into `*list` as a handle of `dev`. */
+static void handle_link(gk_device *dev, gk__handle **list, gk__handle *h)
+{
+    h->dev = dev;
+    pthread_mutex_lock(&dev->lock);
+    h->next = *list;
+    if (*list)
+        (*list)->prev = h;
+    *list = h;
+    pthread_mutex_unlock(&dev->lock);
+}
+
 /* Allocates a handle of `size` bytes (a gk_stream or gk_event), has the backend create its impl,
  * and links it into `*list`. */
 static int handle_open(gk_device *dev, gk__handle **list, size_t size,
@@ -434,13 +446,7 @@ static int handle_open(gk_device *dev, gk__handle **list, size_t size,
         free(h);
         return rc;
     }
-    h->dev = dev;
-    pthread_mutex_lock(&dev->lock);
-    h->next = *list;
-    if (*list)
-        (*list)->prev = h;
-    *list = h;
-    pthread_mutex_unlock(&dev->lock);
+    handle_link(dev, list, h);
     *out = h;
     return 0;
 }
@@ -481,6 +487,35 @@ int gk_stream_create(gk_device *dev, gk_stream **out)
                          "gk_stream_create", &h);
     if (rc)
         return failed(dev, rc);
+    COUNT(dev, stream_creates, 1);
+    *out = (gk_stream *)h;
+    return 0;
+}
+
+int gk_stream_wrap(gk_device *dev, void *native, gk_stream **out)
+{
+    if (out)
+        *out = NULL;
+    if (!dev || !out)
+        return gk__error(-EINVAL, "gk_stream_wrap: dev or out is NULL");
+    if (!native)
+        return gk__device_error(dev, -EINVAL,
+                                "gk_stream_wrap: the native stream is NULL (pass a NULL gk_stream "
+                                "for the device's default stream instead)");
+    if (!dev->ops->stream_wrap)
+        return failed(dev, gk__device_error(dev, GK_EUNAVAIL,
+                                            "gk_stream_wrap: a %s device has no native streams "
+                                            "(only cuda wraps one)",
+                                            dev->ops->name));
+    gk__handle *h = gk__calloc(1, sizeof(gk_stream));
+    if (!h)
+        return gk__device_error(dev, -ENOMEM, "gk_stream_wrap: out of host memory");
+    int rc = dev->ops->stream_wrap(dev, native, &h->impl);
+    if (rc) {
+        free(h);
+        return failed(dev, rc);
+    }
+    handle_link(dev, &dev->streams, h);
     COUNT(dev, stream_creates, 1);
     *out = (gk_stream *)h;
     return 0;

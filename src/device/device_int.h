@@ -60,6 +60,9 @@ typedef struct gk__backend_ops {
     int (*vm_map)(gk_device *dev, void *addr, size_t size);
     int (*vm_unmap)(gk_device *dev, void *addr, size_t size);
     int (*vm_release)(gk_device *dev, void *base, size_t size);
+    /* Optional (NULL: GK_EUNAVAIL): a stream impl over a native stream the caller owns; the
+     * backend's stream_destroy must then leave the native stream alone. */
+    int (*stream_wrap)(gk_device *dev, void *native, void **impl);
 } gk__backend_ops;
 
 extern const gk__backend_ops gk__backend_host;

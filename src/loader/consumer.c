@@ -278,12 +278,13 @@ static int next_batch(gk_loader *ld, gk_stream *stream, double timeout, gk_batch
 
 /* --- position ------------------------------------------------------------------------------- */
 
-/* The position in the library's own gk_loader_state. */
-static void get_state(gk_loader *ld, gk_loader_state *st)
+/* The position in the library's own gk_loader_state: after the batches released, or with
+ * `held_done` after every batch delivered (held ones count as consumed). */
+static void get_state(gk_loader *ld, gk_loader_state *st, int held_done)
 {
     pthread_mutex_lock(&ld->mu);
     int64_t done = ld->next_seq;
-    for (int i = 0; i < ld->K; i++)
+    for (int i = 0; i < ld->K && !held_done; i++)
         if (ld->slots[i].state == GK__SLOT_HELD && ld->slots[i].seq < done)
             done = ld->slots[i].seq;
     pthread_mutex_unlock(&ld->mu);
@@ -306,7 +307,16 @@ int(gk_loader_get_state)(gk_loader *ld, gk_loader_state *out, size_t size)
     if (!ld)
         return gk__error(-EINVAL, "gk_loader_get_state: loader is NULL");
     gk_loader_state st;
-    get_state(ld, &st);
+    get_state(ld, &st, 0);
+    return gk__sized_put(out, size, &st, sizeof st, "gk_loader_state");
+}
+
+int(gk_loader_get_state_delivered)(gk_loader *ld, gk_loader_state *out, size_t size)
+{
+    if (!ld)
+        return gk__error(-EINVAL, "gk_loader_get_state_delivered: loader is NULL");
+    gk_loader_state st;
+    get_state(ld, &st, 1);
     return gk__sized_put(out, size, &st, sizeof st, "gk_loader_state");
 }
 
@@ -368,7 +378,7 @@ int gk_loader_restore(gk_loader *ld, const gk_loader_state *saved_in)
                                 "writes %d)",
                                 st->version, GK_LOADER_STATE_VERSION);
     gk_loader_state cur;
-    get_state(ld, &cur);
+    get_state(ld, &cur, 0);
     const char *field = NULL;
     uint64_t saved = 0, have = 0;
 #define CHECK(f)                                                                                   \

@@ -1,11 +1,14 @@
 /* The pool's published figures: a few gauges and counters in a metrics registry, refreshed from
  * gk_pool_get_stats by a collector only when the registry is read (a scrape, the process
  * publisher under `gpukit run`), so allocation and free never touch them. */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/alloc.h"
+#include "common/errtext.h"
 #include "pool/pool_int.h"
 
 enum { G_IN_USE, G_RESERVED, G_ACTIVE, G_LIMIT, G_LARGEST_FREE, NGAUGES };
@@ -104,4 +107,57 @@ void gk__pool_metrics_stop(gk_pool *p)
     (void)gk_metrics_remove_collector(p->pm->reg, collect, p); /* a last reading, then gone */
     free(p->pm);
     p->pm = NULL;
+}
+
+int gk_alloc_figures_publish(gk_metrics *m, const char *device, const char *name,
+                             const gk_alloc_figures *f_in)
+{
+    if (!device || !name || !f_in)
+        return gk__error(-EINVAL, "gk_alloc_figures_publish: device, name or figures is NULL");
+    gk_alloc_figures f;
+    memset(&f, 0, sizeof f);
+    f.in_use_bytes = f.reserved_bytes = f.active_bytes = NAN;
+    f.ooms = f.retries = f.device_mallocs = NAN;
+    if (gk__sized_in(&f, sizeof f, f_in, "gk_alloc_figures") != 0)
+        return -EINVAL;
+    const struct {
+        int gauge, idx;
+        double value;
+    } v[] = {
+        {1, G_IN_USE, f.in_use_bytes}, {1, G_RESERVED, f.reserved_bytes},
+        {1, G_ACTIVE, f.active_bytes}, {0, C_OOMS, f.ooms},
+        {0, C_RETRIES, f.retries},     {0, C_MALLOCS, f.device_mallocs},
+    };
+    const size_t n = sizeof v / sizeof v[0];
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(v[i].value) && !(v[i].value >= 0 && isfinite(v[i].value)))
+            return gk__error(-EINVAL,
+                             "gk_alloc_figures_publish: %s is %g (figures are bytes or counts: 0 "
+                             "or more, or NAN when not known)",
+                             v[i].gauge ? gauges[v[i].idx].name : counters[v[i].idx].name,
+                             v[i].value);
+    gk_metrics *reg = m ? m : gk_metrics_default();
+    if (!reg)
+        return gk__error(-ENOMEM, "gk_alloc_figures_publish: no registry (out of host memory)");
+    const char *labels[] = {"device", device, "pool", name, NULL};
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(v[i].value))
+            continue;
+        gk_metric *s = NULL;
+        int rc = v[i].gauge ? gk_metrics_gauge(reg, gauges[v[i].idx].name, gauges[v[i].idx].help,
+                                               labels, &s)
+                            : gk_metrics_counter(reg, counters[v[i].idx].name,
+                                                 counters[v[i].idx].help, labels, &s);
+        if (rc)
+            return rc;
+        if (v[i].gauge) {
+            gk_gauge_set(s, v[i].value);
+        } else {
+            double now = gk_metric_value(s);
+            /* the registry's counter holds the total published so far: add the rise */
+            if (v[i].value > now)
+                gk_counter_add(s, v[i].value - now);
+        }
+    }
+    return 0;
 }

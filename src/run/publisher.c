@@ -48,15 +48,18 @@ typedef struct publisher {
     line *lines;
     size_t nlines;
     pthread_t thread;
+    pthread_mutex_t send_mu; /* one publish_once at a time, and the client's replacement */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
     pid_t pid; /* the process that started the thread (a forked child has no thread) */
+    char path[256]; /* where it sends ("" while the variable is unset) */
 } publisher;
 
 static gk_metrics *default_registry;
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static publisher *the_publisher;
+static pthread_mutex_t start_mu = PTHREAD_MUTEX_INITIALIZER; /* starting and retargeting */
 
 /* The slot of series `m` (the table grows at half full); NULL when out of memory. */
 static sent *slot_of(publisher *p, const gk_metric *m)
@@ -207,7 +210,9 @@ static void *run(void *arg)
         if (p->stop)
             break;
         pthread_mutex_unlock(&p->mu);
+        pthread_mutex_lock(&p->send_mu);
         (void)publish_once(p);
+        pthread_mutex_unlock(&p->send_mu);
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
@@ -227,43 +232,117 @@ static void stop_at_exit(void)
     pthread_mutex_unlock(&p->mu);
     pthread_join(p->thread, NULL);
     struct timespec pause = {0, 5 * 1000 * 1000};
+    pthread_mutex_lock(&p->send_mu);
     for (int i = 0; i < 20 && publish_once(p) != 0; i++)
         nanosleep(&pause, NULL);
+    pthread_mutex_unlock(&p->send_mu);
+}
+
+/* Starts the publisher at GK_METRICS_SOCKET (set) for `reg`. Returns 0 or a negative errno.
+ * Caller holds start_mu. */
+static int start_locked(gk_metrics *reg)
+{
+    const char *path = getenv(GK_METRICS_SOCKET_ENV);
+    if (!path || !*path || the_publisher)
+        return 0;
+    publisher *p = gk__calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    int rc = -ENOMEM;
+    p->reg = reg;
+    p->pid = getpid();
+    snprintf(p->path, sizeof p->path, "%s", path);
+    p->lines = gk__calloc(GK__PUBLISH_MAX_LINES, sizeof *p->lines);
+    pthread_condattr_t ca;
+    if (!p->lines || (rc = gk_statsd_open(path, &p->client)) != 0 ||
+        (rc = -pthread_condattr_init(&ca)) != 0)
+        goto out_free;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->send_mu, NULL);
+    if ((rc = -pthread_create(&p->thread, NULL, run, p)) != 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        pthread_mutex_destroy(&p->send_mu);
+        goto out_free;
+    }
+    the_publisher = p;
+    static int registered;
+    if (!registered++)
+        atexit(stop_at_exit);
+    return 0;
+out_free:
+    /* Without a publisher the program runs on; its figures are simply not sent. */
+    gk_statsd_close(p->client);
+    free(p->lines);
+    free(p);
+    return rc;
 }
 
 /* Starts the publisher when the default registry gets its first series (under gpukit run). */
 static void start(void *user, gk_metrics *reg)
 {
     (void)user;
-    const char *path = getenv(GK_METRICS_SOCKET_ENV);
-    if (!path || !*path || the_publisher)
-        return;
-    publisher *p = gk__calloc(1, sizeof *p);
-    if (!p)
-        return;
-    p->reg = reg;
-    p->pid = getpid();
-    p->lines = gk__calloc(GK__PUBLISH_MAX_LINES, sizeof *p->lines);
-    pthread_condattr_t ca;
-    if (!p->lines || gk_statsd_open(path, &p->client) != 0 || pthread_condattr_init(&ca) != 0)
-        goto out_free;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&p->mu, NULL);
-    if (pthread_create(&p->thread, NULL, run, p) != 0) {
-        pthread_cond_destroy(&p->cv);
-        pthread_mutex_destroy(&p->mu);
-        goto out_free;
+    pthread_mutex_lock(&start_mu);
+    (void)start_locked(reg);
+    pthread_mutex_unlock(&start_mu);
+}
+
+int gk_metrics_publisher_refresh(void)
+{
+    gk_metrics *reg = gk_metrics_default();
+    if (!reg)
+        return gk__error(-ENOMEM, "gk_metrics_publisher_refresh: out of host memory");
+    int rc = 0;
+    pthread_mutex_lock(&start_mu);
+    publisher *p = the_publisher;
+    if (p && p->pid != getpid()) {
+        /* A forked child inherits the structure but not the thread: its figures go unsent
+         * (leaked on purpose: its locks may have been held at the fork). */
+        p = the_publisher = NULL;
     }
-    the_publisher = p;
-    atexit(stop_at_exit);
-    return;
-out_free:
-    /* Without a publisher the program runs on; its figures are simply not sent. */
-    gk_statsd_close(p->client);
-    free(p->lines);
-    free(p);
+    const char *path = getenv(GK_METRICS_SOCKET_ENV);
+    if (!path)
+        path = "";
+    if (!p) {
+        rc = start_locked(reg);
+    } else if (strncmp(p->path, path, sizeof p->path) != 0) {
+        gk_statsd *c = NULL;
+        rc = gk_statsd_open(NULL, &c); /* inactive when the variable is unset */
+        if (rc == 0) {
+            pthread_mutex_lock(&p->send_mu);
+            gk_statsd_close(p->client);
+            p->client = c;
+            snprintf(p->path, sizeof p->path, "%s", path);
+            /* A new receiver has seen nothing: every series is announced again, counters and
+             * histograms with their whole totals. */
+            if (p->table)
+                memset(p->table, 0, p->cap * sizeof *p->table);
+            p->used = 0;
+            pthread_mutex_unlock(&p->send_mu);
+        }
+    }
+    pthread_mutex_unlock(&start_mu);
+    if (rc)
+        return gk__error(rc, "gk_metrics_publisher_refresh: %s: %s", GK_METRICS_SOCKET_ENV,
+                         gk_strerror(rc));
+    return 0;
+}
+
+int gk_metrics_publish_now(void)
+{
+    pthread_mutex_lock(&start_mu);
+    publisher *p = the_publisher && the_publisher->pid == getpid() ? the_publisher : NULL;
+    size_t failed = 0;
+    if (p) {
+        pthread_mutex_lock(&p->send_mu);
+        failed = publish_once(p);
+        pthread_mutex_unlock(&p->send_mu);
+    }
+    pthread_mutex_unlock(&start_mu);
+    return failed > GK__PUBLISH_MAX_LINES ? GK__PUBLISH_MAX_LINES : (int)failed;
 }
 
 static void default_init(void)

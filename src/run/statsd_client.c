@@ -104,8 +104,8 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
                          "statsd: tags \"%.64s\" are not k:v pairs of letters, digits and "
                          "_ . - / :, separated by commas",
                          tags);
-    if (value != value || value - value != 0)
-        return gk__error(-EINVAL, "statsd: %s: the value is not finite", name);
+    if (value != value || value - value != 0) /* NaN or infinite */
+        return gk__error(-EINVAL, "statsd: %s: the value %g is not a finite number", name, value);
     if (strcmp(type, "ms") == 0 && value < 0)
         return gk__error(-EINVAL, "statsd: %s: a duration cannot be negative", name);
     if (c->fd < 0)
@@ -147,6 +147,11 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
 uint64_t gk_statsd_dropped(const gk_statsd *c)
 {
     return c ? c->dropped : 0;
+}
+
+int gk_statsd_active(const gk_statsd *c)
+{
+    return c && c->fd >= 0;
 }
 
 int gk_statsd_send(const char *name, double value, const char *type)

@@ -58,6 +58,18 @@ doc README.md 0 '^gpukit report: python3' '^advice:' -- \
 shown README.md "gpukit report run.jsonl"
 doc README.md 0 '^gpukit report: python3' '^py_loss +5 ' '^advice:' -- "$G" report run.jsonl
 
+# --- docs/python.md (and README.md) ---------------------------------------------------------
+shown README.md 'gpukit run -- /usr/bin/python3 examples/train_torch.py        # a PyTorch CNN'
+shown docs/python.md 'gpukit run -- /usr/bin/python3 examples/train_torch.py'
+# Under a sanitizer's runtime (preloaded into python3) torch trains several times slower;
+# python_example.sh runs the example there with smaller settings.
+if [ -z "${GK_SAN_PRELOAD:-}" ]; then
+    doc docs/python.md 0 '^converged: loss' '^train_loss ' '^train_step_time \(ms\) ' \
+        '^gpukit_alloc_reserved_bytes ' '^gpukit_loader_wait_seconds_total\{loader:train\} ' -- \
+        env PYTHONPATH="$src/python" PYTHONDONTWRITEBYTECODE=1 \
+        "$G" run -- /usr/bin/python3 "$src/examples/train_torch.py"
+fi
+
 # --- docs/tutorial.md ------------------------------------------------------------------------
 shown docs/tutorial.md '$ gpukit info'
 doc docs/tutorial.md 0 '^gpukit [0-9]' '^backends:' '^  host +usable' '^  sim +usable' -- "$G" info

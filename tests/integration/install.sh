@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `cmake --install` gives a usable package: headers, shared and static libraries, the tool, a
-# pkg-config file and a CMake package config. A small program is built against it both ways.
+# pkg-config file, a CMake package config and the Python package. A small program is built
+# against it both ways, and Debian's python3 imports the installed package, which finds the
+# installed library.
 set -euo pipefail
 : "${GK_BINARY_DIR:?}" "${GK_SOURCE_DIR:?}"
 tmp=$(mktemp -d)
@@ -57,4 +59,30 @@ CM
 cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_C_FLAGS="$san" >"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; fail "find_package"; }
 cmake --build "$tmp/cm/build" >>"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; fail "CMake build"; }
 "$tmp/cm/build/app" | grep -q "ok$" || fail "find_package build does not run"
+# The Python package, beside the library: /usr/bin/python3 imports it from the prefix (what
+# `make install` gives under /usr/local), with no GPUKIT_LIBRARY and outside the checkout.
+init=$(find "$tmp/prefix" -path '*/dist-packages/gpukit/__init__.py' | head -1)
+[ -n "$init" ] || fail "no Python package under lib/python3.X/dist-packages"
+pydir=$(dirname "$(dirname "$init")")
+case "$pydir" in "$tmp/prefix/lib/python3."*/dist-packages) ;; *) fail "Python package in $pydir" ;; esac
+[ -e "$pydir/gpukit/_install.py" ] || fail "no _install.py beside the package"
+[ -e "$pydir/gpukit/torch/memory.py" ] || fail "gpukit.torch not installed"
+# shellcheck disable=SC2016
+(cd "$tmp" && env -u GPUKIT_LIBRARY PYTHONPATH="$pydir" LD_PRELOAD="${GK_SAN_PRELOAD:-}" \
+    ASAN_OPTIONS=detect_leaks=0 /usr/bin/python3 -c '
+import os, sys, gpukit
+assert gpukit.library_found_by == "installed with the package", gpukit.library_found_by
+lib = os.path.realpath(gpukit.library_path)
+assert lib.startswith(os.path.realpath(sys.argv[1])), lib
+print("python", gpukit.__version__, lib)
+' "$libdir") >"$tmp/py.log" 2>&1 || { cat "$tmp/py.log"; fail "the installed Python package does not import"; }
+grep -q "^python $("$tmp/prefix/bin/gpukit" --version | awk '{print $2}') " "$tmp/py.log" ||
+    { cat "$tmp/py.log"; fail "Python package and tool versions differ"; }
+# A moved tree still works (the package finds the library relative to itself).
+mv "$tmp/prefix" "$tmp/moved"
+(cd "$tmp" && env -u GPUKIT_LIBRARY PYTHONPATH="${pydir/$tmp\/prefix/$tmp/moved}" \
+    LD_PRELOAD="${GK_SAN_PRELOAD:-}" ASAN_OPTIONS=detect_leaks=0 /usr/bin/python3 -c \
+    'import gpukit; print(gpukit.library_path)') >"$tmp/py2.log" 2>&1 ||
+    { cat "$tmp/py2.log"; fail "the moved Python package does not import"; }
+grep -q "$tmp/moved/" "$tmp/py2.log" || fail "the moved package loaded $(cat "$tmp/py2.log")"
 echo "install: ok"

@@ -3,6 +3,7 @@
  * (gk_last_error, fresh after every failing call, private to each thread), the environment read
  * only by the _from_env functions, and the status codes (no positive returns). */
 /* gk-labels: unit threads */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,17 @@ static void test_truncated_outputs(void **state)
         case 14:
             rc = (gk_sampler_init)((void *)buf, 10, 2, 0, 0, 1, 0, 0, 0, NULL, 0, CUT);
             break;
+        case 15:
+            rc = (gk_loader_get_state_delivered)(ld, (void *)buf, CUT);
+            break;
+        case 16: {
+            gk_pressure *pr;
+            GK_ASSERT_OK(gk_pressure_create(NULL, NULL, &pr));
+            gk_pressure_figures f = {.size = sizeof f, .device_total = 1};
+            rc = (gk_pressure_sample_figures)(pr, &f, NULL, (void *)buf, CUT);
+            gk_pressure_destroy(pr);
+            break;
+        }
         default:
             rc = -1;
             break;
@@ -446,6 +458,22 @@ static void test_every_failure_has_a_message(void **state)
     prc.hysteresis = 0;
     gk_pressure *pr;
     FRESH(gk_pressure_create(pool, &prc, &pr), -EINVAL, "hysteresis");
+    GK_ASSERT_OK(gk_pressure_create(NULL, NULL, &pr));
+    FRESH(gk_pressure_sample(pr, NULL), -EINVAL, "without a pool");
+    gk_pressure_figures pf = {.size = sizeof pf, .device_free = 2, .device_total = 1};
+    FRESH((gk_pressure_sample_figures)(pr, &pf, NULL, NULL, 0), -EINVAL, "device_free 2");
+    gk_pressure_destroy(pr);
+    gk_stream *wrapped;
+    FRESH(gk_stream_wrap(dev, (void *)&pf, &wrapped), GK_EUNAVAIL, "only cuda");
+    FRESH(gk_stream_wrap(dev, NULL, &wrapped), -EINVAL, "native stream is NULL");
+    FRESH(gk_loader_get_state_delivered(NULL, &ls), -EINVAL, "loader is NULL");
+    gk_statsd *sd;
+    GK_ASSERT_OK(gk_statsd_open("/nonexistent/gk.sock", &sd));
+    gk_alloc_figures af = {.size = sizeof af, .in_use_bytes = -5};
+    FRESH(gk_alloc_figures_publish(NULL, "cuda:0", "torch", &af), -EINVAL,
+          "gpukit_alloc_in_use_bytes is -5");
+    FRESH(gk_statsd_client_send(sd, "loss", NAN, "g", NULL), -EINVAL, "loss: the value nan");
+    gk_statsd_close(sd);
     gk_options o;
     gk_options_default(&o);
     FRESH(gk_options_set(&o, "sync.timeout", "soon", NULL, 0), -EINVAL, "soon");
