@@ -91,7 +91,7 @@ typedef struct gk_batch_result {
 /* Runs the search. A successful search sets its answer as the gauge gpukit_batch_size and, in
  * model mode once the fit is made, the model as gpukit_batch_fixed_bytes (a),
  * gpukit_batch_per_sample_bytes (k), gpukit_batch_budget_bytes and gpukit_batch_margin_ratio in
- * cfg->metrics (labelled device=<the pool's device> or "none"); under `gpukit run` they reach the
+ * cfg->metrics (labelled device=<the pool's device> or "unknown"); under `gpukit run` they reach the
  * report's batch-headroom advice. Returns 0 with
  * out->batch >= 1; GK_EDEVOOM when not even batch 1 (model,
  * binsearch, power) or the smallest size tried (decay) fits; -EINVAL for a bad config (b1 >= b2,

@@ -370,7 +370,7 @@ typedef struct gk_loader_config {
     int readahead;
     /* Where to publish the loader's figures: NULL (the default) for the process registry
      * (gk_metrics_default(), which `gpukit run` receives); another registry must outlive the
-     * loader. Series, labelled device="cuda:0" (or "host", "sim", "none") and loader="<name>":
+     * loader. Series, labelled device="cuda:0" (or "host", "sim"; "host" also without a device) and loader="<name>":
      * gpukit_loader_items_total, _bytes_total, _batches_total, _skips_total,
      * _wait_seconds_total, _worker_busy_seconds_total, _fill_seconds_total, _copy_seconds_total
      * (counters), gpukit_loader_ring_ready, _first_batch_seconds, _depth (gauges). They are read

@@ -248,7 +248,7 @@ static void publish_batch(const search *s)
     gk_metrics *reg = s->cfg->metrics ? s->cfg->metrics : gk_metrics_default();
     if (!reg)
         return;
-    char device[128] = "none";
+    char device[128] = "unknown"; /* a finder over a callback: no device known */
     gk_device_props props;
     if (s->cfg->pool && gk_device_get_props(gk_pool_device(s->cfg->pool), &props) == 0)
         snprintf(device, sizeof device, "%s",

@@ -63,7 +63,7 @@ void gk__loader_metrics_start(gk_loader *ld)
     if (!lm)
         return;
     lm->reg = reg;
-    char device[128] = "none";
+    char device[128] = "host"; /* no device: the batches are in host memory */
     gk_device_props props;
     if (ld->cfg.device && gk_device_get_props(ld->cfg.device, &props) == 0)
         snprintf(device, sizeof device, "%s",

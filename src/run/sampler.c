@@ -1,8 +1,8 @@
 /* gk_run_execute's sampler over the monitor (see sampler_int.h): one tick per run sample, and the
  * gauges of that tick as named values. Counters stay in the monitor (the recording keeps the
- * derived rates: CPU busy shares, the tree's cores and I/O rates) but for the tree's own totals
- * (CPU seconds, bytes read and written), constant series go to the
- * metadata, and per-process labels that never change in a run are dropped from the names. */
+ * derived rates: CPU busy shares, the tree's cores and I/O rates) but for the tree's CPU seconds;
+ * constant series go to the metadata, the host's memory figures other than "used" are left out,
+ * and per-process labels that never change in a run are dropped from the names. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +48,8 @@ static int skipped(const char *name)
                                        "gpukit_gpu_power_limit_watts", "gpukit_swap_total_bytes",
                                        "gpukit_filesystem_",       "gpukit_sampler_",
                                        "process_",                 "gpukit_gpu_mig_mode",
-                                       "gpukit_load"};
+                                       "gpukit_load",              "gpukit_memory_available_bytes",
+                                       "gpukit_memory_free_bytes", "gpukit_swap_free_bytes"};
     for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
         if (strncmp(name, skip[i], strlen(skip[i])) == 0)
             return 1;
@@ -212,8 +213,8 @@ void gk__sampler_read(gk__sampler *s, gk__values *out)
     for (size_t i = 0; i < n; i++) {
         gk_series_info info;
         if (gk_monitor_series_info(s->mon, i, &info) != 0 || skipped(info.name) ||
-            (info.counter && strncmp(info.name, "gpukit_process_tree_", 20) != 0))
-            continue; /* counters are kept as rates, but for the tree's totals */
+            (info.counter && strcmp(info.name, "gpukit_process_tree_cpu_seconds_total") != 0))
+            continue; /* counters are kept as rates, but for the tree's CPU seconds */
         if (gk_monitor_read(s->mon, i, &p, 1, &got) != 0 || !got || p.t_ns != newest)
             continue; /* not read in this tick (a slow-tier field, a device that answered no) */
         char labels[256], name[128];

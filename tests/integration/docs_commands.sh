@@ -65,7 +65,8 @@ shown docs/python.md 'gpukit run -- /usr/bin/python3 examples/train_torch.py'
 # python_example.sh runs the example there with smaller settings.
 if [ -z "${GK_SAN_PRELOAD:-}" ]; then
     doc docs/python.md 0 '^converged: loss' '^train_loss ' '^train_step_time \(ms\) ' \
-        '^gpukit_alloc_reserved_bytes ' '^gpukit_loader_wait_seconds_total\{loader:train\} ' -- \
+        '^gpukit_alloc_reserved_bytes\{device:unknown,pool:custom\} ' \
+        '^gpukit_loader_wait_seconds_total\{device:host,loader:train\} ' -- \
         env PYTHONPATH="$src/python" PYTHONDONTWRITEBYTECODE=1 \
         "$G" run -- /usr/bin/python3 "$src/examples/train_torch.py"
 fi

@@ -189,7 +189,7 @@ static void test_loader_publishes(void **state)
     text[0] = '\0';
     /* Counters arrive as increments that add up to the totals; the labels name the loader. */
     wait_for(&s, "gpukit_loader_batches_total:", 5);
-    wait_for(&s, "|c|#device:none,loader:train_set", 5);
+    wait_for(&s, "|c|#device:host,loader:train_set", 5);
     gk_loader_destroy(ld);
     double batches = 0;
     for (int i = 0; i < 40 && batches < 37; i++) {
@@ -226,7 +226,7 @@ static void test_batch_finder_publishes(void **state)
     assert_true(r.batch > 8);
     char want[128];
     text[0] = '\0';
-    snprintf(want, sizeof want, "gpukit_batch_size:%ld|g|#device:none\n", r.batch);
+    snprintf(want, sizeof want, "gpukit_batch_size:%ld|g|#device:unknown\n", r.batch);
     wait_for(&s, want, 5);
     wait_for(&s, "gpukit_batch_fixed_bytes:104857600|g", 5);
     wait_for(&s, "gpukit_batch_per_sample_bytes:10485760|g", 5);

@@ -622,7 +622,7 @@ static void test_metrics(void **state)
         ;
     gk_loader_stats st;
     GK_ASSERT_OK(gk_loader_get_stats(ld, &st));
-    const char *labels[] = {"device", "none", "loader", "train", NULL};
+    const char *labels[] = {"device", "host", "loader", "train", NULL};
     gk_metric *items, *batches, *wait, *fill, *first;
     GK_ASSERT_OK(gk_metrics_counter(reg, "gpukit_loader_items_total", NULL, labels, &items));
     GK_ASSERT_OK(gk_metrics_counter(reg, "gpukit_loader_batches_total", NULL, labels, &batches));
@@ -641,8 +641,8 @@ static void test_metrics(void **state)
     char *text;
     size_t len;
     GK_ASSERT_OK(gk_metrics_render(reg, GK_METRICS_PROMETHEUS, &text, &len));
-    GK_ASSERT_CONTAINS(text, "gpukit_loader_items_total{device=\"none\",loader=\"train\"} 200");
-    GK_ASSERT_CONTAINS(text, "gpukit_loader_depth{device=\"none\",loader=\"train\"} ");
+    GK_ASSERT_CONTAINS(text, "gpukit_loader_items_total{device=\"host\",loader=\"train\"} 200");
+    GK_ASSERT_CONTAINS(text, "gpukit_loader_depth{device=\"host\",loader=\"train\"} ");
     free(text);
     gk_loader_destroy(ld);
     /* The final reading stays after destroy; the registry no longer calls the loader. */
