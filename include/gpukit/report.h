@@ -146,7 +146,7 @@ typedef struct gk_recording_info {
     size_t size; /* bytes filled (see gpukit/version.h) */
     int schema;
     const char *gpukit_version;
-    const char *command; /* argv joined with spaces */
+    const char *command; /* argv shell-quoted and joined with spaces: pastes back into a shell */
     const char *host;
     double start_unix;
     const char *start; /* ISO 8601 UTC */

@@ -334,6 +334,15 @@ static int host_rules(gk_report *rep)
         }
     }
     const gk__series_summary *host_cpu = find(rep, "gpukit_cpu_busy_ratio", MIN_SAMPLES);
+    /* A program may say which math library it uses (gauge gpukit_math_library{library:NAME} =
+     * its threads): the fixes then do not suggest what it already does. */
+    const gk__series_summary *math = find(rep, "gpukit_math_library", 1);
+    char lib[64] = "";
+    int lib_threads = 0;
+    if (math && gk__series_tag(math->s.name, "library", lib, sizeof lib) && lib[0])
+        lib_threads = (int)math->st.max;
+    else
+        lib[0] = '\0';
     if (cores && host_cpu && !any_gpu_util && rep->info.cores >= 1 &&
         cores->st.p50 >= HOST_BOUND_CORES * rep->info.cores &&
         host_cpu->st.p50 >= HOST_BOUND_CPU_P50) {
@@ -343,11 +352,23 @@ static int host_rules(gk_report *rep)
                  "threshold %.0f%%), and no GPU was recorded",
                  cores->st.p50, rep->info.cores, 100 * HOST_BOUND_CORES, 100 * host_cpu->st.p50,
                  100 * HOST_BOUND_CPU_P50);
-        rc = gk__report_add_advice(
-            rep, "host-cpu-bound", "CPU-bound on the host: every core is busy with this job", ev,
-            "Run it where a GPU is available and move the hot math there (gpukit run then "
-            "records the GPU), use optimised host math (BLAS, vectorised or compiled kernels, "
-            "lower precision), or give it more cores; perf top shows the hot functions.");
+        char fix[512];
+        if (lib[0])
+            snprintf(fix, sizeof fix,
+                     "It already does its math with %s (%d thread%s): run it where a GPU is "
+                     "available and move that math there (gpukit run then records the GPU), use "
+                     "lower precision, or give it more cores; perf top shows whether the time is "
+                     "in %s or around it.",
+                     lib, lib_threads, lib_threads == 1 ? "" : "s", lib);
+        else
+            snprintf(fix, sizeof fix, "%s",
+                     "Run it where a GPU is available and move the hot math there (gpukit run "
+                     "then records the GPU), use optimised host math (BLAS, vectorised or "
+                     "compiled kernels, lower precision), or give it more cores; perf top shows "
+                     "the hot functions.");
+        rc = gk__report_add_advice(rep, "host-cpu-bound",
+                                   "CPU-bound on the host: every core is busy with this job", ev,
+                                   fix);
     }
     if (!rc && cores && rep->info.cores >= 2 && cores->st.p50 >= SINGLE_THREAD_LO &&
         cores->st.p50 <= SINGLE_THREAD_HI && (!any_gpu_util || gpu_p50_max < UNDERUSED_P50)) {
@@ -355,10 +376,27 @@ static int host_rules(gk_report *rep)
                  "the command's processes used %.2f cores (median; p90 %.2f) of the %d on this "
                  "host: one thread did the work",
                  cores->st.p50, cores->st.p90, rep->info.cores);
-        rc = gk__report_add_advice(
-            rep, "single-thread-bound", "The run is bound by one CPU thread", ev,
-            "Parallelise the hot loop (worker threads or processes, vectorised libraries), or "
-            "move the work to the GPU; profile it with perf top to find the hot function.");
+        char fix[512];
+        if (lib[0] && lib_threads <= 1)
+            snprintf(fix, sizeof fix,
+                     "Its math library, %s, runs one thread: let it use the host's %d cores "
+                     "(OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or MKL_NUM_THREADS), parallelise the "
+                     "rest of the hot loop, or move the work to the GPU.",
+                     lib, rep->info.cores);
+        else if (lib[0])
+            snprintf(fix, sizeof fix,
+                     "Its math library, %s, has %d threads but one thread did the work: the time "
+                     "is outside the library (or its calls are too small to split); profile with "
+                     "perf top, batch the calls, parallelise the loop, or move the work to the "
+                     "GPU.",
+                     lib, lib_threads);
+        else
+            snprintf(fix, sizeof fix, "%s",
+                     "Parallelise the hot loop (worker threads or processes, vectorised "
+                     "libraries), or move the work to the GPU; profile it with perf top to find "
+                     "the hot function.");
+        rc = gk__report_add_advice(rep, "single-thread-bound", "The run is bound by one CPU thread",
+                                   ev, fix);
     }
     if (!rc && mem && mem->st.max >= HOST_MEMORY_PEAK) {
         snprintf(ev, sizeof ev, "host memory use peaked at %.1f%% (threshold %.0f%%)",

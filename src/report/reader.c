@@ -238,6 +238,27 @@ static const char *current_name(const char *name, char *buf, size_t len)
     return name;
 }
 
+/* Appends `arg` as a POSIX shell reads it back: as it is when it holds only characters no shell
+ * treats specially, else in single quotes (a quote inside written '\''). */
+static void shell_quote(gk__sbuf *b, const char *arg)
+{
+    static const char safe[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                               "_@%+=:,./-";
+    size_t n = strlen(arg);
+    if (n && strspn(arg, safe) == n) {
+        gk__sbuf_add(b, arg, n);
+        return;
+    }
+    gk__sbuf_add(b, "'", 1);
+    for (const char *p = arg; *p; p++) {
+        if (*p == '\'')
+            gk__sbuf_add(b, "'\\''", 4);
+        else
+            gk__sbuf_add(b, p, 1);
+    }
+    gk__sbuf_add(b, "'", 1);
+}
+
 static char *dup_str(const cJSON *obj, const char *key)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -309,7 +330,7 @@ static int read_meta(gk_recording *rec, const cJSON *j, char *err, size_t errlen
             continue;
         if (!first)
             gk__sbuf_add(&cmd, " ", 1);
-        gk__sbuf_puts(&cmd, arg->valuestring);
+        shell_quote(&cmd, arg->valuestring);
         first = 0;
     }
     if (!cmd.s)

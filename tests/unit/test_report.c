@@ -25,6 +25,8 @@ typedef struct spec {
     double batch_a, batch_k; /* the batch finder's gauges, sent once (batch_b 0: none) */
     double batch_b, batch_margin;
     int malformed, signal;
+    const char *math_lib; /* gpukit_math_library{library:...} = math_threads (NULL: none) */
+    double math_threads;
 } spec;
 
 static const char *record(const char *name, const spec *sp)
@@ -89,6 +91,12 @@ static const char *record(const char *name, const spec *sp)
             if (sp->batch_margin > 0)
                 GK_ASSERT_OK(gk_recorder_metric(r, t, "gpukit_batch_margin_ratio", "g",
                                                 sp->batch_margin, NULL));
+        }
+        if (sp->math_lib) {
+            char tags[64];
+            snprintf(tags, sizeof tags, "library:%s", sp->math_lib);
+            GK_ASSERT_OK(
+                gk_recorder_metric(r, t, "gpukit_math_library", "g", sp->math_threads, tags));
         }
         if (sp->step_ms > 0)
             GK_ASSERT_OK(gk_recorder_metric(r, t, "step_time", "ms", sp->step_ms * j, NULL));
@@ -353,6 +361,27 @@ static void test_advice_rules(void **state)
     GK_ASSERT_CONTAINS(a.evidence, "97%");
     GK_ASSERT_CONTAINS(a.evidence, "no GPU was recorded");
     GK_ASSERT_CONTAINS(a.fix, "GPU");
+    GK_ASSERT_CONTAINS(a.fix, "BLAS");
+    done(rep, rec, brec);
+    /* ... a program that reports its math library is not told to use one */
+    spec with_blas = saturated;
+    with_blas.math_lib = "openblas";
+    with_blas.math_threads = 2;
+    rep = report_of(record("with_blas", &with_blas), NULL, &rec, &brec);
+    assert_string_equal(rules(rep), "host-cpu-bound ");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    GK_ASSERT_CONTAINS(a.fix, "already does its math with openblas (2 threads)");
+    assert_null(strstr(a.fix, "BLAS,"));
+    done(rep, rec, brec);
+    spec one_blas_thread = single;
+    one_blas_thread.math_lib = "openblas";
+    one_blas_thread.math_threads = 1;
+    rep = report_of(record("blas1", &one_blas_thread), NULL, &rec, &brec);
+    GK_ASSERT_CONTAINS(rules(rep), "single-thread-bound");
+    GK_ASSERT_OK(gk_report_advice(rep, 0, &a));
+    assert_string_equal(a.rule, "single-thread-bound");
+    GK_ASSERT_CONTAINS(a.fix, "openblas, runs one thread");
+    GK_ASSERT_CONTAINS(a.fix, "OPENBLAS_NUM_THREADS");
     done(rep, rec, brec);
     /* ... silent when the host is busy with other work, or when a GPU was recorded */
     spec others = saturated;

@@ -29,10 +29,10 @@ static void write_file(const char *path, const char *text)
 static gk_recording_meta sample_meta(void)
 {
     static const char *const argv[] = {"python3", "-c", "print(\"hi\")\n\tx",
-                                       "bad\xff utf8 \xc3\xa9"};
+                                       "bad\xff utf8 \xc3\xa9", "it's", "--lr=0.1", ""};
     static const gk_recording_device devs[] = {{0, "Fake \"GPU\"", "GPU-1", 16e9}};
     gk_recording_meta m = {.size = sizeof(gk_recording_meta),
-                           .argc = 4,
+                           .argc = 7,
                            .argv = argv,
                            .host = "box",
                            .start_unix = 1764198000.25,
@@ -104,6 +104,9 @@ static void test_round_trip(void **state)
     assert_string_equal(in.host, "box");
     GK_ASSERT_CONTAINS(in.command, "print(\"hi\")\n\tx");
     GK_ASSERT_CONTAINS(in.command, "bad\xef\xbf\xbd utf8 \xc3\xa9");
+    /* Shell-quoted, so it pastes back: plain words as they are, the others in single quotes. */
+    GK_ASSERT_CONTAINS(in.command, "python3 -c 'print(\"hi\")\n\tx' 'bad");
+    GK_ASSERT_CONTAINS(in.command, "\xc3\xa9' 'it'\\''s' --lr=0.1 ''");
     assert_string_equal(in.gpu_reason, "no driver");
     assert_int_equal(in.gpu_enabled, 0);
     assert_int_equal(in.ndevices, 1);
