@@ -156,6 +156,9 @@ int gk__report_ranks(gk_report *rep)
                                           .gpu_utilization_p50 = NAN,
                                           .cpu_cores_p50 = NAN,
                                           .gpu = -1};
+    double *mem = gk__calloc(nseen * 3, sizeof *mem);
+    if (!mem)
+        return -ENOMEM;
     char step[256];
     step_timer(rep, step, sizeof step);
     snprintf(rep->step_series, sizeof rep->step_series, "%s", step);
@@ -173,21 +176,33 @@ int gk__report_ranks(gk_report *rep)
         if (strcmp(base, "gpukit_loader_wait_seconds_total") == 0 && rep->duration_s > 0)
             row->loader_wait_share = (isnan(row->loader_wait_share) ? 0 : row->loader_wait_share) +
                                      sm->st.sum / rep->duration_s;
-        if (strcmp(base, "gpukit_gpu_process_memory_used_bytes") == 0 ||
-            (strcmp(base, "gpukit_alloc_reserved_bytes") == 0 && isnan(row->gpu_memory_peak_bytes)))
-            row->gpu_memory_peak_bytes = sm->st.max;
-        if (strcmp(base, "gpukit_process_tree_cpu_cores") == 0)
+        /* GPU memory, best source first: NVML's per-rank sum, NVML's per-process series with
+         * the rank, the rank's pools' reserved bytes; peaks summed over GPUs and pools. */
+        int src = strcmp(base, "gpukit_rank_gpu_memory_bytes") == 0           ? 0
+                  : strcmp(base, "gpukit_gpu_process_memory_used_bytes") == 0 ? 1
+                  : strcmp(base, "gpukit_alloc_reserved_bytes") == 0          ? 2
+                                                                              : -1;
+        if (src >= 0)
+            mem[(size_t)(row - rep->ranks) * 3 + (size_t)src] += sm->st.max;
+        if (strcmp(base, "gpukit_rank_cpu_cores") == 0 ||
+            (strcmp(base, "gpukit_process_tree_cpu_cores") == 0 && isnan(row->cpu_cores_p50)))
             row->cpu_cores_p50 = sm->st.p50;
         if (gk__series_tag(sm->s.name, "device", dev, sizeof dev) && gpu_index(dev) >= 0)
             row->gpu = gpu_index(dev);
+        else if (src >= 0 && src < 2 && gk__series_tag(sm->s.name, "gpu", dev, sizeof dev))
+            row->gpu = atoi(dev);
     }
     for (size_t i = 0; i < rep->nranks; i++) {
         gk_rank_summary *row = &rep->ranks[i];
+        for (int k = 0; k < 3 && isnan(row->gpu_memory_peak_bytes); k++)
+            if (mem[i * 3 + (size_t)k] > 0)
+                row->gpu_memory_peak_bytes = mem[i * 3 + (size_t)k];
         const gk__series_summary *u =
             row->gpu >= 0 ? gk__report_gpu_series(rep, row->gpu, "utilization_ratio") : NULL;
         if (u && u->st.count)
             row->gpu_utilization_p50 = u->st.p50;
     }
+    free(mem);
     return 0;
 }
 

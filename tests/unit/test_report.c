@@ -549,6 +549,20 @@ static const char *record_ranks(const char *name, int nranks, int slow, int wait
             GK_ASSERT_OK(
                 gk_recorder_metric(r, t, "gpukit_alloc_reserved_bytes", "g", 1e9 * (k + 1), tags));
         }
+        /* The monitor's per-rank series: cores for every rank, NVML's GPU memory for rank 0. */
+        char names[9][64];
+        const char *np[9];
+        double v[9];
+        size_t nv = 0;
+        for (int k = 0; k < nranks && k < 8; k++) {
+            snprintf(names[nv], sizeof names[nv], "gpukit_rank_cpu_cores{rank=\"%d\"}", k);
+            np[nv] = names[nv];
+            v[nv++] = 0.9 + 0.1 * k;
+        }
+        snprintf(names[nv], sizeof names[nv], "gpukit_rank_gpu_memory_bytes{rank=\"0\",gpu=\"0\"}");
+        np[nv] = names[nv];
+        v[nv++] = 5e9;
+        GK_ASSERT_OK(gk_recorder_sample(r, t, nv, np, v));
     }
     gk_recording_end e = {.size = sizeof e, .t = 20, .duration_s = 20, .samples = 40};
     GK_ASSERT_OK(gk_recorder_close(r, &e));
@@ -579,7 +593,10 @@ static void test_ranks_and_straggler(void **state)
     assert_int_equal(row.gpu, 2);
     assert_true(row.step_p50_ms >= 100 && row.step_p50_ms <= 102);
     assert_true(fabs(row.loader_wait_share - 0.02) < 1e-9); /* 40 x 0.01 s over 20 s */
-    assert_true(row.gpu_memory_peak_bytes == 3e9);
+    assert_true(row.gpu_memory_peak_bytes == 3e9); /* its pool's: NVML had no rank 2 process */
+    assert_true(fabs(row.cpu_cores_p50 - 1.1) < 1e-9);
+    GK_ASSERT_OK(gk_report_rank(rep, 0, &row));
+    assert_true(row.gpu_memory_peak_bytes == 5e9); /* NVML's figure before the pool's */
     assert_null(advice_of(rep, "straggler", &a));
     char *text = NULL;
     size_t len = 0;
