@@ -28,7 +28,8 @@ void gk__sbuf_printf(gk__sbuf *b, const char *fmt, ...)
 void gk__sbuf_json_str(gk__sbuf *b, const char *s);
 /* A JSON number ("%.10g"), or null when not finite. */
 void gk__sbuf_json_num(gk__sbuf *b, double v);
-/* Text escaped for HTML (& < > " '). */
+/* Text escaped for HTML (& < > " '); control characters come out as \xNN and bytes that are
+ * not UTF-8 as U+FFFD, so any input makes valid HTML text. */
 void gk__sbuf_html(gk__sbuf *b, const char *s);
 
 /* The direction of a series name ("time-like", "throughput-like", "neutral"): -1 lower is better,

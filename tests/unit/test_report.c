@@ -974,9 +974,9 @@ static void test_html_escapes_names(void **state)
     (void)state;
     char path[1024];
     snprintf(path, sizeof path, "%s/hostile.jsonl", gk_test_tmpdir("hostile"));
-    static const char *const argv[] = {"<b>run</b>", "&x"};
+    static const char *const argv[] = {"<b>run</b>", "&x", "bell\a\x01", "\xff\xfe"};
     gk_recording_meta m = {
-        .size = sizeof m, .argc = 2, .argv = argv, .host = "h\"'<i>", .interval_s = 0.5};
+        .size = sizeof m, .argc = 4, .argv = argv, .host = "h\"'<i>", .interval_s = 0.5};
     gk_recorder *r;
     GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
     for (int i = 0; i < 10; i++) {
@@ -997,6 +997,10 @@ static void test_html_escapes_names(void **state)
     GK_ASSERT_CONTAINS(html, "x&lt;script&gt;&quot;&#39;&amp;{rank:&lt;b&gt;}");
     GK_ASSERT_CONTAINS(html, ">rank &lt;/svg&gt;</text>");
     GK_ASSERT_CONTAINS(html, "<td>y{tag:&lt;img src=x&gt;}</td>");
+    /* control characters are shown, not sent; bytes that are not UTF-8 become U+FFFD */
+    GK_ASSERT_CONTAINS(html, "bell\\x07\\x01");
+    assert_null(strchr(html, '\a'));
+    assert_null(strchr(html, '\xff'));
     free(html);
     done(rep, rec, brec);
 }
