@@ -278,10 +278,13 @@ int gk__chart_log_scale(const gk_report *rep, const size_t *members, size_t n)
 
 /* --- the layout -------------------------------------------------------------------------- */
 
+/* A series on its way to a chart: sorted by part, chart key, pool role (in use before
+ * reserved), then by name with numbers in numeric order (GPU 2 before GPU 10). */
 typedef struct entry {
     size_t idx;
     gk__part part;
     int role;
+    const char *name;
     char *key;
 } entry;
 
@@ -295,6 +298,8 @@ static int entry_cmp(const void *pa, const void *pb)
         return c;
     if (a->role != b->role)
         return a->role < b->role ? -1 : 1;
+    if ((c = natural_cmp(a->name, b->name)) != 0)
+        return c;
     return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
@@ -340,22 +345,6 @@ void gk__layout_free(gk__layout *l)
     memset(l, 0, sizeof *l);
 }
 
-/* Sorts the series of one chart: a pool's in use before reserved, then natural name order. */
-static void sort_members(const gk_report *rep, entry *e, size_t n)
-{
-    for (size_t i = 1; i < n; i++) {
-        entry x = e[i];
-        size_t j = i;
-        while (j > 0 && (e[j - 1].role > x.role ||
-                         (e[j - 1].role == x.role && natural_cmp(rep->sums[e[j - 1].idx].s.name,
-                                                                 rep->sums[x.idx].s.name) > 0))) {
-            e[j] = e[j - 1];
-            j--;
-        }
-        e[j] = x;
-    }
-}
-
 /* Places one group of series that share a key: a table row each when none has two values to
  * draw, else charts of at most GK__CHART_MAX_LINES lines. */
 static void place_group(const gk_report *rep, gk__layout *l, entry *e, size_t n, value_slot *vs)
@@ -366,7 +355,6 @@ static void place_group(const gk_report *rep, gk__layout *l, entry *e, size_t n,
         order = e[k].idx < order ? e[k].idx : order;
         single &= gk__series_single_valued(&rep->sums[e[k].idx]);
     }
-    sort_members(rep, e, n);
     size_t drawn = 0, first_chart = l->ncharts;
     for (size_t k = 0; k < n; k++) {
         const gk__series_summary *sm = &rep->sums[e[k].idx];
@@ -406,7 +394,7 @@ int gk__report_layout(const gk_report *rep, gk__layout *l)
         goto out;
     for (size_t i = 0; i < n; i++) {
         const char *name = rep->sums[i].s.name;
-        e[i] = (entry){i, gk__series_part(name), pool_role(name), chart_key(&rep->sums[i])};
+        e[i] = (entry){i, gk__series_part(name), pool_role(name), name, chart_key(&rep->sums[i])};
         if (!e[i].key)
             goto out;
     }

@@ -410,7 +410,7 @@ void gk__report_ranks_html(const gk_report *rep, gk__sbuf *b)
     if (why) {
         gk__sbuf_puts(b, "<p id=\"straggler\"><strong>");
         gk__sbuf_html(b, why->title);
-        gk__sbuf_puts(b, ".</strong> ");
+        gk__sbuf_puts(b, ".</strong> Evidence: ");
         gk__sbuf_html(b, why->evidence);
         gk__sbuf_puts(b, ".</p>\n");
     }

@@ -44,7 +44,7 @@ static const char style[] =
     "table{border-collapse:collapse;font-size:12px;margin:.5em 0}"
     "th,td{border:1px solid #d0d0d0;padding:2px 5px;text-align:right;white-space:nowrap}"
     "th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}"
-    "td:first-child{white-space:normal;overflow-wrap:anywhere;min-width:12em;max-width:32em}"
+    ".wide{overflow-x:auto}"
     "tr.part th{background:#e6ecf4}"
     ".advice{border-left:5px solid #d9822b;background:#fff7ee;padding:6px 12px;margin:10px 0}"
     ".advice p{margin:.3em 0}.rule{color:#777;font-size:.85em}"
@@ -55,6 +55,7 @@ static const char style[] =
     "svg text{font-size:11px;fill:#555;font-family:inherit}"
     "@media print{body{margin:0;max-width:none}figure.chart,.advice,tr{break-inside:avoid;"
     "page-break-inside:avoid}.advice{background:none}h2{break-after:avoid}nav{display:none}"
+    ".wide{overflow:visible}td:first-child{white-space:normal;overflow-wrap:anywhere}"
     "svg{border:1px solid #999}}";
 
 /* A value for people: timers in ms, others by the unit of their name. */
@@ -259,6 +260,7 @@ static void html_cut(gk__sbuf *b, const char *s, size_t max)
     gk__sbuf tmp = {0};
     gk__sbuf_add(&tmp, s, i);
     gk__sbuf_html(b, tmp.oom ? "" : tmp.s);
+    b->oom |= tmp.oom; /* the page fails whole, never with a piece missing */
     gk__sbuf_free(&tmp);
     if (s[i])
         gk__sbuf_puts(b, "&#8230;");
@@ -284,6 +286,7 @@ static void legend(gk__sbuf *b, const gk_report *rep, const gk__layout *l, const
         gk__chart_legend(rep, l, c, m, &legend_text);
         gk__sbuf_printf(b, "<text x=\"%d\" y=\"%d\">", x + 24, y);
         html_cut(b, legend_text.oom ? "" : legend_text.s, LEGEND_CHARS);
+        b->oom |= legend_text.oom;
         gk__sbuf_puts(b, "</text>\n");
         gk__sbuf_free(&legend_text);
     }
@@ -324,6 +327,7 @@ static void chart(gk__sbuf *b, const gk_report *rep, const gk__layout *l, const 
     gk__sbuf caption = {0};
     gk__chart_caption(rep, l, c, &caption);
     const char *cap = caption.oom ? "" : caption.s;
+    b->oom |= caption.oom;
     gk__sbuf_printf(b,
                     "<figure class=\"chart\" id=\"chart-%zu\" data-part=\"%s\" "
                     "data-scale=\"%s\"><figcaption>",
@@ -561,7 +565,8 @@ static void comparison(gk__sbuf *b, const gk_report *rep)
 /* The statistics of every series, part by part. */
 static void statistics(gk__sbuf *b, const gk_report *rep)
 {
-    gk__sbuf_puts(b, "<h2 id=\"statistics\">Statistics</h2>\n<table id=\"summary\"><thead><tr>"
+    gk__sbuf_puts(b, "<h2 id=\"statistics\">Statistics</h2>\n<div class=\"wide\">"
+                     "<table id=\"summary\"><thead><tr>"
                      "<th>series</th><th>count</th><th>mean</th><th>std</th><th>min</th>"
                      "<th>p50</th><th>p90</th><th>p99</th><th>max</th><th>above / total</th>"
                      "</tr></thead>\n");
@@ -595,7 +600,7 @@ static void statistics(gk__sbuf *b, const gk_report *rep)
         }
         gk__sbuf_puts(b, "</tbody>\n");
     }
-    gk__sbuf_puts(b, "</table>\n");
+    gk__sbuf_puts(b, "</table></div>\n");
 }
 
 int gk_report_write_html(const gk_report *rep, FILE *out)
