@@ -486,6 +486,39 @@ static void test_baseline(void **state)
     done(rep, rec, brec);
 }
 
+/* Opens NAME.jsonl in a fresh folder of the test: the command argv (NULL-terminated) on `host`,
+ * 8 cores, samples every 0.5 s, GPU metrics on when `gpu`. *path (static storage until the next
+ * call) names it. */
+static gk_recorder *open_recording(const char *name, const char *const *argv, const char *host,
+                                   int gpu, const char **path)
+{
+    static char buf[1024];
+    snprintf(buf, sizeof buf, "%s/%s.jsonl", gk_test_tmpdir(name), name);
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    gk_recording_meta m = {.size = sizeof m,
+                           .argc = argc,
+                           .argv = argv,
+                           .host = host,
+                           .start_unix = 1.7e9,
+                           .interval_s = 0.5,
+                           .cores = 8,
+                           .gpu_enabled = gpu};
+    gk_recorder *r;
+    GK_ASSERT_OK(gk_recorder_open(buf, &m, &r));
+    *path = buf;
+    return r;
+}
+
+/* Ends a recording that lasted `seconds` (a sample every 0.5 s). */
+static void close_recording(gk_recorder *r, double seconds)
+{
+    gk_recording_end e = {
+        .size = sizeof e, .t = seconds, .duration_s = seconds, .samples = (uint64_t)(2 * seconds)};
+    GK_ASSERT_OK(gk_recorder_close(r, &e));
+}
+
 /* The report rendered as HTML into a string (free it). */
 static char *html_of(const gk_report *rep)
 {
@@ -560,19 +593,9 @@ typedef struct named {
 /* A run with a series of every part, 40 samples every 0.5 s. */
 static const char *record_parts(const char *name)
 {
-    static char path[1024];
-    snprintf(path, sizeof path, "%s/%s.jsonl", gk_test_tmpdir(name), name);
-    static const char *const argv[] = {"python3", "train.py"};
-    gk_recording_meta m = {.size = sizeof m,
-                           .argc = 2,
-                           .argv = argv,
-                           .host = "h",
-                           .start_unix = 1.7e9,
-                           .interval_s = 0.5,
-                           .cores = 8,
-                           .gpu_enabled = 1};
-    gk_recorder *r;
-    GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
+    static const char *const argv[] = {"python3", "train.py", NULL};
+    const char *path;
+    gk_recorder *r = open_recording(name, argv, "h", 1, &path);
     for (int i = 0; i < 40; i++) {
         double t = 0.5 * (i + 1), j = 0.01 * (i % 5);
         named samples[] = {
@@ -627,8 +650,7 @@ static const char *record_parts(const char *name)
         if (i == 0)
             GK_ASSERT_OK(gk_recorder_metric(r, t, "epochs", "g", 3, NULL));
     }
-    gk_recording_end e = {.size = sizeof e, .t = 20, .duration_s = 20, .samples = 40};
-    GK_ASSERT_OK(gk_recorder_close(r, &e));
+    close_recording(r, 20);
     return path;
 }
 
@@ -692,20 +714,26 @@ static void test_html_parts_and_combined_charts(void **state)
     gk__layout l;
     GK_ASSERT_OK(gk__report_layout(rep, &l));
     /* Parts by name; charts in part order. */
-    assert_int_equal(gk__series_part("gpukit_gpu_power_watts{gpu=\"0\"}"), GK__PART_GPU);
-    assert_int_equal(gk__series_part("gpukit_rank_gpu_memory_bytes{rank=\"1\",gpu=\"0\"}"),
-                     GK__PART_GPU);
-    assert_int_equal(gk__series_part("gpukit_rank_resident_memory_bytes{rank=\"0\"}"),
-                     GK__PART_HOST);
-    assert_int_equal(gk__series_part("gpukit_memory_used_ratio"), GK__PART_HOST);
-    assert_int_equal(gk__series_part("gpukit_load1"), GK__PART_HOST);
-    assert_int_equal(gk__series_part("gpukit_alloc_ooms_total{device:cuda:0,pool:default}"),
-                     GK__PART_POOL);
-    assert_int_equal(gk__series_part("gpukit_loader_ring_ready{device:host,loader:train}"),
-                     GK__PART_LOADER);
-    assert_int_equal(gk__series_part("gpukit_batch_margin_ratio"), GK__PART_BATCH);
-    assert_int_equal(gk__series_part("gpukit_math_library{library:openblas}"), GK__PART_PROGRAM);
-    assert_int_equal(gk__series_part("train_step_time{rank:0,local_rank:0}"), GK__PART_PROGRAM);
+    static const struct {
+        const char *name;
+        gk__part part;
+    } parts[] = {
+        {"gpukit_gpu_power_watts{gpu=\"0\"}", GK__PART_GPU},
+        {"gpukit_rank_gpu_memory_bytes{rank=\"1\",gpu=\"0\"}", GK__PART_GPU},
+        {"gpukit_rank_resident_memory_bytes{rank=\"0\"}", GK__PART_HOST},
+        {"gpukit_memory_used_ratio", GK__PART_HOST},
+        {"gpukit_load1", GK__PART_HOST},
+        {"gpukit_alloc_ooms_total{device:cuda:0,pool:default}", GK__PART_POOL},
+        {"gpukit_loader_ring_ready{device:host,loader:train}", GK__PART_LOADER},
+        {"gpukit_batch_margin_ratio", GK__PART_BATCH},
+        {"gpukit_math_library{library:openblas}", GK__PART_PROGRAM},
+        {"train_step_time{rank:0,local_rank:0}", GK__PART_PROGRAM},
+    };
+    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+        if (gk__series_part(parts[k].name) != parts[k].part)
+            fail_msg("%s: part %s, expected %s", parts[k].name,
+                     gk__part_id(gk__series_part(parts[k].name)), gk__part_id(parts[k].part));
+    }
     for (size_t c = 1; c < l.ncharts; c++)
         assert_true(l.charts[c - 1].part <= l.charts[c].part);
 
@@ -808,20 +836,16 @@ static void test_html_parts_and_combined_charts(void **state)
 static const char *record_gauges(const char *name, size_t n, const char *const *names,
                                  double (*v)(size_t k, int i))
 {
-    static char path[1024];
-    snprintf(path, sizeof path, "%s/%s.jsonl", gk_test_tmpdir(name), name);
-    static const char *const argv[] = {"x"};
-    gk_recording_meta m = {.size = sizeof m, .argc = 1, .argv = argv, .interval_s = 0.5};
-    gk_recorder *r;
-    GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
+    static const char *const argv[] = {"x", NULL};
+    const char *path;
+    gk_recorder *r = open_recording(name, argv, "h", 0, &path);
     for (int i = 0; i < 40; i++) {
         for (size_t k = 0; k < n; k++) {
             const char *kind = strstr(names[k], "_total") ? "c" : "g";
             GK_ASSERT_OK(gk_recorder_metric(r, 0.5 * (i + 1), names[k], kind, v(k, i), NULL));
         }
     }
-    gk_recording_end e = {.size = sizeof e, .t = 20, .duration_s = 20};
-    GK_ASSERT_OK(gk_recorder_close(r, &e));
+    close_recording(r, 20);
     return path;
 }
 
@@ -940,19 +964,15 @@ static void test_html_single_values(void **state)
         snprintf(names[k], sizeof names[k], "gpukit_gpu_utilization_ratio{gpu=\"%d\"}", k);
         np[k] = names[k];
     }
-    char path[1024];
-    snprintf(path, sizeof path, "%s/gpus.jsonl", gk_test_tmpdir("gpus"));
-    static const char *const argv[] = {"x"};
-    gk_recording_meta m = {.size = sizeof m, .argc = 1, .argv = argv, .interval_s = 0.5};
-    gk_recorder *r;
-    GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
+    static const char *const argv[] = {"x", NULL};
+    const char *path;
+    gk_recorder *r = open_recording("gpus", argv, "h", 1, &path);
     for (int i = 0; i < 20; i++) {
         for (int k = 0; k < 10; k++)
             v[k] = 0.05 * k + 0.01 * (i % 3);
         GK_ASSERT_OK(gk_recorder_sample(r, 0.5 * (i + 1), 10, np, v));
     }
-    gk_recording_end e = {.size = sizeof e, .t = 10, .duration_s = 10};
-    GK_ASSERT_OK(gk_recorder_close(r, &e));
+    close_recording(r, 10);
     rep = report_of(path, NULL, &rec, &brec);
     gk__layout l;
     GK_ASSERT_OK(gk__report_layout(rep, &l));
@@ -972,20 +992,15 @@ static void test_html_single_values(void **state)
 static void test_html_escapes_names(void **state)
 {
     (void)state;
-    char path[1024];
-    snprintf(path, sizeof path, "%s/hostile.jsonl", gk_test_tmpdir("hostile"));
-    static const char *const argv[] = {"<b>run</b>", "&x", "bell\a\x01", "\xff\xfe"};
-    gk_recording_meta m = {
-        .size = sizeof m, .argc = 4, .argv = argv, .host = "h\"'<i>", .interval_s = 0.5};
-    gk_recorder *r;
-    GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
+    static const char *const argv[] = {"<b>run</b>", "&x", "bell\a\x01", "\xff\xfe", NULL};
+    const char *path;
+    gk_recorder *r = open_recording("hostile", argv, "h\"'<i>", 0, &path);
     for (int i = 0; i < 10; i++) {
         GK_ASSERT_OK(gk_recorder_metric(r, i + 1.0, "x<script>\"'&", "g", i, "rank:<b>"));
         GK_ASSERT_OK(gk_recorder_metric(r, i + 1.0, "x<script>\"'&", "g", 2 * i, "rank:</svg>"));
         GK_ASSERT_OK(gk_recorder_metric(r, i + 1.0, "y", "g", 1, "tag:<img src=x>"));
     }
-    gk_recording_end e = {.size = sizeof e, .t = 10, .duration_s = 10};
-    GK_ASSERT_OK(gk_recorder_close(r, &e));
+    close_recording(r, 10);
     gk_recording *rec, *brec;
     gk_report *rep = report_of(path, NULL, &rec, &brec);
     char *html = html_of(rep);
@@ -1009,18 +1024,9 @@ static void test_html_escapes_names(void **state)
  * `slow` (>= 0) steps 1.6x slower, `waiting` (>= 0) waits for its loader half the run. */
 static const char *record_ranks(const char *name, int nranks, int slow, int waiting)
 {
-    static char path[1024];
-    snprintf(path, sizeof path, "%s/%s.jsonl", gk_test_tmpdir(name), name);
-    static const char *const argv[] = {"launch", "--ranks"};
-    gk_recording_meta m = {.size = sizeof m,
-                           .argc = 2,
-                           .argv = argv,
-                           .host = "h",
-                           .start_unix = 1.7e9,
-                           .interval_s = 0.5,
-                           .cores = 8};
-    gk_recorder *r;
-    GK_ASSERT_OK(gk_recorder_open(path, &m, &r));
+    static const char *const argv[] = {"launch", "--ranks", NULL};
+    const char *path;
+    gk_recorder *r = open_recording(name, argv, "h", 0, &path);
     for (int i = 0; i < 40; i++) {
         double t = 0.5 * (i + 1);
         for (int k = 0; k < nranks; k++) {
@@ -1050,8 +1056,7 @@ static const char *record_ranks(const char *name, int nranks, int slow, int wait
         v[nv++] = 5e9;
         GK_ASSERT_OK(gk_recorder_sample(r, t, nv, np, v));
     }
-    gk_recording_end e = {.size = sizeof e, .t = 20, .duration_s = 20, .samples = 40};
-    GK_ASSERT_OK(gk_recorder_close(r, &e));
+    close_recording(r, 20);
     return path;
 }
 
