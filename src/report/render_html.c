@@ -33,6 +33,14 @@ static const char *const colours[] = {"#2f6db5", "#d55e00", "#009e73", "#cc79a7"
                                       "#b08600", "#56b4e9", "#555555", "#8c564b"};
 static const char *const dashes[] = {"", "6 3", "2 2", "8 3 2 3"};
 
+/* The stroke of line m of a chart (its colour and dash), as attributes. */
+static void stroke(gk__sbuf *b, size_t m, const char *width)
+{
+    gk__sbuf_printf(b, " stroke=\"%s\" stroke-width=\"%s\"", colours[m % 8], width);
+    if (dashes[m % 4][0])
+        gk__sbuf_printf(b, " stroke-dasharray=\"%s\"", dashes[m % 4]);
+}
+
 static const char style[] =
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;"
     "max-width:1100px;color:#1d1d1f;padding:0 1em}"
@@ -205,7 +213,6 @@ static int drawn_as_line(const gk_series *s, int cumulative)
 static void draw(gk__sbuf *b, const gk_series *s, const scale *sc, int cumulative, size_t m,
                  size_t markers)
 {
-    const char *colour = colours[m % 8], *dash = dashes[m % 4];
     gk__sbuf_puts(b, "<g class=\"series\" data-series=\"");
     gk__sbuf_html(b, s->name);
     gk__sbuf_puts(b, "\"><title>");
@@ -213,16 +220,15 @@ static void draw(gk__sbuf *b, const gk_series *s, const scale *sc, int cumulativ
     gk__sbuf_puts(b, "</title>");
     if (!drawn_as_line(s, cumulative)) {
         size_t step = s->n > markers ? s->n / markers + 1 : 1;
-        gk__sbuf_printf(b, "<g fill=\"%s\" fill-opacity=\"0.6\">", colour);
+        gk__sbuf_printf(b, "<g fill=\"%s\" fill-opacity=\"0.6\">", colours[m % 8]);
         for (size_t i = 0; i < s->n; i += step)
             gk__sbuf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"1.8\"/>", px(sc, s->t[i]),
                             py(sc, s->v[i]));
         gk__sbuf_puts(b, "</g></g>\n");
         return;
     }
-    gk__sbuf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\"", colour);
-    if (dash[0])
-        gk__sbuf_printf(b, " stroke-dasharray=\"%s\"", dash);
+    gk__sbuf_puts(b, "<polyline fill=\"none\"");
+    stroke(b, m, "1.5");
     gk__sbuf_puts(b, " points=\"");
     double acc = 0;
     if (s->n <= 2 * MAX_BUCKETS || cumulative) {
@@ -272,14 +278,12 @@ static void legend(gk__sbuf *b, const gk_report *rep, const gk__layout *l, const
         const gk_series *s = member(rep, l, c, m);
         int x = PLOT_X0 + (int)(m % LEGEND_COLS) * LEGEND_W;
         int y = LEGEND_Y0 + (int)(m / LEGEND_COLS) * LEGEND_ROW;
-        if (drawn_as_line(s, c->cumulative))
-            gk__sbuf_printf(b,
-                            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" "
-                            "stroke-width=\"2\"%s%s%s/>",
-                            x, y - 4, x + 18, y - 4, colours[m % 8],
-                            dashes[m % 4][0] ? " stroke-dasharray=\"" : "", dashes[m % 4],
-                            dashes[m % 4][0] ? "\"" : "");
-        else
+        if (drawn_as_line(s, c->cumulative)) {
+            gk__sbuf_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\"", x, y - 4, x + 18,
+                            y - 4);
+            stroke(b, m, "2");
+            gk__sbuf_puts(b, "/>");
+        } else
             gk__sbuf_printf(b, "<circle cx=\"%d\" cy=\"%d\" r=\"3.5\" fill=\"%s\"/>", x + 9, y - 4,
                             colours[m % 8]);
         gk__sbuf legend_text = {0};
