@@ -272,7 +272,7 @@ GK_API int gk_report_stats(const gk_report *rep, const char *name, gk_stats *out
  * the process publisher send them under a launcher). A figure not recorded for that rank is NAN
  * (gpu is -1). */
 typedef struct gk_rank_summary {
-    size_t size;                  /* bytes filled (see gpukit/version.h) */
+    size_t size; /* bytes filled (see gpukit/version.h) */
     int rank;
     double step_p50_ms;           /* median of the program's step timer (a |ms series with
                                      "step" in its name) */

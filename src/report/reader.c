@@ -220,8 +220,8 @@ static const char *current_name(const char *name, char *buf, size_t len)
         unsigned pid;
         int end = 0;
         if (sscanf(what, "process.%u.memory_bytes%n", &pid, &end) == 1 && what[end] == '\0') {
-            snprintf(buf, len, "gpukit_gpu_process_memory_used_bytes{gpu=\"%u\",pid=\"%u\"}",
-                     gpu, pid);
+            snprintf(buf, len, "gpukit_gpu_process_memory_used_bytes{gpu=\"%u\",pid=\"%u\"}", gpu,
+                     pid);
             return buf;
         }
         if (strcmp(what, "clock_sm_hz") == 0 || strcmp(what, "clock_mem_hz") == 0) {

@@ -133,8 +133,8 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
             else
                 fmt(v[k], sizeof v[k], s, vals[k]);
         }
-        fprintf(out, "%-*s %7zu %10s %10s %10s %10s %10s %10s %10s\n", w, name, sm->st.count,
-                v[0], v[1], v[2], v[3], v[4], v[5], v[6]);
+        fprintf(out, "%-*s %7zu %10s %10s %10s %10s %10s %10s %10s\n", w, name, sm->st.count, v[0],
+                v[1], v[2], v[3], v[4], v[5], v[6]);
         if (s->kind == GK_SERIES_COUNTER)
             fprintf(out, "%-*s %7s total %.6g, %.4g per second\n", w, "", "", sm->st.sum,
                     sm->rate_per_s);

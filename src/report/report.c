@@ -22,9 +22,9 @@ static const struct {
     const char *base;
     double level;
 } thresholds[] = {
-    {"gpukit_cpu_busy_ratio", 0.9},          {"gpukit_cpu_busiest_core_ratio", 0.9},
-    {"gpukit_memory_used_ratio", 0.9},       {"gpukit_gpu_utilization_ratio", 0.9},
-    {"gpukit_gpu_memory_used_ratio", 0.9},   {"gpukit_gpu_temperature_celsius", 80},
+    {"gpukit_cpu_busy_ratio", 0.9},        {"gpukit_cpu_busiest_core_ratio", 0.9},
+    {"gpukit_memory_used_ratio", 0.9},     {"gpukit_gpu_utilization_ratio", 0.9},
+    {"gpukit_gpu_memory_used_ratio", 0.9}, {"gpukit_gpu_temperature_celsius", 80},
 };
 
 /* Whether series `name` is `base` or `base{...}`. */

@@ -50,16 +50,15 @@ static const char *record(const char *name, const spec *sp)
         double t = 0.5 * (i + 1);
         /* deterministic jitter and a 2% step halfway, so the noise estimate is not zero */
         double j = 1 + 0.01 * ((i % 3) - 1) + (i >= sp->n / 2 ? 0.02 : 0);
-        const char *all[] = {
-            "gpukit_process_tree_cpu_cores",
-            "gpukit_cpu_busiest_core_ratio",
-            "gpukit_memory_used_ratio",
-            "gpukit_cpu_busy_ratio",
-            "gpukit_gpu_utilization_ratio{gpu=\"0\"}",
-            "gpukit_gpu_memory_used_ratio{gpu=\"0\"}",
-            "gpukit_gpu_power_watts{gpu=\"0\"}",
-            "gpukit_gpu_clock_event_reasons{gpu=\"0\"}",
-            "gpukit_gpu_memory_used_bytes{gpu=\"0\"}"};
+        const char *all[] = {"gpukit_process_tree_cpu_cores",
+                             "gpukit_cpu_busiest_core_ratio",
+                             "gpukit_memory_used_ratio",
+                             "gpukit_cpu_busy_ratio",
+                             "gpukit_gpu_utilization_ratio{gpu=\"0\"}",
+                             "gpukit_gpu_memory_used_ratio{gpu=\"0\"}",
+                             "gpukit_gpu_power_watts{gpu=\"0\"}",
+                             "gpukit_gpu_clock_event_reasons{gpu=\"0\"}",
+                             "gpukit_gpu_memory_used_bytes{gpu=\"0\"}"};
         double allv[] = {sp->cores * j, sp->core_max, sp->host_mem,
                          sp->host_cpu,  sp->gpu_util, sp->gpu_mem,
                          sp->power,     sp->events,   sp->gpu_mem * sp->gpu_capacity};
@@ -192,7 +191,8 @@ static void test_stats_energy_threshold(void **state)
     int found = 0;
     cJSON_ArrayForEach(s, cJSON_GetObjectItem(j, "series"))
     {
-        if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, "gpukit_cpu_busiest_core_ratio") == 0) {
+        if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, "gpukit_cpu_busiest_core_ratio") ==
+            0) {
             found = 1;
             /* every sample above 90%: 20 x 0.5 s */
             assert_true(fabs(cJSON_GetObjectItem(s, "seconds_above")->valuedouble - 10) < 1e-6);
