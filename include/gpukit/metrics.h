@@ -154,9 +154,9 @@ GK_API void gk_metrics_collect(gk_metrics *m);
 /* One series as gk_metrics_foreach presents it. Strings belong to the registry and are valid
  * during the callback. */
 typedef struct gk_metric_sample {
-    size_t size;                     /* sizeof(gk_metric_sample) in the library */
-    const gk_metric *metric;         /* the series (its identity across calls) */
-    const char *name;                /* the name as rendered: a counter's ends in "_total" */
+    size_t size;             /* sizeof(gk_metric_sample) in the library */
+    const gk_metric *metric; /* the series (its identity across calls) */
+    const char *name;        /* the name as rendered: a counter's ends in "_total" */
     gk_metric_type type;
     size_t nlabels;                  /* label pairs */
     const char *const *label_names;  /* nlabels names */

@@ -82,8 +82,8 @@ static gk__proc_entry *entry_of(gk_monitor *m, unsigned gpu, uint32_t pid)
 }
 
 /* Registers the series of one process; 0 or the registry's error. */
-static int export(gk_monitor *m, gk__proc_entry *e, const gk_gpu_sample *g,
-                  const gk_proc_worker *w, size_t nw)
+static int export(gk_monitor *m, gk__proc_entry *e, const gk_gpu_sample *g, const gk_proc_worker *w,
+                  size_t nw)
 {
     char gpu[16], pid[16], rank[16], container[16];
     snprintf(gpu, sizeof gpu, "%u", g->index);

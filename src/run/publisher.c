@@ -52,7 +52,7 @@ typedef struct publisher {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
-    pid_t pid; /* the process that started the thread (a forked child has no thread) */
+    pid_t pid;      /* the process that started the thread (a forked child has no thread) */
     char path[256]; /* where it sends ("" while the variable is unset) */
 } publisher;
 

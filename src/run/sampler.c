@@ -42,14 +42,22 @@ static void on_alert(void *user, const char *rule, const char *labels, gk_alert_
  * and filesystem sizes. */
 static int skipped(const char *name)
 {
-    static const char *const skip[] = {"gpukit_build_info",        "gpukit_gpu_info",
-                                       "gpukit_nvml_up",           "gpukit_cpus_online",
-                                       "gpukit_memory_total_bytes", "gpukit_gpu_memory_total_bytes",
-                                       "gpukit_gpu_power_limit_watts", "gpukit_swap_total_bytes",
-                                       "gpukit_filesystem_",       "gpukit_sampler_",
-                                       "process_",                 "gpukit_gpu_mig_mode",
-                                       "gpukit_load",              "gpukit_memory_available_bytes",
-                                       "gpukit_memory_free_bytes", "gpukit_swap_free_bytes"};
+    static const char *const skip[] = {"gpukit_build_info",
+                                       "gpukit_gpu_info",
+                                       "gpukit_nvml_up",
+                                       "gpukit_cpus_online",
+                                       "gpukit_memory_total_bytes",
+                                       "gpukit_gpu_memory_total_bytes",
+                                       "gpukit_gpu_power_limit_watts",
+                                       "gpukit_swap_total_bytes",
+                                       "gpukit_filesystem_",
+                                       "gpukit_sampler_",
+                                       "process_",
+                                       "gpukit_gpu_mig_mode",
+                                       "gpukit_load",
+                                       "gpukit_memory_available_bytes",
+                                       "gpukit_memory_free_bytes",
+                                       "gpukit_swap_free_bytes"};
     for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
         if (strncmp(name, skip[i], strlen(skip[i])) == 0)
             return 1;
@@ -84,8 +92,7 @@ static void run_labels(const char *name, const char *in, char *out, size_t len)
     }
 }
 
-int gk__sampler_create(int want_gpu, const gk_logger *lg, gk__sampler **out,
-                       gk__sampler_info *info)
+int gk__sampler_create(int want_gpu, const gk_logger *lg, gk__sampler **out, gk__sampler_info *info)
 {
     *out = NULL;
     memset(info, 0, sizeof *info);

@@ -18,6 +18,20 @@ typedef struct proc_entry {
     int in_tree;
 } proc_entry;
 
+/* The first entry of v[0..n) (sorted by ppid) whose parent is `parent`, or n. */
+static size_t first_child(const proc_entry *v, size_t n, int parent)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid].ppid < parent)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* The fields of /proc/PID/stat gpukit uses. */
 typedef struct proc_stat {
     int ppid;
@@ -199,15 +213,7 @@ static int proc_tree(gk_host *h, int pid, gk_proc_tree *out)
     queue[qtail++] = pid;
     while (qhead < qtail) {
         int parent = queue[qhead++];
-        size_t lo = 0, hi = n;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (v[mid].ppid < parent)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        for (size_t i = lo; i < n && v[i].ppid == parent; i++) {
+        for (size_t i = first_child(v, n, parent); i < n && v[i].ppid == parent; i++) {
             if (!v[i].in_tree && v[i].pid != pid && qtail <= n) {
                 v[i].in_tree = 1;
                 queue[qtail++] = v[i].pid;
@@ -356,15 +362,7 @@ static int workers(gk_host *h, int root, gk_proc_worker *out, size_t cap, size_t
                 w->pids[w->npids++] = parent;
             add_nspids(h, parent, w);
         }
-        size_t lo = 0, hi = n;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (v[mid].ppid < parent)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        for (size_t i = lo; i < n && v[i].ppid == parent; i++) {
+        for (size_t i = first_child(v, n, parent); i < n && v[i].ppid == parent; i++) {
             if (!v[i].in_tree && v[i].pid != root && qtail <= n) {
                 v[i].in_tree = 1;
                 queue[qtail] = v[i].pid;

@@ -279,7 +279,8 @@ static proc_find find_proc(gk_metrics *reg, const char *gpu, const char *pid)
 static double dropped(gk_metrics *reg)
 {
     gk_metric *c = NULL;
-    GK_ASSERT_OK(gk_metrics_counter(reg, "gpukit_gpu_process_series_dropped_total", NULL, NULL, &c));
+    GK_ASSERT_OK(
+        gk_metrics_counter(reg, "gpukit_gpu_process_series_dropped_total", NULL, NULL, &c));
     return gk_metric_value(c);
 }
 
@@ -308,8 +309,9 @@ static void test_process_series(void **state)
     char *text = NULL;
     size_t len;
     GK_ASSERT_OK(gk_metrics_render(reg, GK_METRICS_PROMETHEUS, &text, &len));
-    GK_ASSERT_CONTAINS(text, "gpukit_gpu_process_memory_used_bytes{gpu=\"0\",uuid=\"GPU-fake-0000\","
-                             "pid=\"200\",rank=\"3\",container=\"4f1c2a9e8b7d\"} 1048576\n");
+    GK_ASSERT_CONTAINS(text,
+                       "gpukit_gpu_process_memory_used_bytes{gpu=\"0\",uuid=\"GPU-fake-0000\","
+                       "pid=\"200\",rank=\"3\",container=\"4f1c2a9e8b7d\"} 1048576\n");
     free(text);
     assert_true(dropped(reg) == 0);
     /* One process fewer on GPU 1: its series goes; the others stay. */

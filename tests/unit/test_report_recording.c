@@ -28,8 +28,8 @@ static void write_file(const char *path, const char *text)
 
 static gk_recording_meta sample_meta(void)
 {
-    static const char *const argv[] = {"python3", "-c", "print(\"hi\")\n\tx",
-                                       "bad\xff utf8 \xc3\xa9", "it's", "--lr=0.1", ""};
+    static const char *const argv[] = {
+        "python3", "-c", "print(\"hi\")\n\tx", "bad\xff utf8 \xc3\xa9", "it's", "--lr=0.1", ""};
     static const gk_recording_device devs[] = {{0, "Fake \"GPU\"", "GPU-1", 16e9}};
     gk_recording_meta m = {.size = sizeof(gk_recording_meta),
                            .argc = 7,

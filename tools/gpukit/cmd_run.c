@@ -13,7 +13,8 @@
 #include "tool.h"
 
 static const char run_usage[] =
-    "usage: gpukit run [--interval S] [--out RUN.jsonl | --no-record] [--html REPORT.html] [--json]\n"
+    "usage: gpukit run [--interval S] [--out RUN.jsonl | --no-record] [--html REPORT.html] "
+    "[--json]\n"
     "                  [--no-gpu] [--alert RULE]... -- CMD [ARGS...]\n"
     "\n"
     "Runs CMD and watches it: the host's CPU and memory, CMD's whole process tree (CPU, RSS,\n"
