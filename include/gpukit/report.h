@@ -302,8 +302,13 @@ GK_API int gk_report_comparison(const gk_report *rep, size_t i, gk_comparison *o
 GK_API size_t gk_report_regressions_over(const gk_report *rep, double pct);
 
 /* Renders the report. Text is for people; JSON is one object (schema in docs/run.md); HTML is
- * one self-contained page with inline SVG charts and print styles (no scripts, no network).
- * Return 0 or -EIO when writing to `out` failed. */
+ * one self-contained, valid HTML5 page with print styles (no scripts, no network), organised for
+ * reading (docs/run.md, "The HTML report"): the summary, the advice and the per-rank table
+ * first, then the series part by part (GPU, host, pool, loader, batch finder, the program), each
+ * part's single values in a table and the rest in inline SVG charts that draw related series
+ * together (a pool's in use against reserved; one metric per GPU, rank, process or device),
+ * log-scaled past two decades. The same report always renders to the same bytes.
+ * Return 0, -EIO when writing to `out` failed, or -ENOMEM (nothing is written then). */
 GK_API int gk_report_write_text(const gk_report *rep, FILE *out);
 GK_API int gk_report_write_json(const gk_report *rep, FILE *out);
 GK_API int gk_report_write_html(const gk_report *rep, FILE *out);

@@ -380,14 +380,19 @@ void gk__report_ranks_html(const gk_report *rep, gk__sbuf *b)
 {
     if (!rep->nranks)
         return;
-    gk__sbuf_puts(b, "<h2 id=\"ranks\">Ranks</h2>\n<table class=\"ranks\"><tr><th>rank</th>"
+    gk__sbuf_puts(b, "<h2 id=\"ranks\">Ranks</h2>\n<table class=\"ranks\"><thead><tr><th>rank</th>"
                      "<th>step (median)</th><th>loader wait</th><th>GPU memory</th><th>GPU</th>"
-                     "<th>GPU utilization</th><th>CPU cores</th></tr>\n");
-    /* The straggler, when the rule fired, is highlighted where its numbers are. */
+                     "<th>GPU utilization</th><th>CPU cores</th></tr></thead><tbody>\n");
+    /* The straggler, when the rule fired, is highlighted where its numbers are, and the rule's
+     * evidence follows the table. */
     int straggler = -1;
-    for (size_t i = 0; i < rep->nadvice; i++)
-        if (strcmp(rep->advice[i].rule, "straggler") == 0)
-            sscanf(rep->advice[i].title, "Rank %d", &straggler);
+    const gk_advice *why = NULL;
+    for (size_t i = 0; i < rep->nadvice; i++) {
+        if (strcmp(rep->advice[i].rule, "straggler") == 0) {
+            why = &rep->advice[i];
+            sscanf(why->title, "Rank %d", &straggler);
+        }
+    }
     for (size_t i = 0; i < rep->nranks; i++) {
         char c[6][32];
         row_cells(&rep->ranks[i], c);
@@ -401,7 +406,15 @@ void gk__report_ranks_html(const gk_report *rep, gk__sbuf *b)
         }
         gk__sbuf_puts(b, "</tr>\n");
     }
-    gk__sbuf_puts(b, "</table>\n<p class=\"rule\">Step: ");
+    gk__sbuf_puts(b, "</tbody></table>\n");
+    if (why) {
+        gk__sbuf_puts(b, "<p id=\"straggler\"><strong>");
+        gk__sbuf_html(b, why->title);
+        gk__sbuf_puts(b, ".</strong> Evidence: ");
+        gk__sbuf_html(b, why->evidence);
+        gk__sbuf_puts(b, ".</p>\n");
+    }
+    gk__sbuf_puts(b, "<p class=\"rule\">Step: ");
     gk__sbuf_html(b, rep->step_series[0] ? rep->step_series : "no step timer was recorded");
     gk__sbuf_puts(b,
                   " (a |ms series with \"step\" in its name, tagged with its rank). Loader wait: "
