@@ -22,7 +22,8 @@
 #define GK__STATSD_SEND_WAIT_NS 20000000L
 
 struct gk_statsd {
-    int fd; /* -1: inactive */
+    int fd;        /* -1: inactive */
+    int connected; /* fd is connected to addr: sends skip the path lookup */
     struct sockaddr_un addr;
     uint64_t dropped;
     char process_tags[96]; /* "rank:3,local_rank:1" or "" */
@@ -125,14 +126,32 @@ int gk__statsd_format(const gk_statsd *c, char *buf, size_t room, const char *na
     return n;
 }
 
+/* One send on the socket connected to the path, connecting first (again after the receiver went
+ * away: a receiver that comes back binds a new socket at the same path). Returns send's value,
+ * with errno set. */
+static ssize_t send_connected(gk_statsd *c, const char *buf, size_t len)
+{
+    for (int tries = 0;; tries++) {
+        if (!c->connected) {
+            if (connect(c->fd, (const struct sockaddr *)&c->addr, sizeof c->addr) != 0)
+                return -1;
+            c->connected = 1;
+        }
+        ssize_t w = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w >= 0 || tries > 0 ||
+            (errno != ECONNREFUSED && errno != ENOTCONN && errno != ECONNRESET))
+            return w;
+        c->connected = 0; /* the receiver closed its socket: look the path up again */
+    }
+}
+
 int gk__statsd_send_datagram(gk_statsd *c, const char *buf, size_t len, uint64_t values)
 {
     if (c->fd < 0)
         return 0;
     long waited = 0, pause = 20000; /* ns: 20 us doubling to 1 ms */
     for (;;) {
-        ssize_t w = sendto(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL,
-                           (const struct sockaddr *)&c->addr, sizeof c->addr);
+        ssize_t w = send_connected(c, buf, len);
         if (w >= 0)
             return 0;
         int rc = -errno;
