@@ -70,6 +70,18 @@ uint64_t gk__double_to_bits(double v);
 /* Writes a number the way Prometheus parses it: shortest round-trip form, "+Inf", "-Inf", "NaN". */
 void gk__metrics_format_number(double v, char *buf, size_t len);
 
+/* A growing text for the renderers. Once memory runs out `failed` is set and later writes do
+ * nothing (the caller discards the text). p is NUL-terminated once anything was written. */
+typedef struct gk__text {
+    char *p;
+    size_t len, cap;
+    int failed;
+} gk__text;
+
+void gk__text_put(gk__text *t, const char *s, size_t n);
+void gk__text_puts(gk__text *t, const char *s);
+void gk__text_printf(gk__text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* 1 when `name` is a family's base name. Caller holds m->lock. */
 int gk__metrics_has_family(gk_metrics *m, const char *name);
 
@@ -78,7 +90,7 @@ int gk__metrics_has_log(gk_metrics *m, const char *name);
 
 /* Renders the logged names as summaries (quantiles 0.5, 0.9, 0.99, _sum, _count). Caller holds
  * m->lock; takes m->log_lock. */
-void gk__metrics_render_logs(gk_metrics *m, FILE *out, gk_metrics_format fmt);
+void gk__metrics_render_logs(gk_metrics *m, gk__text *out, gk_metrics_format fmt);
 
 /* Frees the value log of a registry (called by gk_metrics_destroy). */
 void gk__metrics_logs_free(gk_metrics *m);

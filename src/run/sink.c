@@ -155,9 +155,16 @@ static void on_line(void *user, const gk__statsd_msg *m)
     const char *suffix = strcmp(m->kind, "ms") == 0 ? "_seconds" : "";
     char name[GK__STATSD_MAX_NAME + 16];
     prom_name(m->name, m->name_len, suffix, name, sizeof name);
+    /* The key "name|kind|tags", built without printf (this runs for every line). */
     char key[sizeof name + GK__STATSD_MAX_TAGS + 8];
-    snprintf(key, sizeof key, "%s|%s|%.*s", name, m->kind, (int)m->tags_len,
-             m->tags ? m->tags : "");
+    size_t nl = strlen(name), kl = strlen(m->kind), tl = m->tags ? m->tags_len : 0;
+    memcpy(key, name, nl);
+    key[nl] = '|';
+    memcpy(key + nl + 1, m->kind, kl);
+    key[nl + 1 + kl] = '|';
+    if (tl)
+        memcpy(key + nl + kl + 2, m->tags, tl);
+    key[nl + kl + 2 + tl] = '\0';
     entry *e = slot(s, key);
     if (!e)
         return;

@@ -234,6 +234,51 @@ static void test_batch_finder_publishes(void **state)
     wait_for(&s, "gpukit_batch_margin_ratio:0.02|g", 5);
 }
 
+/* The publisher joins its lines into datagrams of at most 8 KiB, so a tick costs the receiver a
+ * few wake-ups rather than one per series, and every series still arrives whole. */
+static void test_publisher_packs_lines(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    gk_metrics *reg = gk_metrics_default();
+    const char *labels[] = {"shard", "a", NULL};
+    for (int i = 0; i < N; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "pack_gauge_%d", i);
+        gk_metric *g;
+        GK_ASSERT_OK(gk_metrics_gauge(reg, name, NULL, labels, &g));
+        gk_gauge_set(g, i);
+    }
+    (void)drain(&s, text, sizeof text);
+    assert_int_equal(gk_metrics_publish_now(), 0);
+    static char got[1 << 18];
+    size_t used = 1, datagrams = 0, lines = 0, largest = 0;
+    got[0] = '\n'; /* every line then starts after a newline */
+    struct pollfd p = {.fd = s.fd, .events = POLLIN};
+    while (poll(&p, 1, 300) == 1 && used + 2 < sizeof got) {
+        ssize_t n = recv(s.fd, got + used, sizeof got - used - 2, 0);
+        assert_true(n > 0);
+        datagrams++;
+        largest = (size_t)n > largest ? (size_t)n : largest;
+        for (ssize_t i = 0; i < n; i++)
+            lines += got[used + (size_t)i] == '\n';
+        lines++;
+        used += (size_t)n;
+        got[used++] = '\n';
+    }
+    got[used] = '\0';
+    for (int i = 0; i < N; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\npack_gauge_%d:%d|g|#shard:a\n", i, i);
+        if (!strstr(got, want))
+            fail_msg("%s did not arrive", want + 1);
+    }
+    assert_true(largest <= 8192);
+    assert_true(lines >= N);
+    if (datagrams * 20 > lines)
+        fail_msg("%zu lines came in %zu datagrams: not joined", lines, datagrams);
+}
+
 /* Without GK_METRICS_SOCKET nothing starts: a child process (fresh registry) creates a pool and
  * a loader and still has one thread, and nothing reaches the socket. */
 static void test_silent_without_socket(void **state)
@@ -291,10 +336,9 @@ int main(int argc, char **argv)
     if (setenv(GK_METRICS_SOCKET_ENV, s.path, 1) != 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_silent_without_socket),
-        cmocka_unit_test(test_pool_publishes),
-        cmocka_unit_test(test_loader_publishes),
-        cmocka_unit_test(test_batch_finder_publishes),
+        cmocka_unit_test(test_silent_without_socket), cmocka_unit_test(test_pool_publishes),
+        cmocka_unit_test(test_loader_publishes),      cmocka_unit_test(test_batch_finder_publishes),
+        cmocka_unit_test(test_publisher_packs_lines),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     sock_close(&s);

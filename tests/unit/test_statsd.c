@@ -191,6 +191,60 @@ static void test_sender(void **state)
     gk_statsd_close(NULL);
 }
 
+/* A receiver bound at `path` (replacing a socket file left there), with a receive timeout. */
+static int bind_receiver(const char *path)
+{
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void assert_received(int fd, const char *want)
+{
+    char buf[256];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_string_equal(buf, want);
+}
+
+/* The client keeps its socket connected to the receiver; when the receiver is restarted at the
+ * same path (gpukit serve restarted on a node), the next send reaches the new one. */
+static void test_sender_follows_restarted_receiver(void **state)
+{
+    (void)state;
+    char path[108];
+    snprintf(path, sizeof path, "/tmp/gk-statsd-restart-%ld.sock", (long)getpid());
+    int a = bind_receiver(path);
+    gk_statsd *c = NULL;
+    GK_ASSERT_OK(gk_statsd_open(path, &c));
+    GK_ASSERT_OK(gk_statsd_client_send(c, "first", 1, "c", NULL));
+    assert_received(a, "first:1|c");
+    /* restarted before the next send */
+    close(a);
+    int b = bind_receiver(path);
+    GK_ASSERT_OK(gk_statsd_client_send(c, "second", 2, "c", NULL));
+    assert_received(b, "second:2|c");
+    /* gone for a while: sends fail at once (counted), then reach the next receiver */
+    close(b);
+    unlink(path);
+    assert_true(gk_statsd_client_send(c, "lost", 3, "c", NULL) < 0);
+    assert_true(gk_statsd_client_send(c, "lost", 4, "c", NULL) < 0);
+    assert_int_equal(gk_statsd_dropped(c), 2);
+    int d = bind_receiver(path);
+    GK_ASSERT_OK(gk_statsd_client_send(c, "third", 5, "c", NULL));
+    assert_received(d, "third:5|c");
+    gk_statsd_close(c);
+    close(d);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_parse_bad),
         cmocka_unit_test(test_datagram),
         cmocka_unit_test(test_sender),
+        cmocka_unit_test(test_sender_follows_restarted_receiver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
