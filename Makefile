@@ -21,14 +21,21 @@ build:
 install: build
 	cmake --install $(BUILD)
 
-# Longer fuzzing than CI's: FUZZ_SECONDS per target (default 300).
+# Longer fuzzing than CI's: FUZZ_SECONDS per target (default 300); then the pool's property test
+# (pool against its model on random cases, tests/unit/test_pool_prop.c) for PROP_SECONDS
+# (default 600) with fresh seeds, under ASan+UBSan.
 FUZZ_SECONDS ?= 300
+PROP_SECONDS ?= 600
 fuzz:
 	@bash scripts/deps.sh test
 	cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DGK_FUZZ=ON -DGK_ASAN=ON -DGK_TESTS=OFF >/dev/null
 	cmake --build build/fuzz -j $(JOBS)
 	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/runs/$$n; \
 	  echo "== $$n"; $$f -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/runs/$$n fuzz/corpus/$${n#fuzz_} 2>&1 | tail -2 || exit 1; done
+	cmake -S . -B build/prop -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGK_ASAN=ON -DGK_EXAMPLES=OFF >/dev/null
+	cmake --build build/prop -j $(JOBS) --target test_pool_prop
+	@echo "== test_pool_prop --seconds $(PROP_SECONDS)"
+	build/prop/tests/test_pool_prop --seconds $(PROP_SECONDS)
 
 # Longer concurrency, abuse and fault runs than CI's: the same test programs with SOAK_SCALE times
 # their counts (GK_SOAK_SCALE), under ThreadSanitizer. Figures are printed; see docs/reliability.md.

@@ -18,6 +18,7 @@
 
 #include "bench.h"
 #include "gpukit/gpukit.h"
+#include "pool_seq.h"
 
 /* --- the driver, loaded by hand --------------------------------------------------------------- */
 
@@ -121,63 +122,6 @@ static size_t cu_used(cu_api *cu)
     if (cu->mem_get_info(&f, &t) != 0)
         return 0;
     return t - f;
-}
-
-/* --- event sequences -------------------------------------------------------------------------- */
-
-typedef struct op {
-    size_t size; /* 0: free */
-    unsigned slot;
-} op;
-
-typedef struct seq {
-    const char *name;
-    op *ops;
-    size_t n, allocs;
-    unsigned slots;
-} seq;
-
-/* Numbers the trace's live pointers with reusable slots so a replay keeps them in an array. */
-static int seq_build(const gk_trace *t, const char *name, seq *s)
-{
-    size_t cap = 16;
-    while (cap < 2 * t->count)
-        cap *= 2;
-    uint64_t *keys = calloc(cap, sizeof *keys);
-    unsigned *vals = calloc(cap, sizeof *vals), *spare = malloc((t->count + 1) * sizeof *spare);
-    s->ops = malloc((t->count + 1) * sizeof *s->ops);
-    s->name = name;
-    s->n = s->allocs = 0;
-    s->slots = 0;
-    if (!keys || !vals || !spare || !s->ops) {
-        free(keys);
-        free(vals);
-        free(spare);
-        return -1;
-    }
-    size_t nspare = 0;
-    for (size_t i = 0; i < t->count; i++) {
-        const gk_trace_event *e = &t->events[i];
-        uint64_t k = e->ptr + 1;
-        size_t h = (size_t)(k * 0x9E3779B97F4A7C15ull >> 17) & (cap - 1);
-        while (keys[h] && keys[h] != k)
-            h = (h + 1) & (cap - 1);
-        if (e->action == GK_TRACE_ALLOCATE && keys[h] != k && e->size > 0) {
-            unsigned slot = nspare ? spare[--nspare] : s->slots++;
-            keys[h] = k;
-            vals[h] = slot;
-            s->ops[s->n++] = (op){(size_t)e->size, slot};
-            s->allocs++;
-        } else if (e->action == GK_TRACE_FREE && keys[h] == k) {
-            s->ops[s->n++] = (op){0, vals[h]};
-            spare[nspare++] = vals[h];
-            keys[h] = UINT64_MAX; /* a tombstone keeps the probe chains intact */
-        }
-    }
-    free(keys);
-    free(vals);
-    free(spare);
-    return 0;
 }
 
 /* --- allocators --------------------------------------------------------------------------------- */
@@ -497,8 +441,8 @@ int main(int argc, char **argv)
     snprintf(tname, sizeof tname,
              "transformer (synthetic: %d layers, hidden %d, seq %d, batch %d, %d steps)", sc.layers,
              sc.hidden, sc.seq, sc.batch, sc.steps);
-    if (seq_build(tc, "CNN training (tests/data/cnn_train_trace.csv)", &seqs[0]) ||
-        seq_build(tt, tname, &seqs[1]))
+    if (seq_from_trace(tc, "CNN training (tests/data/cnn_train_trace.csv)", &seqs[0]) ||
+        seq_from_trace(tt, tname, &seqs[1]))
         return 1;
     int status = 0;
     for (int t = 0; t < 2; t++) {

@@ -94,7 +94,8 @@ typedef struct gk_batch_result {
  * cfg->metrics (labelled device=<the pool's device> or "unknown"); under `gpukit run` they reach the
  * report's batch-headroom advice. Returns 0 with
  * out->batch >= 1; GK_EDEVOOM when not even batch 1 (model,
- * binsearch, power) or the smallest size tried (decay) fits; -EINVAL for a bad config (b1 >= b2,
+ * binsearch, power) or the smallest size tried (decay) fits, or when the largest batch that fits
+ * is below `multiple`; -EINVAL for a bad config (b1 >= b2, multiple above max_batch,
  * margin outside [0,1), no budget and no pool in model mode, ...); -ERANGE when max_trials ran
  * out before an answer; or the callback's own error. The message of a failure is in
  * gk_last_error(). `out` is filled on failure too (the trials run so far). */

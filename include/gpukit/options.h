@@ -1,8 +1,9 @@
 /* Settings: one table gives every setting's dotted name, config field, GK_* environment variable
  * and command-line flag, and the parsers for the value syntaxes they use.
  *
- * Sizes accept a plain byte count or a number with K, M, G, T (powers of 1024, optional trailing
- * B) or KiB, MiB, GiB, TiB; decimals are allowed ("1.5GiB"). Durations accept s, ms, us, ns, m, h
+ * Sizes accept a plain byte count, a 0x-prefixed hexadecimal byte count (no unit), or a number with
+ * K, M, G, T, P (powers of 1024, optional trailing B) or KiB, MiB, GiB, TiB, PiB; decimals are
+ * allowed ("1.5GiB"). Durations accept s, ms, us, ns, m, h
  * (a bare number is seconds). Errors name the setting, the bad value and the fix, for example
  *     GK_SYNC_TIMEOUT: "fast" is not a duration (try 30s or 500ms) */
 #ifndef GPUKIT_OPTIONS_H

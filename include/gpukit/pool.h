@@ -1,7 +1,7 @@
 /* The caching device-memory pool: a drop-in for gk_device_malloc/free that keeps freed blocks and
  * hands them out again without a device call.
  *
- * Rules (each one a setting in gk_pool_config; docs/pool.md explains them with figures):
+ * Rules (each one a setting in gk_pool_config, with its valid range in docs/pool.md):
  *   - Requests round up to a multiple of `round_bytes` (512 B), or to one of `divisions` equal
  * steps between two powers of two when divisions > 1 and the request is above
  * round_bytes*divisions.
@@ -9,38 +9,47 @@
  *     `small_segment` (2 MiB) segments; larger ones from the large pool, in `large_segment`
  *     (20 MiB) segments when below `min_large_alloc` (10 MiB), else in a segment of their own size
  *     rounded up to `round_large` (2 MiB).
- *   - Free blocks are kept per pool in a balanced tree ordered by (stream, size, address); a
+ *   - Free blocks are kept per pool in an index ordered by (stream, size, address); a
  *     request takes the smallest free block of its stream that fits (best fit), splits off the
  *     rest when the split rule allows it, and a freed block merges with its free neighbours.
  *     Split rule: small pool or expandable segment, remainder >= round_bytes; large pool, request
  *     below max_split_size and remainder > small_max.
- *   - Oversize rule: a request below `max_split_size` never takes a free block of max_split_size
- *     or more; a request at or above it takes a block only if the block is smaller than
- *     request + `max_non_split_rounding`. Oversize blocks are never split.
+ *   - Oversize rule (classic segments): a request below `max_split_size` never takes a free block of
+ *     max_split_size or more; a request at or above it takes a block only if the block is smaller
+ *     than request + `max_non_split_rounding`. Oversize blocks are never split.
  *   - Streams: a block is reused only by the stream it was allocated on, unless
  *     gk_pool_record_stream() marked other streams as users: then freeing it records one event per
  *     user stream and the block returns to the cache only when all of them have completed (polled
- *     at the start of every allocation). When a stream is destroyed, its cache is handed back.
+ *     at the start of every allocation, per stream and in order). When a stream is destroyed, its
+ *     cache is handed back.
  *   - Expandable segments (`expandable_segments`, devices with has_vm): per stream and pool the
- *     pool reserves address space once and maps `page_size` chunks of physical memory on demand;
- *     free chunks are unmapped by empty_cache, trim and the out-of-memory ladder.
+ *     pool reserves address space and maps `page_size` chunks of physical memory on demand. Only
+ *     mapped memory is cached; when no cached block fits, pages are mapped at the end of a free
+ *     block (one device call per contiguous run). Free pages are unmapped by empty_cache, trim and
+ *     the out-of-memory ladder. Devices that cannot support them well (no virtual memory, a page
+ *     above 1/8 of the device, too little address space) get classic segments, said once in the
+ *     log and in the statistics (expandable_fallback).
  *
- * Out-of-memory ladder (gk_pool_malloc, in this order; each rung only when the ones before failed):
+ * Out-of-memory ladder (gk_pool_malloc, in this order; each rung only when the ones before failed
+ * for lack of memory; any other device error is returned as it is, its text in
+ * gk_pool_last_error):
  *   1. best fit in the cache (after polling pending events);
  *   2. the pressure callbacks (gk_pool_add_pressure_callback), then best fit again;
  *   3. when gc_threshold > 0 and reserved bytes exceed gc_threshold * limit (the limit defaults to
- *      the device's total memory), free the oldest cached unsplit large blocks until below it;
+ *      the device's total memory), free every cached unsplit large segment at least as old as the
+ *      average, in passes, until below it (PyTorch's collection);
  *   4. a backend allocation (a new segment, or a mapping of expandable pages); the limit applies;
  *   5. when max_split_size is set, free cached oversize blocks, then the backend again;
  *   6. synchronize pending events and free every unsplit cached block (unmap every free page)
  *      (num_sync_all_streams), then best fit and the backend again (num_alloc_retries);
  *   7. fail: num_ooms, an out-of-memory report (gk_pool_oom_report), return GK_EDEVOOM.
  *
- * Threads: every function is thread-safe unless it says otherwise. Each pool has one lock; live
- * pointers live in a sharded map so a free finds its block without the pool lock. Device
- * allocations of new segments run outside the pool lock. Pressure callbacks run without it and
- * may call gk_pool_free. Lock order: pool lock, then a shard lock; device calls take the device's
- * own locks after both. */
+ * Threads: every function is thread-safe unless it says otherwise. Each pool has one lock, taken
+ * once per allocation or free (live pointers are in a map under it). Device allocations, mappings,
+ * frees, unmappings and the synchronizations before them run after the lock is dropped, on pieces
+ * taken out of the pool first (with release_lock=0 allocations and mappings keep it); only event
+ * records and queries, which do not block, run under it. Pressure callbacks run without it and may
+ * call gk_pool_free. A stream's destroy hook waits for work in progress outside the lock. */
 #ifndef GPUKIT_POOL_H
 #define GPUKIT_POOL_H
 
@@ -110,9 +119,12 @@ GK_API int gk_pool_config_preset(gk_pool_config *cfg, const char *name, size_t s
 GK_API int gk_pool_config_from_env(gk_pool_config *cfg);
 
 /* Sets one field by its key ("max_split_size", "limit", ... as listed in gk_pool_config) from
- * text (sizes accept K/M/G/KiB/MiB/GiB). Returns 0, -ENOENT for an unknown key (or one whose field
- * lies beyond cfg->size, in a program built against an older header) or -EINVAL for a bad value;
- * the message names the key and the fix, in gk_last_error() and in err (when errlen > 0). */
+ * text (sizes as gk_parse_size reads them; "unlimited" only for max_split_size,
+ * max_non_split_rounding and limit). Each key has a valid range (docs/pool.md); gk_pool_create
+ * checks the same ranges for fields set directly. Returns 0, -ENOENT for an unknown key (or one
+ * whose field lies beyond cfg->size, in a program built against an older header) or -EINVAL for a
+ * bad value or one out of range; the message names the key, the value and the range or fix, in
+ * gk_last_error() and in err (when errlen > 0). */
 GK_API int gk_pool_config_set(gk_pool_config *cfg, const char *key, const char *value, char *err,
                               size_t errlen);
 
@@ -159,8 +171,10 @@ GK_API int gk_alloc_figures_publish(gk_metrics *m, const char *device, const cha
 GK_API void gk_pool_destroy(gk_pool *pool);
 
 /* Allocates `size` bytes for use on `stream` (NULL: the default stream), following the ladder
- * above. Returns 0 and stores the pointer, -EINVAL for size 0, GK_EDEVOOM when the ladder fails
- * (the report is kept: gk_pool_oom_report), or -ENOMEM when host memory for bookkeeping runs out.
+ * above. Returns 0 and stores the pointer, -EINVAL for size 0, GK_EDEVOOM when the ladder fails or
+ * `size` exceeds the device's memory (the report is kept: gk_pool_oom_report), -ENOMEM when host
+ * memory for bookkeeping runs out, or a device error that is not about memory, unchanged (its text
+ * in gk_pool_last_error).
  * The `tagged` form records `tag` (copied, up to 31 characters) for tracking and reports. */
 GK_API int gk_pool_malloc(gk_pool *pool, size_t size, gk_stream *stream, void **ptr);
 GK_API int gk_pool_malloc_tagged(gk_pool *pool, size_t size, gk_stream *stream, const char *tag,
@@ -263,15 +277,19 @@ typedef struct gk_pool_stats {
 #undef GK__POOL_COUNTER_FIELD
     gk_pool_stat oversize_allocations; /* blocks of at least max_split_size */
     gk_pool_stat oversize_segments;
-    uint64_t max_split_size;     /* the setting (SIZE_MAX when unlimited) */
-    uint64_t largest_free_block; /* largest free (mapped) cached block, bytes */
-    uint64_t free_cached_bytes;  /* free bytes inside reserved memory */
-    double frag_external;        /* 1 - largest_free_block / free_cached_bytes; 0 when none free */
-    uint64_t limit;              /* the effective cap; 0 = none */
+    uint64_t max_split_size;      /* the setting (SIZE_MAX when unlimited) */
+    uint64_t largest_free_block;  /* largest free (mapped) cached block, bytes */
+    uint64_t free_cached_bytes;   /* free bytes inside reserved memory */
+    double frag_external;         /* 1 - largest_free_block / free_cached_bytes; 0 when none free */
+    uint64_t limit;               /* the effective cap; 0 = none */
+    uint64_t expandable_segments; /* 1 when the pool maps pages on demand, 0 for classic segments */
+    uint64_t expandable_fallback; /* 1 when expandable segments were asked for but the device
+                                     cannot support them (well): classic segments are used and
+                                     the pool's log said why when it was created */
 } gk_pool_stats;
 
-/* Fills `out`. Computing the free-block figures walks the cache (O(free blocks)). Returns 0 or
- * -EINVAL. */
+/* Fills `out`. Every figure is kept up to date as blocks come and go: the cost does not depend on
+ * the pool's size. Returns 0 or -EINVAL. */
 GK_API int gk_pool_get_stats(gk_pool *pool, gk_pool_stats *out, size_t size);
 #define gk_pool_get_stats(pool, out) (gk_pool_get_stats)((pool), (out), sizeof *(out))
 

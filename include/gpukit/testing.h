@@ -9,7 +9,7 @@
  * file operation. Arming a fault while other threads of the process call gpukit is allowed (they
  * may be the ones that fail); the test decides what that means.
  *
- * Host allocations are every malloc, calloc, realloc, strdup, strndup and posix_memalign that the
+ * Host allocations are every malloc, calloc, realloc, strdup and posix_memalign that the
  * library makes. File operations are every open, fopen, opendir and mmap of a file or of anonymous
  * memory that the library makes (not read/write/close). A failed allocation returns NULL (ENOMEM);
  * a failed file operation returns its failure value with errno EIO (mmap: MAP_FAILED, ENOMEM). */

@@ -67,7 +67,8 @@ typedef struct gk_replay_result {
 } gk_replay_result;
 
 /* Replays the trace through `pool` in order (the default stream for stream 0; one stream created
- * per other stream value, at most 64). With `stop_on_oom` the replay ends at the first refused
+ * per other stream value, any number of them). Trace pointers may be any 64-bit value. With
+ * `stop_on_oom` the replay ends at the first refused
  * allocation; else it goes on and frees of refused allocations are skipped. With `timed` the
  * latency percentiles are measured. Live allocations are freed at the end (and counted as leaks);
  * the pool's statistics (gk_pool_get_stats) then describe the whole replay. Returns 0 (also when
@@ -88,9 +89,12 @@ typedef struct gk_fcap_result {
 } gk_fcap_result;
 
 /* Finds C_min by bisection at 2 MiB resolution. `spec` names the device: a sim spec gets
- * capacity=C appended for each probe (so the sim's own address space is the device); any other
- * device gets the pool limit set to C instead. Returns 0, -EINVAL, -ERANGE when even 64 x L_peak
- * does not replay, or the device's open error. */
+ * capacity=C for each probe, replacing any capacity it has (so the sim's own address space is the
+ * device); any other device gets the pool limit set to C instead. With gc_threshold or
+ * limit_fraction set, whose effect scales with the capacity, it scans every 2 MiB step up to the
+ * first that replays instead of bisecting. Returns 0, -EINVAL, -ENODATA when the trace has no
+ * allocations, -ERANGE when even 64 x L_peak (or the largest capacity the device can have) does
+ * not replay, or the device's open or the pool's create error (message in gk_last_error()). */
 GK_API int gk_trace_fcap(const gk_trace *trace, const char *spec, const gk_pool_config *cfg,
                          gk_fcap_result *out, size_t size);
 #define gk_trace_fcap(trace, spec, cfg, out)                                                       \

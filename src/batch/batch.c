@@ -306,6 +306,8 @@ static const char *config_problem(const gk_batch_config *cfg)
         return "model mode needs a budget or a pool to read it from";
     if (cfg->mode == GK_BATCH_DECAY && !(cfg->decay > 0 && cfg->decay < 1))
         return "decay must be in (0, 1)";
+    if (cfg->multiple > 1 && cfg->max_batch > 0 && cfg->multiple > cfg->max_batch)
+        return "multiple must be at most max_batch (no multiple of it would be allowed)";
     return NULL;
 }
 
@@ -326,10 +328,22 @@ int(gk_batch_find)(const gk_batch_config *cfg_in, gk_batch_trial_fn fn, void *us
     memset(out, 0, sizeof *out);
     search s = {cfg, fn, user, out, 0, 0};
     rc = run_search(&s);
+    long fits = out->batch;
+    if (rc == 0 && cfg->multiple > 1) {
+        /* The answer is a multiple: a smaller batch than one that fit fits too. */
+        out->batch = out->batch / cfg->multiple * cfg->multiple;
+        if (out->batch < 1)
+            rc = GK_EDEVOOM;
+    }
     out->budget = s.budget;
     if (rc == 0)
         publish_batch(&s);
     (void)gk__sized_put(user_out, size, out, sizeof *out, "gk_batch_result");
+    if (rc == GK_EDEVOOM && cfg->multiple > 1 && fits >= 1)
+        return gk__error(rc,
+                         "batch finder: no multiple of %ld fits (the largest batch that fits is "
+                         "%ld; %d trials)",
+                         cfg->multiple, fits, out->trials);
     if (rc == GK_EDEVOOM)
         return gk__error(rc, "batch finder: not even batch %ld fits (%d trials)",
                          out->trials ? out->tried[0] : 1L, out->trials);

@@ -116,15 +116,6 @@ char *gk__strdup(const char *s)
     return strdup(s);
 }
 
-char *gk__strndup(const char *s, size_t n)
-{
-    if (gk__fault_alloc()) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    return strndup(s, n);
-}
-
 int gk__posix_memalign(void **out, size_t align, size_t size)
 {
     if (gk__fault_alloc())

@@ -34,7 +34,6 @@ void *gk__malloc(size_t size);
 void *gk__calloc(size_t n, size_t size);
 void *gk__realloc(void *p, size_t size);
 char *gk__strdup(const char *s);
-char *gk__strndup(const char *s, size_t n);
 int gk__posix_memalign(void **out, size_t align, size_t size);
 
 int gk__open(const char *path, int flags, ...);

@@ -65,18 +65,42 @@ static const char *parse_number(const char *s, double *value, int *had_fraction)
     return end;
 }
 
+/* "0x" followed by hex digits only (no unit: "0x1b" would be ambiguous), as a byte count. */
+static int parse_hex_size(const char *s, uint64_t *out)
+{
+    const char *d = s + 2;
+    uint64_t v = 0;
+    if (!isxdigit((unsigned char)*d))
+        return gk__error(-EINVAL, "\"%s\" is not a size: no hex digits after 0x", s);
+    for (; isxdigit((unsigned char)*d); d++) {
+        unsigned x = isdigit((unsigned char)*d) ? (unsigned)(*d - '0')
+                                                : (unsigned)(tolower((unsigned char)*d) - 'a' + 10);
+        if (v > (UINT64_MAX >> 4))
+            return gk__error(-ERANGE, "size \"%s\" is above 2^64 bytes", s);
+        v = v << 4 | x;
+    }
+    if (*skip_space(d))
+        return gk__error(-EINVAL,
+                         "\"%s\" is not a size: a hex byte count takes no unit (try 0x8000000)", s);
+    *out = v;
+    return 0;
+}
+
 int gk_parse_size(const char *text, uint64_t *out)
 {
     static const struct {
         const char *suffix;
         int shift;
-    } units[] = {{"", 0},     {"b", 0},   {"k", 10},   {"kb", 10}, {"kib", 10},
-                 {"m", 20},   {"mb", 20}, {"mib", 20}, {"g", 30},  {"gb", 30},
-                 {"gib", 30}, {"t", 40},  {"tb", 40},  {"tib", 40}};
+    } units[] = {{"", 0},    {"b", 0},    {"k", 10}, {"kb", 10}, {"kib", 10}, {"m", 20},
+                 {"mb", 20}, {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30}, {"t", 40},
+                 {"tb", 40}, {"tib", 40}, {"p", 50}, {"pb", 50}, {"pib", 50}};
     double v;
     int frac;
     if (!text || !out)
         return gk__error(-EINVAL, "gk_parse_size: text or out is NULL");
+    const char *h = skip_space(text);
+    if (h[0] == '0' && (h[1] == 'x' || h[1] == 'X'))
+        return parse_hex_size(h, out);
     const char *p = parse_number(text, &v, &frac);
     if (!p)
         return gk__error(-EINVAL, "\"%s\" is not a size (try 512MiB or 16GiB)", text);
@@ -108,8 +132,8 @@ int gk_parse_size(const char *text, uint64_t *out)
         *out = (uint64_t)bytes;
         return 0;
     }
-    return gk__error(-EINVAL, "\"%s\" is not a size: unknown unit (try B, KiB, MiB, GiB or TiB)",
-                     text);
+    return gk__error(-EINVAL,
+                     "\"%s\" is not a size: unknown unit (try B, KiB, MiB, GiB, TiB or PiB)", text);
 }
 
 int gk_parse_duration(const char *text, double *seconds)

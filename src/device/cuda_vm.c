@@ -1,7 +1,8 @@
 /* Virtual memory on the cuda backend: address ranges from cuMemAddressReserve, and physical memory
- * mapped into them one granule at a time (cuMemCreate + cuMemMap + cuMemSetAccess per granule), so
- * that any granule-aligned part of what was mapped can later be unmapped on its own, as on sim.
- * The backend remembers the allocation handle behind every mapped granule. */
+ * mapped into them one granule at a time (cuMemCreate + cuMemMap per granule), so that any
+ * granule-aligned part of what was mapped can later be unmapped on its own, as on sim; access is
+ * then granted with one cuMemSetAccess over the whole run. The backend remembers the allocation
+ * handle behind every mapped granule. */
 #include <stdio.h>
 #include <string.h>
 
@@ -156,10 +157,9 @@ int gk__cuda_vm_release(gk_device *dev, void *base, size_t size)
     return gk__cuda_ctx_leave(dev, pushed, rc);
 }
 
-/* Maps one new granule of physical memory at `g`, readable and writable by this device, and
- * records its handle. Undoes its own steps on failure. */
-static int map_granule(gk_device *dev, gk__cuda_dev *c, char *g, const CUmemAllocationProp *prop,
-                       const CUmemAccessDesc *access)
+/* Maps one new granule of physical memory at `g` and records its handle (access is granted
+ * later, for the whole run). Undoes its own steps on failure. */
+static int map_granule(gk_device *dev, gk__cuda_dev *c, char *g, const CUmemAllocationProp *prop)
 {
     size_t gran = c->vm_granularity;
     CUdeviceptr d = (CUdeviceptr)(uintptr_t)g;
@@ -172,11 +172,6 @@ static int map_granule(gk_device *dev, gk__cuda_dev *c, char *g, const CUmemAllo
     if (r != CUDA_SUCCESS) {
         rc = FAIL(dev, r, "cuMemMap(%p, %zu)", (void *)g, gran);
         goto out_release;
-    }
-    r = c->fn.mem_set_access(d, gran, access, 1);
-    if (r != CUDA_SUCCESS) {
-        rc = FAIL(dev, r, "cuMemSetAccess(%p, %zu, READWRITE)", (void *)g, gran);
-        goto out_unmap;
     }
     pthread_mutex_lock(&c->lock);
     rc = gk__ptrmap_put(&c->mapped, g, (size_t)h);
@@ -266,9 +261,14 @@ int gk__cuda_vm_map(gk_device *dev, void *addr, size_t size)
     access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
     size_t off = 0;
     for (; off < size; off += c->vm_granularity) {
-        rc = map_granule(dev, c, base + off, &prop, &access);
+        rc = map_granule(dev, c, base + off, &prop);
         if (rc)
             break;
+    }
+    if (rc == 0) {
+        CUresult r = c->fn.mem_set_access((CUdeviceptr)(uintptr_t)base, size, &access, 1);
+        if (r != CUDA_SUCCESS)
+            rc = FAIL(dev, r, "cuMemSetAccess(%p, %zu, READWRITE)", addr, size);
     }
     if (rc) {
         /* Leave the range as it was: unmap what this call mapped, keeping the first error. */

@@ -219,12 +219,12 @@ int gk__sim_config_apply(gk__sim_config *cfg, const gk__spec *spec, int faults_o
     return faults_only ? 0 : check(cfg, err, errlen);
 }
 
-/* A size in the largest binary unit that divides it exactly: 16GiB, 1536MiB, 4097. */
+/* A size in the largest binary unit that divides it exactly: 16GiB, 1536MiB, 1PiB, 4097. */
 static void format_size(uint64_t v, char *buf, size_t len)
 {
-    static const char *const units[] = {"TiB", "GiB", "MiB", "KiB"};
-    for (int i = 0; i < 4; i++) {
-        unsigned shift = (unsigned)(40 - 10 * i);
+    static const char *const units[] = {"PiB", "TiB", "GiB", "MiB", "KiB"};
+    for (int i = 0; i < 5; i++) {
+        unsigned shift = (unsigned)(50 - 10 * i);
         if (v && (v & ((1ull << shift) - 1)) == 0) {
             snprintf(buf, len, "%llu%s", (unsigned long long)(v >> shift), units[i]);
             return;

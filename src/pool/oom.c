@@ -47,8 +47,8 @@ void gk__pool_build_oom_report(gk_pool *p, const gk__request *r)
     char s1[32], s2[32], s3[32], s4[32];
     size_t dev_free = 0, dev_total = 0;
     gk_device_mem_info(p->dev, &dev_free, &dev_total);
-    uint64_t largest = 0, free_bytes = 0;
-    gk__pool_free_figures(p, &largest, &free_bytes);
+    size_t ls = gk__tree_max(&p->free[GK_POOL_SMALL]), ll = gk__tree_max(&p->free[GK_POOL_LARGE]);
+    uint64_t largest = ls > ll ? ls : ll, free_bytes = p->free_bytes;
     int64_t allocated = p->stats.allocated_bytes[GK_POOL_ALL].current;
     int64_t reserved = p->stats.reserved_bytes[GK_POOL_ALL].current;
     char stream_name[40] = "the default stream";
@@ -89,13 +89,16 @@ void gk__pool_build_oom_report(gk_pool *p, const gk__request *r)
     }
     free(v);
     const char *hint;
-    if (free_bytes >= r->rsize && largest < r->rsize)
+    if (r->size > p->max_request)
+        hint = "the request is larger than the device's whole memory: check the size (a negative "
+               "number converted to size_t?) or split the tensor";
+    else if (free_bytes >= r->rsize && largest < r->rsize)
         hint = p->cfg.expandable_segments
                    ? "the cache is fragmented: free blocks are split around live ones; free "
                      "long-lived blocks earlier or allocate them first"
                    : "the cache is fragmented: set expandable_segments=1 (devices with virtual "
                      "memory) or max_split_size to keep large blocks whole";
-    else if (p->limit && (size_t)reserved + r->rsize > p->limit)
+    else if (p->limit && (r->rsize > p->limit || (size_t)reserved > p->limit - r->rsize))
         hint = "the pool limit is reached: raise limit/fraction or use a smaller batch";
     else if (dev_free >= r->rsize && !p->cfg.expandable_segments)
         hint = "the device has enough free bytes but not in one piece (its memory is fragmented "

@@ -1,118 +1,98 @@
-/* The sharded map from live pointers to their blocks. A free looks its block up (and removes it)
- * under one shard's lock only, so frees on different threads rarely contend before they need the
- * pool lock. Chains run through the blocks (hnext); a shard doubles its buckets at load 1. */
+/* The map from live pointers to their blocks: open addressing with linear probing over a
+ * well-mixed hash, deletion by backward shift (no tombstones), doubling at half load. It lives
+ * under the pool lock, so an allocation or a free takes exactly one lock. */
 #include <stdlib.h>
 
 #include "common/alloc.h"
 #include "pool/pool_int.h"
 
-static size_t hash_ptr(uintptr_t p)
+/* A 64-bit finalizer (every input bit reaches every output bit), so pointers that differ only in
+ * high bits (i << 40) spread as well as consecutive ones. */
+uint64_t gk__mix64(uint64_t x)
 {
-    uint64_t h = (uint64_t)p * 0x9E3779B97F4A7C15ull;
-    return (size_t)(h >> 20);
-}
-
-static gk__shard *shard_of(gk__ptrmap *m, uintptr_t p)
-{
-    return &m->shards[(hash_ptr(p) >> 24) & (GK__SHARDS - 1)];
-}
-
-int gk__ptrmap_init(gk__ptrmap *m)
-{
-    for (int i = 0; i < GK__SHARDS; i++) {
-        gk__shard *s = &m->shards[i];
-        s->buckets = NULL;
-        s->nbuckets = s->count = 0;
-        if (pthread_mutex_init(&s->lock, NULL) != 0) {
-            while (i-- > 0)
-                pthread_mutex_destroy(&m->shards[i].lock);
-            return -ENOMEM;
-        }
-    }
-    return 0;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
 }
 
 void gk__ptrmap_fini(gk__ptrmap *m)
 {
-    for (int i = 0; i < GK__SHARDS; i++) {
-        free(m->shards[i].buckets);
-        pthread_mutex_destroy(&m->shards[i].lock);
-    }
+    free(m->slots);
+    m->slots = NULL;
+    m->cap = m->count = 0;
 }
 
-static int shard_grow(gk__shard *s)
+static void put(gk__ptrmap *m, uintptr_t key, gk__block *b)
 {
-    size_t n = s->nbuckets ? s->nbuckets * 2 : 16;
-    gk__block **nb = gk__calloc(n, sizeof *nb);
-    if (!nb)
+    size_t mask = m->cap - 1, i = (size_t)gk__mix64(key) & mask;
+    while (m->slots[i].key)
+        i = (i + 1) & mask;
+    m->slots[i].key = key;
+    m->slots[i].val = b;
+}
+
+static int grow(gk__ptrmap *m)
+{
+    size_t ncap = m->cap ? m->cap * 2 : 64;
+    gk__ptrslot *slots = gk__calloc(ncap, sizeof *slots);
+    if (!slots)
         return -ENOMEM;
-    for (size_t i = 0; i < s->nbuckets; i++) {
-        gk__block *b = s->buckets[i];
-        while (b) {
-            gk__block *next = b->hnext;
-            size_t k = hash_ptr(b->addr) & (n - 1);
-            b->hnext = nb[k];
-            nb[k] = b;
-            b = next;
-        }
-    }
-    free(s->buckets);
-    s->buckets = nb;
-    s->nbuckets = n;
+    gk__ptrmap old = *m;
+    m->slots = slots;
+    m->cap = ncap;
+    for (size_t i = 0; i < old.cap; i++)
+        if (old.slots[i].key)
+            put(m, old.slots[i].key, old.slots[i].val);
+    free(old.slots);
     return 0;
 }
 
 int gk__ptrmap_insert(gk__ptrmap *m, gk__block *b)
 {
-    gk__shard *s = shard_of(m, b->addr);
-    int rc = 0;
-    pthread_mutex_lock(&s->lock);
-    if (s->count >= s->nbuckets && (rc = shard_grow(s)) != 0 && s->nbuckets == 0)
-        goto out_unlock;
-    rc = 0;
-    size_t k = hash_ptr(b->addr) & (s->nbuckets - 1);
-    b->hnext = s->buckets[k];
-    s->buckets[k] = b;
-    s->count++;
-out_unlock:
-    pthread_mutex_unlock(&s->lock);
-    return rc;
+    if ((m->count + 1) * 2 > m->cap) {
+        int rc = grow(m);
+        if (rc)
+            return rc;
+    }
+    put(m, b->addr, b);
+    m->count++;
+    return 0;
+}
+
+gk__block *gk__ptrmap_find(const gk__ptrmap *m, uintptr_t addr)
+{
+    if (!m->cap || !addr)
+        return NULL;
+    size_t mask = m->cap - 1;
+    for (size_t i = (size_t)gk__mix64(addr) & mask; m->slots[i].key; i = (i + 1) & mask)
+        if (m->slots[i].key == addr)
+            return m->slots[i].val;
+    return NULL;
 }
 
 gk__block *gk__ptrmap_remove(gk__ptrmap *m, uintptr_t addr)
 {
-    gk__shard *s = shard_of(m, addr);
-    gk__block *found = NULL;
-    pthread_mutex_lock(&s->lock);
-    if (s->nbuckets) {
-        gk__block **link = &s->buckets[hash_ptr(addr) & (s->nbuckets - 1)];
-        for (; *link; link = &(*link)->hnext) {
-            if ((*link)->addr == addr) {
-                found = *link;
-                *link = found->hnext;
-                found->hnext = NULL;
-                s->count--;
-                break;
-            }
+    if (!m->cap || !addr)
+        return NULL;
+    size_t mask = m->cap - 1, i = (size_t)gk__mix64(addr) & mask;
+    while (m->slots[i].key && m->slots[i].key != addr)
+        i = (i + 1) & mask;
+    if (!m->slots[i].key)
+        return NULL;
+    gk__block *found = m->slots[i].val;
+    /* Backward shift: move later members of the probe run into the hole when their home slot
+     * does not lie strictly between the hole and them. */
+    for (size_t j = (i + 1) & mask; m->slots[j].key; j = (j + 1) & mask) {
+        size_t home = (size_t)gk__mix64(m->slots[j].key) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->slots[i] = m->slots[j];
+            i = j;
         }
     }
-    pthread_mutex_unlock(&s->lock);
-    return found;
-}
-
-gk__block *gk__ptrmap_find(gk__ptrmap *m, uintptr_t addr)
-{
-    gk__shard *s = shard_of(m, addr);
-    gk__block *found = NULL;
-    pthread_mutex_lock(&s->lock);
-    if (s->nbuckets) {
-        for (gk__block *b = s->buckets[hash_ptr(addr) & (s->nbuckets - 1)]; b; b = b->hnext) {
-            if (b->addr == addr) {
-                found = b;
-                break;
-            }
-        }
-    }
-    pthread_mutex_unlock(&s->lock);
+    m->slots[i].key = 0;
+    m->count--;
     return found;
 }

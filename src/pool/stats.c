@@ -7,19 +7,7 @@
 #include "common/errtext.h"
 #include "pool/pool_int.h"
 
-static void bump(gk_pool_stat *s, int64_t delta)
-{
-    s->current += delta;
-    if (delta > 0)
-        s->allocated += (uint64_t)delta;
-    else
-        s->freed += (uint64_t)-delta;
-    if (s->current > s->peak)
-        s->peak = s->current;
-}
-
-/* Raises the matching peak of every open scope. */
-static void scope_peaks(gk_pool *p, const gk_pool_stat *s)
+void gk__scope_peaks(gk_pool *p, const gk_pool_stat *s)
 {
     size_t off = (size_t)((const char *)s - (const char *)&p->stats);
     for (int i = 0; i < p->nscopes; i++) {
@@ -29,46 +17,13 @@ static void scope_peaks(gk_pool *p, const gk_pool_stat *s)
     }
 }
 
-void gk__stat_one(gk_pool *p, gk_pool_stat *s, int64_t delta)
-{
-    bump(s, delta);
-    if (p->nscopes)
-        scope_peaks(p, s);
-}
-
-void gk__stat_add(gk_pool *p, gk_pool_stat *arr, int kind, int64_t delta)
-{
-    gk__stat_one(p, &arr[GK_POOL_ALL], delta);
-    gk__stat_one(p, &arr[kind], delta);
-}
-
-typedef struct free_acc {
-    uint64_t largest, total;
-} free_acc;
-
-static void add_free(gk__block *b, void *arg)
-{
-    free_acc *a = arg;
-    size_t largest = b->size, total = b->size;
-    if (b->seg->expandable)
-        gk__expand_mapped_in(b->seg, b->addr, b->size, &largest, &total);
-    if (largest > a->largest)
-        a->largest = largest;
-    a->total += total;
-}
-
-void gk__pool_free_figures(gk_pool *p, uint64_t *largest, uint64_t *free_bytes)
-{
-    free_acc a = {0, 0};
-    gk__tree_walk(&p->free[GK_POOL_SMALL], add_free, &a);
-    gk__tree_walk(&p->free[GK_POOL_LARGE], add_free, &a);
-    *largest = a.largest;
-    *free_bytes = a.total;
-}
-
+/* The free-block figures are kept up to date as blocks come and go (free_bytes, and the largest
+ * size at each tree's root), so reading them costs the same whatever the pool's size. */
 static void fill_derived(gk_pool *p, gk_pool_stats *out)
 {
-    gk__pool_free_figures(p, &out->largest_free_block, &out->free_cached_bytes);
+    size_t a = gk__tree_max(&p->free[GK_POOL_SMALL]), b = gk__tree_max(&p->free[GK_POOL_LARGE]);
+    out->largest_free_block = a > b ? a : b;
+    out->free_cached_bytes = p->free_bytes;
     out->frag_external = out->free_cached_bytes ? 1.0 - (double)out->largest_free_block /
                                                             (double)out->free_cached_bytes
                                                 : 0.0;
@@ -338,9 +293,11 @@ int gk_pool_stats_json(const gk_pool_stats *stats, FILE *out)
 #undef JCOUNT
     fprintf(out,
             ",\"max_split_size\":%llu,\"largest_free_block\":%llu,\"free_cached_bytes\":%llu,"
-            "\"frag_external\":%.6f,\"limit\":%llu}",
+            "\"frag_external\":%.6f,\"limit\":%llu,\"expandable_segments\":%llu,"
+            "\"expandable_fallback\":%llu}",
             (unsigned long long)s->max_split_size, (unsigned long long)s->largest_free_block,
             (unsigned long long)s->free_cached_bytes, s->frag_external,
-            (unsigned long long)s->limit);
+            (unsigned long long)s->limit, (unsigned long long)s->expandable_segments,
+            (unsigned long long)s->expandable_fallback);
     return ferror(out) ? -EIO : 0;
 }

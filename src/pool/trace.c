@@ -26,7 +26,7 @@ static int parse_u64(const char *s, int base, uint64_t *out)
     return 0;
 }
 
-/* A pointer or stream: 0x-prefixed hex, or decimal. */
+/* A pointer, size or stream: 0x-prefixed hex, or decimal. */
 static int parse_addr(const char *s, uint64_t *out)
 {
     if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
@@ -99,8 +99,8 @@ static int parse_line(char *line, gk_trace_event *e, const char *name, size_t li
                          "unknown action (allocate, free or allocate failure)", f[2]);
     if (parse_addr(f[3], &e->ptr))
         return fail_line(err, errlen, name, lineno, "bad pointer (0x... hex)", f[3]);
-    if (parse_u64(f[4], 10, &e->size))
-        return fail_line(err, errlen, name, lineno, "bad size (bytes)", f[4]);
+    if (parse_addr(f[4], &e->size))
+        return fail_line(err, errlen, name, lineno, "bad size (bytes, decimal or 0x hex)", f[4]);
     if (parse_addr(f[5], &e->stream))
         return fail_line(err, errlen, name, lineno, "bad stream (0x... hex)", f[5]);
     if (e->action == GK_TRACE_ALLOCATE && (e->size == 0 || e->ptr == 0))
@@ -247,19 +247,20 @@ int gk_trace_write(const gk_trace *t, FILE *out)
     return ferror(out) ? -EIO : 0;
 }
 
-/* --- a small map from trace pointers to values (open addressing, tombstones) --------------- */
+/* --- a map from trace pointers to values (open addressing, backward-shift deletion) ---------- */
 
 int gk__tmap_init(gk__tmap *m, size_t expect)
 {
     size_t cap = 64;
     while (cap < expect * 2)
         cap *= 2;
-    m->keys = gk__calloc(cap, sizeof *m->keys);
-    m->vals = gk__calloc(cap, sizeof *m->vals);
-    m->sizes = gk__calloc(cap, sizeof *m->sizes);
+    m->keys = gk__malloc(cap * sizeof *m->keys);
+    m->vals = gk__malloc(cap * sizeof *m->vals);
+    m->sizes = gk__malloc(cap * sizeof *m->sizes);
+    m->used = gk__calloc(cap, sizeof *m->used);
     m->cap = cap;
-    m->count = m->used = 0;
-    if (!m->keys || !m->vals || !m->sizes) {
+    m->count = 0;
+    if (!m->keys || !m->vals || !m->sizes || !m->used) {
         gk__tmap_fini(m);
         return -ENOMEM;
     }
@@ -271,54 +272,47 @@ void gk__tmap_fini(gk__tmap *m)
     free(m->keys);
     free(m->vals);
     free(m->sizes);
-    m->keys = NULL;
-    m->vals = NULL;
-    m->sizes = NULL;
+    free(m->used);
+    m->keys = m->vals = m->sizes = NULL;
+    m->used = NULL;
 }
 
+/* Every key bit reaches the slot (pointers i << 40 spread as well as consecutive ones). */
 static size_t tslot(uint64_t k, size_t cap)
 {
-    return (size_t)((k * 0x9E3779B97F4A7C15ull) >> 16) & (cap - 1);
+    return (size_t)gk__mix64(k) & (cap - 1);
 }
 
 static int tmap_grow(gk__tmap *m)
 {
     gk__tmap n;
-    int rc = gk__tmap_init(&n, m->count * 2 + 32);
+    int rc = gk__tmap_init(&n, m->cap);
     if (rc)
         return rc;
     for (size_t i = 0; i < m->cap; i++)
-        if (m->keys[i] > 1)
+        if (m->used[i])
             gk__tmap_put(&n, m->keys[i], m->vals[i], m->sizes[i]);
     gk__tmap_fini(m);
     *m = n;
     return 0;
 }
 
-/* Keys 0 and 1 are reserved (empty, deleted); trace pointers are shifted by 2 by the callers. */
 int gk__tmap_put(gk__tmap *m, uint64_t key, uint64_t val, uint64_t size)
 {
-    if ((m->used + 1) * 4 >= m->cap * 3) {
+    if ((m->count + 1) * 2 > m->cap) {
         int rc = tmap_grow(m);
         if (rc)
             return rc;
     }
-    size_t i = tslot(key, m->cap), tomb = SIZE_MAX;
-    for (;; i = (i + 1) & (m->cap - 1)) {
+    size_t i = tslot(key, m->cap);
+    for (; m->used[i]; i = (i + 1) & (m->cap - 1)) {
         if (m->keys[i] == key) {
             m->vals[i] = val;
             m->sizes[i] = size;
             return 1; /* replaced */
         }
-        if (m->keys[i] == 1 && tomb == SIZE_MAX)
-            tomb = i;
-        if (m->keys[i] == 0)
-            break;
     }
-    if (tomb != SIZE_MAX)
-        i = tomb;
-    else
-        m->used++;
+    m->used[i] = 1;
     m->keys[i] = key;
     m->vals[i] = val;
     m->sizes[i] = size;
@@ -328,17 +322,25 @@ int gk__tmap_put(gk__tmap *m, uint64_t key, uint64_t val, uint64_t size)
 
 int gk__tmap_take(gk__tmap *m, uint64_t key, uint64_t *val, uint64_t *size)
 {
-    for (size_t i = tslot(key, m->cap);; i = (i + 1) & (m->cap - 1)) {
-        if (m->keys[i] == 0)
-            return -ENOENT;
-        if (m->keys[i] == key) {
-            *val = m->vals[i];
-            *size = m->sizes[i];
-            m->keys[i] = 1;
-            m->count--;
-            return 0;
+    size_t mask = m->cap - 1, i = tslot(key, m->cap);
+    while (m->used[i] && m->keys[i] != key)
+        i = (i + 1) & mask;
+    if (!m->used[i])
+        return -ENOENT;
+    *val = m->vals[i];
+    *size = m->sizes[i];
+    for (size_t j = (i + 1) & mask; m->used[j]; j = (j + 1) & mask) {
+        size_t home = tslot(m->keys[j], m->cap);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->keys[i] = m->keys[j];
+            m->vals[i] = m->vals[j];
+            m->sizes[i] = m->sizes[j];
+            i = j;
         }
     }
+    m->used[i] = 0;
+    m->count--;
+    return 0;
 }
 
 uint64_t gk_trace_live_peak(const gk_trace *t)
@@ -348,21 +350,23 @@ uint64_t gk_trace_live_peak(const gk_trace *t)
     gk__tmap m;
     if (gk__tmap_init(&m, 1024))
         return 0;
-    uint64_t live = 0, peak = 0, v, sz;
+    /* Exact sums (hostile traces add sizes past 2^64); the peak saturates at UINT64_MAX. */
+    gk__u128 live = 0, peak = 0;
+    uint64_t v, sz;
     for (size_t i = 0; i < t->count; i++) {
         const gk_trace_event *e = &t->events[i];
         if (e->action == GK_TRACE_ALLOCATE) {
-            if (gk__tmap_take(&m, e->ptr + 2, &v, &sz) == 0)
+            if (gk__tmap_take(&m, e->ptr, &v, &sz) == 0)
                 live -= sz; /* reused without a free: the old one is gone */
-            if (gk__tmap_put(&m, e->ptr + 2, 0, e->size) < 0)
+            if (gk__tmap_put(&m, e->ptr, 0, e->size) < 0)
                 break;
             live += e->size;
             if (live > peak)
                 peak = live;
-        } else if (e->action == GK_TRACE_FREE && gk__tmap_take(&m, e->ptr + 2, &v, &sz) == 0) {
+        } else if (e->action == GK_TRACE_FREE && gk__tmap_take(&m, e->ptr, &v, &sz) == 0) {
             live -= sz;
         }
     }
     gk__tmap_fini(&m);
-    return peak;
+    return peak > UINT64_MAX ? UINT64_MAX : (uint64_t)peak;
 }

@@ -57,6 +57,22 @@ static void test_parse_size(void **state)
     assert_int_equal(v, 1ull << 40);
     GK_ASSERT_OK(gk_parse_size("18446744073709551615", &v));
     assert_true(v == UINT64_MAX);
+    /* Petabytes, and hex byte counts read as what they say (they were once read as 0). */
+    GK_ASSERT_OK(gk_parse_size("1PiB", &v));
+    assert_true(v == 1ull << 50);
+    GK_ASSERT_OK(gk_parse_size("2p", &v));
+    assert_true(v == 2ull << 50);
+    GK_ASSERT_OK(gk_parse_size("0x8000000", &v));
+    assert_int_equal(v, 0x8000000);
+    GK_ASSERT_OK(gk_parse_size(" 0XfF ", &v));
+    assert_int_equal(v, 255);
+    GK_ASSERT_OK(gk_parse_size("0xffffffffffffffff", &v));
+    assert_true(v == UINT64_MAX);
+    GK_ASSERT_ERR(gk_parse_size("0x1ffffffffffffffff", &v), -ERANGE);
+    GK_ASSERT_ERR(gk_parse_size("0x", &v), -EINVAL);
+    GK_ASSERT_ERR(gk_parse_size("0x10MiB", &v), -EINVAL);
+    GK_ASSERT_ERR(gk_parse_size("0x1.8p3", &v), -EINVAL);
+    GK_ASSERT_ERR(gk_parse_size("16384P", &v), -ERANGE);
     v = 7;
     GK_ASSERT_ERR(gk_parse_size("12Q", &v), -EINVAL);
     assert_int_equal(v, 7);

@@ -128,7 +128,20 @@ static void test_spec_errors(void **state)
     expect_spec_error("sim:capacity=12Q", "capacity: \"12Q\" is not a size", "try 16GiB");
     expect_spec_error("sim:capacity=0", "capacity", "1PiB");
     expect_spec_error("sim:capacity=1025TiB", "capacity: \"1025TiB\"", "1PiB");
-    expect_spec_error("sim:capacity=1PiB", "capacity: \"1PiB\" is not a size", NULL);
+    expect_spec_error("sim:capacity=2PiB", "capacity: \"2PiB\"", "from 1 byte to 1PiB");
+    /* A hex capacity is read as what it says (it was once read as 0). */
+    expect_spec_error("sim:capacity=0x10", "capacity: \"16\"", "smaller than the alignment");
+    gk_device *big;
+    GK_ASSERT_OK(gk_device_open("sim:capacity=1PiB", &big));
+    gk_device_props bp;
+    GK_ASSERT_OK(gk_device_get_props(big, &bp));
+    assert_true(bp.total_memory == 1ull << 50);
+    assert_string_equal(bp.spec, "sim:capacity=1PiB");
+    gk_device_close(big);
+    GK_ASSERT_OK(gk_device_open("sim:capacity=0x40000000", &big));
+    GK_ASSERT_OK(gk_device_get_props(big, &bp));
+    assert_true(bp.total_memory == 1ull << 30);
+    gk_device_close(big);
     expect_spec_error("sim:alignment=300", "alignment: \"300\"", "power of two");
     expect_spec_error("sim:alignment=0", "alignment", "power of two");
     expect_spec_error("sim:alignment=2GiB", "alignment", "1GiB");

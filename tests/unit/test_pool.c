@@ -285,14 +285,27 @@ static void test_ladder_release_oversize(void **state)
     fx f;
     open_pool(&f, "pytorch", "limit=100MiB,max_split_size=40MiB");
     void *a, *b;
-    GK_ASSERT_OK(gk_pool_malloc(f.pool, 50 * MIB, NULL, &a));
+    GK_ASSERT_OK(gk_pool_malloc(f.pool, 86 * MIB, NULL, &a));
     GK_ASSERT_OK(gk_pool_free(f.pool, a));
-    /* 50 + 60 > 100: rung 5 frees the cached oversize block; no full retry needed. */
+    /* 86 >= 60 + 20: the cache cannot serve 60 MiB, and 86 + 60 > 100. Rung 5 (PyTorch's
+     * release_available_cached_blocks) frees the smallest cached oversize block of at least
+     * max(60, 40) MiB: the 86 MiB; no full retry. */
     GK_ASSERT_OK(gk_pool_malloc(f.pool, 60 * MIB, NULL, &b));
     gk_pool_stats s = st(f.pool);
     assert_int_equal(s.num_alloc_retries, 0);
     assert_int_equal(s.num_device_free, 1);
     assert_int_equal(s.oversize_segments.current, 1);
+    gk_pool_free(f.pool, b);
+    /* A cached 50 MiB block is below the 70 MiB asked for: rung 5 frees it, largest first, but
+     * that is not enough by PyTorch's rule (50 < 70), so rung 6 runs too and retries. */
+    GK_ASSERT_OK(gk_pool_empty_cache(f.pool));
+    GK_ASSERT_OK(gk_pool_malloc(f.pool, 50 * MIB, NULL, &a));
+    GK_ASSERT_OK(gk_pool_free(f.pool, a));
+    GK_ASSERT_OK(gk_pool_malloc(f.pool, 70 * MIB, NULL, &b));
+    s = st(f.pool);
+    assert_int_equal(s.num_alloc_retries, 1);
+    assert_int_equal(s.num_device_free, 3);
+    assert_int_equal(s.reserved_bytes[GK_POOL_ALL].current, 70 * MIB);
     gk_pool_free(f.pool, b);
     close_pool(&f);
 }

@@ -273,16 +273,20 @@ static void test_expandable_vmm(void **state)
     gk_device *dev = open_fake(gk_test_fake_cuda());
     gk_pool *p = make_pool(dev, "default", NULL);
     void *a, *b, *c;
-    GK_ASSERT_OK(gk_pool_malloc(p, 3 * MIB, NULL, &a)); /* pages 0-1 of the large range */
+    /* Creating the pool checked that a full range can be reserved (and gave it back). */
     assert_int_equal(fk.fakecuda_calls("cuMemAddressReserve"), 1);
+    assert_int_equal(fk.fakecuda_calls("cuMemAddressFree"), 1);
+    GK_ASSERT_OK(gk_pool_malloc(p, 3 * MIB, NULL, &a)); /* pages 0-1 of the large range */
+    assert_int_equal(fk.fakecuda_calls("cuMemAddressReserve"), 2);
     assert_int_equal(fk.fakecuda_calls("cuMemCreate"), 2); /* one per 2 MiB granule */
     assert_int_equal(fk.fakecuda_calls("cuMemMap"), 2);
+    assert_int_equal(fk.fakecuda_calls("cuMemSetAccess"), 1); /* one per contiguous run */
     assert_int_equal(fk.fakecuda_calls("cuMemAlloc_v2"), 0);
     assert_int_equal(fk.fakecuda_used_memory(), 4 * MIB);
     GK_ASSERT_OK(gk_pool_malloc(p, KIB, NULL, &b));     /* the small range: one page */
     GK_ASSERT_OK(gk_pool_malloc(p, 3 * MIB, NULL, &c)); /* [3, 6) MiB: maps page 2 only */
     assert_ptr_equal((char *)a + 3 * MIB, c);
-    assert_int_equal(fk.fakecuda_calls("cuMemAddressReserve"), 2);
+    assert_int_equal(fk.fakecuda_calls("cuMemAddressReserve"), 3);
     assert_int_equal(fk.fakecuda_calls("cuMemCreate"), 4);
     gk_pool_stats s = st(p);
     assert_int_equal(s.reserved_bytes[GK_POOL_ALL].current, 8 * MIB);
@@ -301,17 +305,20 @@ static void test_expandable_vmm(void **state)
     assert_int_equal(st(p).reserved_bytes[GK_POOL_ALL].current, 6 * MIB);
     check_memory(dev, c, 3 * MIB, 6);
 
-    /* Reused without a driver call while mapped; the freed page is mapped again on demand. */
+    /* Mapped memory is reused before anything is mapped: the 3 MiB fit in the mapped pages 1-2
+     * (the unmapped page 0 stays unmapped). */
     long creates = fk.fakecuda_calls("cuMemCreate");
     GK_ASSERT_OK(gk_pool_free(p, c));
     GK_ASSERT_OK(gk_pool_malloc(p, 3 * MIB, NULL, &c));
-    assert_int_equal(fk.fakecuda_calls("cuMemCreate"), creates + 1);
+    assert_ptr_equal(c, (char *)a + 2 * MIB);
+    assert_int_equal(fk.fakecuda_calls("cuMemCreate"), creates);
+    check_memory(dev, c, 3 * MIB, 11);
     GK_ASSERT_OK(gk_pool_free(p, c));
     GK_ASSERT_OK(gk_pool_free(p, b));
     GK_ASSERT_OK(gk_pool_empty_cache(p));
     assert_int_equal(fk.fakecuda_used_memory(), 0);
     gk_pool_destroy(p);
-    assert_int_equal(fk.fakecuda_calls("cuMemAddressFree"), 2);
+    assert_int_equal(fk.fakecuda_calls("cuMemAddressFree"), 3);
     gk_device_close(dev);
 }
 
@@ -405,14 +412,18 @@ static void test_oom_cumemcreate(void **state)
     GK_ASSERT_OK(gk_pool_malloc(p, 6 * MIB, NULL, &a)); /* pages 0-2 */
     GK_ASSERT_OK(gk_pool_malloc(p, KIB, NULL, &s1));    /* a small page, kept live */
     GK_ASSERT_OK(gk_pool_free(p, a));
-    /* The mapping of a new page fails once: the map is rolled back and rung 4 maps again. */
+    /* The mapping of pages 3-4 (after a's free pages 0-2) fails once: the driver rolls the run
+     * back, and the ladder goes on to rung 6, which unmaps the free pages 0-2 and gives the
+     * emptied range back; the retry maps all five pages in a new range. */
     long creates = fk.fakecuda_calls("cuMemCreate");
+    long reserves = fk.fakecuda_calls("cuMemAddressReserve");
     assert_int_equal(fk.fakecuda_fail("cuMemCreate", 1, CUDA_ERROR_OUT_OF_MEMORY), 0);
-    GK_ASSERT_OK(gk_pool_malloc(p, 10 * MIB, NULL, &b)); /* pages 0-4: maps 3 and 4 */
-    assert_ptr_equal(a, b);
-    assert_int_equal(fk.fakecuda_calls("cuMemCreate"), creates + 3);
+    GK_ASSERT_OK(gk_pool_malloc(p, 10 * MIB, NULL, &b));
+    assert_int_equal(fk.fakecuda_calls("cuMemCreate"), creates + 1 + 5);
+    assert_int_equal(fk.fakecuda_calls("cuMemAddressReserve"), reserves + 1);
     gk_pool_stats s = st(p);
     assert_int_equal(s.num_ooms, 0);
+    assert_int_equal(s.num_alloc_retries, 1);
     assert_int_equal(s.reserved_bytes[GK_POOL_ALL].current, 12 * MIB);
     assert_int_equal(fk.fakecuda_used_memory(), 12 * MIB);
     check_memory(dev, b, 10 * MIB, 9);
@@ -425,8 +436,8 @@ static void test_oom_cumemcreate(void **state)
     GK_ASSERT_ERR(gk_pool_malloc(p, 40 * MIB, NULL, &c), GK_EDEVOOM);
     s = st(p);
     assert_int_equal(s.num_ooms, 1);
-    assert_int_equal(s.num_alloc_retries, 1);
-    assert_int_equal(s.num_sync_all_streams, 1);
+    assert_int_equal(s.num_alloc_retries, 2);
+    assert_int_equal(s.num_sync_all_streams, 2);
     assert_true(fk.fakecuda_calls("cuMemUnmap") >= 1);
     assert_int_equal(s.reserved_bytes[GK_POOL_ALL].current, 2 * MIB);
     assert_int_equal(fk.fakecuda_used_memory(), 2 * MIB);
@@ -443,6 +454,40 @@ static void test_oom_cumemcreate(void **state)
     gk_pool_destroy(p);
     assert_int_equal(fk.fakecuda_used_memory(), 0);
     gk_device_close(dev);
+}
+
+/* A driver error that is not about memory (here a launch failure, which CUDA reports on any later
+ * call) goes straight back to the caller with the driver's text: no synchronization of every
+ * stream, no cache emptied, no out-of-memory count or report. A lost device is not a full one. */
+static void test_non_oom_error_returned(void **state)
+{
+    (void)state;
+    const char *presets[] = {"pytorch", "default"}, *fns[] = {"cuMemAlloc_v2", "cuMemCreate"};
+    for (int i = 0; i < 2; i++) {
+        gk_device *dev = open_fake(gk_test_fake_cuda());
+        gk_pool *p = make_pool(dev, presets[i], NULL);
+        void *a, *b;
+        GK_ASSERT_OK(gk_pool_malloc(p, 12 * MIB, NULL, &a));
+        GK_ASSERT_OK(gk_pool_free(p, a)); /* something cached the ladder could have freed */
+        gk_pool_stats before = st(p);
+        assert_int_equal(fk.fakecuda_fail(fns[i], 1, CUDA_ERROR_LAUNCH_FAILED), 0);
+        GK_ASSERT_ERR(gk_pool_malloc(p, 40 * MIB, NULL, &b), GK_EDEVLOST);
+        assert_null(b);
+        gk_pool_stats s = st(p);
+        assert_int_equal(s.num_ooms, 0);
+        assert_int_equal(s.num_alloc_retries, 0);
+        assert_int_equal(s.num_sync_all_streams, 0);
+        assert_int_equal(s.num_device_free, before.num_device_free);
+        assert_int_equal(s.reserved_bytes[GK_POOL_ALL].current,
+                         before.reserved_bytes[GK_POOL_ALL].current);
+        GK_ASSERT_CONTAINS(gk_last_error(), "CUDA_ERROR_LAUNCH_FAILED");
+        assert_int_equal(gk_pool_oom_report(p, NULL, 0), 0);
+        /* The next call works once the driver does. */
+        GK_ASSERT_OK(gk_pool_malloc(p, 40 * MIB, NULL, &b));
+        GK_ASSERT_OK(gk_pool_free(p, b));
+        gk_pool_destroy(p);
+        gk_device_close(dev);
+    }
 }
 
 /* --- a failure at every driver call ------------------------------------------------------- */
@@ -601,6 +646,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_vmm_falls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_cumemalloc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oom_cumemcreate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_non_oom_error_returned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_every_call_pytorch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fault_every_call_expandable, setup, teardown),
     };

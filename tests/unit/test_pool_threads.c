@@ -198,9 +198,107 @@ static void test_threads_sim(void **state)
     stress("sim:capacity=768MiB,backed=1,va_size=2GiB,event_polls=2", "default");
 }
 
+typedef struct tracer {
+    gk_pool *pool;
+    int id;
+} tracer;
+
+static void *trace_work(void *arg)
+{
+    tracer *t = arg;
+    uint32_t rng = 0x9e3779b9u + (uint32_t)t->id;
+    void *held[8] = {0};
+    for (int i = 0; i < 2000; i++) {
+        int k = (int)(next_rand(&rng) % 8);
+        if (held[k]) {
+            gk_pool_free(t->pool, held[k]);
+            held[k] = NULL;
+        } else if (gk_pool_malloc(t->pool, 1 + next_rand(&rng) % 300000, NULL, &held[k]) != 0) {
+            held[k] = NULL;
+        }
+    }
+    for (int k = 0; k < 8; k++)
+        gk_pool_free(t->pool, held[k]);
+    return NULL;
+}
+
+/* The CSV trace log with four threads at once: lines are written after the pool lock is dropped,
+ * yet in the pool's order, so the log replays exactly (every free follows the allocation of its
+ * pointer, no pointer is handed out twice while live). */
+static void test_trace_log_threads(void **state)
+{
+    (void)state;
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open("host", &dev));
+    gk_pool_config c;
+    gk_pool_config_preset(&c, "pytorch");
+    c.logger.level = GK_LOG_OFF;
+    gk_pool *pool;
+    GK_ASSERT_OK(gk_pool_create(dev, &c, &pool));
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    GK_ASSERT_OK(gk_pool_set_trace_log(pool, m));
+    pthread_t th[THREADS];
+    tracer tr[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        tr[i] = (tracer){pool, i};
+        assert_int_equal(pthread_create(&th[i], NULL, trace_work, &tr[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    GK_ASSERT_OK(gk_pool_set_trace_log(pool, NULL));
+    fclose(m);
+    FILE *in = fmemopen(buf, len, "r");
+    gk_trace *t = NULL;
+    char err[256] = "";
+    GK_ASSERT_OK(gk_trace_parse(in, "log", &t, err, sizeof err));
+    fclose(in);
+    gk_pool_stats s;
+    GK_ASSERT_OK(gk_pool_get_stats(pool, &s));
+    assert_int_equal(t->count, s.allocation[GK_POOL_ALL].allocated * 2);
+    /* Replay the log by hand: allocate only what is not live, free only what is. */
+    size_t cap = 1 << 16, live = 0;
+    uint64_t *set = calloc(cap, sizeof *set);
+    assert_non_null(set);
+    for (size_t i = 0; i < t->count; i++) {
+        const gk_trace_event *e = &t->events[i];
+        size_t h = (size_t)((e->ptr * 0x9E3779B97F4A7C15ull) >> 48) & (cap - 1);
+        while (set[h] && set[h] != e->ptr)
+            h = (h + 1) & (cap - 1);
+        if (e->action == GK_TRACE_ALLOCATE) {
+            if (set[h] == e->ptr)
+                fail_msg("line %zu: %#llx allocated while live", i + 2, (unsigned long long)e->ptr);
+            set[h] = e->ptr;
+            live++;
+        } else {
+            if (set[h] != e->ptr)
+                fail_msg("line %zu: %#llx freed while not live", i + 2, (unsigned long long)e->ptr);
+            /* Delete by re-inserting the rest of the cluster. */
+            set[h] = 0;
+            live--;
+            for (size_t j = (h + 1) & (cap - 1); set[j]; j = (j + 1) & (cap - 1)) {
+                uint64_t k = set[j];
+                set[j] = 0;
+                size_t hh = (size_t)((k * 0x9E3779B97F4A7C15ull) >> 48) & (cap - 1);
+                while (set[hh])
+                    hh = (hh + 1) & (cap - 1);
+                set[hh] = k;
+            }
+        }
+    }
+    assert_int_equal(live, 0);
+    free(set);
+    gk_trace_free(t);
+    free(buf);
+    gk_pool_destroy(pool);
+    gk_device_close(dev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_threads_host),
-                                       cmocka_unit_test(test_threads_sim)};
+                                       cmocka_unit_test(test_threads_sim),
+                                       cmocka_unit_test(test_trace_log_threads)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,7 @@ static const char batch_usage[] =
     "  --margin F     headroom the model mode keeps: a fraction of the budget left after the\n"
     "                 fixed bytes a (0.04)\n"
     "  --max N        largest batch considered (65535)\n"
-    "  --multiple N   round the answer down to a multiple of N (1)\n"
+    "  --multiple N   round the answer down to a multiple of N (1); at most --max\n"
     "  --json         one JSON object instead of text\n"
     "\n"
     "Prints the answer, the trials it took (and which ran out of memory), and the true largest\n"
@@ -45,6 +45,9 @@ static int step(void *user, long b, uint64_t *peak)
     for (int i = 0; i < 4; i++)
         gk_pool_free(t->pool, act[i]);
     gk_pool_free(t->pool, w);
+    /* Every trial starts from an empty cache (as Lightning's finder empties it between trials),
+     * so an answer does not depend on the order of the trials before it. */
+    gk_pool_empty_cache(t->pool);
     return rc;
 }
 
@@ -138,6 +141,11 @@ int gk_tool_batch(int argc, char **argv)
             return GK_TOOL_USAGE;
         }
     }
+    if (bc.multiple > bc.max_batch) {
+        gk_tool_error("--multiple %ld is above --max %ld: no answer could be a multiple of it",
+                      bc.multiple, bc.max_batch);
+        return GK_TOOL_USAGE;
+    }
     trial_ctx t = {NULL, 0, 0};
     uint64_t cap = 0;
     if (!model || parse_model(model, &t.a, &t.k) != 0) {
@@ -175,9 +183,14 @@ int gk_tool_batch(int argc, char **argv)
     int rc = gk_batch_find(&bc, step, &t, &r);
     long best = true_max(&t, bc.max_batch);
     if (rc != 0) {
-        gk_tool_error("batch find (%s): %s after %d trials", gk_batch_mode_name(bc.mode),
-                      rc == GK_EDEVOOM ? "not even the smallest batch fits" : gk_strerror(rc),
-                      r.trials);
+        if (rc == GK_EDEVOOM && bc.multiple > 1 && best >= 1)
+            gk_tool_error("batch find (%s): no multiple of %ld fits (the largest batch that fits "
+                          "is %ld) after %d trials",
+                          gk_batch_mode_name(bc.mode), bc.multiple, best, r.trials);
+        else
+            gk_tool_error("batch find (%s): %s after %d trials", gk_batch_mode_name(bc.mode),
+                          rc == GK_EDEVOOM ? "not even the smallest batch fits" : gk_strerror(rc),
+                          r.trials);
         goto out_pool;
     }
     double below = best ? 100.0 * (double)(best - r.batch) / (double)best : 0;

@@ -26,7 +26,9 @@ static const char pool_usage[] =
     "        adds the memory_summary table of the pool at the end of the trace.\n"
     "fcap    finds C_min, the smallest sim capacity (2 MiB steps) on which the trace replays\n"
     "        without failure, L_peak (peak of live requested bytes) and F_cap = C_min / L_peak;\n"
-    "        with a non-sim --device the pool limit plays the capacity.\n"
+    "        a capacity in a sim --device is replaced by each probe's; with a non-sim --device\n"
+    "        the pool limit plays the capacity. With gc_threshold or fraction set (settings that\n"
+    "        scale with the capacity) it tries every 2 MiB step instead of bisecting.\n"
     "synth   writes a synthetic transformer training trace (parameters, optimizer state,\n"
     "        activations kept for backward, temporaries, gradients; the sequence length drawn\n"
     "        per step in [vary*seq, seq]) to --out or stdout.\n"
@@ -284,11 +286,13 @@ static int cmd_fcap(const pool_args *a)
     gk_trace_free(t);
     if (rc != 0) {
         if (rc == -ERANGE)
-            gk_tool_error("fcap: %s does not replay even on 64 x its live peak", a->trace);
-        else if (rc == -EINVAL)
+            gk_tool_error("fcap: %s does not replay even on 64 x its live peak (or on the "
+                          "largest device the search can try: 1PiB for sim)",
+                          a->trace);
+        else if (rc == -ENODATA)
             gk_tool_error("fcap: %s has no allocations", a->trace);
         else
-            gk_tool_error("fcap on %s: %s (%s)", a->device, gk_strerror(rc), gk_last_error());
+            gk_tool_error("fcap on %s: %s", a->device, gk_last_error());
         return GK_TOOL_FAIL;
     }
     double ratio = r.peak_allocated ? (double)r.peak_reserved / (double)r.peak_allocated : 0;
