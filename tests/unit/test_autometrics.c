@@ -281,6 +281,8 @@ static void test_publisher_packs_lines(void **state)
 
 /* Without GK_METRICS_SOCKET nothing starts: a child process (fresh registry) creates a pool and
  * a loader and still has one thread, and nothing reaches the socket. */
+static const char *self_path; /* this program, for the child */
+
 static void test_silent_without_socket(void **state)
 {
     (void)state;
@@ -296,8 +298,9 @@ static void test_silent_without_socket(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         /* The child is a fresh process image only in its registry's state if the parent has not
-         * created the registry: run it through exec to be sure. */
-        execl("/proc/self/exe", "test_autometrics", "--quiet-child", (char *)NULL);
+         * created the registry: run it through exec to be sure (argv[0], not /proc/self/exe,
+         * which is valgrind's own program under memcheck). */
+        execl(self_path, "test_autometrics", "--quiet-child", (char *)NULL);
         _exit(3);
     }
     int status = 0;
@@ -329,6 +332,7 @@ static int quiet_child(void)
 
 int main(int argc, char **argv)
 {
+    self_path = argv[0];
     if (argc > 1 && strcmp(argv[1], "--quiet-child") == 0)
         return quiet_child();
     /* Set before the first series is registered: the publisher starts with it. */
