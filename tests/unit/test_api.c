@@ -480,7 +480,8 @@ static void test_every_failure_has_a_message(void **state)
     gk_statsd *sd;
     GK_ASSERT_OK(gk_statsd_open("/nonexistent/gk.sock", &sd));
     gk_alloc_figures af = {.size = sizeof af, .in_use_bytes = -5};
-    FRESH(gk_statsd_send_alloc(sd, &af), -EINVAL, "gpukit_alloc_in_use_bytes is -5");
+    FRESH(gk_alloc_figures_publish(NULL, "cuda:0", "torch", &af), -EINVAL,
+          "gpukit_alloc_in_use_bytes is -5");
     FRESH(gk_statsd_client_send(sd, "loss", NAN, "g", NULL), -EINVAL, "loss: the value nan");
     gk_statsd_close(sd);
     gk_options o;

@@ -16,6 +16,14 @@ _KEYS = (
 )
 
 
+def device_index(device=None):
+    """The CUDA device index of `device` (None, an int, "cuda", "cuda:1" or a torch.device)."""
+    if isinstance(device, int):
+        return device
+    d = torch.device(device) if device is not None else None
+    return d.index if d is not None and d.index is not None else torch.cuda.current_device()
+
+
 def alloc_figures(device=None):
     """torch.cuda.memory_stats(device) as a filled gk_alloc_figures (ctypes struct)."""
     st = torch.cuda.memory_stats(device)
@@ -26,15 +34,17 @@ def alloc_figures(device=None):
 
 
 def report_memory(device=None):
-    """Sends PyTorch's allocator figures for `device` (default: the current CUDA device) to
-    ``gpukit run`` as gauges: gpukit_alloc_in_use_bytes (allocated), gpukit_alloc_reserved_bytes,
-    gpukit_alloc_active_bytes, and the OOM, retry and device-allocation totals. Call it once per
-    step (or every few). The report's fragmentation rule compares reserved with in-use bytes.
+    """Publishes PyTorch's allocator figures for `device` (default: the current CUDA device) as a
+    pool's series, labelled device="cuda:N" and pool="torch": gpukit_alloc_in_use_bytes
+    (allocated), gpukit_alloc_reserved_bytes, gpukit_alloc_active_bytes, and the OOM, retry and
+    device-allocation totals as counters. The library's publisher sends them to ``gpukit run`` (or
+    ``gpukit serve --statsd``) every 250 ms. Call it once per step (or every few). The report's
+    fragmentation rule compares reserved with in-use bytes.
 
     Returns True when figures were sent; False outside ``gpukit run`` (nothing is read: the
     call costs a flag test) or without CUDA.
     """
     if not metrics.active() or not torch.cuda.is_available():
         return False
-    metrics._send_alloc(alloc_figures(device))
+    metrics._publish_alloc("cuda:%d" % device_index(device), "torch", alloc_figures(device))
     return True
