@@ -3,9 +3,9 @@
  * exactly their batch, skip policy, timeouts with their diagnostic, shutdown mid-epoch, failed
  * create, held batches, the host device stage and the statistics. */
 /* gk-labels: unit threads */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
