@@ -49,7 +49,7 @@ typedef struct gk_batch_config {
     gk_batch_mode mode;
     long init;       /* first size for power/binsearch (2) and decay (128); 0 = the mode's own */
     long b1, b2;     /* model: the two measuring trials (2 and 8) */
-    double margin;   /* model: headroom kept, fraction of the budget (0.05) */
+    double margin;   /* model: headroom kept, fraction of the budget (0.04) */
     long max_batch;  /* cap on the answer (65535; non-OOM errors appear above it on CUDA) */
     long multiple;   /* round the answer down to a multiple of this (1) */
     int max_trials;  /* give up after this many trials (25) */

@@ -102,7 +102,7 @@ struct gk_monitor {
 
     gk_metric *duration_hist; /* gpukit_sampler_duration_seconds */
     gk__derived derived;
-    atomic_int watch_pid; /* the watched tree's root (cfg.pid, or gk_monitor_watch) */
+    atomic_int watch_pid;    /* the watched tree's root (cfg.pid, or gk_monitor_watch) */
     gk_proc_worker *workers; /* GK__MAX_WORKERS, when cfg.pid is set */
     gk__proc_entry *procs;   /* per-process GPU memory series (procs.c); ticking thread only */
     size_t nprocs, procs_cap, nexported;

@@ -128,8 +128,8 @@ static void test_old_output(void **state)
     gk_pool_stats full;
     GK_ASSERT_OK(gk_pool_get_stats(pool, &full));
     assert_true(GK_HAS_FIELD(&full, gk_pool_stats, limit));
-    assert_false(GK_HAS_FIELD((gk_pool_stats *)&u.old, gk_pool_stats, limit));
-    assert_true(GK_HAS_FIELD((gk_pool_stats *)&u.old, gk_pool_stats, num_ooms));
+    assert_false(GK_HAS_FIELD(&u.old, gk_pool_stats, limit));
+    assert_true(GK_HAS_FIELD(&u.old, gk_pool_stats, num_ooms));
 
     /* A bigger struct (a newer header, this library): the library fills its own size. */
     union {

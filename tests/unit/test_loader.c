@@ -4,9 +4,9 @@
  * create, held batches, the host device stage, the statistics, workers = -1 and the usable-CPU
  * count behind it (affinity, cgroup v1 and v2 quotas). */
 /* gk-labels: unit threads */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
