@@ -48,6 +48,7 @@ static char *g_conf;     /* NULL: none */
 static char *g_sim_spec; /* the test switch; NULL: cuda */
 static char *g_report;   /* the last failure's text; NULL: none */
 static size_t g_report_len;
+static int g_report_code;
 static int g_pools; /* pools created or being created (configure and the switch refuse then) */
 
 static gk_logger shim_logger(void)
@@ -59,13 +60,14 @@ static gk_logger shim_logger(void)
 }
 
 /* Keeps `text` as the last failure's text and logs it at error level. */
-static void keep_report(int device, const char *text)
+static void keep_report(int device, int code, const char *text)
 {
     char *copy = strdup(text);
     pthread_mutex_lock(&g_lock);
     free(g_report);
     g_report = copy;
     g_report_len = copy ? strlen(copy) : 0;
+    g_report_code = code;
     pthread_mutex_unlock(&g_lock);
     gk_logger lg = shim_logger();
     gk_log(&lg, GK_LOG_ERROR, "torch", "allocation on device %d failed (PyTorch gets NULL): %s",
@@ -217,11 +219,12 @@ static void *oom(gk_pool *pool, int device)
     size_t n = gk_pool_oom_report(pool, NULL, 0);
     char *text = malloc(n + 1);
     if (!text) {
-        keep_report(device, "out of device memory (no host memory left for the report)");
+        keep_report(device, GK_EDEVOOM,
+                    "out of device memory (no host memory left for the report)");
         return NULL;
     }
     gk_pool_oom_report(pool, text, n + 1);
-    keep_report(device, text);
+    keep_report(device, GK_EDEVOOM, text);
     free(text);
     return NULL;
 }
@@ -232,8 +235,8 @@ void *gk_torch_malloc(ssize_t size, int device, void *stream)
         return NULL;
     int rc;
     if (size < 0) {
-        (void)gk__error(-EINVAL, "gk_torch_malloc: size %zd is negative", size);
-        keep_report(device, gk_last_error());
+        rc = gk__error(-EINVAL, "gk_torch_malloc: size %zd is negative", size);
+        keep_report(device, rc, gk_last_error());
         return NULL;
     }
     gk_pool *pool = get_pool(device, 1, &rc, "gk_torch_malloc");
@@ -247,7 +250,7 @@ void *gk_torch_malloc(ssize_t size, int device, void *stream)
             return oom(pool, device);
     }
     if (rc) {
-        keep_report(device, gk_last_error());
+        keep_report(device, rc, gk_last_error());
         return NULL;
     }
     return ptr;
@@ -375,10 +378,19 @@ int gk_torch_record_stream(void *ptr, int device, void *stream)
     return rc ? rc : gk_pool_record_stream(pool, ptr, st);
 }
 
-size_t gk_torch_last_report(char *buf, size_t len)
+int gk_torch_mem_info(int device, size_t *free_bytes, size_t *total_bytes)
+{
+    int rc;
+    gk_pool *pool = get_pool(device, 1, &rc, "gk_torch_mem_info");
+    return pool ? gk_device_mem_info(gk_pool_device(pool), free_bytes, total_bytes) : rc;
+}
+
+size_t gk_torch_last_report(char *buf, size_t len, int *code)
 {
     pthread_mutex_lock(&g_lock);
     size_t n = g_report_len;
+    if (code)
+        *code = g_report_code;
     if (buf && len > 0) {
         size_t k = n < len - 1 ? n : len - 1;
         if (k)
@@ -419,6 +431,7 @@ int gk_torch_shutdown(void)
     free(g_report);
     g_preset = g_conf = g_sim_spec = g_report = NULL;
     g_report_len = 0;
+    g_report_code = 0;
     pthread_mutex_unlock(&g_lock);
     return 0;
 }

@@ -94,11 +94,17 @@ GK_API int gk_torch_empty_cache(int device);
  * untyped_storage().data_ptr(), not a view's data_ptr()). */
 GK_API int gk_torch_record_stream(void *ptr, int device, void *stream);
 
+/* Free and total memory of `device` as its backend reports them now (gk_device_mem_info), creating
+ * its pool when needed. Returns 0, -EINVAL or the device's error. */
+GK_API int gk_torch_mem_info(int device, size_t *free_bytes, size_t *total_bytes);
+
 /* The text kept by the last gk_torch_malloc that failed, on any device and thread: the pool's
  * out-of-memory report, or the error that stopped the allocation. Copies it into buf (truncated to
- * len, NUL-terminated when len > 0) and returns its full length; 0 (and "") when no allocation has
- * failed since the process started or since gk_torch_shutdown. */
-GK_API size_t gk_torch_last_report(char *buf, size_t len);
+ * len, NUL-terminated when len > 0), stores the failure's status in *code when code is not NULL
+ * (GK_EDEVOOM for the pool's report, else the error's code) and returns the text's full length;
+ * 0, "" and code 0 when no allocation has failed since the process started or since
+ * gk_torch_shutdown. */
+GK_API size_t gk_torch_last_report(char *buf, size_t len, int *code);
 
 /* The message of this thread's last failing gk_torch_* call (libgpukit's gk_last_error() for the
  * shim's copy of the library). */

@@ -18,6 +18,13 @@
 #define KIB ((size_t)1 << 10)
 #define MIB ((size_t)1 << 20)
 
+/* PyTorch loads the entry points with dlsym and calls them as void *(size_t, int, cudaStream_t)
+ * and void (void *, size_t, int, cudaStream_t), so nothing checks them at run time: these pointers
+ * fail to compile when a signature drifts. */
+static void *(*const torch_alloc)(ssize_t, int, void *) = gk_torch_malloc;
+static void (*const torch_free)(void *, ssize_t, int, void *) = gk_torch_free;
+_Static_assert(sizeof(ssize_t) == sizeof(size_t), "PyTorch passes a size_t");
+
 static int setup(void **state)
 {
     (void)state;
@@ -45,21 +52,21 @@ static gk_pool_stats stats(int device)
 static const char *report(void)
 {
     static char buf[8192];
-    gk_torch_last_report(buf, sizeof buf);
+    gk_torch_last_report(buf, sizeof buf, NULL);
     return buf;
 }
 
 static void test_alloc_free_reuse(void **state)
 {
     (void)state;
-    void *p = gk_torch_malloc(1000, 0, NULL);
+    void *p = torch_alloc(1000, 0, NULL);
     assert_non_null(p);
     gk_pool_stats st = stats(0);
     assert_int_equal(st.allocated_bytes[GK_POOL_ALL].current, 1024); /* rounded to 512 B */
     assert_int_equal(st.requested_bytes[GK_POOL_ALL].current, 1000);
     assert_int_equal(st.allocation[GK_POOL_SMALL].current, 1);
     assert_int_equal(st.reserved_bytes[GK_POOL_ALL].current, 2 * MIB); /* one small segment */
-    gk_torch_free(p, 1000, 0, NULL);
+    torch_free(p, 1000, 0, NULL);
     st = stats(0);
     assert_int_equal(st.allocated_bytes[GK_POOL_ALL].current, 0);
     assert_int_equal(st.reserved_bytes[GK_POOL_ALL].current, 2 * MIB); /* cached */
@@ -73,7 +80,7 @@ static void test_alloc_free_reuse(void **state)
     /* Size 0 is NULL with nothing kept, as PyTorch's own allocator answers; NULL frees nothing. */
     assert_null(gk_torch_malloc(0, 0, NULL));
     gk_torch_free(NULL, 0, 0, NULL);
-    assert_int_equal(gk_torch_last_report(NULL, 0), 0);
+    assert_int_equal(gk_torch_last_report(NULL, 0, NULL), 0);
     assert_string_equal(report(), "");
 }
 
@@ -151,6 +158,14 @@ static void test_devices(void **state)
     GK_ASSERT_CONTAINS(report(), "device 64 is not a CUDA ordinal");
     assert_null(gk_torch_malloc(-5, 0, NULL));
     GK_ASSERT_CONTAINS(report(), "size -5 is negative");
+    int code = 0;
+    gk_torch_last_report(NULL, 0, &code);
+    assert_int_equal(code, -EINVAL);
+    size_t free_b = 0, total_b = 0;
+    GK_ASSERT_OK(gk_torch_mem_info(0, &free_b, &total_b));
+    assert_int_equal(total_b, 64 * MIB);
+    assert_true(free_b <= total_b);
+    GK_ASSERT_ERR(gk_torch_mem_info(-1, &free_b, &total_b), -EINVAL);
 }
 
 /* The writers give the pool's own JSON, table and snapshot. */
@@ -187,12 +202,14 @@ static void test_oom(void **state)
     void *keep = gk_torch_malloc(40 * MIB, 0, NULL);
     assert_non_null(keep);
     assert_null(gk_torch_malloc(48 * MIB, 0, NULL)); /* 64 MiB device, 40 held */
-    size_t n = gk_torch_last_report(NULL, 0);
+    size_t n = gk_torch_last_report(NULL, 0, NULL);
     assert_true(n > 100);
     GK_ASSERT_CONTAINS(report(), "out of device memory");
     GK_ASSERT_CONTAINS(report(), "50331648"); /* the request */
     char small[16];
-    assert_int_equal(gk_torch_last_report(small, sizeof small), n);
+    int code = 0;
+    assert_int_equal(gk_torch_last_report(small, sizeof small, &code), n);
+    assert_int_equal(code, GK_EDEVOOM);
     assert_int_equal(strlen(small), sizeof small - 1);
     gk_pool_stats st = stats(0);
     assert_int_equal(st.num_ooms, 1);
@@ -200,11 +217,11 @@ static void test_oom(void **state)
     /* The pool still works, and the report stays until the next failure. */
     void *p = gk_torch_malloc(8 * MIB, 0, NULL);
     assert_non_null(p);
-    assert_int_equal(gk_torch_last_report(NULL, 0), n);
+    assert_int_equal(gk_torch_last_report(NULL, 0, NULL), n);
     gk_torch_free(p, 0, 0, NULL);
     gk_torch_free(keep, 0, 0, NULL);
     GK_ASSERT_OK(gk_torch_shutdown());
-    assert_int_equal(gk_torch_last_report(NULL, 0), 0);
+    assert_int_equal(gk_torch_last_report(NULL, 0, NULL), 0);
 }
 
 static void test_settings(void **state)

@@ -1,6 +1,7 @@
 """PyTorch's CUDA allocator figures as gpukit's allocator gauges."""
 import torch
 
+from .. import _shim
 from .. import _structs as S
 from .. import metrics
 
@@ -17,8 +18,13 @@ _KEYS = (
 
 
 def alloc_figures(device=None):
-    """torch.cuda.memory_stats(device) as a filled gk_alloc_figures (ctypes struct)."""
-    st = torch.cuda.memory_stats(device)
+    """torch.cuda.memory_stats(device) as a filled gk_alloc_figures (ctypes struct); with
+    gpukit's allocator installed, gpukit.torch.memory_stats(device)."""
+    if _shim.active("torch"):
+        from .allocator import memory_stats
+        st = memory_stats(device)
+    else:
+        st = torch.cuda.memory_stats(device)
     f = S.new(S.gk_alloc_figures)
     for key, name in _KEYS:
         setattr(f, name, float(st[key]) if key in st else float("nan"))
@@ -32,9 +38,10 @@ def report_memory(device=None):
     step (or every few). The report's fragmentation rule compares reserved with in-use bytes.
 
     Returns True when figures were sent; False outside ``gpukit run`` (nothing is read: the
-    call costs a flag test) or without CUDA.
+    call costs a flag test), without CUDA, or with gpukit's allocator installed
+    (use_gpukit_allocator), whose pools send their own figures under ``gpukit run``.
     """
-    if not metrics.active() or not torch.cuda.is_available():
+    if not metrics.active() or not torch.cuda.is_available() or _shim.active("torch"):
         return False
     metrics._send_alloc(alloc_figures(device))
     return True
