@@ -43,10 +43,11 @@ static void init_slots(void)
 
 /* Process-wide state, under g_lock. */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *g_preset;   /* NULL: "default" */
-static char *g_conf;     /* NULL: none */
-static char *g_sim_spec; /* the test switch; NULL: cuda */
-static char *g_report;   /* the last failure's text; NULL: none */
+static char *g_preset;      /* NULL: "default" */
+static char *g_conf;        /* NULL: none */
+static char *g_sim_spec;    /* the test switch; NULL: cuda */
+static atomic_int g_sim_on; /* g_sim_spec != NULL, read without the lock on every call */
+static char *g_report;      /* the last failure's text; NULL: none */
 static size_t g_report_len;
 static int g_report_code;
 static int g_pools; /* pools created or being created (configure and the switch refuse then) */
@@ -167,10 +168,7 @@ static gk_pool *get_pool(int device, int create, int *rc, const char *fn)
 
 static int sim_mode(void)
 {
-    pthread_mutex_lock(&g_lock);
-    int on = g_sim_spec != NULL;
-    pthread_mutex_unlock(&g_lock);
-    return on;
+    return atomic_load_explicit(&g_sim_on, memory_order_relaxed);
 }
 
 /* The gpukit stream for a caller's stream on `device` (whose pool exists): NULL for NULL, the
@@ -430,6 +428,7 @@ int gk_torch_shutdown(void)
     free(g_sim_spec);
     free(g_report);
     g_preset = g_conf = g_sim_spec = g_report = NULL;
+    atomic_store(&g_sim_on, 0);
     g_report_len = 0;
     g_report_code = 0;
     pthread_mutex_unlock(&g_lock);
@@ -457,6 +456,7 @@ int gk_torch_test_use_sim(const char *spec)
     }
     free(g_sim_spec);
     g_sim_spec = copy;
+    atomic_store(&g_sim_on, copy != NULL);
     pthread_mutex_unlock(&g_lock);
     return 0;
 }
