@@ -336,22 +336,24 @@ int gk_torch_snapshot_json(int device, FILE *out)
     return pool ? gk_pool_snapshot_json(pool, out) : rc;
 }
 
-int gk_torch_reset_peak(int device)
+/* Runs `fn` on the pool of `device` when it has one (nothing to reset otherwise). */
+static int on_existing_pool(int device, void (*fn)(gk_pool *), const char *name)
 {
     int rc;
-    gk_pool *pool = get_pool(device, 0, &rc, "gk_torch_reset_peak");
+    gk_pool *pool = get_pool(device, 0, &rc, name);
     if (pool)
-        gk_pool_reset_peak(pool);
+        fn(pool);
     return rc;
+}
+
+int gk_torch_reset_peak(int device)
+{
+    return on_existing_pool(device, gk_pool_reset_peak, "gk_torch_reset_peak");
 }
 
 int gk_torch_reset_accumulated(int device)
 {
-    int rc;
-    gk_pool *pool = get_pool(device, 0, &rc, "gk_torch_reset_accumulated");
-    if (pool)
-        gk_pool_reset_accumulated(pool);
-    return rc;
+    return on_existing_pool(device, gk_pool_reset_accumulated, "gk_torch_reset_accumulated");
 }
 
 int gk_torch_empty_cache(int device)

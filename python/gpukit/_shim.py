@@ -119,26 +119,24 @@ def shutdown():
         _active.clear()
 
 
-def stats(device):
-    """The pool's statistics with PyTorch's flat keys (gk_torch_stats_json) as a dict."""
-    shim = load()
-    rc, text = capture(lambda f: shim.gk_torch_stats_json(device, f))
-    check(rc)
-    return json.loads(text)
-
-
-def summary(device):
-    shim = load()
-    rc, text = capture(lambda f: shim.gk_torch_summary(device, f))
+def _written(fn, device):
+    """The text a gk_torch_* writer (int fn(int device, FILE *)) writes for `device`."""
+    rc, text = capture(lambda f: fn(device, f))
     check(rc)
     return text
 
 
+def stats(device):
+    """The pool's statistics with PyTorch's flat keys (gk_torch_stats_json) as a dict."""
+    return json.loads(_written(load().gk_torch_stats_json, device))
+
+
+def summary(device):
+    return _written(load().gk_torch_summary, device)
+
+
 def snapshot(device):
-    shim = load()
-    rc, text = capture(lambda f: shim.gk_torch_snapshot_json(device, f))
-    check(rc)
-    return json.loads(text)
+    return json.loads(_written(load().gk_torch_snapshot_json, device))
 
 
 def mem_info(device):

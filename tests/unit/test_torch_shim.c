@@ -409,11 +409,7 @@ static void load_fake(fake_api *api)
     api->lib = dlopen(gk_test_fake_cuda(), RTLD_NOW | RTLD_LOCAL);
     if (!api->lib)
         fail_msg("cannot load the fake driver: %s", dlerror());
-    void *p;
-#define FK_LOAD(ret, name, params)                                                                 \
-    p = dlsym(api->lib, #name);                                                                    \
-    assert_non_null(p);                                                                            \
-    memcpy(&api->name, &p, sizeof p);
+#define FK_LOAD(ret, name, params) load_sym(api->lib, #name, &api->name);
     FAKECUDA_CONTROL_FUNCS(FK_LOAD)
 #undef FK_LOAD
     load_sym(api->lib, "cuStreamCreate", &api->stream_create);
