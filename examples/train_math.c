@@ -8,6 +8,8 @@
 
 #ifndef TRAIN_NO_CBLAS
 #include <cblas.h>
+/* OpenBLAS's thread count (weak: another CBLAS lacks it, and the example then says 1). */
+extern int openblas_get_num_threads(void) __attribute__((weak));
 #else
 /* Built without CBLAS (scripts/gpu-check.sh on a machine without libopenblas-dev): the same four
  * routines as plain loops, enough for the host reference run. */
@@ -253,6 +255,8 @@ int train_math_open(train_math *m, gk_device *dev, char *err, size_t errlen)
             train_math_close(m);
             return rc;
         }
+        m->library = "cublas";
+        m->threads = 1;
         m->forward = cu_forward;
         m->sumsq = cu_sumsq;
         m->backward = cu_backward;
@@ -264,8 +268,12 @@ int train_math_open(train_math *m, gk_device *dev, char *err, size_t errlen)
     }
 #ifndef TRAIN_NO_CBLAS
     m->name = "CBLAS (OpenBLAS)";
+    m->library = "openblas";
+    m->threads = openblas_get_num_threads ? openblas_get_num_threads() : 1;
 #else
     m->name = "plain C loops (built without CBLAS)";
+    m->library = "loops";
+    m->threads = 1;
 #endif
     m->forward = host_forward;
     m->sumsq = host_sumsq;

@@ -9,7 +9,9 @@
 
 typedef struct train_math train_math;
 struct train_math {
-    const char *name; /* "CBLAS (OpenBLAS)" or "cuBLAS (libcublas.so.12)" */
+    const char *name;    /* "CBLAS (OpenBLAS)" or "cuBLAS (libcublas.so.12)" */
+    const char *library; /* the same as a metric tag: "openblas", "cublas" or "loops" */
+    int threads;         /* the host library's threads (1 for cuBLAS and loops) */
     gk_device *dev;
     void *lib, *handle;  /* cuBLAS only */
     void (*fn[8])(void); /* cuBLAS entry points */

@@ -464,9 +464,9 @@ if [ -n "$LIB" ]; then
         if [ -x "$BUILD/gpu_smoke" ]; then
             step run-gpu 120 "$TOOL" run --interval 0.1 --out "$LOGS/run-gpu.jsonl" \
                 --html "$LOGS/run-gpu.html" -- bash -c "'$BUILD/gpu_smoke' cuda:0 >/dev/null && sleep 1"
-            grep -E '^(  GPU|gpu\.|GPU energy|peak GPU|  gpu\.|  [0-9]+\. )' "$LOGS/run-gpu.log" |
+            grep -E '^(  GPU|gpukit_gpu_|GPU energy|peak GPU|  gpukit_gpu_|  [0-9]+\. )' "$LOGS/run-gpu.log" |
                 sed 's/^/   | /' | head -n 60 | tee -a "$SUMMARY"
-            if ! grep -q '"gpu.0.utilization_ratio"' "$LOGS/run-gpu.jsonl" 2>/dev/null; then
+            if ! grep -q '"gpukit_gpu_utilization_ratio{gpu=\\"0\\"}"' "$LOGS/run-gpu.jsonl" 2>/dev/null; then
                 say "   no GPU series in the recording"
                 FAILED+=("run-gpu-series")
             fi

@@ -98,6 +98,7 @@ static int make_config(const char *preset, const char *conf, gk_pool_config *cfg
         if (rc)
             return gk__error(rc, "gpukit allocator settings \"%s\": %s", conf, err);
     }
+    cfg->name = "torch"; /* the pool label of its series (device="cuda:N" comes from the device) */
     /* The rules across keys, which gk_pool_create would check only when the first tensor is
      * made. */
     rc = gk__pool_config_check(cfg, err, sizeof err);

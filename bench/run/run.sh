@@ -67,7 +67,7 @@ _, total_cpu, wall = tv(sys.argv[2])
 recs = [json.loads(l) for l in open(sys.argv[3])]
 end = recs[-1]
 samples = [r["v"] for r in recs if r["type"] == "sample"]
-peak = max(s.get("tree.rss_bytes", 0) for s in samples)
+peak = max(s.get("gpukit_process_tree_resident_memory_bytes", 0) for s in samples)
 own = total_cpu - end["cpu_seconds"]
 print("interval %s: bare max RSS %.1f MiB, gpukit sampled peak %+.1f%%, end line %+.1f%%; "
       "bare CPU %.2f s, end line %+.1f%%; gpukit's own CPU %.2f s (%d samples, wall %s)"

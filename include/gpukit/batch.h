@@ -49,7 +49,7 @@ typedef struct gk_batch_config {
     gk_batch_mode mode;
     long init;       /* first size for power/binsearch (2) and decay (128); 0 = the mode's own */
     long b1, b2;     /* model: the two measuring trials (2 and 8) */
-    double margin;   /* model: headroom kept, fraction of the budget (0.05) */
+    double margin;   /* model: headroom kept, fraction of the budget (0.04) */
     long max_batch;  /* cap on the answer (65535; non-OOM errors appear above it on CUDA) */
     long multiple;   /* round the answer down to a multiple of this (1) */
     int max_trials;  /* give up after this many trials (25) */
@@ -57,6 +57,9 @@ typedef struct gk_batch_config {
     uint64_t budget; /* model: bytes the step may use; 0 = from the pool (its limit, else the
                         device's free memory plus what the pool has reserved) */
     gk_pool *pool;   /* optional: peaks are reset before and read after each trial */
+    /* Where the answer is published: NULL (default) for the process registry
+     * (gk_metrics_default(), which `gpukit run` receives). */
+    gk_metrics *metrics;
 } gk_batch_config;
 
 /* Fills `cfg` with the defaults above (mode model, no pool). */
@@ -85,10 +88,11 @@ typedef struct gk_batch_result {
     double budget; /* model: the budget in bytes the prediction used (0 when no fit was made) */
 } gk_batch_result;
 
-/* Runs the search. Under `gpukit run` (GK_METRICS_SOCKET set) a successful search sends its
- * answer as the gauge gpukit_batch_size and, in model mode once the fit is made, the model as
- * gpukit_batch_fixed_bytes (a), gpukit_batch_per_sample_bytes (k), gpukit_batch_budget_bytes and
- * gpukit_batch_margin_ratio, which the report's batch-headroom advice uses. Returns 0 with
+/* Runs the search. A successful search sets its answer as the gauge gpukit_batch_size and, in
+ * model mode once the fit is made, the model as gpukit_batch_fixed_bytes (a),
+ * gpukit_batch_per_sample_bytes (k), gpukit_batch_budget_bytes and gpukit_batch_margin_ratio in
+ * cfg->metrics (labelled device=<the pool's device> or "unknown"); under `gpukit run` they reach the
+ * report's batch-headroom advice. Returns 0 with
  * out->batch >= 1; GK_EDEVOOM when not even batch 1 (model,
  * binsearch, power) or the smallest size tried (decay) fits, or when the largest batch that fits
  * is below `multiple`; -EINVAL for a bad config (b1 >= b2, multiple above max_batch,

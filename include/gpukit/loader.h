@@ -368,11 +368,14 @@ typedef struct gk_loader_config {
     /* 1 (default): after filling batch n, pass the items of batch n+K to the dataset's
      * will_need (for items of at least 4 KiB). */
     int readahead;
-    /* Where to publish the loader's metrics (NULL, the default: nowhere; gk_metrics_default()
-     * for the process registry). The registry must outlive the loader. Series, each labelled
-     * loader="<name>": gpukit_loader_items_total, _bytes_total, _batches_total, _skips_total,
-     * _worker_busy_seconds_total (counters), gpukit_loader_wait_seconds, _fill_seconds,
-     * _copy_seconds (histograms), gpukit_loader_ring_ready, _first_batch_seconds (gauges). */
+    /* Where to publish the loader's figures: NULL (the default) for the process registry
+     * (gk_metrics_default(), which `gpukit run` receives); another registry must outlive the
+     * loader. Series, labelled device="cuda:0" (or "host", "sim"; "host" also without a device) and loader="<name>":
+     * gpukit_loader_items_total, _bytes_total, _batches_total, _skips_total,
+     * _wait_seconds_total, _worker_busy_seconds_total, _fill_seconds_total, _copy_seconds_total
+     * (counters), gpukit_loader_ring_ready, _first_batch_seconds, _depth (gauges). They are read
+     * from gk_loader_get_stats only when the registry is read: next() and the workers never
+     * touch them. */
     gk_metrics *metrics;
     const char *name; /* the loader label (copied; default "loader"); give each loader its own */
     unsigned test_drop_edges; /* tests only: GK_LOADER_DROP_EDGE_* (default 0) */
@@ -395,11 +398,8 @@ GK_API int gk_loader_config_from_env(gk_loader_config *cfg, char *found, size_t 
 
 /* Creates a loader over `ds` (borrowed; it must outlive the loader): allocates and touches K host
  * slots (pinned through cfg->device when given), K device slots, per-slot events and a copy
- * stream, then starts the workers, which open their dataset state and begin filling. When
- * GK_METRICS_SOCKET is set (under `gpukit run`) one more thread sends the loader's wait, batches
- * and items (StatsD counters gpukit_loader_wait_seconds_total, _batches_total, _items_total) and
- * ring occupancy (gauge gpukit_loader_ring_ready), tagged loader:<name>, every 250 ms and when
- * the loader is destroyed. Returns 0,
+ * stream, then starts the workers, which open their dataset state and begin filling, and
+ * registers its series in cfg->metrics (see gk_loader_config). Returns 0,
  * -EINVAL (bad config; the message says which field), -ENOMEM, GK_EDEVOOM, a worker_open error,
  * or a device error, with the message in gk_last_error(). `cfg` NULL means
  * gk_loader_config_default(); it is copied up to cfg->size. A failed create frees everything it

@@ -130,6 +130,68 @@ GK_API const char *gk_metrics_content_type(gk_metrics_format fmt);
  * otherwise Prometheus 0.0.4. NULL gives Prometheus. */
 GK_API gk_metrics_format gk_metrics_negotiate(const char *accept);
 
+/* --- collectors and readers ---------------------------------------------------------------- */
+
+/* A collector refreshes some of the registry's series from an object's own state (a pool sets
+ * its memory gauges from its statistics), so that object's hot paths never touch the registry:
+ * the figures are read only when somebody reads the registry. */
+typedef void (*gk_metrics_collect_fn)(void *user);
+
+/* Adds a collector (at most 256 per registry). Returns 0, -EINVAL, -ENOSPC or -ENOMEM.
+ * Thread-safe. */
+GK_API int gk_metrics_add_collector(gk_metrics *m, gk_metrics_collect_fn fn, void *user);
+
+/* Runs the collector a last time (so the series hold the object's final figures), then removes
+ * it; once this returns it is never called again, so the object may be freed. Returns 0, -EINVAL
+ * or -ENOENT. Thread-safe; must not be called from inside a collector. */
+GK_API int gk_metrics_remove_collector(gk_metrics *m, gk_metrics_collect_fn fn, void *user);
+
+/* Runs every collector, one at a time (collectors are serialized with each other and with
+ * removal). gk_metrics_render and gk_metrics_foreach call it first; call it yourself before
+ * reading single series with gk_metric_value. Thread-safe. */
+GK_API void gk_metrics_collect(gk_metrics *m);
+
+/* One series as gk_metrics_foreach presents it. Strings belong to the registry and are valid
+ * during the callback. */
+typedef struct gk_metric_sample {
+    size_t size;             /* sizeof(gk_metric_sample) in the library */
+    const gk_metric *metric; /* the series (its identity across calls) */
+    const char *name;        /* the name as rendered: a counter's ends in "_total" */
+    gk_metric_type type;
+    size_t nlabels;                  /* label pairs */
+    const char *const *label_names;  /* nlabels names */
+    const char *const *label_values; /* nlabels values */
+    double value;                    /* counter or gauge value; a histogram's sum */
+    uint64_t count;                  /* a histogram's observation count; 0 for the others */
+    uint64_t serial; /* unique among the registry's series, also across removals (a reader that
+                        keeps per-series state by `metric` checks it: addresses are reused) */
+} gk_metric_sample;
+
+/* Calls fn(user, sample) for every series, in registration order, after running the collectors.
+ * The registry's lock is held during the walk: fn must not register series or call back into
+ * the registry (updates with gk_counter_add and friends are fine). A non-zero return from fn
+ * stops the walk and is returned. Returns 0, -EINVAL or fn's value. Thread-safe. */
+typedef int (*gk_metrics_visit_fn)(void *user, const gk_metric_sample *sample);
+GK_API int gk_metrics_foreach(gk_metrics *m, gk_metrics_visit_fn fn, void *user);
+
+/* Removes one series (its family stays, with its other series) and frees it: for series whose
+ * subject has gone, such as a process that exited. Only the code that registered the series may
+ * remove it, and nothing may use the pointer afterwards (registering the same name and labels
+ * again returns a new series). Returns 0, -EINVAL, or -ENOENT when it is not in this registry.
+ * Thread-safe; must not be called from a collector or from inside gk_metrics_foreach. */
+GK_API int gk_metrics_remove(gk_metrics *m, gk_metric *series);
+
+/* Number of series registered (every family's label sets). Thread-safe. */
+GK_API size_t gk_metrics_series_count(gk_metrics *m);
+
+/* Asks for fn(user, m) to be called once, on the registering thread and without the registry's
+ * lock, right after the registry's first series is registered (at once when it already has
+ * one). One such watcher per registry; a second call replaces it. This is how a reader that
+ * should exist only for a registry in use (the process publisher) starts lazily. Returns 0 or
+ * -EINVAL. Thread-safe. */
+typedef void (*gk_metrics_first_fn)(void *user, gk_metrics *m);
+GK_API int gk_metrics_on_first_series(gk_metrics *m, gk_metrics_first_fn fn, void *user);
+
 /* --- logged values ------------------------------------------------------------------------ */
 
 /* Logs `value` under `name` with the current realtime timestamp: keeps the point in a ring of

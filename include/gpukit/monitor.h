@@ -66,6 +66,9 @@ typedef struct gk_monitor_config {
     gk_logger logger;         /* default gk_logger_default() */
     gk_alert_fn on_alert;     /* NULL: alerts only log */
     void *alert_user;
+    unsigned max_process_series; /* gpukit_gpu_process_memory_used_bytes series (one per process
+                                    and GPU) exported at most; the others are counted in
+                                    gpukit_gpu_process_series_dropped_total; default 256 */
 } gk_monitor_config;
 
 /* Fills `cfg` with the defaults above. Reads no environment variable. */
@@ -98,6 +101,12 @@ GK_API void gk_monitor_destroy(gk_monitor *m);
 /* Runs one tick now on the calling thread (all tiers due on that tick). Returns 0, -EBUSY while
  * the sampler thread runs, or -EINVAL. */
 GK_API int gk_monitor_tick(gk_monitor *m);
+
+/* Watches the process tree rooted at `pid` from the next tick on (0: none), as cfg.pid does: its
+ * gpukit_process_tree_* series, and one set of gpukit_rank_* series per launcher's worker in it.
+ * For a monitor created before the process it watches exists (`gpukit run` starts the command
+ * after opening its readers). Returns 0, -EINVAL or -ENOMEM. Thread-safe. */
+GK_API int gk_monitor_watch(gk_monitor *m, int pid);
 
 /* 1 when NVML is in use; reason receives why not ("" when in use). Thread-safe. */
 GK_API int gk_monitor_gpu_available(gk_monitor *m, char *reason, size_t len);

@@ -60,6 +60,7 @@
 #include "device.h"
 #include "error.h"
 #include "log.h"
+#include "metrics.h"
 #include "version.h"
 
 #ifdef __cplusplus
@@ -89,6 +90,14 @@ typedef struct gk_pool_config {
     double gc_threshold;              /* "gc_threshold": in (0,1) to collect old blocks; 0 = off */
     int release_lock_on_device_alloc; /* "release_lock": backend segment allocation unlocked (1) */
     size_t history;                   /* "history": history ring entries; 0 = off */
+    /* Where the pool's figures are published: NULL (default) for the process registry
+     * (gk_metrics_default(), which `gpukit run` receives). Series gpukit_alloc_in_use_bytes,
+     * _reserved_bytes, _active_bytes, _limit_bytes, _largest_free_block_bytes (gauges) and
+     * gpukit_alloc_ooms_total, _retries_total, _device_mallocs_total, _device_frees_total
+     * (counters), labelled device="cuda:0" (or "host", "sim") and pool=<name>; they are read
+     * from the pool's statistics only when the registry is read, so allocation pays nothing. */
+    gk_metrics *metrics;
+    const char *name; /* the pool label (copied; default "default"); give each pool its own */
 } gk_pool_config;
 
 /* Fills `cfg` with the `default` preset. Reads no environment variable. */
@@ -123,15 +132,38 @@ GK_API int gk_pool_config_set(gk_pool_config *cfg, const char *key, const char *
 GK_API int gk_pool_config_parse(gk_pool_config *cfg, const char *text, char *err, size_t errlen);
 
 /* Creates a pool on `dev` (which must outlive it). `cfg` NULL means gk_pool_config_default(); it
- * is copied, up to cfg->size. Registers a stream-destroy hook on the device. When
- * GK_METRICS_SOCKET is set (under `gpukit run`) it also starts one thread that sends the pool's
- * figures there every 250 ms and when the pool is destroyed (gk_statsd_send_pool's gauges);
- * without it no thread is started. Returns 0, -EINVAL (bad setting), -ENOMEM or the device's
- * error, with the message in gk_last_error(). */
+ * is copied, up to cfg->size. Registers a stream-destroy hook on the device, and its series in
+ * cfg->metrics (see gk_pool_config; a registry that refuses them only costs the pool its
+ * figures). Starts no thread. Returns 0, -EINVAL (bad setting), -ENOMEM or the device's error,
+ * with the message in gk_last_error(). */
 GK_API int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out);
 
 /* Deprecated alias of gk_last_error(), kept for one release. */
 GK_API const char *gk_pool_create_error(void) GK_DEPRECATED("use gk_last_error()");
+
+/* Another allocator's figures (PyTorch's torch.cuda.memory_stats(), say), published as a pool's.
+ * A field that is NAN is not known and not published. Set `.size = sizeof(gk_alloc_figures)`;
+ * fields beyond the size count as unknown. */
+typedef struct gk_alloc_figures {
+    size_t size;
+    double in_use_bytes;   /* bytes handed out: gpukit_alloc_in_use_bytes */
+    double reserved_bytes; /* bytes held from the device: gpukit_alloc_reserved_bytes */
+    double active_bytes;   /* bytes allocated or waiting on events: gpukit_alloc_active_bytes */
+    double ooms;           /* allocations that failed, a running total: gpukit_alloc_ooms_total */
+    double retries;        /* allocations that freed the cache and retried: _retries_total */
+    double device_mallocs; /* device allocations: gpukit_alloc_device_mallocs_total */
+} gk_alloc_figures;
+
+/* Sets the series a pool publishes (see gk_pool_config.metrics) from `f`, labelled
+ * device=`device` ("cuda:0") and pool=`name` ("torch"), in registry `m` (NULL:
+ * gk_metrics_default(), which the process publisher sends under `gpukit run` and to
+ * `gpukit serve --statsd`). Gauges take the figures; the counters take the rise of the running
+ * totals over what was published (a total that fell, after the allocator reset its statistics,
+ * adds nothing until it passes the published one: counters never go down). The report's fragmentation rule and the dashboard read them as a pool's.
+ * Returns 0, -EINVAL (NULL arguments, a size below sizeof(size_t), a negative or infinite figure,
+ * with a message naming it), or the registry's error (a name clash, a cap). Thread-safe. */
+GK_API int gk_alloc_figures_publish(gk_metrics *m, const char *device, const char *name,
+                                    const gk_alloc_figures *f);
 
 /* Frees every segment back to the device (live blocks are logged as leaks at warn level and
  * freed with their segments), destroys the pool's events and removes its stream hook. Waits for

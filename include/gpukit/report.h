@@ -146,7 +146,7 @@ typedef struct gk_recording_info {
     size_t size; /* bytes filled (see gpukit/version.h) */
     int schema;
     const char *gpukit_version;
-    const char *command; /* argv joined with spaces */
+    const char *command; /* argv shell-quoted and joined with spaces: pastes back into a shell */
     const char *host;
     double start_unix;
     const char *start; /* ISO 8601 UTC */
@@ -268,6 +268,28 @@ GK_API int gk_report_advice(const gk_report *rep, size_t i, gk_advice *out, size
 GK_API int gk_report_stats(const gk_report *rep, const char *name, gk_stats *out, size_t size);
 #define gk_report_stats(rep, name, out) (gk_report_stats)((rep), (name), (out), sizeof *(out))
 
+/* One rank of a multi-process run (series tagged with `rank`, as every gpukit StatsD client and
+ * the process publisher send them under a launcher). A figure not recorded for that rank is NAN
+ * (gpu is -1). */
+typedef struct gk_rank_summary {
+    size_t size; /* bytes filled (see gpukit/version.h) */
+    int rank;
+    double step_p50_ms;           /* median of the program's step timer (a |ms series with
+                                     "step" in its name) */
+    double loader_wait_share;     /* loader wait / wall time (gpukit_loader_wait_seconds_total) */
+    double gpu_memory_peak_bytes; /* the rank's GPU memory (NVML per process), else its pools'
+                                     reserved bytes */
+    double gpu_utilization_p50;   /* median utilization of the GPU its pool or loader used */
+    double cpu_cores_p50;         /* median cores its processes kept busy */
+    int gpu;                      /* that GPU's index, or -1 */
+} gk_rank_summary;
+
+/* The per-rank table, by rank (0 rows for a single-process run). gk_report_rank returns 0,
+ * -EINVAL or -ERANGE. The straggler rule (docs/advice.md) compares each row with the others. */
+GK_API size_t gk_report_rank_count(const gk_report *rep);
+GK_API int gk_report_rank(const gk_report *rep, size_t i, gk_rank_summary *out, size_t size);
+#define gk_report_rank(rep, i, out) (gk_report_rank)((rep), (i), (out), sizeof *(out))
+
 /* The comparisons with the baseline (0 when there is none), regressions first, then
  * improvements, then the rest. */
 GK_API size_t gk_report_comparison_count(const gk_report *rep);
@@ -280,8 +302,13 @@ GK_API int gk_report_comparison(const gk_report *rep, size_t i, gk_comparison *o
 GK_API size_t gk_report_regressions_over(const gk_report *rep, double pct);
 
 /* Renders the report. Text is for people; JSON is one object (schema in docs/run.md); HTML is
- * one self-contained page with inline SVG charts and print styles (no scripts, no network).
- * Return 0 or -EIO when writing to `out` failed. */
+ * one self-contained, valid HTML5 page with print styles (no scripts, no network), organised for
+ * reading (docs/run.md, "The HTML report"): the summary, the advice and the per-rank table
+ * first, then the series part by part (GPU, host, pool, loader, batch finder, the program), each
+ * part's single values in a table and the rest in inline SVG charts that draw related series
+ * together (a pool's in use against reserved; one metric per GPU, rank, process or device),
+ * log-scaled past two decades. The same report always renders to the same bytes.
+ * Return 0, -EIO when writing to `out` failed, or -ENOMEM (nothing is written then). */
 GK_API int gk_report_write_text(const gk_report *rep, FILE *out);
 GK_API int gk_report_write_json(const gk_report *rep, FILE *out);
 GK_API int gk_report_write_html(const gk_report *rep, FILE *out);

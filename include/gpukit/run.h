@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "version.h"
 
@@ -59,34 +60,74 @@ GK_API int gk_statsd_active(const gk_statsd *c);
  * cost of three system calls). A no-op returning 0 when the variable is unset. Thread-safe. */
 GK_API int gk_statsd_send(const char *name, double value, const char *type);
 
-/* An allocator's figures as gk_statsd_send_alloc publishes them: a gk_pool's (what
- * gk_statsd_send_pool sends) or another allocator's, such as PyTorch's torch.cuda.memory_stats().
- * A field that is NAN is not known and not sent. Set `.size = sizeof(gk_alloc_figures)`; fields
- * beyond the size count as unknown. */
-typedef struct gk_alloc_figures {
-    size_t size;
-    double in_use_bytes;   /* bytes handed out: gpukit_alloc_in_use_bytes */
-    double reserved_bytes; /* bytes held from the device: gpukit_alloc_reserved_bytes */
-    double active_bytes;   /* bytes allocated or waiting on events: gpukit_alloc_active_bytes */
-    double ooms;           /* allocations that failed: gpukit_alloc_ooms_total */
-    double retries;        /* allocations that freed the cache and retried: _retries_total */
-    double device_mallocs; /* device allocations: gpukit_alloc_device_mallocs_total */
-} gk_alloc_figures;
+/* --- The process publisher ----------------------------------------------------------------- */
 
-/* Publishes `f` as gauges (the totals too: the receiver keeps the last value), skipping the
- * unknown (NAN) fields. The report's fragmentation rule reads gpukit_alloc_reserved_bytes against
- * gpukit_alloc_in_use_bytes. Returns 0 (also when the client is inactive), -EINVAL (NULL
- * arguments, a size below sizeof(size_t), a negative or infinite figure), or the first send
- * error. */
-GK_API int gk_statsd_send_alloc(gk_statsd *c, const gk_alloc_figures *f);
+/* Every series of gk_metrics_default() (the pools', loaders', batch finder's, and the program's
+ * own) goes to GK_METRICS_SOCKET through one thread per process, every 250 ms and once more at
+ * exit, tagged with the launcher's rank and local rank; it starts by itself when the variable is
+ * set and the registry gets its first series. */
 
-/* Publishes a pool's current figures as gauges: gpukit_alloc_in_use_bytes (allocated),
- * gpukit_alloc_reserved_bytes (reserved from the device), gpukit_alloc_active_bytes, and the
- * counters' totals gpukit_alloc_ooms_total, gpukit_alloc_retries_total and
- * gpukit_alloc_device_mallocs_total (as gauges: the receiver keeps the last value). Call it once
- * per step; the report's fragmentation rule reads the first two. Returns 0 (also when the client
- * is inactive), -EINVAL, or the first send error. */
-GK_API int gk_statsd_send_pool(gk_statsd *c, gk_pool *pool);
+/* Reads GK_METRICS_SOCKET again: starts the publisher when the variable is set now (a program
+ * that set it after its first series), sends to the new socket when it changed (announcing every
+ * series afresh), and stops sending while it is unset; the same value changes nothing. Returns 0, or the error of opening the
+ * socket or starting the thread (the message in gk_last_error()). Thread-safe. */
+GK_API int gk_metrics_publisher_refresh(void);
+
+/* Sends the registry now, on the calling thread (before a fork or exec, at the end of an epoch,
+ * in a test). Returns the number of series whose lines the receiver could not take (they go with
+ * the next send); 0 also when no publisher runs. Thread-safe. */
+GK_API int gk_metrics_publish_now(void);
+
+/* --- Receiving metrics: a node's sink ------------------------------------------------------ */
+
+/* `gpukit serve --statsd PATH` runs one of these: it receives StatsD lines from every process on
+ * the node and turns each series into a metric of a registry (which the exporter serves), so a
+ * training job's pool, loader and step metrics reach Prometheus with no exporter in the job. A
+ * line's tags become labels (a tag's name made Prometheus-valid; repeats, "le" and tags past
+ * max_tags dropped and counted). Names keep their StatsD spelling with '.', '-' and '/' turned
+ * into '_': `|g` becomes a gauge, `|c` a counter (rendered NAME_total, scaled by its sample
+ * rate), `|ms` a histogram NAME_seconds (in seconds), `|h` a histogram. Past max_series, new
+ * series are dropped and counted (gpukit_statsd_dropped_series_total), never stored; the sink's
+ * own counters are gpukit_statsd_lines_total, _malformed_total, _lost_datagrams_total (UDP
+ * datagrams the kernel dropped) and the gauge gpukit_statsd_series. */
+typedef struct gk_statsd_sink gk_statsd_sink;
+
+typedef struct gk_statsd_sink_config {
+    size_t size;             /* sizeof(gk_statsd_sink_config) (set by _default) */
+    const char *socket_path; /* a Unix datagram socket to create (mode 0666), or NULL */
+    const char *udp_listen;  /* "127.0.0.1:8125" to also listen on UDP, or NULL */
+    gk_metrics *metrics;     /* where series go; NULL: gk_metrics_default() */
+    size_t max_series;       /* received series kept (10000) */
+    size_t max_tags;         /* labels kept per series (8; at most 32) */
+    gk_logger logger;
+} gk_statsd_sink_config;
+
+/* Fills `cfg` with the defaults above (no socket, no UDP). */
+GK_API void gk_statsd_sink_config_default(gk_statsd_sink_config *cfg, size_t size);
+#define gk_statsd_sink_config_default(cfg) (gk_statsd_sink_config_default)((cfg), sizeof *(cfg))
+
+/* Binds the socket(s) (a socket file left at socket_path by a sink that died is replaced; any
+ * other file is not) and starts the receiving thread. Returns 0, -EINVAL (no address, bad UDP
+ * address, path too long), the negative errno of bind (-EADDRINUSE, -EACCES, ...) or -ENOMEM,
+ * with the message in gk_last_error(). */
+GK_API int gk_statsd_sink_start(const gk_statsd_sink_config *cfg, gk_statsd_sink **out);
+
+/* Stops the thread, closes the sockets and removes the socket file. The series stay in the
+ * registry. NULL is a no-op. */
+GK_API void gk_statsd_sink_stop(gk_statsd_sink *s);
+
+typedef struct gk_statsd_sink_stats {
+    size_t size; /* bytes filled (see gpukit/version.h) */
+    uint64_t datagrams, lines, malformed;
+    uint64_t dropped_series; /* new series refused (cap, name clash, bad name) */
+    uint64_t dropped_labels; /* tags left out (max_tags, repeats, reserved names) */
+    uint64_t lost_datagrams; /* UDP datagrams the kernel dropped (its receive queue was full) */
+    uint64_t series;         /* series received so far */
+} gk_statsd_sink_stats;
+
+/* The sink's counters. Returns 0 or -EINVAL. Thread-safe. */
+GK_API int gk_statsd_sink_get_stats(gk_statsd_sink *s, gk_statsd_sink_stats *out, size_t size);
+#define gk_statsd_sink_get_stats(s, out) (gk_statsd_sink_get_stats)((s), (out), sizeof *(out))
 
 /* --- Running a command --------------------------------------------------------------------- */
 

@@ -286,6 +286,24 @@ typedef struct gk_proc_tree {
     int io_complete;                  /* 1 when /proc/PID/io was readable for every process */
 } gk_proc_tree;
 
+/* A worker of a launcher: the topmost process of a tree with a rank in its environment (RANK,
+ * SLURM_PROCID or OMPI_COMM_WORLD_RANK: what torchrun, srun and mpirun set), with its
+ * descendants. */
+#define GK_WORKER_MAX_PIDS 64
+typedef struct gk_proc_worker {
+    size_t size; /* bytes filled (see gpukit/version.h) */
+    int pid;     /* the worker process */
+    int rank;
+    int local_rank;     /* -1 when not set */
+    unsigned nprocs;    /* the worker and its descendants */
+    double cpu_seconds; /* as gk_proc_tree's */
+    uint64_t rss_bytes;
+    unsigned threads;
+    unsigned npids;               /* entries in pids */
+    int pids[GK_WORKER_MAX_PIDS]; /* its processes' pids, with their pids in nested pid
+                                     namespaces (NSpid), to match NVML's process list */
+} gk_proc_worker;
+
 typedef struct gk_host_config {
     size_t size;           /* sizeof(gk_host_config) (set by gk_host_config_default) */
     const char *proc_root; /* NULL: "/proc" (copied) */
@@ -322,6 +340,21 @@ GK_API int gk_host_sample_read(gk_host *h, unsigned what, gk_host_sample *out, s
  * Processes that exit during the scan are skipped. Not thread-safe per handle. */
 GK_API int gk_host_proc_tree(gk_host *h, int pid, gk_proc_tree *out, size_t size);
 #define gk_host_proc_tree(h, pid, out) (gk_host_proc_tree)((h), (pid), (out), sizeof *(out))
+
+/* The workers in the tree rooted at `root` (see gk_proc_worker; none for a single process
+ * without a launcher's rank), into out[0..cap) (elements `size` bytes apart: the macro passes
+ * sizeof *out), breadth-first; *n receives how many. A process whose environment cannot be read
+ * (another user's) counts as no worker. Returns 0, -ENOENT when root does not exist, -EINVAL or
+ * -ENOMEM. Not thread-safe per handle. */
+GK_API int gk_host_proc_workers(gk_host *h, int root, gk_proc_worker *out, size_t cap, size_t *n,
+                                size_t size);
+#define gk_host_proc_workers(h, root, out, cap, n)                                                 \
+    (gk_host_proc_workers)((h), (root), (out), (cap), (n), sizeof *(out))
+
+/* The rank (and local rank, may be NULL) of process `pid` from its environment; -1 when it has
+ * none. Returns 0, or the error of reading /proc/PID/environ (-ENOENT, -EACCES). Not thread-safe
+ * per handle. */
+GK_API int gk_host_proc_rank(gk_host *h, int pid, int *rank, int *local_rank);
 
 #ifdef __cplusplus
 }

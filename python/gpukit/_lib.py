@@ -120,13 +120,16 @@ PROTOTYPES = {
     "gk_pressure_sample": (c_int, [c_void_p, _p(c_uint)]),
     "gk_pressure_sample_figures": (c_int, [c_void_p, _ptr(S.gk_pressure_figures), _p(c_uint),
                                            _ptr(S.gk_pressure_advice), c_size_t]),
+    "gk_alloc_figures_publish": (c_int, [c_void_p, c_char_p, c_char_p,
+                                         _ptr(S.gk_alloc_figures)]),
     # run.h
     "gk_statsd_open": (c_int, [c_char_p, _p(c_void_p)]),
     "gk_statsd_close": (None, [c_void_p]),
     "gk_statsd_active": (c_int, [c_void_p]),
+    "gk_metrics_publisher_refresh": (c_int, []),
+    "gk_metrics_publish_now": (c_int, []),
     "gk_statsd_dropped": (c_uint64, [c_void_p]),
     "gk_statsd_client_send": (c_int, [c_void_p, c_char_p, c_double, c_char_p, c_char_p]),
-    "gk_statsd_send_alloc": (c_int, [c_void_p, _ptr(S.gk_alloc_figures)]),
 }
 
 

@@ -92,6 +92,7 @@ class MemoryManager(_Closeable):
         self.on_pressure = on_pressure
         self.publish = publish
         self._pool, self._read, self._torch = pool, read, None
+        self._label = str(device) if device is not None else "unknown"  # read=: the series' device
         if pool is not None:
             if not isinstance(pool, Pool):
                 raise TypeError("MemoryManager pool must be a gpukit.Pool")
@@ -214,15 +215,18 @@ class MemoryManager(_Closeable):
     def _publish(self, fig):
         from . import metrics
         if not metrics.active() or _shim.active("torch"):
-            return  # gpukit's pools under PyTorch send their own figures
-        f = S.new(S.gk_alloc_figures)
-        nan = float("nan")
-        f.in_use_bytes, f.reserved_bytes = fig.allocated, fig.reserved
-        f.active_bytes = f.ooms = f.retries = f.device_mallocs = nan
+            return  # gpukit's pools under PyTorch publish their own series (pool="torch")
         if self._torch is not None:
             from .torch import alloc_figures
             f = alloc_figures(self._device)
-        metrics._send_alloc(f)
+            device, name = "cuda:%d" % self._device.index, "torch"
+        else:
+            f = S.new(S.gk_alloc_figures)
+            nan = float("nan")
+            f.in_use_bytes, f.reserved_bytes = fig.allocated, fig.reserved
+            f.active_bytes = f.ooms = f.retries = f.device_mallocs = nan
+            device, name = self._label, "custom"
+        metrics._publish_alloc(device, name, f)
 
     def _close(self):
         if getattr(self, "_pr", None):

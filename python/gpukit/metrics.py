@@ -32,6 +32,9 @@ def _open():
     global _client, _active
     with _lock:
         if _active is None:
+            # The library's own series (pools, loaders, the batch finder, allocator figures) go
+            # through its process publisher: let it follow the variable as this client does.
+            lib.gk_metrics_publisher_refresh()
             c = c_void_p()
             rc = lib.gk_statsd_open(None, byref(c))
             if rc == 0 and lib.gk_statsd_active(c):
@@ -112,17 +115,16 @@ def dropped():
         return lib.gk_statsd_dropped(_client)
 
 
-def _send_alloc(figures):
-    """Sends an allocator's figures (a filled gk_alloc_figures) through the client; used by
+def _publish_alloc(device, name, figures):
+    """Publishes an allocator's figures (a filled gk_alloc_figures) as a pool's series, labelled
+    device=`device` and pool=`name`, through the library's registry and its publisher; used by
     gpukit.torch.report_memory and the memory manager."""
     if not active():
         return
-    with _lock:
-        rc = lib.gk_statsd_send_alloc(_client, byref(figures))
-        message = lib.last_error() if rc == -errno.EINVAL else ""
-    if message and "alloc" not in _refused:
+    rc = lib.gk_alloc_figures_publish(None, device.encode(), name.encode(), byref(figures))
+    if rc and "alloc" not in _refused:
         _refused.add("alloc")
-        warnings.warn("gpukit.metrics: allocator figures not sent: %s" % message,
+        warnings.warn("gpukit.metrics: allocator figures not published: %s" % lib.last_error(),
                       RuntimeWarning, stacklevel=3)
 
 
@@ -134,3 +136,4 @@ def _reset_for_tests():
             lib.gk_statsd_close(_client)
         _client, _active = None, None
         _refused.clear()
+        lib.gk_metrics_publisher_refresh()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import gpukit  # noqa: F401  (fails the whole run, with the reason, when the library is missing)
+from gpukit._lib import lib as _lib
 
 SOURCE = os.environ.get("GK_SOURCE_DIR") or os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -74,7 +75,8 @@ def records(tmp_path):
 @pytest.fixture
 def statsd(tmp_path, monkeypatch):
     """A Unix datagram socket standing in for `gpukit run`: GK_METRICS_SOCKET names it and
-    gpukit.metrics asks the environment again. Yields a function returning the lines received."""
+    gpukit.metrics (and the library's publisher) ask the environment again. Yields a function
+    returning the lines received."""
     path = str(tmp_path / "m.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
@@ -82,13 +84,17 @@ def statsd(tmp_path, monkeypatch):
     monkeypatch.setenv("GK_METRICS_SOCKET", path)
     gpukit.metrics._reset_for_tests()
 
-    def received():
+    def received(library=False):
+        """The lines received: the program's own (gpukit.metrics), or with library=True also
+        the library's series, sent by its process publisher (asked to send at once)."""
+        if library:
+            _lib.gk_metrics_publish_now()
         lines = []
         while True:
             try:
                 lines += sock.recv(65536).decode().split("\n")
             except socket.timeout:
-                return lines
+                return lines if library else [x for x in lines if not x.startswith("gpukit_")]
 
     yield received
     monkeypatch.delenv("GK_METRICS_SOCKET")

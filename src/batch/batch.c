@@ -8,8 +8,6 @@
 
 #include "common/errtext.h"
 #include "gpukit/batch.h"
-#include "gpukit/run.h"
-#include "run/autopub_int.h"
 
 void(gk_batch_config_default)(gk_batch_config *out, size_t size)
 {
@@ -241,31 +239,38 @@ static int find_decay(search *s)
     }
 }
 
-/* The finder's answer (and, in model mode, its fitted model) as gauges for `gpukit run`:
+/* Publishes the answer in the registry as gauges (labelled by the pool's device): always
  * gpukit_batch_size, and with a fit gpukit_batch_fixed_bytes (a), gpukit_batch_per_sample_bytes
  * (k), gpukit_batch_budget_bytes and gpukit_batch_margin_ratio. The report's batch-headroom rule
- * reads them (docs/advice.md). Returns non-zero when a value was dropped. */
-static int publish_batch(void *user, gk_statsd *c)
+ * reads them (docs/advice.md). Best effort: the answer stands without them. */
+static void publish_batch(const search *s)
 {
-    const search *s = user;
-    int first = gk_statsd_client_send(c, "gpukit_batch_size", (double)s->out->batch, "g", NULL);
-    if (!s->fitted)
-        return first;
+    gk_metrics *reg = s->cfg->metrics ? s->cfg->metrics : gk_metrics_default();
+    if (!reg)
+        return;
+    char device[128] = "unknown"; /* a finder over a callback: no device known */
+    gk_device_props props;
+    if (s->cfg->pool && gk_device_get_props(gk_pool_device(s->cfg->pool), &props) == 0)
+        snprintf(device, sizeof device, "%s",
+                 props.backend == GK_BACKEND_CUDA ? props.spec : props.backend_name);
+    const char *labels[] = {"device", device, NULL};
     const struct {
-        const char *name;
+        const char *name, *help;
         double value;
+        int fitted; /* needs the model */
     } gauges[] = {
-        {"gpukit_batch_fixed_bytes", s->out->fit_a},
-        {"gpukit_batch_per_sample_bytes", s->out->fit_k},
-        {"gpukit_batch_budget_bytes", s->budget},
-        {"gpukit_batch_margin_ratio", s->cfg->margin},
+        {"gpukit_batch_size", "The batch size the finder chose.", (double)s->out->batch, 0},
+        {"gpukit_batch_fixed_bytes", "Fitted bytes a of peak(b) = a + k*b.", s->out->fit_a, 1},
+        {"gpukit_batch_per_sample_bytes", "Fitted bytes per sample k.", s->out->fit_k, 1},
+        {"gpukit_batch_budget_bytes", "Bytes the step could use.", s->budget, 1},
+        {"gpukit_batch_margin_ratio", "Headroom the finder kept.", s->cfg->margin, 1},
     };
     for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++) {
-        int rc = gk_statsd_client_send(c, gauges[i].name, gauges[i].value, "g", NULL);
-        if (rc && !first)
-            first = rc;
+        gk_metric *g;
+        if ((!gauges[i].fitted || s->fitted) &&
+            gk_metrics_gauge(reg, gauges[i].name, gauges[i].help, labels, &g) == 0)
+            gk_gauge_set(g, gauges[i].value);
     }
-    return first;
 }
 
 static int run_search(search *s)
@@ -332,7 +337,7 @@ int(gk_batch_find)(const gk_batch_config *cfg_in, gk_batch_trial_fn fn, void *us
     }
     out->budget = s.budget;
     if (rc == 0)
-        (void)gk__autopub_once(publish_batch, &s); /* best effort: the answer stands regardless */
+        publish_batch(&s);
     (void)gk__sized_put(user_out, size, out, sizeof *out, "gk_batch_result");
     if (rc == GK_EDEVOOM && cfg->multiple > 1 && fits >= 1)
         return gk__error(rc,

@@ -119,7 +119,7 @@ static int rank_from_env(uint32_t *rank, uint32_t *world, int *source, char *err
             return gk__error_buf(-EINVAL, err, len, "%s is set without %s (set both or neither)",
                                  r ? rank_vars[i][0] : rank_vars[i][1],
                                  r ? rank_vars[i][1] : rank_vars[i][0]);
-        uint32_t rv, wv;
+        uint32_t rv = 0, wv = 0;
         int rc = env_u32(rank_vars[i][0], &rv, err, len);
         if (rc || (rc = env_u32(rank_vars[i][1], &wv, err, len)))
             return rc;

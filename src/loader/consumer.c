@@ -210,7 +210,6 @@ static int next_batch(gk_loader *ld, gk_stream *stream, double timeout, gk_batch
                        "skipping batch %" PRIu64 " of epoch %" PRIu64 ": %s", s->index, s->epoch,
                        s->msg);
                 gk__stat_add(&ld->st.skips, 1);
-                gk_counter_add(ld->m.skips, 1);
                 gk__slot_set_free(s);
                 pthread_cond_broadcast(&ld->cv_work);
                 pthread_mutex_unlock(&ld->mu);
@@ -270,14 +269,8 @@ static int next_batch(gk_loader *ld, gk_stream *stream, double timeout, gk_batch
             bucket++;
         gk__stat_add(&ld->st.wait_hist[bucket], 1);
         gk__stat_add(&ld->st.batches, 1);
-        gk_counter_add(ld->m.items, (double)s->count);
-        gk_counter_add(ld->m.bytes, (double)b->bytes);
-        gk_counter_add(ld->m.batches, 1);
-        gk_histogram_observe(ld->m.wait, (double)w / 1e9);
-        gk_gauge_set(ld->m.ready, ready);
         if (!atomic_load(&ld->st.first_batch_ns)) {
             atomic_store(&ld->st.first_batch_ns, now - ld->seek_ns);
-            gk_gauge_set(ld->m.first, (double)(now - ld->seek_ns) / 1e9);
         }
         return 0;
     }
@@ -456,41 +449,4 @@ int(gk_loader_get_stats)(gk_loader *ld, gk_loader_stats *user, size_t size)
     out->depth = (uint32_t)ld->K;
     out->uptime_ns = gk__loader_now_ns() - ld->created_ns;
     return gk__sized_put(user, size, out, sizeof *out, "gk_loader_stats");
-}
-
-int gk__loader_publish(void *user, gk_statsd *c)
-{
-    gk_loader *ld = user;
-    const char *tags = ld->sent.tags;
-    struct {
-        uint64_t now, *sent;
-        const char *name;
-        double scale;
-    } counters[] = {
-        {atomic_load_explicit(&ld->st.wait_ns, memory_order_relaxed), &ld->sent.wait_ns,
-         "gpukit_loader_wait_seconds_total", 1e-9},
-        {atomic_load_explicit(&ld->st.batches, memory_order_relaxed), &ld->sent.batches,
-         "gpukit_loader_batches_total", 1},
-        {atomic_load_explicit(&ld->st.items, memory_order_relaxed), &ld->sent.items,
-         "gpukit_loader_items_total", 1},
-    };
-    int unsent = 0;
-    /* Counters carry increments; one that was not delivered is sent again with the next. The
-     * first call sends every counter, zero included, so the report shows it (a wait of 0 s). */
-    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
-        if (counters[i].now <= *counters[i].sent && ld->sent.announced)
-            continue;
-        double inc = (double)(counters[i].now - *counters[i].sent) * counters[i].scale;
-        if (gk_statsd_client_send(c, counters[i].name, inc, "c", tags) == 0)
-            *counters[i].sent = counters[i].now;
-        else
-            unsent = 1;
-    }
-    if (!unsent)
-        ld->sent.announced = 1;
-    gk_loader_stats st;
-    if (gk_loader_get_stats(ld, &st) == 0 &&
-        gk_statsd_client_send(c, "gpukit_loader_ring_ready", (double)st.ring_ready, "g", tags))
-        unsent = 1;
-    return unsent;
 }

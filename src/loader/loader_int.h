@@ -9,7 +9,6 @@
 #include <time.h>
 
 #include "gpukit/loader.h"
-#include "run/autopub_int.h"
 
 struct gk_dataset {
     gk_dataset_ops ops;
@@ -137,19 +136,11 @@ struct gk_loader {
     uint64_t created_ns, seek_ns;
     char name[64];
     struct {
-        gk_metric *items, *bytes, *batches, *skips, *busy, *wait, *fill, *copy, *ready, *first;
-    } m; /* NULL series (no registry) are ignored by the metrics API */
-    struct {
         _Atomic uint64_t items, bytes, batches, skips, wait_ns, wait_max_ns, fill_ns, fill_max_ns,
             copy_ns, copy_max_ns, busy_ns, idle_ns, occupancy_sum, first_batch_ns;
         _Atomic uint64_t wait_hist[32];
     } st;
-    gk__autopub *pub; /* metrics to GK_METRICS_SOCKET; NULL when unset */
-    struct {
-        uint64_t wait_ns, batches, items; /* totals already sent (publisher thread only) */
-        int announced;                    /* every counter was sent once */
-        char tags[96];
-    } sent;
+    struct gk__loader_metrics *lm; /* the published series; NULL when none */
 };
 
 static inline void gk__stat_add(_Atomic uint64_t *v, uint64_t x)
@@ -194,11 +185,9 @@ void gk__drain_copies(gk_loader *ld);
 /* Records the release of every batch still held, on the stream it was delivered on. */
 void gk__release_held(gk_loader *ld);
 
-/* consumer.c: sends the loader's figures to `c` (the automatic metrics publisher's callback):
- * counters gpukit_loader_wait_seconds_total, gpukit_loader_batches_total and
- * gpukit_loader_items_total (increments since the last call) and the gauge
- * gpukit_loader_ring_ready, tagged loader:<name>. An increment that could not be sent is kept for
- * the next call; returns non-zero when something was not sent. */
-int gk__loader_publish(void *user, gk_statsd *c);
+/* metrics.c: registers the loader's series and a collector in cfg.metrics (or the process
+ * registry); stop removes the collector after a last reading. */
+void gk__loader_metrics_start(gk_loader *ld);
+void gk__loader_metrics_stop(gk_loader *ld);
 
 #endif

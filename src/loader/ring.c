@@ -127,7 +127,6 @@ static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size
     atomic_store_explicit(&w->read_start_ns, 0, memory_order_relaxed);
     uint64_t dt = gk__loader_now_ns() - t0;
     gk__stat_add(&ld->st.busy_ns, dt);
-    gk_counter_add(ld->m.busy, (double)dt / 1e9);
     if (e && !msg[0])
         snprintf(msg, msglen, "%s: reading item %" PRIu64 ": %s", ld->ds->name, *bad,
                  gk_strerror(e));
@@ -158,7 +157,6 @@ static int issue_copy(gk_loader *ld, gk__slot *s)
     uint64_t dt = gk__loader_now_ns() - t0;
     gk__stat_add(&ld->st.copy_ns, dt);
     gk__stat_max(&ld->st.copy_max_ns, dt);
-    gk_histogram_observe(ld->m.copy, (double)dt / 1e9);
     return 0;
 }
 
@@ -195,7 +193,6 @@ void gk__fill_part(gk_loader *ld, gk__worker *w, int64_t seq, unsigned part)
         return;
     gk__stat_add(&ld->st.fill_ns, s->fill_ns);
     gk__stat_max(&ld->st.fill_max_ns, s->fill_ns);
-    gk_histogram_observe(ld->m.fill, (double)s->fill_ns / 1e9);
     if (ld->cfg.device && !s->err)
         issue_copy(ld, s);
     if (!s->err && ld->cfg.readahead && ld->ds->ops.will_need && ld->item_size >= 4096 &&
@@ -351,7 +348,7 @@ static void free_slots(gk_loader *ld)
 
 static void release_all(gk_loader *ld)
 {
-    gk__autopub_stop(ld->pub);
+    gk__loader_metrics_stop(ld);
     for (int i = 0; ld->workers && i < ld->nworkers; i++)
         free(ld->workers[i].ahead);
     free(ld->workers);
@@ -366,44 +363,6 @@ static void release_all(gk_loader *ld)
     pthread_cond_destroy(&ld->cv_work);
     pthread_mutex_destroy(&ld->mu);
     free(ld);
-}
-
-/* Registers the loader's series in cfg.metrics (see loader.h). */
-static int register_metrics(gk_loader *ld, char *err, size_t errlen)
-{
-    static const double bounds[] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1, 10};
-    gk_metrics *reg = ld->cfg.metrics;
-    const char *labels[] = {"loader", ld->name, NULL};
-    struct {
-        gk_metric **out;
-        int type; /* 0 counter, 1 gauge, 2 histogram */
-        const char *name, *help;
-    } rows[] = {
-        {&ld->m.items, 0, "gpukit_loader_items_total", "items delivered by next"},
-        {&ld->m.bytes, 0, "gpukit_loader_bytes_total", "bytes delivered by next"},
-        {&ld->m.batches, 0, "gpukit_loader_batches_total", "batches delivered by next"},
-        {&ld->m.skips, 0, "gpukit_loader_skips_total", "batches skipped after a failed read"},
-        {&ld->m.busy, 0, "gpukit_loader_worker_busy_seconds_total", "worker time inside reads"},
-        {&ld->m.wait, 2, "gpukit_loader_wait_seconds", "consumer wait inside next per batch"},
-        {&ld->m.fill, 2, "gpukit_loader_fill_seconds", "time filling one batch"},
-        {&ld->m.copy, 2, "gpukit_loader_copy_seconds", "time issuing one batch's device copy"},
-        {&ld->m.ready, 1, "gpukit_loader_ring_ready", "ready batches in the ring at the last next"},
-        {&ld->m.first, 1, "gpukit_loader_first_batch_seconds", "create or seek to first batch"},
-    };
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        int rc = rows[i].type == 0
-                     ? gk_metrics_counter(reg, rows[i].name, rows[i].help, labels, rows[i].out)
-                 : rows[i].type == 1
-                     ? gk_metrics_gauge(reg, rows[i].name, rows[i].help, labels, rows[i].out)
-                     : gk_metrics_histogram(reg, rows[i].name, rows[i].help, labels, bounds, 8,
-                                            rows[i].out);
-        if (rc) {
-            snprintf(err, errlen, "loader: cannot register metric %s{loader=\"%s\"}: %s",
-                     rows[i].name, ld->name, gk_strerror(rc));
-            return rc;
-        }
-    }
-    return 0;
 }
 
 static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
@@ -548,11 +507,6 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
     ld->origin = cfg.epoch * ld->smp.batches;
     ld->end_pos = cfg.epochs ? (cfg.epoch + cfg.epochs) * ld->smp.batches : UINT64_MAX;
     snprintf(ld->name, sizeof ld->name, "%s", cfg.name ? cfg.name : "loader");
-    if (cfg.metrics) {
-        rc = register_metrics(ld, create_err, sizeof create_err);
-        if (rc)
-            goto out_release;
-    }
     rc = alloc_slots(ld, create_err, sizeof create_err);
     if (rc)
         goto out_release;
@@ -596,15 +550,7 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
         if (rc)
             goto out_stop;
     }
-    /* Under `gpukit run`: publish the figures from a thread of its own (nothing when unset). */
-    snprintf(ld->sent.tags, sizeof ld->sent.tags, "loader:%s", ld->name);
-    for (char *t = ld->sent.tags + 7; *t; t++) /* tag values: letters, digits, _ . - */
-        if (!((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') || (*t >= '0' && *t <= '9') ||
-              *t == '_' || *t == '.' || *t == '-'))
-            *t = '_';
-    if (gk__autopub_start(gk__loader_publish, ld, &ld->pub) != 0)
-        gk_log(&ld->cfg.logger, GK_LOG_WARN, "loader",
-               "cannot publish metrics to %s; going on without them", GK_METRICS_SOCKET_ENV);
+    gk__loader_metrics_start(ld); /* best effort: the loader works without its series */
     *out = ld;
     return 0;
 out_stop:

@@ -129,7 +129,7 @@ out_unlock:
     return rc;
 }
 
-void gk__metrics_render_logs(gk_metrics *m, FILE *out, gk_metrics_format fmt)
+void gk__metrics_render_logs(gk_metrics *m, gk__text *out, gk_metrics_format fmt)
 {
     char num[64];
     pthread_mutex_lock(&m->log_lock);
@@ -138,20 +138,20 @@ void gk__metrics_render_logs(gk_metrics *m, FILE *out, gk_metrics_format fmt)
         gk_summary_stats st;
         gk_summary_get(l->summary, &st);
         if (fmt == GK_METRICS_OPENMETRICS)
-            fprintf(out, "# TYPE %s summary\n# HELP %s Values logged with gk_metric_log.\n",
-                    l->name, l->name);
+            gk__text_printf(out, "# TYPE %s summary\n# HELP %s Values logged with gk_metric_log.\n",
+                            l->name, l->name);
         else
-            fprintf(out, "# HELP %s Values logged with gk_metric_log.\n# TYPE %s summary\n",
-                    l->name, l->name);
+            gk__text_printf(out, "# HELP %s Values logged with gk_metric_log.\n# TYPE %s summary\n",
+                            l->name, l->name);
         const double qs[] = {st.p50, st.p90, st.p99};
         const char *const qn[] = {"0.5", "0.9", "0.99"};
         for (int q = 0; q < 3; q++) {
             gk__metrics_format_number(qs[q], num, sizeof num);
-            fprintf(out, "%s{quantile=\"%s\"} %s\n", l->name, qn[q], num);
+            gk__text_printf(out, "%s{quantile=\"%s\"} %s\n", l->name, qn[q], num);
         }
         gk__metrics_format_number(st.sum, num, sizeof num);
-        fprintf(out, "%s_sum %s\n", l->name, num);
-        fprintf(out, "%s_count %llu\n", l->name, (unsigned long long)st.count);
+        gk__text_printf(out, "%s_sum %s\n", l->name, num);
+        gk__text_printf(out, "%s_count %llu\n", l->name, (unsigned long long)st.count);
     }
     pthread_mutex_unlock(&m->log_lock);
 }

@@ -58,6 +58,7 @@ int gk_metrics_create(const gk_metrics_config *cfg, gk_metrics **out)
     m->cfg = c;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->log_lock, NULL);
+    pthread_mutex_init(&m->collect_lock, NULL);
     *out = m;
     return 0;
 }
@@ -99,22 +100,8 @@ void gk_metrics_destroy(gk_metrics *m)
     gk__metrics_logs_free(m);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->log_lock);
+    pthread_mutex_destroy(&m->collect_lock);
     free(m);
-}
-
-static gk_metrics *default_registry;
-static pthread_once_t default_once = PTHREAD_ONCE_INIT;
-
-static void default_init(void)
-{
-    if (gk_metrics_create(NULL, &default_registry) != 0)
-        default_registry = NULL;
-}
-
-gk_metrics *gk_metrics_default(void)
-{
-    pthread_once(&default_once, default_init);
-    return default_registry;
 }
 
 /* --- validation ---------------------------------------------------------------------------- */
@@ -352,7 +339,9 @@ static int new_series(gk_metrics *m, gk__family *f, const char *const *labels, g
             atomic_init(&s->buckets[i], 0);
     }
     atomic_init(&s->value_bits, gk__double_to_bits(0.0));
+    s->serial = ++m->next_serial;
     f->series[f->nseries++] = s;
+    m->nseries++;
     *out = s;
     return 0;
 out_free:
@@ -425,28 +414,69 @@ static int do_register(gk_metrics *m, gk_metric_type type, const char *name, con
         }
     }
     rc = new_series(m, f, labels, out);
-out_unlock:
+out_unlock:;
+    /* The first series wakes the watcher (outside the lock: it may start a thread). */
+    gk_metrics_first_fn first = NULL;
+    void *first_user = NULL;
+    if (rc == 0 && m->nseries > 0 && m->first_fn && !m->first_fired) {
+        m->first_fired = 1;
+        first = m->first_fn;
+        first_user = m->first_user;
+    }
     pthread_mutex_unlock(&m->lock);
+    if (first)
+        first(first_user, m);
     return rc;
+}
+
+/* The message for a failed registration. */
+static int register_error(int rc, const char *kind, const char *name)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case -EINVAL:
+        return gk__error(rc,
+                         "metrics: %s \"%s\": a bad name, label name or label array (names match "
+                         "[a-zA-Z_:][a-zA-Z0-9_:]*, labels come in name/value pairs, \"le\" and "
+                         "\"__\" are reserved, _total only on counters)",
+                         kind, name ? name : "(null)");
+    case -EEXIST:
+        return gk__error(rc,
+                         "metrics: %s \"%s\": the name is taken by another type, other label "
+                         "names or other buckets, or by a logged value",
+                         kind, name);
+    case -ENOSPC:
+        return gk__error(rc,
+                         "metrics: %s \"%s\": the registry's cap on families, series per family "
+                         "or labels is reached (see gk_metrics_config)",
+                         kind, name);
+    default:
+        return gk__error(rc, "metrics: %s \"%s\": out of host memory", kind, name);
+    }
 }
 
 int gk_metrics_counter(gk_metrics *m, const char *name, const char *help, const char *const *labels,
                        gk_metric **out)
 {
-    return do_register(m, GK_METRIC_COUNTER, name, help, labels, NULL, 0, out);
+    return register_error(do_register(m, GK_METRIC_COUNTER, name, help, labels, NULL, 0, out),
+                          "counter", name);
 }
 
 int gk_metrics_gauge(gk_metrics *m, const char *name, const char *help, const char *const *labels,
                      gk_metric **out)
 {
-    return do_register(m, GK_METRIC_GAUGE, name, help, labels, NULL, 0, out);
+    return register_error(do_register(m, GK_METRIC_GAUGE, name, help, labels, NULL, 0, out),
+                          "gauge", name);
 }
 
 int gk_metrics_histogram(gk_metrics *m, const char *name, const char *help,
                          const char *const *labels, const double *bounds, size_t nbounds,
                          gk_metric **out)
 {
-    return do_register(m, GK_METRIC_HISTOGRAM, name, help, labels, bounds, nbounds, out);
+    return register_error(
+        do_register(m, GK_METRIC_HISTOGRAM, name, help, labels, bounds, nbounds, out), "histogram",
+        name);
 }
 
 /* --- updates ------------------------------------------------------------------------------- */
@@ -511,4 +541,134 @@ uint64_t gk_metric_count(const gk_metric *s)
     for (size_t i = 0; i <= s->fam->nbounds; i++)
         n += atomic_load_explicit(&s->buckets[i], memory_order_relaxed);
     return n;
+}
+
+/* --- collectors and readers ---------------------------------------------------------------- */
+
+int gk_metrics_add_collector(gk_metrics *m, gk_metrics_collect_fn fn, void *user)
+{
+    if (!m || !fn)
+        return gk__error(-EINVAL, "gk_metrics_add_collector: registry or function is NULL");
+    int rc = 0;
+    pthread_mutex_lock(&m->collect_lock);
+    if (m->ncollectors == GK__MAX_COLLECTORS)
+        rc = gk__error(-ENOSPC, "gk_metrics_add_collector: %d collectors already",
+                       GK__MAX_COLLECTORS);
+    else
+        m->collectors[m->ncollectors++] = (gk__collector){fn, user};
+    pthread_mutex_unlock(&m->collect_lock);
+    return rc;
+}
+
+int gk_metrics_remove_collector(gk_metrics *m, gk_metrics_collect_fn fn, void *user)
+{
+    if (!m || !fn)
+        return gk__error(-EINVAL, "gk_metrics_remove_collector: registry or function is NULL");
+    int rc = gk__error(-ENOENT, "gk_metrics_remove_collector: no such collector");
+    pthread_mutex_lock(&m->collect_lock);
+    for (size_t i = 0; i < m->ncollectors; i++) {
+        if (m->collectors[i].fn == fn && m->collectors[i].user == user) {
+            fn(user); /* the object's final figures */
+            memmove(&m->collectors[i], &m->collectors[i + 1],
+                    (m->ncollectors - i - 1) * sizeof m->collectors[0]);
+            m->ncollectors--;
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->collect_lock);
+    return rc;
+}
+
+void gk_metrics_collect(gk_metrics *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->collect_lock);
+    for (size_t i = 0; i < m->ncollectors; i++)
+        m->collectors[i].fn(m->collectors[i].user);
+    pthread_mutex_unlock(&m->collect_lock);
+}
+
+int gk_metrics_foreach(gk_metrics *m, gk_metrics_visit_fn fn, void *user)
+{
+    if (!m || !fn)
+        return gk__error(-EINVAL, "gk_metrics_foreach: registry or function is NULL");
+    gk_metrics_collect(m);
+    int rc = 0;
+    char name[300];
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < m->nfams && !rc; i++) {
+        const gk__family *f = m->fams[i];
+        snprintf(name, sizeof name, "%s%s", f->name, f->type == GK_METRIC_COUNTER ? "_total" : "");
+        for (size_t j = 0; j < f->nseries && !rc; j++) {
+            const gk_metric *s = f->series[j];
+            gk_metric_sample smp = {.size = sizeof smp,
+                                    .metric = s,
+                                    .name = name,
+                                    .type = f->type,
+                                    .nlabels = f->nlabels,
+                                    .label_names = (const char *const *)f->label_names,
+                                    .label_values = (const char *const *)s->label_values,
+                                    .value = gk_metric_value(s),
+                                    .count = gk_metric_count(s),
+                                    .serial = s->serial};
+            rc = fn(user, &smp);
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+int gk_metrics_remove(gk_metrics *m, gk_metric *series)
+{
+    if (!m || !series)
+        return gk__error(-EINVAL, "gk_metrics_remove: registry or series is NULL");
+    int rc = -ENOENT;
+    pthread_mutex_lock(&m->lock);
+    gk__family *f = series->fam;
+    for (size_t i = 0; i < m->nfams && rc; i++) {
+        if (m->fams[i] != f)
+            continue;
+        for (size_t j = 0; j < f->nseries; j++) {
+            if (f->series[j] != series)
+                continue;
+            memmove(&f->series[j], &f->series[j + 1], (f->nseries - j - 1) * sizeof *f->series);
+            f->nseries--;
+            m->nseries--;
+            series_free(series, f->nlabels);
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (rc)
+        return gk__error(rc, "gk_metrics_remove: the series is not in this registry");
+    return 0;
+}
+
+size_t gk_metrics_series_count(gk_metrics *m)
+{
+    if (!m)
+        return 0;
+    pthread_mutex_lock(&m->lock);
+    size_t n = m->nseries;
+    pthread_mutex_unlock(&m->lock);
+    return n;
+}
+
+int gk_metrics_on_first_series(gk_metrics *m, gk_metrics_first_fn fn, void *user)
+{
+    if (!m || !fn)
+        return gk__error(-EINVAL, "gk_metrics_on_first_series: registry or function is NULL");
+    pthread_mutex_lock(&m->lock);
+    m->first_fn = fn;
+    m->first_user = user;
+    int now = m->nseries > 0 && !m->first_fired;
+    if (now)
+        m->first_fired = 1;
+    pthread_mutex_unlock(&m->lock);
+    if (now)
+        fn(user, m);
+    return 0;
 }

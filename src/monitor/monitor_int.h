@@ -52,6 +52,29 @@ typedef struct gk__alert_event {
     double value;
 } gk__alert_event;
 
+/* A rank's CPU seconds at the last tick (derived.c). */
+typedef struct gk__rank_prev {
+    int rank;
+    double cpu; /* < 0: not seen yet */
+} gk__rank_prev;
+
+#define GK__MAX_RANKS   64
+#define GK__MAX_WORKERS 64
+
+/* What the derived gauges remember between ticks (derived.c). */
+typedef struct gk__derived {
+    int64_t mono_ns; /* the previous tick; 0 before the first */
+    gk_cpu_times cpu, per_cpu[GK_HOST_MAX_CPUS];
+    unsigned ncpus;
+    int have_cpu, have_tree;
+    int tree_root; /* the tree the tree_* figures are of */
+    double tree_cpu, tree_read, tree_write;
+    gk__rank_prev ranks[GK__MAX_RANKS];
+    size_t nranks;
+} gk__derived;
+
+typedef struct gk__proc_entry gk__proc_entry;
+
 struct gk_monitor {
     gk_monitor_config cfg;
     char nvml_library[256];
@@ -78,6 +101,13 @@ struct gk_monitor {
     int64_t last_tick_end_ns; /* monotonic; 0 before the first tick */
 
     gk_metric *duration_hist; /* gpukit_sampler_duration_seconds */
+    gk__derived derived;
+    atomic_int watch_pid;    /* the watched tree's root (cfg.pid, or gk_monitor_watch) */
+    gk_proc_worker *workers; /* GK__MAX_WORKERS, when cfg.pid is set */
+    gk__proc_entry *procs;   /* per-process GPU memory series (procs.c); ticking thread only */
+    size_t nprocs, procs_cap, nexported;
+    gk_metric *procs_dropped; /* gpukit_gpu_process_series_dropped_total */
+    int host_pidns;           /* NVML's pids are this monitor's /proc pids */
 
     pthread_mutex_t run_lock; /* thread start/stop and the sleep */
     pthread_cond_t wake;      /* CLOCK_MONOTONIC */
@@ -91,6 +121,27 @@ struct gk_monitor {
  * metric on first use. labels: NULL-terminated name/value pairs. Caller holds m->lock. */
 void gk__monitor_publish(gk_monitor *m, const char *name, const char *help,
                          const char *const *labels, double value, int counter);
+
+/* Publishes the derived gauges of this tick (derived.c): host CPU and memory shares, the tree's
+ * cores and I/O rates (t may be NULL), the per-rank series of the workers, GPU memory shares.
+ * Caller holds m->lock. */
+void gk__monitor_derived(gk_monitor *m, const gk_proc_tree *t, const gk_proc_worker *w, size_t nw,
+                         unsigned ndev);
+
+/* Sets up the per-process GPU memory series (procs.c) once the GPUs are known; 0 or -ENOMEM. */
+int gk__monitor_processes_init(gk_monitor *m);
+
+/* Updates them from this tick's process lists (w: the watched tree's workers, for ranks):
+ * registers new processes' series up to the cap, removes those of processes gone. Called by the
+ * ticking thread without m->lock. */
+void gk__monitor_processes(gk_monitor *m, unsigned ndev, const gk_proc_worker *w, size_t nw);
+
+/* Removes the series and frees the table. */
+void gk__monitor_processes_free(gk_monitor *m);
+
+/* Keeps the watched tree's CPU seconds from falling between ticks (a child reaped during the
+ * read is missed by that read). */
+void gk__monitor_tree_cpu(gk_monitor *m, gk_proc_tree *t);
 
 /* Builds the label text of a label array into buf. */
 void gk__labels_text(const char *const *labels, char *buf, size_t len);

@@ -26,6 +26,7 @@ void(gk_monitor_config_default)(gk_monitor_config *out, size_t size)
     c.retention = 600.0;
     c.gpu = GK_MONITOR_GPU_AUTO;
     c.host = 1;
+    c.max_process_series = 256;
     gk_logger_default(&c.logger);
     (void)gk__sized_put(out, size, &c, sizeof c, "gk_monitor_config");
 }
@@ -56,6 +57,7 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
         return gk__error(-ENOMEM, "gk_monitor_create: out of host memory");
     rc = -ENOMEM;
     m->cfg = cfg;
+    atomic_init(&m->watch_pid, cfg.pid);
     m->interval_ns = (int64_t)(cfg.interval * 1e9);
     if (cfg.nvml_library)
         snprintf(m->nvml_library, sizeof m->nvml_library, "%s", cfg.nvml_library);
@@ -84,7 +86,9 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
         if (rc)
             goto out_destroy;
         m->host_sample = gk__malloc(sizeof *m->host_sample);
-        if (!m->host_sample) {
+        if (m->host_sample)
+            m->workers = gk__calloc(GK__MAX_WORKERS, sizeof *m->workers);
+        if (!m->host_sample || !m->workers) {
             rc = -ENOMEM;
             goto out_destroy;
         }
@@ -113,6 +117,8 @@ int gk_monitor_create(const gk_monitor_config *cfg_in, gk_monitor **out)
     } else {
         snprintf(m->gpu_reason, sizeof m->gpu_reason, "GPU monitoring is off");
     }
+    if ((rc = gk__monitor_processes_init(m)) != 0)
+        goto out_destroy;
     rc = gk_metrics_histogram(
         m->metrics, "gpukit_sampler_duration_seconds", "Time one sampler tick took.", NULL,
         duration_bounds, sizeof duration_bounds / sizeof duration_bounds[0], &m->duration_hist);
@@ -136,6 +142,8 @@ void gk_monitor_destroy(gk_monitor *m)
     gk_nvml_close(m->nvml);
     gk_host_close(m->host);
     free(m->host_sample);
+    gk__monitor_processes_free(m);
+    free(m->workers);
     free(m->gpu);
     for (size_t i = 0; i < m->nseries; i++) {
         free(m->series[i]->ring);
@@ -281,11 +289,6 @@ static void publish_gpu(gk_monitor *m, const gk_gpu_sample *g, const char *drive
     if (VALID(g, GK_GPU_PROCESSES)) {
         PUB("gpukit_gpu_processes", "Compute processes on the GPU.", base,
             (double)g->processes_total);
-        double used = 0;
-        for (unsigned i = 0; i < g->nprocesses; i++)
-            used += (double)g->processes[i].used_memory;
-        PUB("gpukit_gpu_process_memory_used_bytes", "Device memory of the compute processes.", base,
-            used);
     }
     if (VALID(g, GK_GPU_MIG)) {
         PUB("gpukit_gpu_mig_mode", "1 when MIG mode is enabled.", base, (double)g->mig_current);
@@ -434,7 +437,13 @@ static void run_tick(gk_monitor *m)
         gk_host_sample_read(m->host, what, m->host_sample);
     }
     gk_proc_tree tree;
-    int have_tree = m->host && m->cfg.pid > 0 && gk_host_proc_tree(m->host, m->cfg.pid, &tree) == 0;
+    int pid = atomic_load(&m->watch_pid);
+    int have_tree = m->host && pid > 0 && gk_host_proc_tree(m->host, pid, &tree) == 0;
+    size_t nworkers = 0;
+    if (have_tree && m->workers &&
+        gk_host_proc_workers(m->host, pid, m->workers, GK__MAX_WORKERS, &nworkers) != 0)
+        nworkers = 0;
+    gk__monitor_processes(m, ndev, m->workers, nworkers);
     gk_nvml_info info = {0};
     if (m->nvml)
         gk_nvml_get_info(m->nvml, &info);
@@ -449,8 +458,11 @@ static void run_tick(gk_monitor *m)
         publish_gpu(m, &m->gpu[i], info.driver_version);
     if (m->host)
         publish_host(m, m->host_sample);
-    if (have_tree)
+    if (have_tree) {
+        gk__monitor_tree_cpu(m, &tree);
         publish_tree(m, &tree);
+    }
+    gk__monitor_derived(m, have_tree ? &tree : NULL, m->workers, nworkers, ndev);
     m->stats.ticks++;
     m->stats.nvml_errors = gk_nvml_error_count(m->nvml);
     publish_self(m, m->stats.last_tick_seconds);
@@ -570,5 +582,16 @@ int gk_monitor_stop(gk_monitor *m)
     pthread_mutex_lock(&m->run_lock);
     m->running = 0;
     pthread_mutex_unlock(&m->run_lock);
+    return 0;
+}
+
+int gk_monitor_watch(gk_monitor *m, int pid)
+{
+    if (!m || pid < 0)
+        return gk__error(-EINVAL, "gk_monitor_watch: %s",
+                         !m ? "monitor is NULL" : "pid must not be negative");
+    if (pid > 0 && !m->host)
+        return gk__error(-EINVAL, "gk_monitor_watch: the monitor reads no host (cfg.host = 0)");
+    atomic_store(&m->watch_pid, pid);
     return 0;
 }

@@ -716,11 +716,6 @@ static size_t effective_limit(const gk_pool_config *c, size_t total)
     return lim;
 }
 
-static int publish_pool(void *user, gk_statsd *c)
-{
-    return gk_statsd_send_pool(c, user);
-}
-
 /* Decides whether expandable segments are used, and says why once when they are not. */
 static void choose_segments(gk_pool *p)
 {
@@ -801,10 +796,7 @@ int gk_pool_create(gk_device *dev, const gk_pool_config *cfg, gk_pool **out)
         goto out_mutex;
     }
     p->hook_added = true;
-    /* Under `gpukit run`: publish the figures from a thread of its own (nothing when unset). */
-    if (gk__autopub_start(publish_pool, p, &p->pub) != 0)
-        gk_log(&p->cfg.logger, GK_LOG_WARN, "pool",
-               "cannot publish metrics to %s; going on without them", GK_METRICS_SOCKET_ENV);
+    gk__pool_metrics_start(p); /* best effort: the pool works without its series */
     *out = p;
     return 0;
 out_mutex:
@@ -823,7 +815,7 @@ void gk_pool_destroy(gk_pool *p)
 {
     if (!p)
         return;
-    gk__autopub_stop(p->pub);
+    gk__pool_metrics_stop(p);
     if (p->hook_added)
         gk_device_remove_stream_hook(p->dev, gk__stream_hook, p);
     gk_pool_set_trace_log(p, NULL);

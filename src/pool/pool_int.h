@@ -12,7 +12,6 @@
 
 #include "gpukit/pool.h"
 #include "gpukit/trace.h"
-#include "run/autopub_int.h"
 
 typedef struct gk__segment gk__segment;
 
@@ -227,7 +226,7 @@ struct gk_pool {
     size_t hist_cap, hist_len, hist_head;
     char *oom_report;
     bool hook_added;
-    gk__autopub *pub; /* metrics to GK_METRICS_SOCKET; NULL when unset */
+    struct gk__pool_metrics *pm; /* the published series; NULL when none */
 };
 
 /* One allocation request as the ladder sees it. */
@@ -238,6 +237,11 @@ typedef struct gk__request {
     uintptr_t stream; /* stream key */
     gk_stream *sptr;
 } gk__request;
+
+/* metrics.c: registers the pool's series and a collector in cfg.metrics (or the process
+ * registry); stop removes the collector after a last reading. */
+void gk__pool_metrics_start(gk_pool *p);
+void gk__pool_metrics_stop(gk_pool *p);
 
 /* Out-of-memory-class results: the ladder goes on. Anything else is returned as it is. */
 static inline bool gk__is_oom(int rc)

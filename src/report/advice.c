@@ -36,17 +36,33 @@
 #define THROTTLE_BRAKE_BITS   0x80ull /* HW power brake */
 #define THROTTLE_POWER_BITS   0x04ull /* SW power cap */
 
+/* The series `name`, or when the program sent it with tags (the library's own series carry
+ * device, pool or loader labels, and rank under a launcher), its first tagged series
+ * "name{...}". */
 static const gk__series_summary *find(const gk_report *rep, const char *name, size_t min_n)
 {
     const gk__series_summary *sm = gk__report_find(rep, name);
+    size_t nl = strlen(name);
+    for (size_t i = 0; !sm && i < rep->nsums; i++) {
+        const char *n = rep->sums[i].s.name;
+        if (strncmp(n, name, nl) == 0 && n[nl] == '{')
+            sm = &rep->sums[i];
+    }
     return sm && sm->st.count >= min_n ? sm : NULL;
 }
 
+/* The tags of a series name ("{device:cuda:0,pool:default}"), or "" without. */
+static const char *tags_of(const char *name)
+{
+    const char *b = strchr(name, '{');
+    return b ? b : "";
+}
+
+/* GPU `gpu`'s series "gpukit_gpu_<what>{gpu="N"}" with enough samples, or NULL. */
 static const gk__series_summary *gpu_series(const gk_report *rep, int gpu, const char *what)
 {
-    char name[96];
-    snprintf(name, sizeof name, "gpu.%d.%s", gpu, what);
-    return find(rep, name, MIN_SAMPLES);
+    const gk__series_summary *sm = gk__report_gpu_series(rep, gpu, what);
+    return sm && sm->st.count >= MIN_SAMPLES ? sm : NULL;
 }
 
 /* Seconds of waiting the program reported through a *loader_wait* / *data_wait* metric. */
@@ -79,13 +95,25 @@ static int data_loading(gk_report *rep, int *fired)
     char ev[512] = "", which[200];
     double dur = rep->duration_s;
     double wait = loader_wait_seconds(rep, which, sizeof which);
+    /* Several ranks each wait on their own loader: the rank that waited most speaks. */
+    double rank_wait = -1;
+    for (size_t i = 0; i < rep->nranks; i++) {
+        if (!isnan(rep->ranks[i].loader_wait_share) &&
+            rep->ranks[i].loader_wait_share * dur > rank_wait) {
+            rank_wait = rep->ranks[i].loader_wait_share * dur;
+            snprintf(which, sizeof which, "gpukit_loader_wait_seconds_total of rank %d",
+                     rep->ranks[i].rank);
+        }
+    }
+    if (rank_wait >= 0)
+        wait = rank_wait;
     if (dur > 0 && wait / dur >= LOADER_WAIT_SHARE) {
         snprintf(ev, sizeof ev,
                  "the program waited for data %.2f s of %.2f s (%.0f%%, reported as %s; "
                  "threshold %.0f%%)",
                  wait, dur, 100 * wait / dur, which, 100 * LOADER_WAIT_SHARE);
     }
-    const gk__series_summary *core = find(rep, "host.cpu_max_core_ratio", MIN_SAMPLES);
+    const gk__series_summary *core = find(rep, "gpukit_cpu_busiest_core_ratio", MIN_SAMPLES);
     for (int g = 0; g < MAX_GPUS && !ev[0] && core; g++) {
         const gk__series_summary *u = gpu_series(rep, g, "utilization_ratio");
         if (!u || u->st.p50 >= GPU_IDLE_P50 || dur <= 0)
@@ -254,10 +282,27 @@ static int gpu_rules(gk_report *rep, int loading_fired)
 
 static int pool_fragmentation(gk_report *rep)
 {
-    const gk__series_summary *res = find(rep, "gpukit_alloc_reserved_bytes", MIN_SAMPLES);
-    const gk__series_summary *use = find(rep, "gpukit_alloc_in_use_bytes", MIN_SAMPLES);
-    if (!res || !use || res->st.p90 < FRAG_RATIO * use->st.p90 ||
-        res->st.p90 - use->st.p90 < FRAG_MIN_BYTES)
+    /* Each pool (and each rank's) reserved bytes against its own bytes in use: the worst. */
+    const gk__series_summary *res = NULL, *use = NULL;
+    static const char base[] = "gpukit_alloc_reserved_bytes";
+    for (size_t i = 0; i < rep->nsums; i++) {
+        const gk__series_summary *r = &rep->sums[i];
+        if (strncmp(r->s.name, base, sizeof base - 1) != 0 ||
+            (r->s.name[sizeof base - 1] && r->s.name[sizeof base - 1] != '{') ||
+            r->st.count < MIN_SAMPLES)
+            continue;
+        char name[512];
+        snprintf(name, sizeof name, "gpukit_alloc_in_use_bytes%s", tags_of(r->s.name));
+        const gk__series_summary *u = gk__report_find(rep, name);
+        if (!u || u->st.count < MIN_SAMPLES || r->st.p90 < FRAG_RATIO * u->st.p90 ||
+            r->st.p90 - u->st.p90 < FRAG_MIN_BYTES)
+            continue;
+        if (!res || r->st.p90 - u->st.p90 > res->st.p90 - use->st.p90) {
+            res = r;
+            use = u;
+        }
+    }
+    if (!res)
         return 0;
     char ev[512], a[32], b[32];
     gk__fmt_bytes(a, sizeof a, res->st.p90);
@@ -276,8 +321,8 @@ static int host_rules(gk_report *rep)
 {
     int rc = 0;
     char ev[512];
-    const gk__series_summary *cores = find(rep, "tree.cpu_cores", MIN_SAMPLES);
-    const gk__series_summary *mem = find(rep, "host.memory_used_ratio", MIN_SAMPLES);
+    const gk__series_summary *cores = find(rep, "gpukit_process_tree_cpu_cores", MIN_SAMPLES);
+    const gk__series_summary *mem = find(rep, "gpukit_memory_used_ratio", MIN_SAMPLES);
     int any_gpu_util = 0;
     double gpu_p50_max = 0;
     for (int g = 0; g < MAX_GPUS; g++) {
@@ -288,7 +333,16 @@ static int host_rules(gk_report *rep)
                 gpu_p50_max = u->st.p50;
         }
     }
-    const gk__series_summary *host_cpu = find(rep, "host.cpu_ratio", MIN_SAMPLES);
+    const gk__series_summary *host_cpu = find(rep, "gpukit_cpu_busy_ratio", MIN_SAMPLES);
+    /* A program may say which math library it uses (gauge gpukit_math_library{library:NAME} =
+     * its threads): the fixes then do not suggest what it already does. */
+    const gk__series_summary *math = find(rep, "gpukit_math_library", 1);
+    char lib[64] = "";
+    int lib_threads = 0;
+    if (math && gk__series_tag(math->s.name, "library", lib, sizeof lib) && lib[0])
+        lib_threads = (int)math->st.max;
+    else
+        lib[0] = '\0';
     if (cores && host_cpu && !any_gpu_util && rep->info.cores >= 1 &&
         cores->st.p50 >= HOST_BOUND_CORES * rep->info.cores &&
         host_cpu->st.p50 >= HOST_BOUND_CPU_P50) {
@@ -298,11 +352,23 @@ static int host_rules(gk_report *rep)
                  "threshold %.0f%%), and no GPU was recorded",
                  cores->st.p50, rep->info.cores, 100 * HOST_BOUND_CORES, 100 * host_cpu->st.p50,
                  100 * HOST_BOUND_CPU_P50);
-        rc = gk__report_add_advice(
-            rep, "host-cpu-bound", "CPU-bound on the host: every core is busy with this job", ev,
-            "Run it where a GPU is available and move the hot math there (gpukit run then "
-            "records the GPU), use optimised host math (BLAS, vectorised or compiled kernels, "
-            "lower precision), or give it more cores; perf top shows the hot functions.");
+        char fix[512];
+        if (lib[0])
+            snprintf(fix, sizeof fix,
+                     "It already does its math with %s (%d thread%s): run it where a GPU is "
+                     "available and move that math there (gpukit run then records the GPU), use "
+                     "lower precision, or give it more cores; perf top shows whether the time is "
+                     "in %s or around it.",
+                     lib, lib_threads, lib_threads == 1 ? "" : "s", lib);
+        else
+            snprintf(fix, sizeof fix, "%s",
+                     "Run it where a GPU is available and move the hot math there (gpukit run "
+                     "then records the GPU), use optimised host math (BLAS, vectorised or "
+                     "compiled kernels, lower precision), or give it more cores; perf top shows "
+                     "the hot functions.");
+        rc = gk__report_add_advice(rep, "host-cpu-bound",
+                                   "CPU-bound on the host: every core is busy with this job", ev,
+                                   fix);
     }
     if (!rc && cores && rep->info.cores >= 2 && cores->st.p50 >= SINGLE_THREAD_LO &&
         cores->st.p50 <= SINGLE_THREAD_HI && (!any_gpu_util || gpu_p50_max < UNDERUSED_P50)) {
@@ -310,10 +376,27 @@ static int host_rules(gk_report *rep)
                  "the command's processes used %.2f cores (median; p90 %.2f) of the %d on this "
                  "host: one thread did the work",
                  cores->st.p50, cores->st.p90, rep->info.cores);
-        rc = gk__report_add_advice(
-            rep, "single-thread-bound", "The run is bound by one CPU thread", ev,
-            "Parallelise the hot loop (worker threads or processes, vectorised libraries), or "
-            "move the work to the GPU; profile it with perf top to find the hot function.");
+        char fix[512];
+        if (lib[0] && lib_threads <= 1)
+            snprintf(fix, sizeof fix,
+                     "Its math library, %s, runs one thread: let it use the host's %d cores "
+                     "(OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or MKL_NUM_THREADS), parallelise the "
+                     "rest of the hot loop, or move the work to the GPU.",
+                     lib, rep->info.cores);
+        else if (lib[0])
+            snprintf(fix, sizeof fix,
+                     "Its math library, %s, has %d threads but one thread did the work: the time "
+                     "is outside the library (or its calls are too small to split); profile with "
+                     "perf top, batch the calls, parallelise the loop, or move the work to the "
+                     "GPU.",
+                     lib, lib_threads);
+        else
+            snprintf(fix, sizeof fix, "%s",
+                     "Parallelise the hot loop (worker threads or processes, vectorised "
+                     "libraries), or move the work to the GPU; profile it with perf top to find "
+                     "the hot function.");
+        rc = gk__report_add_advice(rep, "single-thread-bound", "The run is bound by one CPU thread",
+                                   ev, fix);
     }
     if (!rc && mem && mem->st.max >= HOST_MEMORY_PEAK) {
         snprintf(ev, sizeof ev, "host memory use peaked at %.1f%% (threshold %.0f%%)",
@@ -357,7 +440,9 @@ static int host_rules(gk_report *rep)
 int gk__report_advise(gk_report *rep)
 {
     int loading = 0;
-    int rc = data_loading(rep, &loading);
+    int rc = gk__report_straggler(rep);
+    if (!rc)
+        rc = data_loading(rep, &loading);
     if (!rc)
         rc = gpu_rules(rep, loading);
     if (!rc)

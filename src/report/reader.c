@@ -171,6 +171,94 @@ static int push(gk_recording *rec, const char *name, gk_series_kind kind, double
     return 0;
 }
 
+/* Recordings made before gpukit sampled through its monitor named their samples with dots; the
+ * reader gives them the monitor's names, so old and new recordings report and compare alike. */
+static const struct {
+    const char *old, *now;
+} renamed[] = {
+    {"host.cpu_ratio", "gpukit_cpu_busy_ratio"},
+    {"host.cpu_max_core_ratio", "gpukit_cpu_busiest_core_ratio"},
+    {"host.memory_used_bytes", "gpukit_memory_used_bytes"},
+    {"host.memory_used_ratio", "gpukit_memory_used_ratio"},
+    {"tree.processes", "gpukit_process_tree_processes"},
+    {"tree.cpu_seconds", "gpukit_process_tree_cpu_seconds_total"},
+    {"tree.cpu_cores", "gpukit_process_tree_cpu_cores"},
+    {"tree.rss_bytes", "gpukit_process_tree_resident_memory_bytes"},
+    {"tree.pss_bytes", "gpukit_process_tree_pss_bytes"},
+    {"tree.threads", "gpukit_process_tree_threads"},
+    {"tree.read_bytes_per_second", "gpukit_process_tree_read_bytes_per_second"},
+    {"tree.write_bytes_per_second", "gpukit_process_tree_written_bytes_per_second"},
+};
+
+/* GPU fields of old recordings ("gpu.0.fan_ratio") and their names now. */
+static const struct {
+    const char *old, *now;
+} renamed_gpu[] = {
+    {"utilization_ratio", "gpukit_gpu_utilization_ratio"},
+    {"memory_utilization_ratio", "gpukit_gpu_memory_utilization_ratio"},
+    {"memory_used_bytes", "gpukit_gpu_memory_used_bytes"},
+    {"memory_reserved_bytes", "gpukit_gpu_memory_reserved_bytes"},
+    {"memory_used_ratio", "gpukit_gpu_memory_used_ratio"},
+    {"temperature_celsius", "gpukit_gpu_temperature_celsius"},
+    {"power_watts", "gpukit_gpu_power_watts"},
+    {"power_limit_watts", "gpukit_gpu_power_limit_watts"},
+    {"energy_joules", "gpukit_gpu_energy_joules_total"},
+    {"clock_event_reasons", "gpukit_gpu_clock_event_reasons"},
+    {"fan_ratio", "gpukit_gpu_fan_speed_ratio"},
+};
+
+/* The current name of a sample series (the name itself when it is not an old one), in buf. */
+static const char *current_name(const char *name, char *buf, size_t len)
+{
+    for (size_t i = 0; i < sizeof renamed / sizeof renamed[0]; i++)
+        if (strcmp(name, renamed[i].old) == 0)
+            return renamed[i].now;
+    unsigned gpu;
+    int at = 0;
+    if (strncmp(name, "gpu.", 4) == 0 && sscanf(name, "gpu.%u.%n", &gpu, &at) == 1 && at > 0) {
+        const char *what = name + at;
+        unsigned pid;
+        int end = 0;
+        if (sscanf(what, "process.%u.memory_bytes%n", &pid, &end) == 1 && what[end] == '\0') {
+            snprintf(buf, len, "gpukit_gpu_process_memory_used_bytes{gpu=\"%u\",pid=\"%u\"}", gpu,
+                     pid);
+            return buf;
+        }
+        if (strcmp(what, "clock_sm_hz") == 0 || strcmp(what, "clock_mem_hz") == 0) {
+            snprintf(buf, len, "gpukit_gpu_clock_hertz{gpu=\"%u\",clock=\"%s\"}", gpu,
+                     what[6] == 's' ? "sm" : "mem");
+            return buf;
+        }
+        for (size_t i = 0; i < sizeof renamed_gpu / sizeof renamed_gpu[0]; i++)
+            if (strcmp(what, renamed_gpu[i].old) == 0) {
+                snprintf(buf, len, "%s{gpu=\"%u\"}", renamed_gpu[i].now, gpu);
+                return buf;
+            }
+    }
+    return name;
+}
+
+/* Appends `arg` as a POSIX shell reads it back: as it is when it holds only characters no shell
+ * treats specially, else in single quotes (a quote inside written '\''). */
+static void shell_quote(gk__sbuf *b, const char *arg)
+{
+    static const char safe[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                               "_@%+=:,./-";
+    size_t n = strlen(arg);
+    if (n && strspn(arg, safe) == n) {
+        gk__sbuf_add(b, arg, n);
+        return;
+    }
+    gk__sbuf_add(b, "'", 1);
+    for (const char *p = arg; *p; p++) {
+        if (*p == '\'')
+            gk__sbuf_add(b, "'\\''", 4);
+        else
+            gk__sbuf_add(b, p, 1);
+    }
+    gk__sbuf_add(b, "'", 1);
+}
+
 static char *dup_str(const cJSON *obj, const char *key)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -242,7 +330,7 @@ static int read_meta(gk_recording *rec, const cJSON *j, char *err, size_t errlen
             continue;
         if (!first)
             gk__sbuf_add(&cmd, " ", 1);
-        gk__sbuf_puts(&cmd, arg->valuestring);
+        shell_quote(&cmd, arg->valuestring);
         first = 0;
     }
     if (!cmd.s)
@@ -295,7 +383,9 @@ static int read_line(gk_recording *rec, const cJSON *j, size_t lineno)
         {
             if (!cJSON_IsNumber(it) || !it->string || !isfinite(it->valuedouble))
                 continue; /* null: not available in this sample */
-            int rc = push(rec, it->string, GK_SERIES_SAMPLE, tt, it->valuedouble);
+            char now[256];
+            int rc = push(rec, current_name(it->string, now, sizeof now), GK_SERIES_SAMPLE, tt,
+                          it->valuedouble);
             if (rc)
                 return rc;
         }

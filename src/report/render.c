@@ -110,7 +110,15 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
     if (!rep || !out)
         return gk__error(-EINVAL, "gk_report_write_text: rep or out is NULL");
     write_header(rep, out);
-    fprintf(out, "\n%-40s %7s %10s %10s %10s %10s %10s %10s %10s\n", "series", "count", "mean",
+    /* The name column fits the longest name (labels included), within reason. */
+    int w = 40;
+    for (size_t i = 0; i < rep->nsums; i++) {
+        char name[256];
+        unit_name(name, sizeof name, &rep->sums[i].s);
+        int l = (int)strlen(name);
+        w = l > w ? (l < 72 ? l : 72) : w;
+    }
+    fprintf(out, "\n%-*s %7s %10s %10s %10s %10s %10s %10s %10s\n", w, "series", "count", "mean",
             "std", "min", "p50", "p90", "p99", "max");
     for (size_t i = 0; i < rep->nsums; i++) {
         const gk__series_summary *sm = &rep->sums[i];
@@ -125,13 +133,13 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
             else
                 fmt(v[k], sizeof v[k], s, vals[k]);
         }
-        fprintf(out, "%-40s %7zu %10s %10s %10s %10s %10s %10s %10s\n", name, sm->st.count, v[0],
+        fprintf(out, "%-*s %7zu %10s %10s %10s %10s %10s %10s %10s\n", w, name, sm->st.count, v[0],
                 v[1], v[2], v[3], v[4], v[5], v[6]);
         if (s->kind == GK_SERIES_COUNTER)
-            fprintf(out, "%-40s %7s total %.6g, %.4g per second\n", "", "", sm->st.sum,
+            fprintf(out, "%-*s %7s total %.6g, %.4g per second\n", w, "", "", sm->st.sum,
                     sm->rate_per_s);
         if (s->overflow)
-            fprintf(out, "%-40s %7s overflow: %zu value%s beyond +-%.0e left out\n", "", "",
+            fprintf(out, "%-*s %7s overflow: %zu value%s beyond +-%.0e left out\n", w, "", "",
                     s->overflow, s->overflow == 1 ? "" : "s", GK_RECORDING_VALUE_MAX);
     }
     int header = 0;
@@ -153,7 +161,7 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
     header = 0;
     for (size_t i = 0; i < rep->nsums; i++) {
         const gk__series_summary *sm = &rep->sums[i];
-        if (strncmp(sm->s.name, "gpu.", 4) || !strstr(sm->s.name, ".process."))
+        if (strncmp(sm->s.name, "gpukit_gpu_process_memory_used_bytes{", 37) != 0)
             continue;
         if (!header++)
             fprintf(out, "\npeak GPU memory per process:\n");
@@ -178,6 +186,7 @@ int gk_report_write_text(const gk_report *rep, FILE *out)
                 a.labels[0] ? "{" : "", esc(l, a.labels), a.labels[0] ? "}" : "", esc(st, a.state),
                 val);
     }
+    gk__report_ranks_text(rep, out);
     fprintf(out, "\nadvice:\n");
     if (rep->nadvice == 0)
         fprintf(out, "  none: no rule of docs/advice.md fired on the recorded data\n");
@@ -309,6 +318,7 @@ int gk_report_write_json(const gk_report *rep, FILE *out)
         gk__sbuf_add(&b, "}", 1);
     }
     gk__sbuf_puts(&b, "]");
+    gk__report_ranks_json(rep, &b);
     if (rep->base) {
         gk__sbuf_puts(&b, ",\"comparison\":[");
         for (size_t i = 0; i < rep->ncmp; i++) {

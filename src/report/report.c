@@ -17,14 +17,22 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* Thresholds for "time above": the name (exact or a suffix after "gpu.N.") and the level. */
+/* Thresholds for "time above": the series name (its labels aside) and the level. */
 static const struct {
-    const char *suffix;
+    const char *base;
     double level;
 } thresholds[] = {
-    {"host.cpu_ratio", 0.9},     {"host.cpu_max_core_ratio", 0.9}, {"host.memory_used_ratio", 0.9},
-    {".utilization_ratio", 0.9}, {".memory_used_ratio", 0.9},      {".temperature_celsius", 80},
+    {"gpukit_cpu_busy_ratio", 0.9},        {"gpukit_cpu_busiest_core_ratio", 0.9},
+    {"gpukit_memory_used_ratio", 0.9},     {"gpukit_gpu_utilization_ratio", 0.9},
+    {"gpukit_gpu_memory_used_ratio", 0.9}, {"gpukit_gpu_temperature_celsius", 80},
 };
+
+/* Whether series `name` is `base` or `base{...}`. */
+static int is_series(const char *name, const char *base)
+{
+    size_t n = strlen(base);
+    return strncmp(name, base, n) == 0 && (name[n] == '\0' || name[n] == '{');
+}
 
 void gk__fmt_bytes(char *buf, size_t len, double b)
 {
@@ -69,7 +77,7 @@ void gk__fmt_value(char *buf, size_t len, const char *name, double v)
         snprintf(buf, len, "%.1f W", v);
     else if (ends_with(base, "_joules"))
         snprintf(buf, len, "%.4g J", v);
-    else if (ends_with(base, "_hz"))
+    else if (ends_with(base, "_hz") || ends_with(base, "_hertz"))
         snprintf(buf, len, "%.0f MHz", v / 1e6);
     else
         snprintf(buf, len, "%.4g", v);
@@ -124,11 +132,7 @@ const char *gk__direction_name(int dir)
 static void time_above(gk__series_summary *sm, double interval)
 {
     for (size_t k = 0; k < sizeof thresholds / sizeof thresholds[0]; k++) {
-        const char *suf = thresholds[k].suffix;
-        int match = suf[0] == '.'
-                        ? (strncmp(sm->s.name, "gpu.", 4) == 0 && ends_with(sm->s.name, suf))
-                        : strcmp(sm->s.name, suf) == 0;
-        if (!match)
+        if (!is_series(sm->s.name, thresholds[k].base))
             continue;
         sm->has_threshold = 1;
         sm->threshold = thresholds[k].level;
@@ -149,8 +153,8 @@ static double energy(const gk_report *rep)
     double total = -1;
     for (size_t i = 0; i < rep->nsums; i++) {
         const gk_series *s = &rep->sums[i].s;
-        if (s->kind != GK_SERIES_SAMPLE || strncmp(s->name, "gpu.", 4) ||
-            !ends_with(s->name, ".power_watts") || s->n < 2)
+        if (s->kind != GK_SERIES_SAMPLE || !is_series(s->name, "gpukit_gpu_power_watts") ||
+            s->n < 2)
             continue;
         double j = 0;
         for (size_t k = 1; k < s->n; k++)
@@ -164,6 +168,19 @@ const gk__series_summary *gk__report_find(const gk_report *rep, const char *name
 {
     for (size_t i = 0; i < rep->nsums; i++) {
         if (strcmp(rep->sums[i].s.name, name) == 0)
+            return &rep->sums[i];
+    }
+    return NULL;
+}
+
+const gk__series_summary *gk__report_gpu_series(const gk_report *rep, int gpu, const char *what)
+{
+    char base[96], label[16];
+    int bl = snprintf(base, sizeof base, "gpukit_gpu_%s{", what);
+    for (size_t i = 0; i < rep->nsums; i++) {
+        const char *n = rep->sums[i].s.name;
+        if (strncmp(n, base, (size_t)bl) == 0 && gk__series_tag(n, "gpu", label, sizeof label) &&
+            atoi(label) == gpu)
             return &rep->sums[i];
     }
     return NULL;
@@ -226,7 +243,7 @@ int gk_report_create(const gk_recording *rec, const gk_recording *baseline, gk_r
             time_above(sm, interval);
     }
     rep->energy_j = energy(rep);
-    if ((rc = gk__report_advise(rep)))
+    if ((rc = gk__report_ranks(rep)) || (rc = gk__report_advise(rep)))
         goto out_fail;
     if (baseline && (rc = gk__report_compare(rep)))
         goto out_fail;
@@ -246,6 +263,7 @@ void gk_report_destroy(gk_report *rep)
     free(rep->advice_text);
     free(rep->advice);
     free(rep->cmp);
+    free(rep->ranks);
     free(rep->sums);
     free(rep);
 }

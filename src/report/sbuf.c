@@ -63,9 +63,12 @@ void gk__sbuf_printf(gk__sbuf *b, const char *fmt, ...)
     va_end(ap2);
 }
 
-/* Length of a valid UTF-8 sequence at s (1-4), or 0 when invalid. */
-static size_t utf8_len(const unsigned char *s)
+/* Length of a valid UTF-8 sequence at s (1-4), or 0 when invalid; its code point in *cp_out
+ * (may be NULL). */
+static size_t utf8_len(const unsigned char *s, unsigned *cp_out)
 {
+    if (cp_out)
+        *cp_out = s[0];
     if (s[0] < 0x80)
         return 1;
     size_t n;
@@ -87,6 +90,8 @@ static size_t utf8_len(const unsigned char *s)
     }
     if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
         return 0;
+    if (cp_out)
+        *cp_out = cp;
     return n;
 }
 
@@ -113,7 +118,7 @@ void gk__sbuf_json_str(gk__sbuf *b, const char *s)
             gk__sbuf_printf(b, "\\u%04x", c);
             p++;
         } else {
-            size_t n = utf8_len(p);
+            size_t n = utf8_len(p, NULL);
             if (n == 0) {
                 gk__sbuf_puts(b, "\\ufffd");
                 p++;
@@ -138,25 +143,26 @@ void gk__sbuf_json_num(gk__sbuf *b, double v)
 
 void gk__sbuf_html(gk__sbuf *b, const char *s)
 {
-    for (const char *p = s ? s : ""; *p; p++) {
-        switch (*p) {
-        case '&':
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    while (*p) {
+        unsigned cp;
+        size_t n = utf8_len(p, &cp);
+        if (n == 0 || (cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE)
+            gk__sbuf_puts(b, "&#xFFFD;"); /* not UTF-8, or a noncharacter */
+        else if (cp == '&')
             gk__sbuf_puts(b, "&amp;");
-            break;
-        case '<':
+        else if (cp == '<')
             gk__sbuf_puts(b, "&lt;");
-            break;
-        case '>':
+        else if (cp == '>')
             gk__sbuf_puts(b, "&gt;");
-            break;
-        case '"':
+        else if (cp == '"')
             gk__sbuf_puts(b, "&quot;");
-            break;
-        case '\'':
+        else if (cp == '\'')
             gk__sbuf_puts(b, "&#39;");
-            break;
-        default:
-            gk__sbuf_add(b, p, 1);
-        }
+        else if ((cp < 0x20 && cp != '\t' && cp != '\n') || (cp >= 0x7F && cp <= 0x9F))
+            gk__sbuf_printf(b, "\\x%02x", cp); /* control characters are not HTML text */
+        else
+            gk__sbuf_add(b, (const char *)p, n);
+        p += n ? n : 1;
     }
 }

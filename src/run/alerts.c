@@ -1,6 +1,6 @@
-/* Alert rules for gk_run_execute: a gk_monitor (no thread of its own) watches the command's tree
- * and the GPUs, is ticked at every sample, and records each alert-state change in the
- * recording. Rules are checked before the command starts, so a typo costs nothing. */
+/* Alert rules for gk_run_execute: added to the run's sampler monitor, which watches the command's
+ * tree and the GPUs and is ticked at every sample (nothing is read twice), and each alert-state
+ * change is recorded. Rules are checked before the command starts, so a typo costs nothing. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -14,8 +14,7 @@
 #include "run/alerts_int.h"
 
 struct gk__run_alerts {
-    gk_monitor *mon;
-    gk_metrics *reg;
+    gk__sampler *smp; /* whose monitor evaluates the rules at every sample */
     gk_recorder *rec;
     double t0;
     uint64_t fired;
@@ -92,7 +91,7 @@ int gk__alerts_check(const gk_run_config *cfg, char *err, size_t errlen)
     return rc;
 }
 
-int gk__alerts_start(const gk_run_config *cfg, int gpu, pid_t pid, gk_recorder *rec, double t0,
+int gk__alerts_start(const gk_run_config *cfg, gk__sampler *smp, gk_recorder *rec, double t0,
                      gk__run_alerts **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -103,38 +102,15 @@ int gk__alerts_start(const gk_run_config *cfg, int gpu, pid_t pid, gk_recorder *
         return -ENOMEM;
     a->rec = rec;
     a->t0 = t0;
-    int rc = gk_metrics_create(NULL, &a->reg);
-    if (rc)
-        goto out_fail;
-    gk_monitor_config mc;
-    gk_monitor_config_default(&mc);
-    (void)gk_monitor_config_from_env(&mc); /* GK_NVML_LIBRARY and GK_PROC_ROOT, as the run */
-    mc.interval = cfg->interval_s;
-    mc.retention = cfg->interval_s * 120 > 60 ? cfg->interval_s * 120 : 60;
-    /* GPUs only when the sampler found them: the run says once why GPU metrics are off */
-    mc.gpu = gpu ? GK_MONITOR_GPU_AUTO : GK_MONITOR_GPU_OFF;
-    mc.pid = (int)pid;
-    mc.metrics = a->reg;
-    mc.logger = cfg->logger;
-    mc.on_alert = on_alert;
-    mc.alert_user = a;
-    if ((rc = gk_monitor_create(&mc, &a->mon)))
-        goto out_fail;
-    if ((rc = add_all(a->mon, cfg, err, errlen)))
-        goto out_fail;
+    a->smp = smp;
+    int rc = add_all(gk__sampler_monitor(smp), cfg, err, errlen);
+    if (rc) {
+        free(a);
+        return rc;
+    }
+    gk__sampler_on_alert(smp, on_alert, a);
     *out = a;
     return 0;
-out_fail:
-    if (!err[0])
-        snprintf(err, errlen, "cannot set up alert rules: %s", gk_strerror(rc));
-    gk__alerts_stop(a);
-    return rc;
-}
-
-void gk__alerts_tick(gk__run_alerts *a)
-{
-    if (a)
-        gk_monitor_tick(a->mon);
 }
 
 uint64_t gk__alerts_fired(const gk__run_alerts *a)
@@ -146,7 +122,6 @@ void gk__alerts_stop(gk__run_alerts *a)
 {
     if (!a)
         return;
-    gk_monitor_destroy(a->mon);
-    gk_metrics_destroy(a->reg);
+    gk__sampler_on_alert(a->smp, NULL, NULL);
     free(a);
 }

@@ -7,6 +7,7 @@
 
 #include "gpukit/report.h"
 #include "gpukit/run.h"
+#include "run/sampler_int.h"
 
 typedef struct gk__run_alerts gk__run_alerts;
 
@@ -14,19 +15,16 @@ typedef struct gk__run_alerts gk__run_alerts;
  * first bad rule (GK_ESYNTAX, -ENOSPC), described in err. */
 int gk__alerts_check(const gk_run_config *cfg, char *err, size_t errlen);
 
-/* Starts evaluating the rules on the tree rooted at pid (and the GPUs when gpu is 1); state
+/* Adds the rules to the sampler's monitor: they are evaluated at every sample, and state
  * changes go to rec with times relative to t0 (monotonic seconds). *out is NULL when there are
  * no rules. */
-int gk__alerts_start(const gk_run_config *cfg, int gpu, pid_t pid, gk_recorder *rec, double t0,
+int gk__alerts_start(const gk_run_config *cfg, gk__sampler *smp, gk_recorder *rec, double t0,
                      gk__run_alerts **out, char *err, size_t errlen);
-
-/* One evaluation (reads the machine once). NULL is a no-op. */
-void gk__alerts_tick(gk__run_alerts *a);
 
 /* Transitions to firing so far. */
 uint64_t gk__alerts_fired(const gk__run_alerts *a);
 
-/* Stops and frees. NULL is a no-op. */
+/* Stops recording state changes and frees. NULL is a no-op. */
 void gk__alerts_stop(gk__run_alerts *a);
 
 #endif

@@ -293,10 +293,9 @@ static int write_end(run_state *st, const gk_run_result *res)
 static void take_sample(gk__sampler *smp, pid_t pid, run_state *st, gk__values *vals,
                         gk_run_result *res)
 {
-    double now = mono_now();
-    gk__sampler_read(smp, pid, now, vals);
-    gk_recorder_sample(st->rec, now - st->t0, vals->n, vals->names, vals->v);
-    gk__alerts_tick(st->alerts);
+    (void)pid;
+    gk__sampler_read(smp, vals);
+    gk_recorder_sample(st->rec, mono_now() - st->t0, vals->n, vals->names, vals->v);
     res->samples++;
 }
 
@@ -497,7 +496,6 @@ static int run_execute(const gk_run_config *cfg, char *const argv[], gk_run_resu
     }
     pid_t pid;
     st.t0 = mono_now();
-    gk__sampler_start(smp, st.t0);
     rc = spawn_child(argv, sockpath, &old, cfg->command_stdout, &pid);
     if (rc) {
         snprintf(res->error, sizeof res->error, "cannot run \"%s\": %s", argv[0], strerror(-rc));
@@ -505,8 +503,8 @@ static int run_execute(const gk_run_config *cfg, char *const argv[], gk_run_resu
         goto out_sfd;
     }
     res->started = 1;
-    if (gk__alerts_start(cfg, si.gpu_enabled, pid, st.rec, st.t0, &st.alerts, res->error,
-                         sizeof res->error)) {
+    gk__sampler_watch(smp, pid);
+    if (gk__alerts_start(cfg, smp, st.rec, st.t0, &st.alerts, res->error, sizeof res->error)) {
         /* the rules parsed before the start: only resources can fail here; run without them */
         gk_log(&cfg->logger, GK_LOG_WARN, "run", "%s; alerts are off for this run", res->error);
         res->error[0] = '\0';

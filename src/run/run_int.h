@@ -11,6 +11,8 @@
 #define GK__STATSD_MAX_NAME  200
 #define GK__STATSD_MAX_TAGS  400
 #define GK__STATSD_MAX_DGRAM 65536
+/* The longest text one value makes: a negative gauge is two lines (set 0, then add). */
+#define GK__STATSD_MAX_LINE (2 * (GK__STATSD_MAX_NAME + GK__STATSD_MAX_TAGS) + 96)
 
 /* One parsed StatsD line. name and tags point into the parsed text (not NUL-terminated). */
 typedef struct gk__statsd_msg {
@@ -32,6 +34,21 @@ int gk__statsd_parse_line(const char *line, size_t len, gk__statsd_msg *out);
 typedef void (*gk__statsd_fn)(void *user, const gk__statsd_msg *m);
 void gk__statsd_parse_datagram(const char *buf, size_t len, gk__statsd_fn fn, void *user,
                                uint64_t *good, uint64_t *bad);
+
+/* The launcher's rank as tags ("rank:3,local_rank:1"; "" without a launcher), from RANK and
+ * LOCAL_RANK, else Slurm's or Open MPI's variables: every client adds them to its lines. */
+void gk__statsd_process_tags(char *out, size_t len);
+
+/* The text gk_statsd_client_send sends for one value, checked as it checks it, into buf (no
+ * trailing newline; GK__STATSD_MAX_LINE bytes always suffice). Returns its length, or -EINVAL
+ * with the message in gk_last_error(). */
+int gk__statsd_format(const gk_statsd *c, char *buf, size_t room, const char *name, double value,
+                      const char *type, const char *tags);
+
+/* Sends buf[0..len) (one or more lines joined by '\n') as one datagram, waiting for room in the
+ * receiver's queue as gk_statsd_client_send does; on failure `values` are counted as dropped.
+ * Returns 0 (also for an inactive client), -EAGAIN or the negative errno of send. */
+int gk__statsd_send_datagram(gk_statsd *c, const char *buf, size_t len, uint64_t values);
 
 /* 1 when name[0..len) / tags[0..len) follow the rules (see gpukit/run.h). */
 int gk__statsd_name_ok(const char *name, size_t len);

@@ -22,10 +22,31 @@
 #define GK__STATSD_SEND_WAIT_NS 20000000L
 
 struct gk_statsd {
-    int fd; /* -1: inactive */
+    int fd;        /* -1: inactive */
+    int connected; /* fd is connected to addr: sends skip the path lookup */
     struct sockaddr_un addr;
     uint64_t dropped;
+    char process_tags[96]; /* "rank:3,local_rank:1" or "" */
 };
+
+void gk__statsd_process_tags(char *out, size_t len)
+{
+    static const char *const ranks[] = {"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"};
+    static const char *const locals[] = {"LOCAL_RANK", "SLURM_LOCALID",
+                                         "OMPI_COMM_WORLD_LOCAL_RANK"};
+    out[0] = '\0';
+    for (size_t i = 0; i < 3; i++) {
+        const char *r = getenv(ranks[i]);
+        char *end;
+        if (!r || !*r || strtoul(r, &end, 10) >= 1u << 30 || *end)
+            continue;
+        snprintf(out, len, "rank:%s", r);
+        const char *l = getenv(locals[i]);
+        if (l && *l && strtoul(l, &end, 10) < 1u << 30 && !*end)
+            snprintf(out + strlen(out), len - strlen(out), ",local_rank:%s", l);
+        return;
+    }
+}
 
 int gk_statsd_open(const char *path, gk_statsd **out)
 {
@@ -41,6 +62,7 @@ int gk_statsd_open(const char *path, gk_statsd **out)
     if (!c)
         return gk__error(-ENOMEM, "gk_statsd_open: out of host memory (!c)");
     c->fd = -1;
+    gk__statsd_process_tags(c->process_tags, sizeof c->process_tags);
     if (path) {
         if (strlen(path) >= sizeof c->addr.sun_path) {
             free(c);
@@ -68,49 +90,73 @@ void gk_statsd_close(gk_statsd *c)
     free(c);
 }
 
-int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const char *type,
-                          const char *tags)
+int gk__statsd_format(const gk_statsd *c, char *buf, size_t room, const char *name, double value,
+                      const char *type, const char *tags)
 {
-    if (!c || !name || !type || !gk__statsd_name_ok(name, strlen(name)))
-        return gk__error(-EINVAL, "gk_statsd_client_send: invalid argument (!c || !name || !type "
-                                  "|| !gk__statsd_name_ok(name, strlen(name)))");
+    if (!c || !name || !type)
+        return gk__error(-EINVAL, "gk_statsd_client_send: client, name or type is NULL");
+    if (!gk__statsd_name_ok(name, strlen(name)))
+        return gk__error(-EINVAL, "statsd: name \"%.64s\" is not 1-%d letters, digits and _ . - /",
+                         name, GK__STATSD_MAX_NAME);
     if (strcmp(type, "g") && strcmp(type, "c") && strcmp(type, "ms") && strcmp(type, "h"))
-        return gk__error(-EINVAL,
-                         "gk_statsd_client_send: invalid argument (strcmp(type, \"g\") && "
-                         "strcmp(type, \"c\") && strcmp(type, \"ms\") && strcmp(type, \"h\"))");
+        return gk__error(-EINVAL, "statsd: type \"%.8s\" is not g, c, ms or h", type);
     if (tags && *tags && !gk__statsd_tags_ok(tags, strlen(tags)))
-        return gk__error(-EINVAL, "gk_statsd_client_send: invalid argument (tags && *tags && "
-                                  "!gk__statsd_tags_ok(tags, strlen(tags)))");
+        return gk__error(-EINVAL,
+                         "statsd: tags \"%.64s\" are not k:v pairs of letters, digits and "
+                         "_ . - / :, separated by commas",
+                         tags);
     if (value != value || value - value != 0) /* NaN or infinite */
-        return gk__error(-EINVAL, "gk_statsd_client_send: %s: the value %g is not a finite number",
-                         name, value);
+        return gk__error(-EINVAL, "statsd: %s: the value %g is not a finite number", name, value);
+    if (strcmp(type, "ms") == 0 && value < 0)
+        return gk__error(-EINVAL, "statsd: %s: a duration cannot be negative", name);
+    char sfx[GK__STATSD_MAX_TAGS + 100] = "";
+    /* The process's rank rides along, unless the caller gave its own. */
+    int own_rank = tags && (strncmp(tags, "rank:", 5) == 0 || strstr(tags, ",rank:"));
+    const char *ptags = own_rank ? "" : c->process_tags;
+    if ((tags && *tags) || *ptags)
+        snprintf(sfx, sizeof sfx, "|#%s%s%s", tags && *tags ? tags : "",
+                 tags && *tags && *ptags ? "," : "", ptags);
+    int n;
+    if (strcmp(type, "g") == 0 && value < 0) /* a leading sign means "relative": set 0, add */
+        n = snprintf(buf, room, "%s:0|g%s\n%s:%.17g|g%s", name, sfx, name, value, sfx);
+    else
+        n = snprintf(buf, room, "%s:%.17g|%s%s", name, value, type, sfx);
+    if (n < 0 || (size_t)n >= room)
+        return gk__error(-EINVAL, "statsd: %s: the line is too long", name);
+    return n;
+}
+
+/* One send on the socket connected to the path, connecting first (again after the receiver went
+ * away: a receiver that comes back binds a new socket at the same path). Returns send's value,
+ * with errno set. */
+static ssize_t send_connected(gk_statsd *c, const char *buf, size_t len)
+{
+    for (int tries = 0;; tries++) {
+        if (!c->connected) {
+            if (connect(c->fd, (const struct sockaddr *)&c->addr, sizeof c->addr) != 0)
+                return -1;
+            c->connected = 1;
+        }
+        ssize_t w = send(c->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w >= 0 || tries > 0 ||
+            (errno != ECONNREFUSED && errno != ENOTCONN && errno != ECONNRESET))
+            return w;
+        c->connected = 0; /* the receiver closed its socket: look the path up again */
+    }
+}
+
+int gk__statsd_send_datagram(gk_statsd *c, const char *buf, size_t len, uint64_t values)
+{
     if (c->fd < 0)
         return 0;
-    char line[2 * (GK__STATSD_MAX_NAME + GK__STATSD_MAX_TAGS) + 96];
-    char sfx[GK__STATSD_MAX_TAGS + 4] = "";
-    if (tags && *tags)
-        snprintf(sfx, sizeof sfx, "|#%s", tags);
-    int n;
-    if (strcmp(type, "ms") == 0 && value < 0)
-        return gk__error(
-            -EINVAL,
-            "gk_statsd_client_send: invalid argument (strcmp(type, \"ms\") == 0 && value < 0)");
-    if (strcmp(type, "g") == 0 && value < 0) /* a leading sign means "relative": set 0, add */
-        n = snprintf(line, sizeof line, "%s:0|g%s\n%s:%.17g|g%s", name, sfx, name, value, sfx);
-    else
-        n = snprintf(line, sizeof line, "%s:%.17g|%s%s", name, value, type, sfx);
-    if (n < 0 || (size_t)n >= sizeof line)
-        return gk__error(
-            -EINVAL, "gk_statsd_client_send: invalid argument (n < 0 || (size_t)n >= sizeof line)");
     long waited = 0, pause = 20000; /* ns: 20 us doubling to 1 ms */
     for (;;) {
-        ssize_t w = sendto(c->fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL,
-                           (const struct sockaddr *)&c->addr, sizeof c->addr);
+        ssize_t w = send_connected(c, buf, len);
         if (w >= 0)
             return 0;
         int rc = -errno;
         if ((rc != -EAGAIN && rc != -EWOULDBLOCK) || waited >= GK__STATSD_SEND_WAIT_NS) {
-            c->dropped++;
+            c->dropped += values;
             return rc == -EWOULDBLOCK ? -EAGAIN : rc;
         }
         struct timespec ts = {0, pause};
@@ -119,6 +165,16 @@ int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const ch
         if (pause < 1000000)
             pause *= 2;
     }
+}
+
+int gk_statsd_client_send(gk_statsd *c, const char *name, double value, const char *type,
+                          const char *tags)
+{
+    char line[GK__STATSD_MAX_LINE];
+    int n = gk__statsd_format(c, line, sizeof line, name, value, type, tags);
+    if (n < 0)
+        return n;
+    return gk__statsd_send_datagram(c, line, (size_t)n, 1);
 }
 
 uint64_t gk_statsd_dropped(const gk_statsd *c)

@@ -18,6 +18,20 @@ typedef struct proc_entry {
     int in_tree;
 } proc_entry;
 
+/* The first entry of v[0..n) (sorted by ppid) whose parent is `parent`, or n. */
+static size_t first_child(const proc_entry *v, size_t n, int parent)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (v[mid].ppid < parent)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 /* The fields of /proc/PID/stat gpukit uses. */
 typedef struct proc_stat {
     int ppid;
@@ -199,15 +213,7 @@ static int proc_tree(gk_host *h, int pid, gk_proc_tree *out)
     queue[qtail++] = pid;
     while (qhead < qtail) {
         int parent = queue[qhead++];
-        size_t lo = 0, hi = n;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (v[mid].ppid < parent)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        for (size_t i = lo; i < n && v[i].ppid == parent; i++) {
+        for (size_t i = first_child(v, n, parent); i < n && v[i].ppid == parent; i++) {
             if (!v[i].in_tree && v[i].pid != pid && qtail <= n) {
                 v[i].in_tree = 1;
                 queue[qtail++] = v[i].pid;
@@ -223,4 +229,178 @@ static int proc_tree(gk_host *h, int pid, gk_proc_tree *out)
     free(queue);
     free(v);
     return 0;
+}
+
+/* --- workers of a launcher ----------------------------------------------------------------- */
+
+/* The value of variable `name` in an environ block (NUL-separated NAME=VALUE), or NULL. */
+static const char *environ_get(const char *env, long len, const char *name)
+{
+    size_t nl = strlen(name);
+    for (long i = 0; i < len;) {
+        const char *e = env + i;
+        size_t el = strnlen(e, (size_t)(len - i));
+        if (el > nl && strncmp(e, name, nl) == 0 && e[nl] == '=')
+            return e + nl + 1;
+        i += (long)el + 1;
+    }
+    return NULL;
+}
+
+static int rank_value(const char *v)
+{
+    if (!v || !*v)
+        return -1;
+    char *end;
+    long r = strtol(v, &end, 10);
+    return *end || r < 0 || r > 1 << 20 ? -1 : (int)r;
+}
+
+int gk_host_proc_rank(gk_host *h, int pid, int *rank, int *local_rank)
+{
+    if (!h || pid <= 0 || !rank)
+        return gk__error(-EINVAL, "gk_host_proc_rank: %s",
+                         !h      ? "handle is NULL"
+                         : !rank ? "rank is NULL"
+                                 : "pid must be positive");
+    *rank = -1;
+    if (local_rank)
+        *local_rank = -1;
+    char rel[64];
+    snprintf(rel, sizeof rel, "%d/environ", pid);
+    long n = gk__host_read_into(h, rel, h->buf, GK__HOST_BUF);
+    if (n < 0)
+        return gk__error((int)n, "gk_host_proc_rank: cannot read %s/%s: %s", h->root, rel,
+                         gk_strerror((int)n));
+    static const char *const ranks[] = {"RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK"};
+    static const char *const locals[] = {"LOCAL_RANK", "SLURM_LOCALID",
+                                         "OMPI_COMM_WORLD_LOCAL_RANK"};
+    for (int i = 0; i < 3; i++) {
+        int r = rank_value(environ_get(h->buf, n, ranks[i]));
+        if (r < 0)
+            continue;
+        *rank = r;
+        if (local_rank)
+            *local_rank = rank_value(environ_get(h->buf, n, locals[i]));
+        break;
+    }
+    return 0;
+}
+
+/* Appends the pids of `pid` as its NSpid line lists them (itself in each nested namespace). */
+static void add_nspids(gk_host *h, int pid, gk_proc_worker *w)
+{
+    char rel[64], buf[4096];
+    snprintf(rel, sizeof rel, "%d/status", pid);
+    if (gk__host_read_into(h, rel, buf, sizeof buf) < 0)
+        return;
+    const char *p = strstr(buf, "\nNSpid:");
+    if (!p)
+        return;
+    p += 7;
+    while (*p && *p != '\n') {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (v > 0 && v != pid && w->npids < GK_WORKER_MAX_PIDS)
+            w->pids[w->npids++] = (int)v;
+        p = end;
+    }
+}
+
+static int workers(gk_host *h, int root, gk_proc_worker *out, size_t cap, size_t *count)
+{
+    *count = 0;
+    proc_stat rs;
+    if (read_stat(h, root, &rs) != 0)
+        return gk__error(-ENOENT, "gk_host_proc_workers: process %d does not exist", root);
+    proc_entry *v = NULL;
+    size_t n = 0;
+    int rc = scan(h, &v, &n);
+    if (rc)
+        return gk__error(rc, "gk_host_proc_workers: cannot list %s", h->root);
+    qsort(v, n, sizeof *v, by_ppid);
+    /* Breadth-first from the root; the first process on each path with a rank in its
+     * environment is a worker, and its subtree (owner index in in_tree - 1) is its own. */
+    int *queue = gk__malloc((n + 1) * sizeof *queue);
+    int *owner = gk__malloc((n + 1) * sizeof *owner);
+    if (!queue || !owner) {
+        free(queue);
+        free(owner);
+        free(v);
+        return gk__error(-ENOMEM, "gk_host_proc_workers: out of host memory");
+    }
+    size_t qhead = 0, qtail = 0;
+    queue[qtail] = root;
+    owner[qtail++] = -1;
+    while (qhead < qtail) {
+        int parent = queue[qhead], who = owner[qhead];
+        qhead++;
+        if (who < 0) {
+            int rank, local;
+            if (gk_host_proc_rank(h, parent, &rank, &local) == 0 && rank >= 0 && *count < cap) {
+                gk_proc_worker *w = &out[*count];
+                memset(w, 0, sizeof *w);
+                w->pid = parent;
+                w->rank = rank;
+                w->local_rank = local;
+                who = (int)(*count)++;
+            }
+        }
+        if (who >= 0) {
+            gk_proc_worker *w = &out[who];
+            gk_proc_tree t;
+            memset(&t, 0, sizeof t);
+            t.root_pid = w->pid;
+            add_process(h, parent, &t);
+            w->nprocs += t.nprocs;
+            w->cpu_seconds += t.cpu_seconds;
+            w->rss_bytes += t.rss_bytes;
+            w->threads += t.threads;
+            if (w->npids < GK_WORKER_MAX_PIDS)
+                w->pids[w->npids++] = parent;
+            add_nspids(h, parent, w);
+        }
+        for (size_t i = first_child(v, n, parent); i < n && v[i].ppid == parent; i++) {
+            if (!v[i].in_tree && v[i].pid != root && qtail <= n) {
+                v[i].in_tree = 1;
+                queue[qtail] = v[i].pid;
+                owner[qtail++] = who;
+            }
+        }
+    }
+    free(queue);
+    free(owner);
+    free(v);
+    return 0;
+}
+
+int(gk_host_proc_workers)(gk_host *h, int root, gk_proc_worker *out, size_t cap, size_t *n,
+                          size_t size)
+{
+    if (!h || root <= 0 || !n)
+        return gk__error(-EINVAL, "gk_host_proc_workers: %s",
+                         !h   ? "handle is NULL"
+                         : !n ? "n is NULL"
+                              : "root must be positive");
+    *n = 0;
+    if (cap && (!out || size < sizeof(size_t)))
+        return gk__sized_check(out, cap ? size : sizeof(size_t), "gk_proc_worker");
+    gk_proc_worker *full = cap ? gk__calloc(cap, sizeof *full) : NULL;
+    if (cap && !full)
+        return gk__error(-ENOMEM, "gk_host_proc_workers: out of host memory");
+    size_t count = 0;
+    int rc = workers(h, root, full, cap, &count);
+    /* The caller's elements are `size` bytes apart (a program built against an older header
+     * has smaller ones): each gets what fits. */
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        full[i].size = sizeof full[i];
+        (void)gk__sized_put((char *)out + i * size, size, &full[i], sizeof full[i],
+                            "gk_proc_worker");
+    }
+    free(full);
+    if (rc == 0)
+        *n = count;
+    return rc;
 }

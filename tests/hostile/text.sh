@@ -38,7 +38,7 @@ PY
 
 "$G" report evil.jsonl >report.txt 2>&1
 no_controls report.txt
-expect report.txt 'gpukit report: train\\e]0;pwned\\x07\\e\[31m --x'
+expect report.txt "gpukit report: 'train\\\\e]0;pwned\\\\x07\\\\e\\[31m' --x"
 expect report.txt 'host box\\e'
 expect report.txt '^evil\\e'
 expect report.txt 'hot\\e]0;pwned'

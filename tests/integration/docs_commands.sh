@@ -47,16 +47,16 @@ if [ -x "$train" ]; then
     # The demo's command on a small training set (so a smaller batch cap): the lines README.md shows.
     "$train" --data "$tmp/demo.gkr" --generate 20000 --generate-only >/dev/null
     doc README.md 0 '^batch [0-9]+ \(finder: 3 trials' '^converged: the loss is within 1% of the noise floor' \
-        '^gpukit report: .*train' '^gpukit_loader_batches_total\{loader:train\}' \
+        '^gpukit report: .*train' '^gpukit_loader_batches_total\{device:host,loader:train\}' \
         '^gpukit_alloc_reserved_bytes' '^advice:' -- \
         "$G" run --interval 0.1 --out run.jsonl --html report.html -- "$train" --data demo.gkr --epochs 4 --max-batch 512 --save-every 500
 fi
 shown README.md "gpukit run --html report.html -- python3 train.py"
-doc README.md 0 '^gpukit report: python3' '^advice:' -- \
-    "$G" run --html report.html --out run.jsonl -- python3 "$src/examples/send_metrics.py" 5
+doc README.md 0 '^gpukit report: python3' '^advice:' '^recording: gpukit-runs/.*-python3-' -- \
+    "$G" run --html report.html -- python3 "$src/examples/send_metrics.py" 5
 [ -s "$tmp/report.html" ] || fail "README.md: gpukit run --html wrote no report"
-shown README.md "gpukit report run.jsonl"
-doc README.md 0 '^gpukit report: python3' '^py_loss +5 ' '^advice:' -- "$G" report run.jsonl
+shown README.md "gpukit report                                        # the report again"
+doc README.md 0 '^gpukit report: python3 .*send_metrics.py 5' '^py_loss +5 ' '^advice:' -- "$G" report
 
 # --- docs/python.md (and README.md) ---------------------------------------------------------
 shown README.md 'gpukit run -- /usr/bin/python3 examples/train_torch.py        # a PyTorch CNN'
@@ -65,7 +65,8 @@ shown docs/python.md 'gpukit run -- /usr/bin/python3 examples/train_torch.py'
 # python_example.sh runs the example there with smaller settings.
 if [ -z "${GK_SAN_PRELOAD:-}" ]; then
     doc docs/python.md 0 '^converged: loss' '^train_loss ' '^train_step_time \(ms\) ' \
-        '^gpukit_alloc_reserved_bytes ' '^gpukit_loader_wait_seconds_total\{loader:train\} ' -- \
+        '^gpukit_alloc_reserved_bytes\{device:unknown,pool:custom\} ' \
+        '^gpukit_loader_wait_seconds_total\{device:host,loader:train\} ' -- \
         env PYTHONPATH="$src/python" PYTHONDONTWRITEBYTECODE=1 \
         "$G" run -- /usr/bin/python3 "$src/examples/train_torch.py"
 fi
@@ -95,8 +96,8 @@ doc docs/tutorial.md 0 '.' -- "$G" data pack --record-size 256 raw.bin data.gkr
 shown docs/tutorial.md '$ gpukit run --out app.jsonl -- ./app data.gkr'
 shown docs/tutorial.md '1563 batches'
 LD_LIBRARY_PATH="$libdir" doc docs/tutorial.md 0 '^1563 batches$' '^app_batches +1563 ' \
-    'total 1563,' '^gpukit_loader_batches_total\{loader:loader\}' -- "$G" run --out app.jsonl -- ./app data.gkr
-grep -A1 '^gpukit_loader_batches_total{loader:loader}' "$tmp/out" | grep -q 'total 1563,' ||
+    'total 1563,' '^gpukit_loader_batches_total\{device:host,loader:loader\}' -- "$G" run --out app.jsonl -- ./app data.gkr
+grep -A1 '^gpukit_loader_batches_total{device:host,loader:loader}' "$tmp/out" | grep -q 'total 1563,' ||
     fail "docs/tutorial.md: the loader's own batch count did not reach the report"
 
 # --- docs/options.md -------------------------------------------------------------------------

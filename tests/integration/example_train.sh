@@ -60,8 +60,8 @@ expect "$tmp/unbacked.out" "needs backed=1"
 timeout 120 "$GPUKIT" run --interval 0.05 --out "$tmp/run.jsonl" -- "$train" --device host \
     "${common[@]}" --quiet >"$tmp/run.out" 2>"$tmp/run.err" || { cat "$tmp/run.err"; fail "gpukit run failed"; }
 for m in train_loss train_step_time train_samples_per_second gpukit_alloc_reserved_bytes \
-    gpukit_alloc_in_use_bytes "gpukit_loader_wait_seconds_total{loader:train}" \
-    "gpukit_loader_batches_total{loader:train}"; do
+    gpukit_alloc_in_use_bytes "gpukit_loader_wait_seconds_total{device:host,loader:train}" \
+    "gpukit_loader_batches_total{device:host,loader:train}"; do
     expect "$tmp/run.err" "^$m"
 done
 python3 - "$tmp/run.jsonl" <<'PY'

@@ -66,6 +66,6 @@ for _ in $(seq 1 50); do
     sleep 0.2
 done
 [ "$n" -ge 2 ] || fail "gpukit_memory_total_bytes not queryable from both targets"
-curl -s --max-time 2 "$api/query?query=gpukit_nvml_up" | grep -q '"value":\[[0-9.]*,"0"\]' ||
+curl -s --max-time 2 "$api/query?query=gpukit_nvml_up" | grep '"value":\[[0-9.]*,"0"\]' >/dev/null ||
     fail "gpukit_nvml_up should be 0 without a driver"
 echo "prometheus.sh: both targets up and queryable"

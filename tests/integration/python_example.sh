@@ -24,9 +24,11 @@ expect "$tmp/out" "^batch [0-9]* (finder: [0-9] trials"
 expect "$tmp/out" "memory pressure (shrink): micro-batch now [0-9]*, [0-9]* accumulation steps keep the batch"
 expect "$tmp/out" "^converged: loss"
 # The report: the loader's wait, the step time, the loss, the batch model, the memory series.
-for m in "gpukit_loader_wait_seconds_total{loader:train}" "gpukit_loader_batches_total{loader:train}" \
-    "train_step_time (ms)" "train_loss" "train_samples_per_second" "gpukit_batch_size" \
-    "gpukit_batch_per_sample_bytes" "gpukit_alloc_in_use_bytes" "gpukit_alloc_reserved_bytes"; do
+for m in "gpukit_loader_wait_seconds_total{device:host,loader:train}" \
+    "gpukit_loader_batches_total{device:host,loader:train}" "train_step_time (ms)" "train_loss" \
+    "train_samples_per_second" "gpukit_batch_size{device:unknown}" \
+    "gpukit_batch_per_sample_bytes{device:unknown}" "gpukit_alloc_in_use_bytes{device:unknown,pool:custom}" \
+    "gpukit_alloc_reserved_bytes{device:unknown,pool:custom}"; do
     expect "$tmp/report" "^$m "
 done
 steps=$(sed -n 's/.* \([0-9]*\) steps in .*/\1/p' "$tmp/out")

@@ -29,8 +29,10 @@ expect "$tmp/err" "exit status 42"
 # shellcheck disable=SC2016 # $1 is the inner shell's
 [ "$(code "$GPUKIT" run -- sh -c 'test "$1" = --json' x --json)" -eq 0 ] || fail "argument passing"
 
-[ "$(code "$GPUKIT" report)" -eq 2 ] || fail "report without a file"
-expect "$tmp/err" "no recording given"
+# without a file, report reads the newest of ./gpukit-runs/: none in an empty folder
+mkdir "$tmp/empty"
+[ "$(cd "$tmp/empty" && code "$GPUKIT" report)" -eq 2 ] || fail "report without a file"
+expect "$tmp/err" "no recording given and none in ./gpukit-runs/"
 [ "$(code "$GPUKIT" report "$tmp/missing.jsonl")" -eq 1 ] || fail "missing recording"
 expect "$tmp/err" "cannot open .*missing.jsonl"
 printf 'a,b\n1,2\n' >"$tmp/x.csv"

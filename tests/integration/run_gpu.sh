@@ -32,7 +32,7 @@ timeout 60 "$GPUKIT" run --interval 0.05 --out "$tmp/gpu.jsonl" \
     --alert 'gpukit_gpu_temperature_celsius > 99 for 1h' -- \
     python3 "$workload" --burn 0.4 --steps 5 2>"$tmp/gpu.err"
 expect "$tmp/gpu.err" "GPU metrics on (2 devices)"
-expect "$tmp/gpu.err" "^gpu.0.utilization_ratio .* 50.0%"
+expect "$tmp/gpu.err" '^gpukit_gpu_utilization_ratio{gpu="0"} .* 50.0%'
 expect "$tmp/gpu.err" "^GPU energy: "
 expect "$tmp/gpu.err" "peak GPU memory per process:"
 expect "$tmp/gpu.err" 'gpu_warm{gpu="0",uuid="GPU-fake-0000"} firing (value 60)'
@@ -47,10 +47,12 @@ assert meta["gpu"]["enabled"] is True and len(meta["devices"]) == 2, meta
 assert meta["devices"][0]["memory_total_bytes"] == 40 << 30, meta["devices"]
 d = json.load(open(sys.argv[2]))
 s = {x["name"]: x for x in d["series"]}
-assert abs(s["gpu.0.utilization_ratio"]["p50"] - 0.50) < 1e-9
-assert abs(s["gpu.1.memory_used_ratio"]["max"] - 0.05) < 1e-9
-assert abs(s["gpu.0.power_watts"]["mean"] - 250.5) < 1e-9
-assert s["gpu.0.process.1001.memory_bytes"]["max"] == 2 << 20
+assert abs(s['gpukit_gpu_utilization_ratio{gpu="0"}']["p50"] - 0.50) < 1e-9
+assert abs(s['gpukit_gpu_memory_used_ratio{gpu="1"}']["max"] - 0.05) < 1e-9
+assert abs(s['gpukit_gpu_power_watts{gpu="0"}']["mean"] - 250.5) < 1e-9
+assert s['gpukit_gpu_process_memory_used_bytes{gpu="0",pid="1001"}']["max"] == 2 << 20
+# one set of names: the recording has no dotted names left
+assert not [n for n in s if n.startswith(("gpu.", "host.", "tree."))], list(s)
 span = max(r["t"] for r in recs if r["type"] == "sample") - min(r["t"] for r in recs if r["type"] == "sample")
 assert abs(d["gpu_energy_joules"] - 2 * 250.5 * span) < 1.0, (d["gpu_energy_joules"], span)
 fired = [a for a in d["alerts"] if a["state"] == "firing"]

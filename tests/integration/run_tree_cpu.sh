@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The process tree's CPU seconds under `gpukit run` for a command made of short-lived children (a
 # shell loop): each child's CPU stays counted after it exits (it moves into the shell's reaped
-# time), so the recorded tree.cpu_seconds never falls and ends close to wait4's figure.
+# time), so the recorded gpukit_process_tree_cpu_seconds_total never falls and ends close to wait4's figure.
 set -euo pipefail
 : "${GPUKIT:?}"
 tmp=$(mktemp -d)
@@ -25,8 +25,8 @@ end = recs[-1]
 assert end["type"] == "end" and end["exit_status"] == 0, end
 wait4 = end["cpu_seconds"]
 assert wait4 >= 0.8, end                     # four children x 0.2 s
-cpu = [r["v"]["tree.cpu_seconds"] for r in recs
-       if r["type"] == "sample" and "tree.cpu_seconds" in r["v"]]
+cpu = [r["v"]["gpukit_process_tree_cpu_seconds_total"] for r in recs
+       if r["type"] == "sample" and "gpukit_process_tree_cpu_seconds_total" in r["v"]]
 assert len(cpu) >= 5, cpu
 for a, b in zip(cpu, cpu[1:]):
     assert b >= a - 1e-9, ("tree CPU seconds fell", a, b, cpu)

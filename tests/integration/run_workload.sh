@@ -40,8 +40,8 @@ samples = [r for r in recs if r["type"] == "sample"]
 assert len(samples) >= 3 and end["samples"] == len(samples), (len(samples), end)
 ts = [s["t"] for s in samples]
 assert ts == sorted(ts), ts
-assert max(s["v"].get("tree.processes", 0) for s in samples) >= 3   # parent + 2 children
-assert max(s["v"].get("tree.rss_bytes", 0) for s in samples) >= 64 << 20
+assert max(s["v"].get("gpukit_process_tree_processes", 0) for s in samples) >= 3   # parent + 2 children
+assert max(s["v"].get("gpukit_process_tree_resident_memory_bytes", 0) for s in samples) >= 64 << 20
 metrics = [r for r in recs if r["type"] == "metric"]
 steps = [m["value"] for m in metrics if m["name"] == "step_time"]
 assert len(steps) == 20 and abs(sorted(steps)[10] - 10) < 1e-9, steps
@@ -62,9 +62,9 @@ assert abs(st["min"] - 9.9) < 1e-9 and abs(st["max"] - 10.1) < 1e-9, st
 b = s["batches"]
 assert b["kind"] == "counter" and b["sum"] == 20 and b["rate_per_second"] > 0, b
 assert s["samples_per_second{phase:train}"]["count"] == 20
-for name in ("host.cpu_ratio", "tree.cpu_cores", "tree.rss_bytes", "tree.processes"):
+for name in ("gpukit_cpu_busy_ratio", "gpukit_process_tree_cpu_cores", "gpukit_process_tree_resident_memory_bytes", "gpukit_process_tree_processes"):
     assert s[name]["count"] >= 3, name
-assert s["tree.processes"]["max"] >= 3
+assert s["gpukit_process_tree_processes"]["max"] >= 3
 assert any(a["rule"] == "metric-lines-refused" and "3 StatsD lines" in a["evidence"] for a in d["advice"]), d["advice"]
 assert d["gpu"]["enabled"] is False and d["gpu"]["reason"], d["gpu"]
 PY
@@ -79,7 +79,7 @@ python3 - "$tmp/b.out" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 s = {x["name"]: x for x in d["series"]}
-c = s["tree.cpu_cores"]
+c = s["gpukit_process_tree_cpu_cores"]
 cores = d["cores"]
 # On a loaded machine the process may get less than a core; the rule fires only on evidence.
 fired = any(a["rule"] == "single-thread-bound" for a in d["advice"])

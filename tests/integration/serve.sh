@@ -67,7 +67,7 @@ grep -qi '^content-type: application/openmetrics-text; version=1.0.0; charset=ut
 [ "$(tail -n 1 "$tmp/m2")" = "# EOF" ] || fail "OpenMetrics must end with # EOF"
 
 [ "$(curl -sS --max-time 10 "$base/healthz")" = "ok" ] || fail "healthz"
-curl -sS --max-time 10 "$base/" | grep -q 'href="/metrics"' || fail "index page"
+curl -sS --max-time 10 "$base/" | grep 'href="/metrics"' >/dev/null || fail "index page"
 code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$base/nothing")
 [ "$code" = 404 ] || fail "unknown path gave $code"
 
@@ -84,7 +84,7 @@ nogpu_pid=$!
 wait_for "$tmp/nogpu.err" "serving http://127.0.0.1:"
 [ "$(grep -c 'no NVIDIA driver' "$tmp/nogpu.err")" = 1 ] || fail "want one line about the driver: $(cat "$tmp/nogpu.err")"
 port=$(sed -n 's|.*serving http://127.0.0.1:\([0-9]*\)/metrics.*|\1|p' "$tmp/nogpu.err")
-curl -sS --max-time 10 "http://127.0.0.1:$port/metrics" | grep -q '^gpukit_nvml_up 0$' || fail "nvml_up 0"
+curl -sS --max-time 10 "http://127.0.0.1:$port/metrics" | grep '^gpukit_nvml_up 0$' >/dev/null || fail "nvml_up 0"
 stop "$nogpu_pid"
 
 # --- textfile mode ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ struct gk__nvmlDevice_st {
     XX(mem_total) XX(mem_used) XX(mem_free) XX(mem_reserved) XX(util_gpu) XX(util_mem)            \
     XX(temp) XX(power_mw) XX(power_limit_mw) XX(energy_mj) XX(clock_sm) XX(clock_mem)             \
     XX(clock_gr) XX(events) XX(fan) XX(ecc_corr) XX(ecc_uncorr) XX(pcie_tx_kb) XX(pcie_rx_kb)     \
-    XX(mig_cur) XX(mig_pending) XX(nproc) XX(proc_mem_na) XX(mig_count)
+    XX(mig_cur) XX(mig_pending) XX(nproc) XX(proc_mem_na) XX(mig_count) XX(proc_pid_base)
 /* clang-format on */
 
 enum {
@@ -103,6 +103,7 @@ static void defaults(void)
         v[K_mig_pending] = 0;
         v[K_nproc] = 2;
         v[K_proc_mem_na] = 0;
+        v[K_proc_pid_base] = 1000;
         v[K_mig_count] = 2;
         for (unsigned k = 0; k < MAX_MIG; k++)
             migs[d][k].idx = 1000 + d * MAX_MIG + k;
@@ -579,11 +580,11 @@ static int fill_processes(unsigned dev, unsigned *n, void *buf, size_t entry)
             values[dev][K_proc_mem_na] ? GK__NVML_VALUE_NOT_AVAILABLE : (i + 1ULL) << 20;
         if (entry == sizeof(gk__nvmlProcessInfo_v1_t)) {
             gk__nvmlProcessInfo_v1_t *p = (gk__nvmlProcessInfo_v1_t *)buf + i;
-            p->pid = 1000 + i;
+            p->pid = (unsigned)values[dev][K_proc_pid_base] + i;
             p->usedGpuMemory = mem;
         } else {
             gk__nvmlProcessInfo_t *p = (gk__nvmlProcessInfo_t *)buf + i;
-            p->pid = 1000 + i;
+            p->pid = (unsigned)values[dev][K_proc_pid_base] + i;
             p->usedGpuMemory = mem;
             p->gpuInstanceId = values[dev][K_mig_cur] ? 1 : 0xFFFFFFFFu;
             p->computeInstanceId = values[dev][K_mig_cur] ? 0 : 0xFFFFFFFFu;

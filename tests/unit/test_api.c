@@ -128,8 +128,8 @@ static void test_old_output(void **state)
     gk_pool_stats full;
     GK_ASSERT_OK(gk_pool_get_stats(pool, &full));
     assert_true(GK_HAS_FIELD(&full, gk_pool_stats, limit));
-    assert_false(GK_HAS_FIELD((gk_pool_stats *)&u.old, gk_pool_stats, limit));
-    assert_true(GK_HAS_FIELD((gk_pool_stats *)&u.old, gk_pool_stats, num_ooms));
+    assert_false(GK_HAS_FIELD(&u.old, gk_pool_stats, limit));
+    assert_true(GK_HAS_FIELD(&u.old, gk_pool_stats, num_ooms));
 
     /* A bigger struct (a newer header, this library): the library fills its own size. */
     union {
@@ -470,7 +470,8 @@ static void test_every_failure_has_a_message(void **state)
     gk_statsd *sd;
     GK_ASSERT_OK(gk_statsd_open("/nonexistent/gk.sock", &sd));
     gk_alloc_figures af = {.size = sizeof af, .in_use_bytes = -5};
-    FRESH(gk_statsd_send_alloc(sd, &af), -EINVAL, "gpukit_alloc_in_use_bytes is -5");
+    FRESH(gk_alloc_figures_publish(NULL, "cuda:0", "torch", &af), -EINVAL,
+          "gpukit_alloc_in_use_bytes is -5");
     FRESH(gk_statsd_client_send(sd, "loss", NAN, "g", NULL), -EINVAL, "loss: the value nan");
     gk_statsd_close(sd);
     gk_options o;

@@ -391,9 +391,18 @@ static void test_batch_peaks(void **state)
     gk_device_close(dev);
 }
 
-/* --- StatsD: activity and allocator figures ------------------------------------------------- */
+/* --- StatsD activity; another allocator's figures in the registry ------------------------- */
 
-static void test_statsd_alloc(void **state)
+static double series_value(gk_metrics *reg, const char *name, int counter)
+{
+    const char *labels[] = {"device", "cuda:1", "pool", "torch", NULL};
+    gk_metric *s = NULL;
+    GK_ASSERT_OK(counter ? gk_metrics_counter(reg, name, NULL, labels, &s)
+                         : gk_metrics_gauge(reg, name, NULL, labels, &s));
+    return gk_metric_value(s);
+}
+
+static void test_statsd_active(void **state)
 {
     (void)state;
     gk_test_setenv(GK_METRICS_SOCKET_ENV, NULL);
@@ -401,6 +410,17 @@ static void test_statsd_alloc(void **state)
     GK_ASSERT_OK(gk_statsd_open(NULL, &c));
     assert_int_equal(gk_statsd_active(c), 0);
     assert_int_equal(gk_statsd_active(NULL), 0);
+    gk_statsd_close(c);
+    GK_ASSERT_OK(gk_statsd_open("/nonexistent/gk.sock", &c));
+    assert_int_equal(gk_statsd_active(c), 1);
+    gk_statsd_close(c);
+}
+
+static void test_alloc_figures(void **state)
+{
+    (void)state;
+    gk_metrics *reg;
+    GK_ASSERT_OK(gk_metrics_create(NULL, &reg));
     gk_alloc_figures f = {.size = sizeof f,
                           .in_use_bytes = 100,
                           .reserved_bytes = 300,
@@ -408,52 +428,55 @@ static void test_statsd_alloc(void **state)
                           .ooms = 2,
                           .retries = NAN,
                           .device_mallocs = NAN};
-    GK_ASSERT_OK(gk_statsd_send_alloc(c, &f)); /* inactive: nothing happens */
-    gk_statsd_close(c);
-
-    char path[128];
-    snprintf(path, sizeof path, "/tmp/gk-bindings-%ld.sock", (long)getpid());
-    unlink(path);
-    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path);
-    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
-    struct timeval tv = {0, 200000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    gk_test_setenv(GK_METRICS_SOCKET_ENV, path);
-    GK_ASSERT_OK(gk_statsd_open(NULL, &c));
-    assert_int_equal(gk_statsd_active(c), 1);
-    GK_ASSERT_OK(gk_statsd_send_alloc(c, &f));
-    /* The known figures arrive, the NAN ones are not sent. */
-    const char *want[] = {"gpukit_alloc_in_use_bytes:100|g", "gpukit_alloc_reserved_bytes:300|g",
-                          "gpukit_alloc_ooms_total:2|g"};
-    for (int i = 0; i < 3; i++) {
-        char buf[256];
-        ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-        assert_true(n > 0);
-        buf[n] = '\0';
-        assert_string_equal(buf, want[i]);
-    }
-    char buf[256];
-    assert_true(recv(fd, buf, sizeof buf, 0) < 0); /* nothing more */
+    GK_ASSERT_OK(gk_alloc_figures_publish(reg, "cuda:1", "torch", &f));
+    assert_true(series_value(reg, "gpukit_alloc_in_use_bytes", 0) == 100);
+    assert_true(series_value(reg, "gpukit_alloc_reserved_bytes", 0) == 300);
+    assert_true(series_value(reg, "gpukit_alloc_ooms", 1) == 2);
+    /* The unknown figures are not published at all. */
+    char *text = NULL;
+    size_t len;
+    GK_ASSERT_OK(gk_metrics_render(reg, GK_METRICS_PROMETHEUS, &text, &len));
+    assert_null(strstr(text, "gpukit_alloc_active_bytes"));
+    assert_null(strstr(text, "gpukit_alloc_retries_total"));
+    GK_ASSERT_CONTAINS(text, "gpukit_alloc_ooms_total{device=\"cuda:1\",pool=\"torch\"} 2\n");
+    free(text);
+    /* Totals: the counter takes the rise; a total that fell (statistics reset) adds nothing. */
+    f.ooms = 5;
+    GK_ASSERT_OK(gk_alloc_figures_publish(reg, "cuda:1", "torch", &f));
+    assert_true(series_value(reg, "gpukit_alloc_ooms", 1) == 5);
+    f.ooms = 1;
+    GK_ASSERT_OK(gk_alloc_figures_publish(reg, "cuda:1", "torch", &f));
+    assert_true(series_value(reg, "gpukit_alloc_ooms", 1) == 5);
     /* A struct from an older header: the fields beyond its size are unknown. */
     f.size = offsetof(gk_alloc_figures, reserved_bytes);
-    GK_ASSERT_OK(gk_statsd_send_alloc(c, &f));
-    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-    assert_true(n > 0);
-    buf[n] = '\0';
-    assert_string_equal(buf, "gpukit_alloc_in_use_bytes:100|g");
-    assert_true(recv(fd, buf, sizeof buf, 0) < 0);
+    f.in_use_bytes = 150;
+    f.reserved_bytes = 999;
+    GK_ASSERT_OK(gk_alloc_figures_publish(reg, "cuda:1", "torch", &f));
+    assert_true(series_value(reg, "gpukit_alloc_in_use_bytes", 0) == 150);
+    assert_true(series_value(reg, "gpukit_alloc_reserved_bytes", 0) == 300);
     f.size = sizeof f;
     f.reserved_bytes = -1;
-    GK_ASSERT_ERR(gk_statsd_send_alloc(c, &f), -EINVAL);
+    GK_ASSERT_ERR(gk_alloc_figures_publish(reg, "cuda:1", "torch", &f), -EINVAL);
     GK_ASSERT_CONTAINS(gk_last_error(), "gpukit_alloc_reserved_bytes is -1");
-    GK_ASSERT_ERR(gk_statsd_send_alloc(c, NULL), -EINVAL);
-    gk_statsd_close(c);
-    gk_test_setenv(GK_METRICS_SOCKET_ENV, NULL);
-    close(fd);
-    unlink(path);
+    GK_ASSERT_ERR(gk_alloc_figures_publish(reg, "cuda:1", "torch", NULL), -EINVAL);
+    GK_ASSERT_ERR(gk_alloc_figures_publish(reg, NULL, "torch", &f), -EINVAL);
+    /* Beside a gpukit pool's series in the same registry: the same families. */
+    gk_device *dev;
+    GK_ASSERT_OK(gk_device_open("host", &dev));
+    gk_pool_config pc;
+    gk_pool_config_default(&pc);
+    pc.metrics = reg;
+    gk_pool *pool;
+    GK_ASSERT_OK(gk_pool_create(dev, &pc, &pool));
+    f.reserved_bytes = 400;
+    GK_ASSERT_OK(gk_alloc_figures_publish(reg, "cuda:1", "torch", &f));
+    GK_ASSERT_OK(gk_metrics_render(reg, GK_METRICS_PROMETHEUS, &text, &len));
+    GK_ASSERT_CONTAINS(text, "gpukit_alloc_reserved_bytes{device=\"cuda:1\",pool=\"torch\"} 400");
+    GK_ASSERT_CONTAINS(text, "gpukit_alloc_reserved_bytes{device=\"host\",pool=\"default\"} 0");
+    free(text);
+    gk_pool_destroy(pool);
+    gk_device_close(dev);
+    gk_metrics_destroy(reg);
 }
 
 int main(void)
@@ -464,7 +487,8 @@ int main(void)
         cmocka_unit_test(test_pressure_figures_match_pool),
         cmocka_unit_test(test_pressure_figures_errors),
         cmocka_unit_test(test_batch_peaks),
-        cmocka_unit_test(test_statsd_alloc),
+        cmocka_unit_test(test_statsd_active),
+        cmocka_unit_test(test_alloc_figures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -304,9 +304,12 @@ static void test_connection_waves(void **state)
            "RSS %ld kB before, %ld after the first wave, %ld at the end\n",
            total, WAVE_SIZE, held_max, worst, rss0, rss_wave1, rss1);
 #if !defined(__SANITIZE_ADDRESS__)
-    /* Later waves reuse what the first one took (AddressSanitizer's quarantine keeps freed memory
-     * on purpose, so the check is left to the other builds). */
-    assert_true(rss1 - rss_wave1 < RSS_SLACK_K);
+    /* Later waves reuse what the first one took (AddressSanitizer's quarantine, and valgrind's
+     * freed-block queue of 20 MB, keep freed memory on purpose, so the check is left to the
+     * plain builds). */
+    const char *preload = getenv("LD_PRELOAD");
+    if (!preload || !strstr(preload, "vgpreload"))
+        assert_true(rss1 - rss_wave1 < RSS_SLACK_K);
 #endif
     assert_true(gk_exporter_scrapes(s.e) >= (unsigned long)(WAVES * scale));
     stop(&s);

@@ -4,9 +4,12 @@
 /* gk-labels: unit threads */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -227,6 +230,119 @@ static void test_gpu_series(void **state)
     gk_metrics_destroy(reg);
 }
 
+/* Per-process GPU memory: one registry series per process and GPU, labelled with the rank and
+ * container read from the process (fixture pid 200: RANK=3 in its environment, a Docker cgroup);
+ * capped by max_process_series with the rest counted once each; removed when the process leaves
+ * NVML's list. */
+typedef struct proc_find {
+    char want_pid[16], want_gpu[16];
+    int found;
+    double value;
+    char rank[16], container[32];
+} proc_find;
+
+static int visit_proc(void *user, const gk_metric_sample *s)
+{
+    proc_find *f = user;
+    if (strcmp(s->name, "gpukit_gpu_process_memory_used_bytes") != 0)
+        return 0;
+    const char *pid = "", *gpu = "", *rank = "", *container = "";
+    for (size_t i = 0; i < s->nlabels; i++) {
+        const char *k = s->label_names[i], *v = s->label_values[i];
+        if (!strcmp(k, "pid"))
+            pid = v;
+        else if (!strcmp(k, "gpu"))
+            gpu = v;
+        else if (!strcmp(k, "rank"))
+            rank = v;
+        else if (!strcmp(k, "container"))
+            container = v;
+    }
+    f->found++;
+    if (strcmp(pid, f->want_pid) == 0 && strcmp(gpu, f->want_gpu) == 0) {
+        f->value = s->value;
+        snprintf(f->rank, sizeof f->rank, "%s", rank);
+        snprintf(f->container, sizeof f->container, "%s", container);
+    }
+    return 0;
+}
+
+static proc_find find_proc(gk_metrics *reg, const char *gpu, const char *pid)
+{
+    proc_find f = {.value = -1};
+    snprintf(f.want_pid, sizeof f.want_pid, "%s", pid);
+    snprintf(f.want_gpu, sizeof f.want_gpu, "%s", gpu);
+    GK_ASSERT_OK(gk_metrics_foreach(reg, visit_proc, &f));
+    return f;
+}
+
+static double dropped(gk_metrics *reg)
+{
+    gk_metric *c = NULL;
+    GK_ASSERT_OK(
+        gk_metrics_counter(reg, "gpukit_gpu_process_series_dropped_total", NULL, NULL, &c));
+    return gk_metric_value(c);
+}
+
+static void test_process_series(void **state)
+{
+    (void)state;
+    gk_metrics *reg = NULL;
+    GK_ASSERT_OK(gk_metrics_create(NULL, &reg));
+    gk_monitor_config cfg = base_config(reg);
+    cfg.gpu = GK_MONITOR_GPU_REQUIRE;
+    cfg.nvml_library = GK_TEST_FAKE_NVML;
+    gk_monitor *m = NULL;
+    GK_ASSERT_OK(gk_monitor_create(&cfg, &m));
+    fake.set(0, "proc_pid_base", 200, 0); /* GPU 0: pids 200 (1 MiB) and 201 (2 MiB) */
+    GK_ASSERT_OK(gk_monitor_tick(m));
+    proc_find f = find_proc(reg, "0", "200");
+    assert_int_equal(f.found, 4); /* two processes on each of the two GPUs */
+    assert_true(f.value == 1 << 20);
+    assert_string_equal(f.rank, "3");
+    assert_string_equal(f.container, "4f1c2a9e8b7d");
+    f = find_proc(reg, "0", "201"); /* no such process in the fixture: no rank, no container */
+    assert_true(f.value == 2 << 20);
+    assert_string_equal(f.rank, "");
+    assert_string_equal(f.container, "");
+    assert_true(find_proc(reg, "1", "1001").value == 2 << 20);
+    char *text = NULL;
+    size_t len;
+    GK_ASSERT_OK(gk_metrics_render(reg, GK_METRICS_PROMETHEUS, &text, &len));
+    GK_ASSERT_CONTAINS(text,
+                       "gpukit_gpu_process_memory_used_bytes{gpu=\"0\",uuid=\"GPU-fake-0000\","
+                       "pid=\"200\",rank=\"3\",container=\"4f1c2a9e8b7d\"} 1048576\n");
+    free(text);
+    assert_true(dropped(reg) == 0);
+    /* One process fewer on GPU 1: its series goes; the others stay. */
+    fake.set(1, "nproc", 1, 0);
+    GK_ASSERT_OK(gk_monitor_tick(m));
+    assert_int_equal(find_proc(reg, "1", "1001").found, 3);
+    assert_true(find_proc(reg, "1", "1001").value == -1);
+    assert_true(find_proc(reg, "1", "1000").value == 1 << 20);
+    gk_monitor_destroy(m);
+    assert_int_equal(find_proc(reg, "0", "200").found, 0); /* a destroyed monitor leaves none */
+
+    /* A cap of 2: the first two processes seen are exported, the others counted once each. The
+     * lists are read on slow ticks (every third here): the ticks between keep the series. */
+    cfg.max_process_series = 2;
+    cfg.slow_every = 3;
+    fake.reset();
+    GK_ASSERT_OK(gk_monitor_create(&cfg, &m));
+    for (int i = 0; i < 3; i++)
+        GK_ASSERT_OK(gk_monitor_tick(m));
+    assert_int_equal(find_proc(reg, "0", "1000").found, 2);
+    assert_true(dropped(reg) == 2);
+    /* GPU 0's processes exit: GPU 1's, waiting past the cap, take their places. */
+    fake.set(0, "nproc", 0, 0);
+    GK_ASSERT_OK(gk_monitor_tick(m));
+    assert_int_equal(find_proc(reg, "1", "1001").found, 2);
+    assert_true(find_proc(reg, "1", "1001").value == 2 << 20);
+    assert_true(dropped(reg) == 2);
+    gk_monitor_destroy(m);
+    gk_metrics_destroy(reg);
+}
+
 typedef struct alert_log {
     pthread_mutex_t lock;
     char lines[16][160];
@@ -393,6 +509,74 @@ static void test_thread(void **state)
     gk_metrics_destroy(reg);
 }
 
+/* A launcher's tree: this process with two children that carry RANK in their environment. The
+ * monitor publishes the derived host and tree gauges and one set of series per rank, and matches
+ * NVML's process list to the rank by pid. */
+static void test_ranks(void **state)
+{
+    (void)state;
+    pid_t kids[2];
+    for (int r = 0; r < 2; r++) {
+        kids[r] = fork();
+        assert_true(kids[r] >= 0);
+        if (kids[r] == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failing test never leaves them spinning */
+            execle("/bin/sh", "sh", "-c", "while :; do :; done", (char *)NULL,
+                   (char *[]){r ? "RANK=1" : "RANK=0", "LOCAL_RANK=0", "WORLD_SIZE=2", NULL});
+            _exit(127);
+        }
+    }
+    gk_metrics *reg = NULL;
+    GK_ASSERT_OK(gk_metrics_create(NULL, &reg));
+    gk_monitor_config cfg = base_config(reg);
+    cfg.proc_root = "/proc";
+    cfg.pid = (int)getpid();
+    cfg.gpu = GK_MONITOR_GPU_AUTO;
+    cfg.nvml_library = GK_TEST_FAKE_NVML;
+    fake.set(0, "nproc", 1, 0);
+    fake.set(0, "proc_pid_base", (unsigned long long)kids[1], 0); /* rank 1 uses GPU 0 */
+    gk_monitor *m = NULL;
+    GK_ASSERT_OK(gk_monitor_create(&cfg, &m));
+    char pid[16];
+    snprintf(pid, sizeof pid, "pid=\"%d\"", (int)getpid());
+    /* Rates need two ticks; on a loaded machine the children may get little CPU in one
+     * interval, so tick (bounded: 6 s) until both ranks show some. */
+    GK_ASSERT_OK(gk_monitor_tick(m));
+    for (int i = 0; i < 20; i++) {
+        sleep_ms(300);
+        GK_ASSERT_OK(gk_monitor_tick(m));
+        if (last_value(m, "gpukit_rank_cpu_cores", "rank=\"0\"") > 0.02 &&
+            last_value(m, "gpukit_rank_cpu_cores", "rank=\"1\"") > 0.02)
+            break;
+    }
+    double busy = last_value(m, "gpukit_cpu_busy_ratio", NULL);
+    assert_true(busy > 0 && busy <= 1);
+    assert_true(last_value(m, "gpukit_cpu_busiest_core_ratio", NULL) >= busy - 1e-9);
+    assert_true(last_value(m, "gpukit_memory_used_ratio", NULL) > 0);
+    assert_true(last_value(m, "gpukit_process_tree_cpu_cores", pid) > 0.04); /* two busy loops */
+    for (int r = 0; r < 2; r++) {
+        char l[32];
+        snprintf(l, sizeof l, "rank=\"%d\"", r);
+        double cores = last_value(m, "gpukit_rank_cpu_cores", l);
+        assert_true(cores > 0.02 && cores < 1.5);
+        assert_true(last_value(m, "gpukit_rank_resident_memory_bytes", l) > 0);
+    }
+    /* NVML's one process on GPU 0 is rank 1's (1 MiB in the fake). */
+    assert_true(last_value(m, "gpukit_rank_gpu_memory_bytes", "rank=\"1\",gpu=\"0\"") ==
+                (double)(1 << 20));
+    size_t idx;
+    GK_ASSERT_ERR(gk_monitor_find(m, "gpukit_rank_gpu_memory_bytes", "rank=\"0\",gpu=\"0\"", &idx),
+                  -ENOENT);
+    assert_true(last_value(m, "gpukit_gpu_memory_used_ratio", "gpu=\"0\",uuid=\"GPU-fake-0000\"") >
+                0);
+    gk_monitor_destroy(m);
+    gk_metrics_destroy(reg);
+    for (int r = 0; r < 2; r++) {
+        kill(kids[r], SIGKILL);
+        waitpid(kids[r], NULL, 0);
+    }
+}
+
 int main(void)
 {
     snprintf(proc1, sizeof proc1, "%s/tests/data/proc1", GK_TEST_SOURCE_DIR);
@@ -410,6 +594,8 @@ int main(void)
         cmocka_unit_test_setup(test_gpu_series, setup),
         cmocka_unit_test_setup(test_alerts, setup),
         cmocka_unit_test_setup(test_thread, setup),
+        cmocka_unit_test_setup(test_ranks, setup),
+        cmocka_unit_test_setup(test_process_series, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     dlclose(fake.h);

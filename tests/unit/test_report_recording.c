@@ -28,11 +28,11 @@ static void write_file(const char *path, const char *text)
 
 static gk_recording_meta sample_meta(void)
 {
-    static const char *const argv[] = {"python3", "-c", "print(\"hi\")\n\tx",
-                                       "bad\xff utf8 \xc3\xa9"};
+    static const char *const argv[] = {
+        "python3", "-c", "print(\"hi\")\n\tx", "bad\xff utf8 \xc3\xa9", "it's", "--lr=0.1", ""};
     static const gk_recording_device devs[] = {{0, "Fake \"GPU\"", "GPU-1", 16e9}};
     gk_recording_meta m = {.size = sizeof(gk_recording_meta),
-                           .argc = 4,
+                           .argc = 7,
                            .argv = argv,
                            .host = "box",
                            .start_unix = 1764198000.25,
@@ -72,7 +72,8 @@ static void test_round_trip(void **state)
     gk_recording_meta m = sample_meta();
     gk_recorder *r = NULL;
     GK_ASSERT_OK(gk_recorder_open(p, &m, &r));
-    const char *names[] = {"host.cpu_ratio", "tree.rss_bytes", "gpu.0.power_watts"};
+    const char *names[] = {"gpukit_cpu_busy_ratio", "gpukit_process_tree_resident_memory_bytes",
+                           "gpukit_gpu_power_watts{gpu=\"0\"}"};
     for (int i = 0; i < 10; i++) {
         double v[] = {i / 10.0, 1e6 * (i + 1), i == 3 ? NAN : 100.0};
         GK_ASSERT_OK(gk_recorder_sample(r, 0.5 * (i + 1), 3, names, v));
@@ -103,6 +104,9 @@ static void test_round_trip(void **state)
     assert_string_equal(in.host, "box");
     GK_ASSERT_CONTAINS(in.command, "print(\"hi\")\n\tx");
     GK_ASSERT_CONTAINS(in.command, "bad\xef\xbf\xbd utf8 \xc3\xa9");
+    /* Shell-quoted, so it pastes back: plain words as they are, the others in single quotes. */
+    GK_ASSERT_CONTAINS(in.command, "python3 -c 'print(\"hi\")\n\tx' 'bad");
+    GK_ASSERT_CONTAINS(in.command, "\xc3\xa9' 'it'\\''s' --lr=0.1 ''");
     assert_string_equal(in.gpu_reason, "no driver");
     assert_int_equal(in.gpu_enabled, 0);
     assert_int_equal(in.ndevices, 1);
@@ -114,11 +118,11 @@ static void test_round_trip(void **state)
     assert_int_equal(gk_recording_issue_count(rec), 0);
 
     assert_int_equal(gk_recording_series_count(rec), 5);
-    const gk_series *s = gk_recording_find(rec, "tree.rss_bytes");
+    const gk_series *s = gk_recording_find(rec, "gpukit_process_tree_resident_memory_bytes");
     assert_non_null(s);
     assert_int_equal(s->n, 10);
     assert_true(s->v[9] == 1e7 && fabs(s->t[9] - 5.0) < 1e-9);
-    s = gk_recording_find(rec, "gpu.0.power_watts");
+    s = gk_recording_find(rec, "gpukit_gpu_power_watts{gpu=\"0\"}");
     assert_int_equal(s->n, 9); /* the NaN was written as null and is missing */
     s = gk_recording_find(rec, "step_time");
     assert_int_equal(s->kind, GK_SERIES_TIMER);

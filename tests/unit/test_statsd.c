@@ -191,12 +191,9 @@ static void test_sender(void **state)
     gk_statsd_close(NULL);
 }
 
-/* A pool's figures arrive as the gauges the fragmentation rule reads. */
-static void test_pool_publish(void **state)
+/* A receiver bound at `path` (replacing a socket file left there), with a receive timeout. */
+static int bind_receiver(const char *path)
 {
-    (void)state;
-    char path[128];
-    snprintf(path, sizeof path, "/tmp/gk-statsd-pool-%ld.sock", (long)getpid());
     unlink(path);
     int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
     assert_true(fd >= 0);
@@ -205,51 +202,57 @@ static void test_pool_publish(void **state)
     assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
 
-    gk_device *dev = NULL;
-    GK_ASSERT_OK(gk_device_open("host", &dev));
-    gk_pool *pool = NULL;
-    GK_ASSERT_OK(gk_pool_create(dev, NULL, &pool));
-    void *p = NULL;
-    GK_ASSERT_OK(gk_pool_malloc(pool, 3 << 20, NULL, &p));
-    gk_pool_stats st;
-    GK_ASSERT_OK(gk_pool_get_stats(pool, &st));
+static void assert_received(int fd, const char *want)
+{
+    char buf[256];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_string_equal(buf, want);
+}
 
+/* The client keeps its socket connected to the receiver; when the receiver is restarted at the
+ * same path (gpukit serve restarted on a node), the next send reaches the new one. */
+static void test_sender_follows_restarted_receiver(void **state)
+{
+    (void)state;
+    char path[108];
+    snprintf(path, sizeof path, "/tmp/gk-statsd-restart-%ld.sock", (long)getpid());
+    int a = bind_receiver(path);
     gk_statsd *c = NULL;
     GK_ASSERT_OK(gk_statsd_open(path, &c));
-    GK_ASSERT_OK(gk_statsd_send_pool(c, pool));
-    GK_ASSERT_ERR(gk_statsd_send_pool(c, NULL), -EINVAL);
-    double in_use = -1, reserved = -1;
-    for (int i = 0; i < 6; i++) {
-        char buf[512];
-        ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-        assert_true(n > 0);
-        buf[n] = '\0';
-        gk__statsd_msg m;
-        GK_ASSERT_OK(gk__statsd_parse_line(buf, (size_t)n, &m));
-        assert_string_equal(m.kind, "g");
-        if (m.name_len == 25 && memcmp(m.name, "gpukit_alloc_in_use_bytes", 25) == 0)
-            in_use = m.value;
-        if (m.name_len == 27 && memcmp(m.name, "gpukit_alloc_reserved_bytes", 27) == 0)
-            reserved = m.value;
-    }
-    assert_true(in_use == (double)st.allocated_bytes[GK_POOL_ALL].current);
-    assert_true(in_use >= 3 << 20);
-    assert_true(reserved == (double)st.reserved_bytes[GK_POOL_ALL].current);
+    GK_ASSERT_OK(gk_statsd_client_send(c, "first", 1, "c", NULL));
+    assert_received(a, "first:1|c");
+    /* restarted before the next send */
+    close(a);
+    int b = bind_receiver(path);
+    GK_ASSERT_OK(gk_statsd_client_send(c, "second", 2, "c", NULL));
+    assert_received(b, "second:2|c");
+    /* gone for a while: sends fail at once (counted), then reach the next receiver */
+    close(b);
+    unlink(path);
+    assert_true(gk_statsd_client_send(c, "lost", 3, "c", NULL) < 0);
+    assert_true(gk_statsd_client_send(c, "lost", 4, "c", NULL) < 0);
+    assert_int_equal(gk_statsd_dropped(c), 2);
+    int d = bind_receiver(path);
+    GK_ASSERT_OK(gk_statsd_client_send(c, "third", 5, "c", NULL));
+    assert_received(d, "third:5|c");
     gk_statsd_close(c);
-    GK_ASSERT_OK(gk_pool_free(pool, p));
-    gk_pool_destroy(pool);
-    gk_device_close(dev);
-    close(fd);
+    close(d);
     unlink(path);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_good),   cmocka_unit_test(test_parse_bad),
-        cmocka_unit_test(test_datagram),     cmocka_unit_test(test_sender),
-        cmocka_unit_test(test_pool_publish),
+        cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_parse_bad),
+        cmocka_unit_test(test_datagram),
+        cmocka_unit_test(test_sender),
+        cmocka_unit_test(test_sender_follows_restarted_receiver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

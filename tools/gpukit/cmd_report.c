@@ -1,5 +1,6 @@
 /* gpukit report: the report of a recording made by gpukit run, as text, JSON or HTML, optionally
  * compared with a baseline recording (a CI guard with --fail-on-regression). */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,10 +8,11 @@
 #include "tool.h"
 
 static const char report_usage[] =
-    "usage: gpukit report RUN.jsonl [--json | --html FILE]\n"
+    "usage: gpukit report [RUN.jsonl] [--json | --html FILE]\n"
     "                     [--baseline BASE.jsonl [--fail-on-regression PCT]]\n"
     "\n"
-    "Summarises a recording made by 'gpukit run --out RUN.jsonl': duration and exit status;\n"
+    "Summarises a recording made by 'gpukit run' (without RUN.jsonl: the newest in\n"
+    "./gpukit-runs/, where 'gpukit run' keeps them): duration and exit status;\n"
     "count, mean, std, min, p50, p90, p99 and max of every series and received metric; time\n"
     "above thresholds; GPU energy; advice from the rules in docs/advice.md. A cut last line (a\n"
     "killed run) is skipped with a warning.\n"
@@ -26,6 +28,28 @@ static const char report_usage[] =
     "\n"
     "Exits 0; 1 when a recording cannot be read, a file cannot be written, or a regression\n"
     "exceeds --fail-on-regression; 2 on a usage error.\n";
+
+/* The newest recording in GK_TOOL_RUNS_DIR: names start with their date and time, so the
+ * greatest name is the newest (two of the same second: either). */
+static int newest_recording(char *path, size_t len)
+{
+    DIR *d = opendir(GK_TOOL_RUNS_DIR);
+    if (!d)
+        return -1;
+    char best[256] = "";
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n > 6 && n < sizeof best && strcmp(e->d_name + n - 6, ".jsonl") == 0 &&
+            e->d_name[0] != '.' && strcmp(e->d_name, best) > 0)
+            snprintf(best, sizeof best, "%s", e->d_name);
+    }
+    closedir(d);
+    if (!best[0])
+        return -1;
+    snprintf(path, len, "%s/%s", GK_TOOL_RUNS_DIR, best);
+    return 0;
+}
 
 static gk_recording *load(const char *path)
 {
@@ -78,10 +102,18 @@ int gk_tool_report(int argc, char **argv)
             return GK_TOOL_USAGE;
         }
     }
+    char newest[512];
     if (!run) {
-        gk_tool_error("no recording given: gpukit report RUN.jsonl (make one with gpukit run "
-                      "--out RUN.jsonl -- CMD)");
-        return GK_TOOL_USAGE;
+        if (newest_recording(newest, sizeof newest) != 0) {
+            gk_tool_error("no recording given and none in ./%s/: gpukit report RUN.jsonl (make "
+                          "one with gpukit run -- CMD)",
+                          GK_TOOL_RUNS_DIR);
+            return GK_TOOL_USAGE;
+        }
+        run = newest;
+        fprintf(stderr, "gpukit: the newest recording: ");
+        gk_text_fputs(run, stderr);
+        fprintf(stderr, "\n");
     }
     if (json && html) {
         gk_tool_error("--json and --html are exclusive: choose one");

@@ -1,26 +1,33 @@
 /* gpukit run: run a command under observation (host, process tree, GPUs, the metrics it sends),
  * record everything as JSON Lines, print the report with advice, exit with the command's status. */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tool.h"
 
 static const char run_usage[] =
-    "usage: gpukit run [--interval S] [--out RUN.jsonl] [--html REPORT.html] [--json] [--no-gpu]\n"
-    "                  [--alert RULE]... -- CMD [ARGS...]\n"
+    "usage: gpukit run [--interval S] [--out RUN.jsonl | --no-record] [--html REPORT.html] "
+    "[--json]\n"
+    "                  [--no-gpu] [--alert RULE]... -- CMD [ARGS...]\n"
     "\n"
     "Runs CMD and watches it: the host's CPU and memory, CMD's whole process tree (CPU, RSS,\n"
     "threads, processes, storage I/O) and the GPUs when an NVIDIA driver is present, sampled\n"
     "every S seconds. CMD may send its own metrics as StatsD lines to the Unix datagram socket\n"
     "named by GK_METRICS_SOCKET in its environment (name:value|g, |c, |ms or |h, optional\n"
-    "|#tag:value). At the end gpukit prints a report with advice to stderr.\n"
+    "|#tag:value). At the end gpukit prints a report with advice to stderr, and on its last line\n"
+    "where the recording is: gpukit-runs/DATE-TIME-CMD-PID.jsonl in the current folder unless\n"
+    "--out says otherwise; 'gpukit report' reads the newest one there.\n"
     "\n"
     "  --interval S   sampling interval in seconds, 0.05 to 3600 (default 0.5)\n"
     "  --out FILE     keep the recording (JSON Lines) in FILE; 'gpukit report FILE' reads it\n"
+    "  --no-record    keep no recording (the report is still printed)\n"
     "  --html FILE    also write the report as a self-contained HTML page\n"
     "  --json         print the report as one JSON object on stdout instead of text on stderr;\n"
     "                 CMD's own stdout then goes to stderr, so stdout holds the JSON alone\n"
@@ -37,6 +44,34 @@ static const char run_usage[] =
     "and the report written. Exits with CMD's exit status (also when gpukit's stdout is a pipe\n"
     "closed early), 128+N when a signal N ended it, 127 when CMD could not be started, 1 when\n"
     "gpukit failed, 2 on a usage error.\n";
+
+/* The recording's default place: gpukit-runs/DATE-TIME-CMD-PID.jsonl in the current folder
+ * (created when missing). Returns 0, or -1 after saying why it cannot be kept there (the run
+ * then keeps no recording). */
+static int default_recording(const char *cmd, char *path, size_t len)
+{
+    if (mkdir(GK_TOOL_RUNS_DIR, 0777) != 0 && errno != EEXIST) {
+        gk_tool_error("warning: cannot create %s/ in the current folder (%s): this run keeps no "
+                      "recording (use --out FILE to keep it elsewhere)",
+                      GK_TOOL_RUNS_DIR, strerror(errno));
+        return -1;
+    }
+    const char *base = strrchr(cmd, '/');
+    base = base ? base + 1 : cmd;
+    char name[33];
+    size_t n = 0;
+    for (const char *p = base; *p && n + 1 < sizeof name; p++)
+        name[n++] = (isalnum((unsigned char)*p) || *p == '_' || *p == '.' || *p == '-') ? *p : '_';
+    name[n] = '\0';
+    time_t now = time(NULL);
+    struct tm tm;
+    char stamp[32];
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+    snprintf(path, len, "%s/%s-%s-%ld.jsonl", GK_TOOL_RUNS_DIR, stamp, n ? name : "cmd",
+             (long)getpid());
+    return 0;
+}
 
 /* A signal that arrives once the command has ended must not cut the report short: it is noted
  * and ignored (gk_run_execute forwards the ones that arrive while the command runs). */
@@ -118,7 +153,7 @@ int gk_tool_run(int argc, char **argv)
         gk_tool_error("out of memory");
         return GK_TOOL_FAIL;
     }
-    int json = 0, i, status = GK_TOOL_USAGE;
+    int json = 0, no_record = 0, i, status = GK_TOOL_USAGE;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--") == 0) {
@@ -131,6 +166,8 @@ int gk_tool_run(int argc, char **argv)
             json = 1;
         } else if (strcmp(a, "--no-gpu") == 0) {
             cfg.gpu = 0;
+        } else if (strcmp(a, "--no-record") == 0) {
+            no_record = 1;
         } else if (strcmp(a, "--interval") == 0 || strcmp(a, "--out") == 0 ||
                    strcmp(a, "--html") == 0 || strcmp(a, "--alert") == 0) {
             if (i + 1 >= argc) {
@@ -164,11 +201,17 @@ int gk_tool_run(int argc, char **argv)
                       "CMD [ARGS...]");
         goto out;
     }
+    if (no_record && out) {
+        gk_tool_error("--out and --no-record contradict each other: keep one");
+        goto out;
+    }
     cfg.alerts = alerts;
     /* With --json, gpukit's stdout carries the report alone: the command writes to stderr. */
     if (json)
         cfg.command_stdout = STDERR_FILENO;
-    char dir[4096] = "", tmp[4200] = "";
+    char dir[4096] = "", tmp[4200] = "", kept[512] = "";
+    if (!out && !no_record && default_recording(argv[i], kept, sizeof kept) == 0)
+        out = kept;
     if (!out) {
         /* The recording of a run without --out lives in a private folder, removed at the end. */
         const char *tdir = getenv("TMPDIR");
@@ -215,7 +258,7 @@ int gk_tool_run(int argc, char **argv)
     if (tmp[0]) {
         unlink(tmp);
         rmdir(dir);
-    } else if (res.started && !json) {
+    } else if (res.started) {
         fprintf(stderr, "recording: ");
         gk_text_fputs(out, stderr);
         fprintf(stderr, " (gpukit report ");

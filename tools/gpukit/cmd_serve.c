@@ -11,7 +11,8 @@
 
 static const char serve_usage[] =
     "usage: gpukit serve [--listen ADDR:PORT] [--web-config FILE] [--interval S]\n"
-    "                    [--textfile PATH] [--pcie] [--pid PID] [--alert NAME=RULE]...\n\n"
+    "                    [--textfile PATH] [--pcie] [--pid PID] [--alert NAME=RULE]...\n"
+    "                    [--statsd PATH] [--statsd-udp ADDR:PORT] [--max-process-series N]\n\n"
     "Samples the GPUs (NVML) and the host every interval and serves the readings as\n"
     "Prometheus metrics until interrupted (SIGINT or SIGTERM).\n\n"
     "  --listen ADDR:PORT  HTTP address (default 127.0.0.1:9430; port 0 picks a free one).\n"
@@ -28,7 +29,14 @@ static const char serve_usage[] =
     "  --pcie              read PCIe throughput too (each read blocks 20 ms per GPU)\n"
     "  --pid PID           also watch the process tree rooted at PID\n"
     "  --alert NAME=RULE   log when RULE holds, e.g.\n"
-    "                      gpu_hot='gpukit_gpu_temperature_celsius > 85 for 5m'\n\n"
+    "                      gpu_hot='gpukit_gpu_temperature_celsius > 85 for 5m'\n"
+    "  --statsd PATH       also receive StatsD on a Unix datagram socket at PATH and serve\n"
+    "                      what arrives; jobs on the node send to it with\n"
+    "                      GK_METRICS_SOCKET=PATH (gpukit pools, loaders and your metrics)\n"
+    "  --statsd-udp ADDR:PORT  also receive StatsD on UDP (e.g. 127.0.0.1:8125)\n"
+    "  --max-process-series N  per-process GPU memory series exported at most (default\n"
+    "                      256; 0: none); the others are counted in\n"
+    "                      gpukit_gpu_process_series_dropped_total\n\n"
     "Without an NVIDIA driver it says so in one line and serves the host metrics.\n";
 
 #define MAX_ALERTS 16
@@ -43,12 +51,15 @@ typedef struct serve_args {
     int pid;
     const char *alerts[MAX_ALERTS];
     int nalerts;
+    const char *statsd, *statsd_udp;
+    long long max_process_series; /* -1: the monitor's default */
 } serve_args;
 
 static int parse_args(int argc, char **argv, serve_args *a)
 {
     a->listen = GK_EXPORTER_DEFAULT_LISTEN;
     a->interval = 1.0;
+    a->max_process_series = -1;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -57,7 +68,9 @@ static int parse_args(int argc, char **argv, serve_args *a)
             continue;
         }
         if (strcmp(arg, "--listen") && strcmp(arg, "--interval") && strcmp(arg, "--textfile") &&
-            strcmp(arg, "--pid") && strcmp(arg, "--alert") && strcmp(arg, "--web-config")) {
+            strcmp(arg, "--pid") && strcmp(arg, "--alert") && strcmp(arg, "--web-config") &&
+            strcmp(arg, "--statsd") && strcmp(arg, "--statsd-udp") &&
+            strcmp(arg, "--max-process-series")) {
             gk_tool_error("serve: unknown option \"%s\" (see 'gpukit serve --help')", arg);
             return -1;
         }
@@ -80,6 +93,18 @@ static int parse_args(int argc, char **argv, serve_args *a)
             a->textfile = val;
         } else if (strcmp(arg, "--web-config") == 0) {
             a->web_config = val;
+        } else if (strcmp(arg, "--statsd") == 0) {
+            a->statsd = val;
+        } else if (strcmp(arg, "--statsd-udp") == 0) {
+            a->statsd_udp = val;
+        } else if (strcmp(arg, "--max-process-series") == 0) {
+            if (gk_parse_int(val, &a->max_process_series) != 0 || a->max_process_series < 0 ||
+                a->max_process_series > 1000) {
+                gk_tool_error("serve: --max-process-series \"%s\" is not a count from 0 to "
+                              "1000 (try 256)",
+                              val);
+                return -1;
+            }
         } else if (strcmp(arg, "--pid") == 0) {
             long long pid;
             if (gk_parse_int(val, &pid) != 0 || pid <= 0 || pid > 0x7fffffff) {
@@ -156,6 +181,9 @@ int gk_tool_serve(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* The node's sink must not publish its own registry to itself: GK_METRICS_SOCKET set for the
+     * jobs of the node is not for serve. */
+    unsetenv(GK_METRICS_SOCKET_ENV);
 
     gk_monitor_config mc;
     gk_monitor_config_default(&mc);
@@ -166,6 +194,8 @@ int gk_tool_serve(int argc, char **argv)
     mc.interval = a.interval;
     mc.pcie = a.pcie;
     mc.pid = a.pid;
+    if (a.max_process_series >= 0)
+        mc.max_process_series = (unsigned)a.max_process_series;
     mc.metrics = gk_metrics_default();
     /* Say once, ourselves, why GPU metrics are off (whatever GK_LOG says). */
     gk_nvml_info info;
@@ -181,6 +211,19 @@ int gk_tool_serve(int argc, char **argv)
     }
     int status = GK_TOOL_FAIL;
     gk_exporter *e = NULL;
+    gk_statsd_sink *sink = NULL;
+    if (a.statsd || a.statsd_udp) {
+        gk_statsd_sink_config sc;
+        gk_statsd_sink_config_default(&sc);
+        sc.socket_path = a.statsd;
+        sc.udp_listen = a.statsd_udp;
+        sc.metrics = mc.metrics;
+        if (gk_statsd_sink_start(&sc, &sink) != 0) {
+            gk_tool_error("serve: %s", gk_last_error());
+            status = GK_TOOL_USAGE;
+            goto out_monitor;
+        }
+    }
     if (add_alerts(m, &a) != 0) {
         status = GK_TOOL_USAGE;
         goto out_monitor;
@@ -223,6 +266,11 @@ int gk_tool_serve(int argc, char **argv)
     }
     if (a.textfile)
         fprintf(stderr, "gpukit: writing %s every %g s\n", a.textfile, a.interval);
+    if (a.statsd)
+        fprintf(stderr, "gpukit: receiving StatsD on %s (jobs: GK_METRICS_SOCKET=%s)\n", a.statsd,
+                a.statsd);
+    if (a.statsd_udp)
+        fprintf(stderr, "gpukit: receiving StatsD on udp://%s\n", a.statsd_udp);
     fflush(stderr);
     status = GK_TOOL_OK;
     struct timespec wait = {(time_t)a.interval,
@@ -251,6 +299,7 @@ int gk_tool_serve(int argc, char **argv)
 out_exporter:
     gk_exporter_destroy(e);
 out_monitor:
+    gk_statsd_sink_stop(sink);
     gk_monitor_destroy(m);
     return status;
 }

@@ -11,6 +11,10 @@
  * (gpukit run) return the child's status instead. */
 enum { GK_TOOL_OK = 0, GK_TOOL_FAIL = 1, GK_TOOL_USAGE = 2 };
 
+/* Where `gpukit run` keeps its recordings by default, relative to the current folder, and where
+ * `gpukit report` without a file looks for the newest one. */
+#define GK_TOOL_RUNS_DIR "gpukit-runs"
+
 /* Prints "gpukit: message" to stderr. */
 void gk_tool_error(const char *fmt, ...)
 #if defined(__GNUC__)

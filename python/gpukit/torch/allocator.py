@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 
 from .. import _shim
+from .memory import device_index
 
 _TOO_LATE = (
     "gpukit.torch.use_gpukit_allocator() must run before CUDA is initialized in this process "
@@ -100,20 +101,6 @@ def gpukit_mem_pool(preset: str = "default", conf=None, device=None):
 def is_active() -> bool:
     """Whether use_gpukit_allocator() made gpukit's pool PyTorch's allocator."""
     return _shim.active("torch")
-
-
-def device_index(device=None) -> int:
-    """The CUDA ordinal of `device` (None: the current device, or 0 without CUDA)."""
-    if device is None:
-        return torch.cuda.current_device() if torch.cuda.is_available() else 0
-    if isinstance(device, int):
-        return device
-    d = torch.device(device)
-    if d.type != "cuda":
-        raise ValueError("gpukit.torch: %s is not a CUDA device" % d)
-    if d.index is not None:
-        return d.index
-    return device_index(None)
 
 
 def memory_stats(device=None):
