@@ -448,3 +448,30 @@ def test_real_cupy_shares_the_pool():
     assert gt.memory_stats(0)["allocated_bytes.all.current"] >= 4 * MiB
     del x
     cupy.cuda.set_allocator(cupy.get_default_memory_pool().malloc)
+
+
+def test_the_shims_pools_publish_their_series_under_gpukit_run(tmp_path):
+    """In a fresh process (the shim's publisher starts with its first pool): with
+    GK_METRICS_SOCKET set, the pool's series arrive labelled pool="torch"."""
+    import socket
+    import subprocess
+    import time
+    path = str(tmp_path / "m.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    code = ("from gpukit import _shim; import time; lib = _shim.load(); "
+            "lib.gk_torch_test_use_sim(b'sim:capacity=64MiB'); "
+            "p = lib.gk_torch_malloc(3 << 20, 0, None); assert p; time.sleep(0.8)")
+    env = dict(os.environ, GK_METRICS_SOCKET=path)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines, deadline = [], time.time() + 2
+    while time.time() < deadline:
+        try:
+            lines += sock.recv(65536).decode().split("\n")
+        except socket.timeout:
+            break
+    sock.close()
+    assert "gpukit_alloc_in_use_bytes:3145728|g|#device:sim,pool:torch" in lines, lines[:10]
