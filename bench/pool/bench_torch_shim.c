@@ -3,8 +3,8 @@
  * points gk_torch_malloc/gk_torch_free (shim/torch_alloc.c, compiled in) on the shim's pool of
  * device 0, both on sim:capacity=8GiB with the default preset. Sizes cycle through 64 small and
  * large requests (512 B .. 48 MiB), 16 live at a time, so every pair after the warm-up round is
- * served from the cache. Prints ns per pair (the thread's CPU time, median of 9 rounds of 200,000
- * pairs) and the ratio shim/pool. The shim runs under its test switch (sim streams), so the
+ * served from the cache. Prints ns per pair (the thread's CPU time, median of 15 rounds of 200,000
+ * pairs, the two paths' rounds interleaved) and the ratio shim/pool. The shim runs under its test switch (sim streams), so the
  * figure leaves out the wrapped-stream lookup of a non-default CUstream on cuda. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@
 #include "gpukit/gpukit.h"
 #include "gpukit/torch.h"
 
-#define ROUNDS 9
+#define ROUNDS 15
 #define PAIRS  200000
 #define LIVE   16
 #define NSIZES 64
@@ -75,15 +75,22 @@ static double round_ns(alloc_fn a, free_fn f, void *ctx)
     return (double)(t1 - t0) / PAIRS;
 }
 
-static double measure(alloc_fn a, free_fn f, void *ctx)
+/* Medians of ROUNDS rounds of each path, the rounds interleaved so that both see the same
+ * machine; 0 when an allocation failed. */
+static int measure(void *pool, double *base, double *shim)
 {
-    double r[ROUNDS];
-    if (round_ns(a, f, ctx) < 0) /* warm-up: fills the cache */
-        return -1;
-    for (int i = 0; i < ROUNDS; i++)
-        if ((r[i] = round_ns(a, f, ctx)) < 0)
-            return -1;
-    return gk_bench_median(r, ROUNDS);
+    double rb[ROUNDS], rs[ROUNDS];
+    if (round_ns(pool_alloc, pool_free, pool) < 0 || round_ns(shim_alloc, shim_free, NULL) < 0)
+        return 0; /* warm-up: fills both caches */
+    for (int i = 0; i < ROUNDS; i++) {
+        rb[i] = round_ns(pool_alloc, pool_free, pool);
+        rs[i] = round_ns(shim_alloc, shim_free, NULL);
+        if (rb[i] < 0 || rs[i] < 0)
+            return 0;
+    }
+    *base = gk_bench_median(rb, ROUNDS);
+    *shim = gk_bench_median(rs, ROUNDS);
+    return 1;
 }
 
 int main(void)
@@ -98,9 +105,8 @@ int main(void)
         fprintf(stderr, "bench_torch_shim: %s\n", gk_last_error());
         return 1;
     }
-    double base = measure(pool_alloc, pool_free, pool);
-    double shim = measure(shim_alloc, shim_free, NULL);
-    if (base < 0 || shim < 0) {
+    double base = 0, shim = 0;
+    if (!measure(pool, &base, &shim)) {
         fprintf(stderr, "bench_torch_shim: an allocation failed: %s\n", gk_torch_last_error());
         return 1;
     }
