@@ -4,7 +4,8 @@
 # median is printed, next to the single-core memcpy of the same bytes measured in the same run.
 #
 # A second table emulates a training step (the consumer spins STEP_US microseconds per batch,
-# default 100) and reports the stall: the share of the run spent waiting in next().
+# default 100) and reports the stall (the share of the run spent waiting in next()) and the median
+# time of next(), which then mostly finds its batch ready.
 #
 # usage: bench/loader/run.sh [GPUKIT | BUILD_DIR] [SECONDS]   (default build/rel/gpukit)
 # Files are written under $TMPDIR (448 MiB in all) and removed at the end.
@@ -60,8 +61,8 @@ step=${STEP_US:-100}
 echo
 echo "Consumer step of $step us per batch (warm cache, shuffled):"
 echo
-echo "| records x batch | workers | step us | stall | us/batch |"
-echo "|---|---|---|---|---|"
+echo "| records x batch | workers | step us | stall | next() p50 us | us/batch |"
+echo "|---|---|---|---|---|---|"
 for cell in "64 B x 256:r64.gkr:256" "4 KiB x 64:r4k.gkr:64" "1 MiB x 8:r1m.gkr:8"; do
     IFS=: read -r label file batch <<<"$cell"
     for w in 0 1 2; do
@@ -73,8 +74,8 @@ for cell in "64 B x 256:r64.gkr:256" "4 KiB x 64:r4k.gkr:64" "1 MiB x 8:r1m.gkr:
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda k: statistics.median(r[k] for r in runs)
-print("| %s | %s | %.0f | %.1f%% | %.1f |" % (sys.argv[2], sys.argv[3], med("step_us"),
-      100 * med("stall"), med("us_per_batch")))
+print("| %s | %s | %.0f | %.1f%% | %.2f | %.1f |" % (sys.argv[2], sys.argv[3], med("step_us"),
+      100 * med("stall"), med("wait_p50_us"), med("us_per_batch")))
 PY
     done
 done

@@ -139,6 +139,9 @@ def make_file(tmp, rs, count):
     return path
 
 
+TARGETS = {}  # figures for the targets, filled by the tables below (same run)
+
+
 def cold_table(tmp, seconds, repeat):
     cells = [(4096, 1 << 15, 64, "4 KiB x 64"), (1 << 20, 256, 8, "1 MiB x 8")]
     print()
@@ -167,7 +170,30 @@ def cold_table(tmp, seconds, repeat):
             print("| %s | %d | %s | %s | %s | %.1fx | %.1f / %.1f |" % (
                 label, w, fmt(med(naive)), fmt(med(best)), fmt(med(gk)), med(ratio),
                 med(tfirst) * 1e3, med(gfirst) * 1e3), flush=True)
+            if rs == 4096:
+                TARGETS["cold_torch_%d" % w] = max(med(naive), med(best))
+                TARGETS["cold_gpukit_%d" % w] = med(gk)
         os.unlink(path)
+
+
+def print_targets():
+    t = TARGETS
+    lines = []
+    if "warm_gpukit_2" in t and "warm_torch_batched_0" in t:
+        lines.append("warm 4 KiB x 64: gpukit with 2 workers / PyTorch batched with 0 workers = "
+                     "%.2fx (target 1.5x)" % (t["warm_gpukit_2"] / t["warm_torch_batched_0"]))
+    if "cold_gpukit_1" in t and "cold_torch_1" in t:
+        lines.append("cold 4 KiB x 64: gpukit with 1 worker / best PyTorch with 1 worker = %.1fx "
+                     "(target 1x)" % (t["cold_gpukit_1"] / t["cold_torch_1"]))
+    if "cold_gpukit_2" in t and "cold_torch_1" in t:
+        lines.append("cold 4 KiB x 64: gpukit with 2 workers / best PyTorch with 1 worker = %.1fx "
+                     "(target 2x)" % (t["cold_gpukit_2"] / t["cold_torch_1"]))
+    if lines:
+        print()
+        print("Targets (same run):")
+        print()
+        for line in lines:
+            print("- " + line)
 
 
 def fmt(x):
@@ -200,12 +226,16 @@ def main():
                 gather = gather_rate(path, batch, SECONDS)
                 gk = gpukit_rate(path, batch, w, SECONDS)[0]
                 top = max(naive, best)
+                if rs == 4096:
+                    TARGETS["warm_torch_batched_%d" % w] = best
+                    TARGETS["warm_gpukit_%d" % w] = gk
                 print("| %s | %d | %s | %s | %s | %s | %.1fx | %.1f |" % (
                     label, w, fmt(naive), fmt(best), fmt(gather), fmt(gk), gk / top,
                     first * 1e3), flush=True)
             os.unlink(path)
         if "cold" in caches:
             cold_table(tmp, SECONDS, int(os.environ.get("REPEAT", "3")))
+        print_targets()
     finally:
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))

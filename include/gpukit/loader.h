@@ -31,6 +31,8 @@
  * called concurrently); gk_loader_get_stats may be called from any thread. The worker threads run
  * the dataset's callbacks concurrently, so read callbacks must be thread-safe. A crash inside a
  * callback crashes the process (threads cannot be isolated). Do not fork() while a loader exists.
+ * Workers and consumer hand batches over without a mutex (per-slot sequence numbers); a side that
+ * waits spins briefly only when every thread has a CPU of its own, then sleeps on a futex.
  */
 #ifndef GPUKIT_LOADER_H
 #define GPUKIT_LOADER_H
@@ -156,8 +158,13 @@ typedef enum gk_records_access {
 typedef struct gk_records_options {
     size_t size; /* sizeof(gk_records_options) (set by gk_records_options_default) */
     gk_records_access access;
-    int random;    /* 1: madvise(MADV_RANDOM) (shuffled reads); 0: MADV_SEQUENTIAL */
-    int readahead; /* 1: honour will_need hints with madvise(MADV_WILLNEED) for records >= 64 KiB */
+    /* 1 (shuffled reads): the kernel's read-around stays on (MADV_NORMAL, POSIX_FADV_NORMAL);
+     * 0: MADV_SEQUENTIAL / POSIX_FADV_SEQUENTIAL */
+    int random;
+    /* 1: honour will_need hints (records >= 4 KiB, the loader's threshold): the records' pages,
+     * coalesced into ranges, go to posix_fadvise(WILLNEED); a mapped file is probed first (one
+     * page, mincore) and a batch found cached is not hinted */
+    int readahead;
 } gk_records_options;
 
 /* Fills `opt` with the defaults: mmap, random, readahead. */
@@ -165,9 +172,22 @@ GK_API void gk_records_options_default(gk_records_options *opt, size_t size);
 #define gk_records_options_default(opt) (gk_records_options_default)((opt), sizeof *(opt))
 
 /* Opens a fixed-record file as a dataset (one item = one record). opt NULL = the defaults.
- * Before each batch the file's size is checked against the header, so a file truncated while in
- * use gives GK_ECORRUPT naming the file instead of a SIGBUS (a truncation racing the copy itself
- * cannot be caught). Errors as gk_records_inspect; message in gk_last_error(). */
+ * Errors as gk_records_inspect; message in gk_last_error().
+ *
+ * A file changed while in use is an error naming it and what changed (GK_ECORRUPT, or -EIO for
+ * an I/O error), never a SIGBUS:
+ *  - mapped reads copy under a fault guard: the first open of a mapped record file installs a
+ *    SIGBUS handler for the process, which turns a fault inside gpukit's copy into an error for
+ *    the batch and passes every other SIGBUS to the handler installed before it (or the default
+ *    action). After each batch an 8-byte canary near the file's end is read: a cut anywhere that
+ *    changes bytes a record could return faults or changes it, so the first batch read after a
+ *    cut fails (a cut that only drops trailing zero bytes changes no record). If another handler
+ *    replaces gpukit's later, the dataset notices at the next epoch and reads with pread instead.
+ *  - pread reads see a cut as a short read (and read the canary too).
+ *  - once per epoch (at its first read, not per batch) the size, modification time and identity
+ *    are compared with the file as opened: "grown", "modified while in use" (rewritten in place)
+ *    and "replaced" (the path now names another file; the run still reads the one it opened) are
+ *    found there. */
 GK_API int gk_dataset_open_records(const char *path, const gk_records_options *opt,
                                    gk_dataset **out);
 
@@ -338,7 +358,9 @@ typedef struct gk_loader_config {
     size_t size; /* sizeof(gk_loader_config) (set by gk_loader_config_default) */
     gk_logger logger;
     uint64_t batch_size;  /* items per batch (default 32) */
-    int workers;          /* worker threads; 0 = the consumer fills in next() (default 1) */
+    int workers;          /* worker threads; 0 = the consumer fills in next() (default 1); -1 =
+                             one per CPU this process may use (its affinity mask, capped by its
+                             cgroup CPU quota) but one for the consumer, at least 1 */
     int depth;            /* ring slots K (default 4, at least 2) */
     uint64_t seed;        /* default 0 */
     uint64_t epoch;       /* first epoch (default 0) */
@@ -365,8 +387,11 @@ typedef struct gk_loader_config {
     /* Batches of at least this many bytes are split across workers by item ranges (default
      * 4 MiB; 0 never splits). */
     size_t split_bytes;
-    /* 1 (default): after filling batch n, pass the items of batch n+K to the dataset's
-     * will_need (for items of at least 4 KiB). */
+    /* 1 (default): pass the dataset's will_need the items of the batches up to K ahead, each
+     * batch's indices sorted (so the dataset can coalesce them into page ranges): after batch n
+     * is marked ready, batch n+K; at the start (create, seek, restore), batches 0..K before
+     * batch 0 is read. Only for items of at least 4 KiB. While a built-in dataset reports the
+     * hinted items already cached, only every 16th batch is hinted (a probe). */
     int readahead;
     /* Where to publish the loader's figures: NULL (the default) for the process registry
      * (gk_metrics_default(), which `gpukit run` receives); another registry must outlive the
@@ -447,8 +472,9 @@ GK_API int gk_loader_next(gk_loader *ld, gk_stream *stream, double timeout, gk_b
  * batch not delivered, returns -EINVAL. Consumer thread only. */
 GK_API int gk_loader_release(gk_loader *ld, const gk_batch *b, gk_stream *stream);
 
-/* The resumable position: batches the consumer released (not batches prefetched). */
-#define GK_LOADER_STATE_VERSION 1
+/* The resumable position: batches the consumer released (not batches prefetched). Version 2
+ * added the global position (position, epoch_start); restore still reads version 1. */
+#define GK_LOADER_STATE_VERSION 2
 typedef struct gk_loader_state {
     size_t size;      /* bytes filled (see gpukit/version.h) */
     uint32_t version; /* GK_LOADER_STATE_VERSION */
@@ -459,6 +485,12 @@ typedef struct gk_loader_state {
     uint64_t count; /* dataset items N */
     uint64_t batch_size;
     uint32_t world, rank;
+    /* Version 2: the global position in `epoch`, samples consumed by all ranks together (every
+     * rank released `batch` batches: epoch_start + batch * batch_size * world, capped at the
+     * epoch's end), and where this loader's epoch began (0, or the position a restore under
+     * another world size continued it from). */
+    uint64_t position;
+    uint64_t epoch_start;
 } gk_loader_state;
 
 /* Fills `st` with the current position. Consumer thread only. */
@@ -473,10 +505,21 @@ GK_API int gk_loader_get_state_delivered(gk_loader *ld, gk_loader_state *st, siz
 #define gk_loader_get_state_delivered(ld, st)                                                      \
     (gk_loader_get_state_delivered)((ld), (st), sizeof *(st))
 
-/* Moves to a saved position: refuses (GK_EMISMATCH, or GK_EVERSION for another version; message in
- * gk_last_error() naming the field, the saved and the configured value) a state whose N, B,
- * seed, world, rank or flags differ from this loader's; otherwise discards the ring and continues
- * at (epoch, batch). Outstanding batches become invalid. Consumer thread only. */
+/* Moves to a saved position (version 1 or 2): refuses (GK_EMISMATCH, or GK_EVERSION for a version
+ * it does not read; message in gk_last_error() naming the field, the saved and the configured
+ * value) a state whose N, B, seed or flags differ from this loader's. Otherwise discards the ring
+ * and:
+ *  - same world size: continues at (epoch, batch) exactly, batch for batch (any rank's state
+ *    works, since ranks step together);
+ *  - another world size: continues `epoch` from the saved global position g. The remaining
+ *    positions [g, N) of the epoch's permutation (with shard_drop_last, the largest multiple of
+ *    the new world's size of them) are dealt round-robin without padding: rank r takes
+ *    g + r, g + r + world, ... So across all ranks no sample of that epoch is delivered twice
+ *    and none is skipped; ranks may differ by one item, and so by one batch (drop_last drops a
+ *    rank's last partial batch as in any epoch). Later epochs follow the new world's
+ *    DistributedSampler order exactly. Every new rank must restore a state with the same global
+ *    position (ranks saved at the same step). g = 0 starts the new world's own epoch.
+ * Outstanding batches become invalid. Consumer thread only. */
 GK_API int gk_loader_restore(gk_loader *ld, const gk_loader_state *st);
 
 /* Discards the ring and continues at `batch` of `epoch`. set_epoch(e) = seek(e, 0). Returns 0 or
@@ -506,6 +549,10 @@ typedef struct gk_loader_stats {
     uint32_t depth;                 /* K */
     uint64_t first_batch_ns;        /* create (or last seek) to first delivery; 0 before */
     uint64_t uptime_ns;             /* since create */
+    uint32_t workers;               /* worker threads (what workers = -1 resolved to) */
+    uint32_t cpus;                  /* CPUs this process may use (affinity, cgroup quota) */
+    uint32_t spin;                  /* 1: the consumer spins about one fill time before sleeping
+                                       (every thread has a CPU) */
 } gk_loader_stats;
 
 /* A snapshot of the statistics. Any thread. */

@@ -185,6 +185,8 @@ gk_loader_state = _sized("gk_loader_state", [
     ("batch_size", _u64),
     ("world", c_uint32),
     ("rank", c_uint32),
+    ("position", _u64),
+    ("epoch_start", _u64),
 ])
 
 gk_loader_stats = _sized("gk_loader_stats", [
@@ -206,6 +208,9 @@ gk_loader_stats = _sized("gk_loader_stats", [
     ("depth", c_uint32),
     ("first_batch_ns", _u64),
     ("uptime_ns", _u64),
+    ("workers", c_uint32),
+    ("cpus", c_uint32),
+    ("spin", c_uint32),
 ])
 
 # --- batch.h ----------------------------------------------------------------------------------

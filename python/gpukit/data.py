@@ -23,9 +23,10 @@ class Records:
     Args:
         path: the file.
         access: "mmap" (default) or "pread" (cold or very large files).
-        random: madvise the map for random reads (default: the library's, random); the loader
-            passes this through unchanged.
-        readahead: honour the loader's read-ahead hints for records of 64 KiB or more (default on).
+        random: shuffled reads (default: the library's, on): the kernel's read-around stays on;
+            off asks for sequential read-ahead. The loader passes this through unchanged.
+        readahead: honour the loader's read-ahead hints for records of 4 KiB or more (default
+            on).
     """
 
     def __init__(self, path, access="mmap", random=None, readahead=None):

@@ -140,7 +140,8 @@ class Loader(_Closeable):
             :class:`gpukit.data.TokenShards`, or a numpy array (items along the first axis;
             borrowed: do not change it while the loader exists).
         batch_size: items per batch (for token shards: sequences per batch).
-        workers: worker threads (0: the batch is read inside the iteration); default the
+        workers: worker threads (0: the batch is read inside the iteration; -1: one per CPU
+            this process may use, affinity and cgroup quota counted, but one); default the
             library's (1).
         depth: ring slots (batches prefetched + the one you hold); default 4.
         shuffle, seed: a keyed permutation per epoch, computed from (seed, epoch).
@@ -421,8 +422,11 @@ class Loader(_Closeable):
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         """Continues at a position saved by :meth:`state_dict`. A state saved with other
-        settings (items, batch size, seed, rank, world, shuffle or drop_last) is refused with
-        gpukit.Error naming the field."""
+        settings (items, batch size, seed, shuffle or drop_last) is refused with gpukit.Error
+        naming the field. A state saved under another world size continues its epoch from the
+        global position (the samples all ranks consumed): the remaining ones are dealt to the new
+        ranks, each exactly once; later epochs follow the new world's order (docs/loader.md,
+        "Resume on another number of GPUs"). Every rank loads a state saved at the same step."""
         if not isinstance(state, dict):
             raise TypeError("load_state_dict takes the dict state_dict() returned, not %s"
                             % type(state).__name__)

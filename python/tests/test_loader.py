@@ -264,6 +264,32 @@ def test_state_mismatch_and_bad_states(records):
             other.load_state_dict(bad)
 
 
+def test_resume_on_another_world_size(records):
+    """Two ranks save after 3 batches each; three ranks load those states: together they deliver
+    each remaining sample of the epoch exactly once, then the next epoch in their own order."""
+    path, _ = records
+    seen, states = [], []
+    for rank in range(2):
+        with gpukit.Loader(path, 32, shuffle=True, seed=3, rank=rank, world=2) as ld:
+            it = iter(ld)
+            for _ in range(3):
+                next(it)
+                seen += ld.batch_info()["indices"]
+            states.append(ld.state_dict())
+    assert states[0]["position"] == states[1]["position"] == 3 * 32 * 2
+    rest = []
+    for rank in range(3):
+        with gpukit.Loader(path, 32, shuffle=True, seed=3, rank=rank, world=3) as ld:
+            ld.load_state_dict(json.loads(json.dumps(states[rank % 2])))
+            for _ in ld:
+                rest += ld.batch_info()["indices"]
+            assert ld.batch_info()["epoch"] == 0
+            next(iter(ld))
+            assert ld.batch_info()["epoch"] == 1 and ld.batch_info()["index"] == 0
+    assert len(seen) == 192 and len(set(seen)) == 192
+    assert sorted(seen + rest) == list(range(1000))
+
+
 def test_rank_world_from_the_launcher(records, monkeypatch):
     path, _ = records
     monkeypatch.setenv("RANK", "1")

@@ -1,6 +1,8 @@
 /* Fixed-record files: the header (see loader.h), checks that name the file and the problem, the
- * dataset over a memory map or pread, and the writer used by `gpukit data pack`. Before each batch
- * the file size is checked against the header, so a truncated file is an error, not a SIGBUS. */
+ * dataset over a memory map or pread, and the writer used by `gpukit data pack`. A file cut while
+ * in use is an error naming it, never a SIGBUS: mapped reads go through the fault guard (guard.c),
+ * pread reads see the short read; size, modification time and identity are checked once per
+ * epoch. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,7 +156,20 @@ typedef struct rec_ctx {
     gk_records_options opt;
     const unsigned char *map; /* the whole file, or NULL on the pread path */
     size_t map_len;
+    _Atomic int guarded;      /* mapped reads go through the SIGBUS guard (else pread) */
+    _Atomic uint64_t checked; /* 1 + the epoch whose first read checked the file */
+    /* The canary: 8 bytes ending at or after the last non-zero byte of the file's last page, read
+     * after every batch. A cut that changes any byte a record could read either removes its page
+     * (a fault) or zeroes it (a different value); a cut that only drops trailing zero bytes
+     * changes no record (they read as zeros either way). */
+    uint64_t canary_off, canary;
+    dev_t dev; /* the file as opened: device, inode, modification time */
+    ino_t ino;
+    struct timespec mtime;
+    gk_dataset *self;
+    size_t page;
     char path[4096];
+    char *real; /* the absolute path as opened, for the identity check (NULL: not checked) */
 } rec_ctx;
 
 static uint64_t rec_count(void *ctx)
@@ -167,110 +182,224 @@ static size_t rec_item_size(void *ctx)
     return (size_t)((rec_ctx *)ctx)->info.record_size;
 }
 
-/* The size check done before each batch. */
-static int check_size(rec_ctx *r, gk_read_ctx *rc)
+/* What changed in the file since it was opened, as an error naming it (0: nothing). A file
+ * removed since is not a change: the open file keeps its data. */
+static int file_changed(rec_ctx *r, char *err, size_t len)
 {
-    struct stat st;
+    struct stat st, now;
     if (fstat(r->fd, &st) != 0) {
-        snprintf(rc->err, rc->err_len, "%s: cannot stat: %s", r->path, strerror(errno));
+        snprintf(err, len, "%s: cannot stat: %s", r->path, strerror(errno));
         return -EIO;
     }
     if ((uint64_t)st.st_size != r->info.file_size) {
-        snprintf(rc->err, rc->err_len,
-                 "%s: file changed size while in use: %llu bytes, the header says %llu (%s)",
+        snprintf(err, len,
+                 "%s: file changed size while in use: now %llu bytes, the header says %llu (%s)",
                  r->path, (unsigned long long)st.st_size, (unsigned long long)r->info.file_size,
                  (uint64_t)st.st_size < r->info.file_size ? "truncated" : "grown");
+        return GK_ECORRUPT;
+    }
+    if (st.st_mtim.tv_sec != r->mtime.tv_sec || st.st_mtim.tv_nsec != r->mtime.tv_nsec) {
+        snprintf(err, len,
+                 "%s: file modified while in use (its modification time changed since it was "
+                 "opened): rewritten in place?",
+                 r->path);
+        return GK_ECORRUPT;
+    }
+    if (r->real && stat(r->real, &now) == 0 && (now.st_ino != r->ino || now.st_dev != r->dev)) {
+        snprintf(err, len,
+                 "%s: file replaced while in use (the path now names another file); this run "
+                 "still reads the file it opened",
+                 r->path);
         return GK_ECORRUPT;
     }
     return 0;
 }
 
-static int read_one(rec_ctx *r, gk_read_ctx *rc, uint64_t index, unsigned char *dst)
+/* The check at the first read of each epoch (not each batch): the file's size, modification time
+ * and identity against what was opened, and whether the SIGBUS guard still stands (another
+ * handler installed since turns mapped reads into pread). */
+static int check_epoch(rec_ctx *r, gk_read_ctx *rc)
+{
+    uint64_t want = rc->epoch + 1;
+    if (atomic_load_explicit(&r->checked, memory_order_acquire) == want)
+        return 0;
+    int e = file_changed(r, rc->err, rc->err_len);
+    if (e)
+        return e;
+    if (r->map && atomic_load_explicit(&r->guarded, memory_order_relaxed) && !gk__guard_installed())
+        atomic_store_explicit(&r->guarded, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->checked, want, memory_order_release);
+    return 0;
+}
+
+/* Sets the canary from the file's last page (read with pread, before any mapping). */
+static int find_canary(rec_ctx *r, char *err, size_t len)
+{
+    uint64_t size = r->info.file_size; /* > 4096: a header page and at least one record */
+    uint64_t start = (size - 1) & ~((uint64_t)r->page - 1);
+    if (size - start < 8)
+        start = size - 8;
+    size_t n = (size_t)(size - start);
+    unsigned char *last = gk__malloc(n);
+    if (!last) {
+        snprintf(err, len, "%s: out of memory", r->path);
+        return -ENOMEM;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(r->fd, last + got, n - got, (off_t)(start + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            snprintf(err, len, "%s: cannot read its last page: %s", r->path,
+                     k < 0 ? strerror(errno) : "unexpected end of file");
+            free(last);
+            return -EIO;
+        }
+        got += (size_t)k;
+    }
+    uint64_t q = size - 1; /* the last non-zero byte (the last byte when all are zero) */
+    for (size_t i = n; i-- > 0;)
+        if (last[i]) {
+            q = start + i;
+            break;
+        }
+    uint64_t off = q & ~(uint64_t)7;
+    if (off < start)
+        off = start;
+    if (off + 8 > size)
+        off = size - 8;
+    r->canary_off = off;
+    memcpy(&r->canary, last + (off - start), 8);
+    free(last);
+    return 0;
+}
+
+static int past_end(rec_ctx *r, gk_read_ctx *rc, uint64_t index)
+{
+    rc->failed_index = index;
+    snprintf(rc->err, rc->err_len, "%s: record %llu past the end (%llu records)", r->path,
+             (unsigned long long)index, (unsigned long long)r->info.record_count);
+    return -ERANGE;
+}
+
+/* A read that met the end of the file (a short pread, or a fault in the mapping): says what
+ * changed. */
+static int cut_error(rec_ctx *r, gk_read_ctx *rc, uint64_t index, const char *how)
+{
+    rc->failed_index = index;
+    char what[700];
+    int e = file_changed(r, what, sizeof what);
+    if (e == GK_ECORRUPT) {
+        snprintf(rc->err, rc->err_len, "%s; reading record %llu %s", what,
+                 (unsigned long long)index, how);
+        return e;
+    }
+    snprintf(rc->err, rc->err_len, "%s: reading record %llu %s (an I/O error on the file?)",
+             r->path, (unsigned long long)index, how);
+    return e ? e : -EIO;
+}
+
+static int pread_one(rec_ctx *r, gk_read_ctx *rc, uint64_t index, unsigned char *dst)
 {
     size_t rs = (size_t)r->info.record_size;
-    if (index >= r->info.record_count) {
-        rc->failed_index = index;
-        snprintf(rc->err, rc->err_len, "%s: record %llu past the end (%llu records)", r->path,
-                 (unsigned long long)index, (unsigned long long)r->info.record_count);
-        return -ERANGE;
-    }
     uint64_t off = r->info.data_offset + index * r->info.record_size;
-    if (r->map) {
-        memcpy(dst, r->map + off, rs);
-        return 0;
-    }
     size_t done = 0;
     while (done < rs) {
         ssize_t got = pread(r->fd, dst + done, rs - done, (off_t)(off + done));
         if (got < 0 && errno == EINTR)
             continue;
-        if (got <= 0) {
+        if (got < 0) {
             rc->failed_index = index;
             snprintf(rc->err, rc->err_len, "%s: reading record %llu: %s", r->path,
-                     (unsigned long long)index, got < 0 ? strerror(errno) : "unexpected end");
-            return got < 0 ? -EIO : GK_ECORRUPT;
+                     (unsigned long long)index, strerror(errno));
+            return -EIO;
         }
+        if (got == 0)
+            return cut_error(r, rc, index, "met the end of the file");
         done += (size_t)got;
     }
     return 0;
 }
 
-static int rec_read_item(void *ctx, gk_read_ctx *rc, uint64_t index, uint64_t seed, void *dst)
-{
-    (void)seed;
-    rec_ctx *r = ctx;
-    int e = check_size(r, rc);
-    if (e) {
-        rc->failed_index = index;
-        return e;
-    }
-    return read_one(r, rc, index, dst);
-}
-
 static int rec_read_batch(void *ctx, gk_read_ctx *rc, const uint64_t *idx, size_t n, void *dst)
 {
     rec_ctx *r = ctx;
-    int e = check_size(r, rc);
+    int e = check_epoch(r, rc);
     if (e) {
         rc->failed_index = n ? idx[0] : 0;
         return e;
     }
     unsigned char *d = dst;
     size_t rs = (size_t)r->info.record_size;
-    if (r->map) {
-        const unsigned char *base = r->map + r->info.data_offset;
-        uint64_t cnt = r->info.record_count;
+    uint64_t cnt = r->info.record_count;
+    for (size_t i = 0; i < n; i++)
+        if (idx[i] >= cnt)
+            return past_end(r, rc, idx[i]);
+    uint64_t seen = 0;
+    if (r->map && atomic_load_explicit(&r->guarded, memory_order_relaxed)) {
+        size_t bad = 0;
+        if (gk__guarded_gather(d, r->map + r->info.data_offset, rs, idx, n, r->map + r->canary_off,
+                               &seen, &bad))
+            return cut_error(r, rc, idx[bad < n ? bad : 0], "faulted in the mapping");
+    } else {
         for (size_t i = 0; i < n; i++) {
-            if (idx[i] >= cnt)
-                return read_one(r, rc, idx[i], d + i * rs);
-            memcpy(d + i * rs, base + idx[i] * rs, rs);
+            e = pread_one(r, rc, idx[i], d + i * rs);
+            if (e)
+                return e;
         }
-        return 0;
+        if (pread(r->fd, &seen, sizeof seen, (off_t)r->canary_off) != (ssize_t)sizeof seen)
+            return cut_error(r, rc, n ? idx[0] : 0, "met the end of the file");
     }
-    for (size_t i = 0; i < n; i++) {
-        e = read_one(r, rc, idx[i], d + i * rs);
-        if (e)
-            return e;
-    }
+    if (seen != r->canary)
+        return cut_error(r, rc, n ? idx[0] : 0, "found the file's last bytes changed");
     return 0;
 }
 
+static int rec_read_item(void *ctx, gk_read_ctx *rc, uint64_t index, uint64_t seed, void *dst)
+{
+    (void)seed;
+    return rec_read_batch(ctx, rc, &index, 1, dst);
+}
+
+/* Read-ahead: the indices come sorted (the loader sorts them); their pages are coalesced into
+ * ranges and each range is passed to posix_fadvise(WILLNEED), which starts reading it without
+ * waiting. A mapped file is probed first: when the page of the first record is resident, the
+ * batch is taken as cached, nothing is hinted, and the loader is told (it then probes only now
+ * and then). */
 static void rec_will_need(void *ctx, const uint64_t *idx, size_t n)
 {
     rec_ctx *r = ctx;
-    if (!r->opt.readahead || r->info.record_size < 65536)
+    if (!r->opt.readahead || r->info.record_size < GK__READAHEAD_MIN_ITEM || n == 0)
         return;
-    long page = sysconf(_SC_PAGESIZE);
-    for (size_t i = 0; i < n; i++) {
-        if (idx[i] >= r->info.record_count)
-            continue;
-        uint64_t off = r->info.data_offset + idx[i] * r->info.record_size;
-        uint64_t start = off & ~(uint64_t)(page - 1);
-        if (r->map)
-            madvise((void *)(r->map + start), (size_t)(off + r->info.record_size - start),
-                    MADV_WILLNEED);
-        else
-            posix_fadvise(r->fd, (off_t)off, (off_t)r->info.record_size, POSIX_FADV_WILLNEED);
+    uint64_t rs = r->info.record_size, page = r->page, cnt = r->info.record_count;
+    if (r->map && idx[0] < cnt) {
+        uint64_t off = (r->info.data_offset + idx[0] * rs) & ~(page - 1);
+        unsigned char vec = 0;
+        int resident = mincore((void *)(r->map + off), (size_t)page, &vec) == 0 && (vec & 1);
+        atomic_store_explicit(&r->self->cached, resident, memory_order_relaxed);
+        if (resident)
+            return;
+    }
+    uint64_t lo = 0, hi = 0; /* the range being built, [lo, hi) */
+    for (size_t i = 0; i <= n; i++) {
+        uint64_t a = 0, b = 0;
+        if (i < n) {
+            if (idx[i] >= cnt)
+                continue;
+            uint64_t off = r->info.data_offset + idx[i] * rs;
+            a = off & ~(page - 1);
+            b = (off + rs + page - 1) & ~(page - 1);
+            if (hi && a <= hi) { /* touches or overlaps the range: extend it */
+                if (b > hi)
+                    hi = b;
+                continue;
+            }
+        }
+        if (hi)
+            posix_fadvise(r->fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
+        lo = a;
+        hi = b;
     }
 }
 
@@ -280,6 +409,7 @@ static void rec_destroy(void *ctx)
     if (r->map)
         munmap((void *)r->map, r->map_len);
     close(r->fd);
+    free(r->real);
     free(r);
 }
 
@@ -327,6 +457,24 @@ int gk_dataset_open_records(const char *path, const gk_records_options *opt, gk_
         rc = -EINVAL;
         goto out_close;
     }
+    struct stat st;
+    if (fstat(r->fd, &st) != 0) {
+        snprintf(err, sizeof err, "%s: cannot stat: %s", path, strerror(errno));
+        rc = -EIO;
+        goto out_close;
+    }
+    r->dev = st.st_dev;
+    r->ino = st.st_ino;
+    r->mtime = st.st_mtim;
+    r->real = realpath(path, NULL); /* a later chdir must not make another file look like it */
+    long page = sysconf(_SC_PAGESIZE);
+    r->page = page > 0 ? (size_t)page : 4096;
+    rc = find_canary(r, err, sizeof err);
+    if (rc)
+        goto out_close;
+    /* The kernel's read-around stays on for shuffled reads (MADV_RANDOM would turn every record
+     * into its own synchronous page read); the loader's hints fetch the pages of the batches
+     * ahead. */
     if (r->opt.access == GK_RECORDS_MMAP) {
         r->map_len = (size_t)r->info.file_size;
         void *m = gk__mmap(NULL, r->map_len, PROT_READ, MAP_SHARED, r->fd, 0);
@@ -337,21 +485,25 @@ int gk_dataset_open_records(const char *path, const gk_records_options *opt, gk_
             goto out_close;
         }
         r->map = m;
-        madvise(m, r->map_len, r->opt.random ? MADV_RANDOM : MADV_SEQUENTIAL);
+        madvise(m, r->map_len, r->opt.random ? MADV_NORMAL : MADV_SEQUENTIAL);
+        /* Without the guard a cut file could kill the process: read with pread instead. */
+        atomic_init(&r->guarded, gk__guard_install() == 0);
     } else {
-        posix_fadvise(r->fd, 0, 0, r->opt.random ? POSIX_FADV_RANDOM : POSIX_FADV_SEQUENTIAL);
+        posix_fadvise(r->fd, 0, 0, r->opt.random ? POSIX_FADV_NORMAL : POSIX_FADV_SEQUENTIAL);
     }
     rc = gk_dataset_create(&rec_ops, r, path, out);
     if (rc) {
         snprintf(err, sizeof err, "%s", gk_last_error());
         goto out_unmap;
     }
+    r->self = *out;
     return 0;
 out_unmap:
     if (r->map)
         munmap((void *)r->map, r->map_len);
 out_close:
     close(r->fd);
+    free(r->real);
 out_free:
     free(r);
     return gk__dataset_fail(rc, "%s", err);

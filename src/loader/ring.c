@@ -50,55 +50,80 @@ void(gk_loader_config_default)(gk_loader_config *out, size_t size)
     (void)gk__sized_put(out, size, &c, sizeof c, "gk_loader_config");
 }
 
-void gk__abs_deadline(struct timespec *ts, double seconds)
+/* --- filling ------------------------------------------------------------------------------ */
+
+/* Sorts a[0..n) ascending in place (heapsort: no allocation, n log n). */
+static void sort_u64(uint64_t *a, size_t n)
 {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    if (seconds > 1e9)
-        seconds = 1e9;
-    double whole = (double)(time_t)seconds;
-    ts->tv_sec += (time_t)whole;
-    ts->tv_nsec += (long)((seconds - whole) * 1e9);
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
+    for (size_t start = n / 2; n > 1;) {
+        size_t root;
+        if (start > 0) {
+            root = --start;
+        } else {
+            n--;
+            uint64_t t = a[0];
+            a[0] = a[n];
+            a[n] = t;
+            root = 0;
+        }
+        for (size_t child; (child = 2 * root + 1) < n; root = child) {
+            if (child + 1 < n && a[child + 1] > a[child])
+                child++;
+            if (a[root] >= a[child])
+                break;
+            uint64_t t = a[root];
+            a[root] = a[child];
+            a[child] = t;
+        }
     }
 }
 
-/* --- filling ------------------------------------------------------------------------------ */
+/* Batches whose hints are skipped after a probe found the data cached, before the next probe. */
+#define HINT_PROBE_EVERY 16
 
-/* Starts slot s for batch seq (under ld->mu). */
-void gk__slot_begin(gk_loader *ld, gk__slot *s, int64_t seq)
+/* Passes the items of the batches after ld->hinted up to `upto` to the dataset's will_need, each
+ * batch sorted so the dataset can coalesce its items into page ranges. Each batch is hinted once,
+ * by whichever worker claims it. While the dataset reports the hinted items already cached, only
+ * every HINT_PROBE_EVERY-th batch is computed and passed (a probe). */
+static void hint_upto(gk_loader *ld, gk__worker *w, int64_t upto)
 {
-    uint64_t pos = ld->origin + (uint64_t)seq;
-    s->seq = seq;
-    s->state = GK__SLOT_FILLING;
-    s->parts_done = 0;
-    s->err = 0;
-    s->msg[0] = '\0';
-    s->fill_ns = 0;
-    s->epoch = pos / ld->smp.batches;
-    s->index = pos % ld->smp.batches;
-    s->last = s->index + 1 == ld->smp.batches;
-    uint64_t first = s->index * ld->smp.batch_size;
-    uint64_t left = ld->smp.per_rank - first;
-    s->count = (size_t)(left < ld->smp.batch_size ? left : ld->smp.batch_size);
+    if (upto >= ld->seq_end)
+        upto = ld->seq_end - 1;
+    int64_t h = atomic_load_explicit(&ld->hinted, memory_order_relaxed);
+    while (h < upto && !atomic_compare_exchange_weak_explicit(
+                           &ld->hinted, &h, upto, memory_order_relaxed, memory_order_relaxed))
+        ;
+    for (int64_t b = h + 1; b <= upto; b++) {
+        if (atomic_load_explicit(&ld->ds->cached, memory_order_relaxed)) {
+            uint64_t left = atomic_load_explicit(&ld->hint_skips, memory_order_relaxed);
+            if (left) {
+                atomic_store_explicit(&ld->hint_skips, left - 1, memory_order_relaxed);
+                continue;
+            }
+        }
+        size_t n = gk__batch_indices(ld, b, w->ahead);
+        sort_u64(w->ahead, n);
+        ld->ds->ops.will_need(ld->ds->ctx, w->ahead, n);
+        atomic_store_explicit(
+            &ld->hint_skips,
+            atomic_load_explicit(&ld->ds->cached, memory_order_relaxed) ? HINT_PROBE_EVERY : 0,
+            memory_order_relaxed);
+    }
 }
 
-/* Fills items [lo, hi) of slot s. Returns 0 or the read error (message in msg). */
-static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size_t hi,
-                      uint64_t *bad, char *msg, size_t msglen)
+/* Fills items [lo, hi) of batch p into slot s. Returns 0 or the read error (message in msg). */
+static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, const gk__pos *p, int64_t seq,
+                      size_t lo, size_t hi, uint64_t *bad, char *msg, size_t msglen)
 {
     if (lo >= hi)
         return 0;
     const gk_sampler *smp = &ld->smp;
-    uint64_t first = s->index * smp->batch_size;
-    for (size_t i = lo; i < hi; i++)
-        s->indices[i] = gk_sampler_rank_item(smp, s->epoch, first + i);
+    gk__rank_items(ld, p->epoch, p->index * smp->batch_size + lo, hi - lo, s->indices + lo);
     gk_read_ctx rc = {.size = sizeof(gk_read_ctx),
                       .worker_state = w->state,
                       .worker = w->id,
                       .seed = smp->seed,
-                      .epoch = s->epoch,
+                      .epoch = p->epoch,
                       .err = msg,
                       .err_len = msglen,
                       .failed_index = s->indices[lo]};
@@ -106,7 +131,7 @@ static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size
     unsigned char *dst = s->host + lo * ld->item_size;
     int e = 0;
     uint64_t t0 = gk__loader_now_ns();
-    atomic_store_explicit(&w->cur_seq, s->seq, memory_order_relaxed);
+    atomic_store_explicit(&w->cur_seq, seq, memory_order_relaxed);
     if (ops->read_batch) {
         atomic_store_explicit(&w->cur_index, s->indices[lo], memory_order_relaxed);
         atomic_store_explicit(&w->read_start_ns, t0, memory_order_relaxed);
@@ -118,7 +143,7 @@ static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size
             uint64_t idx = s->indices[i];
             atomic_store_explicit(&w->cur_index, idx, memory_order_relaxed);
             atomic_store_explicit(&w->read_start_ns, gk__loader_now_ns(), memory_order_relaxed);
-            e = ops->read_item(ld->ds->ctx, &rc, idx, gk_item_seed(smp->seed, s->epoch, idx),
+            e = ops->read_item(ld->ds->ctx, &rc, idx, gk_item_seed(smp->seed, p->epoch, idx),
                                dst + (i - lo) * ld->item_size);
             if (e)
                 *bad = idx;
@@ -126,7 +151,7 @@ static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size
     }
     atomic_store_explicit(&w->read_start_ns, 0, memory_order_relaxed);
     uint64_t dt = gk__loader_now_ns() - t0;
-    gk__stat_add(&ld->st.busy_ns, dt);
+    gk__own_add(&w->st.busy_ns, dt);
     if (e && !msg[0])
         snprintf(msg, msglen, "%s: reading item %" PRIu64 ": %s", ld->ds->name, *bad,
                  gk_strerror(e));
@@ -134,7 +159,7 @@ static int fill_range(gk_loader *ld, gk__worker *w, gk__slot *s, size_t lo, size
 }
 
 /* Issues the copy of a completed slot (edge b before it, the copy event after it). */
-static int issue_copy(gk_loader *ld, gk__slot *s)
+static int issue_copy(gk_loader *ld, gk__worker *w, gk__slot *s)
 {
     gk_device *dev = ld->cfg.device;
     uint64_t t0 = gk__loader_now_ns();
@@ -155,16 +180,22 @@ static int issue_copy(gk_loader *ld, gk__slot *s)
     }
     s->copy_issued = 1;
     uint64_t dt = gk__loader_now_ns() - t0;
-    gk__stat_add(&ld->st.copy_ns, dt);
-    gk__stat_max(&ld->st.copy_max_ns, dt);
+    gk__own_add(&w->st.copy_ns, dt);
+    gk__own_max(&w->st.copy_max_ns, dt);
     return 0;
 }
 
-/* Fills part `part` of batch seq into its slot (the caller has begun the slot). When it is the
- * last part, issues the copy and marks the slot ready. */
+/* Fills part `part` of batch seq into its slot (free for it). The part that finishes last issues
+ * the copy, marks the slot ready, then hints the batches up to K ahead. */
 void gk__fill_part(gk_loader *ld, gk__worker *w, int64_t seq, unsigned part)
 {
     gk__slot *s = &ld->slots[seq % ld->K];
+    gk__pos p;
+    gk__locate(ld, seq, &p);
+    /* Not hinted yet (the first batches after create or seek): hint it and the K after it, so
+     * their reads overlap instead of faulting one page at a time. */
+    if (ld->readahead && seq > atomic_load_explicit(&ld->hinted, memory_order_relaxed))
+        hint_upto(ld, w, seq + ld->K);
     char msg[512] = "";
     uint64_t bad = 0;
     int e = 0;
@@ -175,42 +206,43 @@ void gk__fill_part(gk_loader *ld, gk__worker *w, int64_t seq, unsigned part)
             snprintf(msg, sizeof msg, "%s: waiting for the copy out of slot %d: %s", ld->ds->name,
                      (int)(seq % ld->K), gk_last_error());
     }
-    size_t lo = s->count * part / ld->parts, hi = s->count * (part + 1) / ld->parts;
+    size_t lo = p.count * part / ld->parts, hi = p.count * (part + 1) / ld->parts;
     uint64_t t0 = gk__loader_now_ns();
     if (!e)
-        e = fill_range(ld, w, s, lo, hi, &bad, msg, sizeof msg);
-    uint64_t dt = gk__loader_now_ns() - t0;
-    pthread_mutex_lock(&ld->mu);
-    s->fill_ns += dt;
-    if (e && !s->err) {
-        s->err = e;
-        s->err_index = bad;
-        snprintf(s->msg, sizeof s->msg, "%s", msg);
-    }
-    int complete = ++s->parts_done == ld->parts;
-    pthread_mutex_unlock(&ld->mu);
-    if (!complete)
-        return;
-    gk__stat_add(&ld->st.fill_ns, s->fill_ns);
-    gk__stat_max(&ld->st.fill_max_ns, s->fill_ns);
-    if (ld->cfg.device && !s->err)
-        issue_copy(ld, s);
-    if (!s->err && ld->cfg.readahead && ld->ds->ops.will_need && ld->item_size >= 4096 &&
-        w->ahead) {
-        uint64_t pos = ld->origin + (uint64_t)seq + (uint64_t)ld->K;
-        if (pos < ld->end_pos) {
-            size_t n =
-                gk_sampler_batch(&ld->smp, pos / ld->smp.batches, pos % ld->smp.batches, w->ahead);
-            ld->ds->ops.will_need(ld->ds->ctx, w->ahead, n);
+        e = fill_range(ld, w, s, &p, seq, lo, hi, &bad, msg, sizeof msg);
+    uint64_t fill = gk__loader_now_ns() - t0;
+    if (e) {
+        int none = 0;
+        if (atomic_compare_exchange_strong_explicit(&s->err_claimed, &none, 1, memory_order_relaxed,
+                                                    memory_order_relaxed)) {
+            s->err = e;
+            s->err_index = bad;
+            snprintf(s->msg, sizeof s->msg, "%s", msg);
         }
     }
-    pthread_mutex_lock(&ld->mu);
-    s->state = GK__SLOT_READY;
-    atomic_store_explicit(&s->ready_seq, s->seq, memory_order_release);
-    pthread_mutex_unlock(&ld->mu);
-    /* After unlocking: a woken consumer does not then block on the mutex. Safe because a waiter
-     * checks the state and starts waiting under the mutex. */
-    pthread_cond_broadcast(&ld->cv_ready);
+    if (ld->parts > 1) {
+        /* acq_rel: the part that finishes last sees every other part's writes. */
+        atomic_fetch_add_explicit(&s->fill_ns, fill, memory_order_relaxed);
+        if (atomic_fetch_add_explicit(&s->parts_done, 1, memory_order_acq_rel) + 1 != ld->parts)
+            return;
+        fill = atomic_exchange_explicit(&s->fill_ns, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->parts_done, 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&s->err_claimed, 0, memory_order_relaxed);
+    s->epoch = p.epoch;
+    s->index = p.index;
+    s->count = p.count;
+    s->last = p.last;
+    gk__own_add(&w->st.fill_ns, fill);
+    gk__own_max(&w->st.fill_max_ns, fill);
+    uint64_t avg = atomic_load_explicit(&ld->fill_avg_ns, memory_order_relaxed);
+    atomic_store_explicit(&ld->fill_avg_ns, avg ? avg - avg / 8 + fill / 8 : fill,
+                          memory_order_relaxed);
+    if (ld->cfg.device && !s->err)
+        issue_copy(ld, w, s);
+    gk__publish_ready(ld, s, seq);
+    if (ld->readahead)
+        hint_upto(ld, w, seq + ld->K);
 }
 
 static void *worker_main(void *arg)
@@ -224,33 +256,28 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&ld->mu);
     w->open_rc = rc;
     w->open_done = 1;
-    pthread_cond_broadcast(&ld->cv_ready);
+    pthread_cond_broadcast(&ld->cv_open);
     pthread_mutex_unlock(&ld->mu);
     if (rc)
         return NULL;
-    for (;;) {
-        uint64_t u = atomic_fetch_add(&ld->next_unit, 1);
+    while (!atomic_load_explicit(&ld->halt, memory_order_acquire)) {
+        uint64_t u = atomic_fetch_add_explicit(&ld->next_unit, 1, memory_order_relaxed);
         int64_t seq = (int64_t)(u / ld->parts);
         unsigned part = (unsigned)(u % ld->parts);
-        gk__slot *s = &ld->slots[seq % ld->K];
-        /* No spinning here: a worker waiting for a free slot is ahead of the consumer, and a spin
-         * would only take the CPU from it. */
-        uint64_t idle0 = gk__loader_now_ns();
-        pthread_mutex_lock(&ld->mu);
-        if (ld->origin + (uint64_t)seq >= ld->end_pos) {
-            while (!ld->stop)
-                pthread_cond_wait(&ld->cv_work, &ld->mu);
-        }
-        while (!ld->stop && !ld->failed && s->seq != seq && !gk__slot_free_for(ld, s, seq))
-            pthread_cond_wait(&ld->cv_work, &ld->mu);
-        if (ld->stop || ld->failed) {
-            pthread_mutex_unlock(&ld->mu);
+        if (seq >= ld->seq_end) {
+            /* Past the configured epochs: park until stop (not counted as a sleeper, so the
+             * consumer's releases do not wake it). */
+            while (!atomic_load_explicit(&ld->halt, memory_order_acquire)) {
+                uint32_t gen = atomic_load_explicit(&ld->wk_word, memory_order_seq_cst);
+                if (!atomic_load_explicit(&ld->halt, memory_order_seq_cst))
+                    gk__futex_wait(&ld->wk_word, gen, 1000000000ULL);
+            }
             break;
         }
-        if (s->seq != seq)
-            gk__slot_begin(ld, s, seq);
-        pthread_mutex_unlock(&ld->mu);
-        gk__stat_add(&ld->st.idle_ns, gk__loader_now_ns() - idle0);
+        /* No spinning here: a worker waiting for a free slot is ahead of the consumer, and a
+         * spin would only take the CPU from it. */
+        if (gk__wait_free(ld, w, &ld->slots[seq % ld->K], seq))
+            break;
         gk__fill_part(ld, w, seq, part);
     }
     if (ops->worker_close)
@@ -263,6 +290,7 @@ static void *worker_main(void *arg)
 int gk__start_workers(gk_loader *ld, char *err, size_t errlen)
 {
     int rc = 0;
+    atomic_store(&ld->halt, 0);
     for (int i = 0; i < ld->nworkers; i++) {
         gk__worker *w = &ld->workers[i];
         w->open_done = 0;
@@ -281,7 +309,7 @@ int gk__start_workers(gk_loader *ld, char *err, size_t errlen)
     for (int i = 0; i < ld->nworkers; i++) {
         gk__worker *w = &ld->workers[i];
         while (!w->open_done)
-            pthread_cond_wait(&ld->cv_ready, &ld->mu);
+            pthread_cond_wait(&ld->cv_open, &ld->mu);
         if (w->open_rc && !rc) {
             rc = w->open_rc;
             snprintf(err, errlen, "%s: worker_open of worker %d failed: %s", ld->ds->name, i,
@@ -292,14 +320,11 @@ int gk__start_workers(gk_loader *ld, char *err, size_t errlen)
     return rc;
 }
 
-/* Sets stop, wakes and joins every worker. */
+/* Sets halt, wakes and joins every worker. */
 void gk__join_workers(gk_loader *ld)
 {
-    pthread_mutex_lock(&ld->mu);
-    ld->stop = 1;
-    pthread_cond_broadcast(&ld->cv_work);
-    pthread_cond_broadcast(&ld->cv_ready);
-    pthread_mutex_unlock(&ld->mu);
+    atomic_store_explicit(&ld->halt, 1, memory_order_seq_cst);
+    gk__wake_workers(ld);
     for (int i = 0; i < ld->nworkers; i++) {
         if (ld->workers[i].started) {
             pthread_join(ld->workers[i].thread, NULL);
@@ -359,8 +384,7 @@ static void release_all(gk_loader *ld)
     }
     if (ld->copy)
         gk_stream_destroy(ld->cfg.device, ld->copy);
-    pthread_cond_destroy(&ld->cv_ready);
-    pthread_cond_destroy(&ld->cv_work);
+    pthread_cond_destroy(&ld->cv_open);
     pthread_mutex_destroy(&ld->mu);
     free(ld);
 }
@@ -368,9 +392,12 @@ static void release_all(gk_loader *ld)
 static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
 {
     gk_device *dev = ld->cfg.device;
-    ld->slots = gk__calloc((size_t)ld->K, sizeof *ld->slots);
-    if (!ld->slots)
+    /* Aligned: each slot's sequence numbers sit on cache lines of their own. */
+    void *mem = NULL;
+    if (gk__posix_memalign(&mem, GK__LINE, (size_t)ld->K * sizeof *ld->slots))
         goto out_nomem;
+    ld->slots = mem;
+    memset(ld->slots, 0, (size_t)ld->K * sizeof *ld->slots);
     if (dev) {
         int e = gk_stream_create(dev, &ld->copy);
         if (e) {
@@ -380,9 +407,8 @@ static int alloc_slots(gk_loader *ld, char *err, size_t errlen)
     }
     for (int i = 0; i < ld->K; i++) {
         gk__slot *s = &ld->slots[i];
-        s->seq = i - ld->K;
-        s->state = GK__SLOT_FREE;
-        atomic_init(&s->ready_seq, INT64_MIN);
+        atomic_init(&s->ready, (int64_t)i - ld->K);
+        atomic_init(&s->freed, (int64_t)i - ld->K);
         s->indices = gk__calloc((size_t)ld->smp.batch_size, sizeof *s->indices);
         if (!s->indices)
             goto out_nomem;
@@ -447,8 +473,8 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
     if (cfg_in && gk__sized_in(&cfg, sizeof cfg, cfg_in, "gk_loader_config") != 0)
         return -EINVAL;
     const char *bad = NULL;
-    if (cfg.workers < 0 || cfg.workers > 256)
-        bad = "workers must be 0 to 256";
+    if (cfg.workers < -1 || cfg.workers > 256)
+        bad = "workers must be -1 (one per usable CPU but the consumer's) or 0 to 256";
     else if (cfg.depth < 2 || cfg.depth > 1024)
         bad = "depth must be 2 to 1024";
     else if (cfg.on_error != GK_LOADER_FAIL && cfg.on_error != GK_LOADER_SKIP)
@@ -461,24 +487,20 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
         bad = "pool is not on the loader's device: set device to the pool's device";
     if (bad)
         return gk__error(-EINVAL, "loader config: %s", bad);
-    gk_loader *ld = gk__calloc(1, sizeof *ld);
-    if (!ld)
+    /* Aligned: the fields the workers and the consumer share sit on cache lines of their own. */
+    void *mem = NULL;
+    if (gk__posix_memalign(&mem, GK__LINE, sizeof(gk_loader)))
         return gk__error(-ENOMEM, "loader: out of host memory");
+    gk_loader *ld = mem;
+    memset(ld, 0, sizeof *ld);
     ld->cfg = cfg;
     ld->ds = ds;
     ld->created_ns = ld->seek_ns = gk__loader_now_ns();
-    /* Adaptive: spins briefly on a held mutex before sleeping; the critical sections are short. */
-    pthread_mutexattr_t ma;
-    pthread_mutexattr_init(&ma);
-    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
-    pthread_mutex_init(&ld->mu, &ma);
-    pthread_mutexattr_destroy(&ma);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ld->cv_work, &ca);
-    pthread_cond_init(&ld->cv_ready, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&ld->mu, NULL);
+    pthread_cond_init(&ld->cv_open, NULL);
+    atomic_init(&ld->cs_waiting, -1);
+    atomic_init(&ld->cs_taken, -1);
+    atomic_init(&ld->hinted, -1);
     int rc = gk_sampler_init(&ld->smp, ds->count, cfg.batch_size, cfg.seed, cfg.rank, cfg.world,
                              cfg.shuffle, cfg.shard_drop_last, cfg.drop_last, create_err,
                              sizeof create_err);
@@ -495,17 +517,21 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
     }
     ld->slot_bytes = (size_t)cfg.batch_size * ds->item_size;
     ld->K = cfg.depth;
-    ld->nworkers = cfg.workers;
-    /* Spinning helps only when every thread (workers and the consumer) has a CPU; otherwise the
-     * spinning consumer keeps the worker that fills its batch off the CPU. */
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    ld->spin = cfg.workers + 1 <= cpus ? GK__SPIN_ITERS : 0;
+    ld->cpus = gk__usable_cpus();
+    /* -1: one worker per CPU this process may use, leaving one for the consumer. */
+    ld->nworkers = cfg.workers >= 0 ? cfg.workers : ld->cpus > 1 ? ld->cpus - 1 : 1;
+    if (ld->nworkers > 256)
+        ld->nworkers = 256;
+    /* Spinning helps only when every thread (workers and the consumer) has a CPU of its own
+     * (affinity and cgroup quota counted); otherwise the spinning consumer keeps the worker that
+     * fills its batch off the CPU. */
+    ld->spin = ld->nworkers > 0 && ld->nworkers + 1 <= ld->cpus;
+    ld->readahead = cfg.readahead && ds->ops.will_need && ds->item_size >= GK__READAHEAD_MIN_ITEM;
     ld->parts = 1;
-    if (cfg.workers > 1 && cfg.split_bytes && ld->slot_bytes >= cfg.split_bytes)
-        ld->parts = (unsigned)(cfg.batch_size < (uint64_t)cfg.workers ? cfg.batch_size
-                                                                      : (uint64_t)cfg.workers);
-    ld->origin = cfg.epoch * ld->smp.batches;
-    ld->end_pos = cfg.epochs ? (cfg.epoch + cfg.epochs) * ld->smp.batches : UINT64_MAX;
+    if (ld->nworkers > 1 && cfg.split_bytes && ld->slot_bytes >= cfg.split_bytes)
+        ld->parts = (unsigned)(cfg.batch_size < (uint64_t)ld->nworkers ? cfg.batch_size
+                                                                       : (uint64_t)ld->nworkers);
+    gk__set_origin(ld, cfg.epoch, 0);
     snprintf(ld->name, sizeof ld->name, "%s", cfg.name ? cfg.name : "loader");
     rc = alloc_slots(ld, create_err, sizeof create_err);
     if (rc)
@@ -530,12 +556,14 @@ int gk_loader_create(const gk_loader_config *cfg_in, gk_dataset *ds, gk_loader *
             ld->consumer_open = 1;
         }
     } else {
-        ld->workers = gk__calloc((size_t)ld->nworkers, sizeof *ld->workers);
-        if (!ld->workers) {
+        void *wmem = NULL;
+        if (gk__posix_memalign(&wmem, GK__LINE, (size_t)ld->nworkers * sizeof *ld->workers)) {
             rc = -ENOMEM;
             snprintf(create_err, sizeof create_err, "loader: out of memory");
             goto out_release;
         }
+        ld->workers = wmem;
+        memset(ld->workers, 0, (size_t)ld->nworkers * sizeof *ld->workers);
         for (int i = 0; i < ld->nworkers; i++) {
             ld->workers[i].ld = ld;
             ld->workers[i].id = i;
@@ -565,7 +593,7 @@ void gk__release_held(gk_loader *ld)
 {
     for (int i = 0; i < ld->K; i++) {
         gk__slot *s = &ld->slots[i];
-        if (s->state == GK__SLOT_HELD && ld->cfg.device)
+        if (atomic_load_explicit(&s->held, memory_order_relaxed) && ld->cfg.device)
             gk_event_record(ld->cfg.device, s->consumed, s->stream);
     }
 }

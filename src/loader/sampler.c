@@ -77,11 +77,20 @@ static uint64_t feistel(uint64_t x, uint32_t half, uint64_t key)
     return l << half | r;
 }
 
+uint64_t gk__sampler_key(const gk_sampler *s, uint64_t epoch)
+{
+    return epoch_key(s->seed, epoch);
+}
+
 uint64_t gk_sampler_permute(const gk_sampler *s, uint64_t epoch, uint64_t pos)
+{
+    return gk__sampler_permute_keyed(s, s->shuffle ? epoch_key(s->seed, epoch) : 0, pos);
+}
+
+uint64_t gk__sampler_permute_keyed(const gk_sampler *s, uint64_t key, uint64_t pos)
 {
     if (!s->shuffle)
         return pos;
-    uint64_t key = epoch_key(s->seed, epoch);
     uint64_t x = pos;
     /* Cycle-walking: the Feistel network permutes [0, 2^bits); iterating it from a point inside
      * [0, N) returns to [0, N) on the point's own cycle, which makes the restriction a bijection.

@@ -3,6 +3,7 @@
  * laid out so that rank r of `group` ranks sees what llm.c's dataloader gives rank r. */
 #include <fcntl.h>
 #include <glob.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,7 @@ typedef struct tok_ctx {
     uint64_t items;
     uint64_t window; /* B*T */
     uint32_t token_bytes;
+    _Atomic uint64_t checked; /* 1 + the epoch whose first read checked the shards' sizes */
 } tok_ctx;
 
 static uint64_t tok_count(void *ctx)
@@ -147,13 +149,21 @@ static int tok_read_item(void *ctx, gk_read_ctx *rc, uint64_t index, uint64_t se
                  (unsigned long long)index, (unsigned long long)t->items);
         return -ERANGE;
     }
-    const shard *s = find_shard(t, index);
-    struct stat st;
-    if (fstat(s->fd, &st) != 0 || (uint64_t)st.st_size != s->file_size) {
-        snprintf(rc->err, rc->err_len, "%s: file changed size while in use (%s)", s->path,
-                 "truncated or rewritten");
-        return GK_ECORRUPT;
+    /* Once per epoch (not per item): every shard still has the size it had at open. A shard cut
+     * within the epoch shows up as a short read below. */
+    if (atomic_load_explicit(&t->checked, memory_order_acquire) != rc->epoch + 1) {
+        for (size_t i = 0; i < t->nshards; i++) {
+            const shard *c = &t->shards[i];
+            struct stat st;
+            if (fstat(c->fd, &st) != 0 || (uint64_t)st.st_size != c->file_size) {
+                snprintf(rc->err, rc->err_len, "%s: file changed size while in use (%s)", c->path,
+                         "truncated or rewritten");
+                return GK_ECORRUPT;
+            }
+        }
+        atomic_store_explicit(&t->checked, rc->epoch + 1, memory_order_release);
     }
+    const shard *s = find_shard(t, index);
     size_t n = tok_item_size(ctx);
     uint64_t off = GK_TOKENS_HEADER_BYTES + (index - s->first_item) * t->window * t->token_bytes;
     size_t done = 0;
@@ -161,11 +171,20 @@ static int tok_read_item(void *ctx, gk_read_ctx *rc, uint64_t index, uint64_t se
         ssize_t got = pread(s->fd, (char *)dst + done, n - done, (off_t)(off + done));
         if (got < 0 && errno == EINTR)
             continue;
-        if (got <= 0) {
+        if (got < 0) {
             snprintf(rc->err, rc->err_len, "%s: reading tokens at byte %llu: %s", s->path,
-                     (unsigned long long)(off + done),
-                     got < 0 ? strerror(errno) : "unexpected end of file");
-            return got < 0 ? -EIO : GK_ECORRUPT;
+                     (unsigned long long)(off + done), strerror(errno));
+            return -EIO;
+        }
+        if (got == 0) {
+            struct stat st;
+            long long now = fstat(s->fd, &st) == 0 ? (long long)st.st_size : -1;
+            snprintf(rc->err, rc->err_len,
+                     "%s: file changed size while in use: now %lld bytes, was %llu (truncated); "
+                     "reading tokens at byte %llu met its end",
+                     s->path, now, (unsigned long long)s->file_size,
+                     (unsigned long long)(off + done));
+            return GK_ECORRUPT;
         }
         done += (size_t)got;
     }

@@ -410,6 +410,16 @@ static void test_every_failure_has_a_message(void **state)
     GK_ASSERT_OK(gk_loader_get_state(ld, &ls));
     ls.seed = 7;
     FRESH(gk_loader_restore(ld, &ls), GK_EMISMATCH, "seed");
+    GK_ASSERT_OK(gk_loader_get_state(ld, &ls));
+    ls.world = 3;
+    ls.position = 17; /* past the 16 samples */
+    FRESH(gk_loader_restore(ld, &ls), GK_EMISMATCH, "global position 17");
+    ls.version = 3;
+    FRESH(gk_loader_restore(ld, &ls), GK_EVERSION, "version 3");
+    gk_loader_config_default(&lc);
+    lc.workers = -5;
+    gk_loader *bad;
+    FRESH(gk_loader_create(&lc, ds, &bad), -EINVAL, "workers");
     gk_batch b;
     b.slot = 99;
     b.size = sizeof b;

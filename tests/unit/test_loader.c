@@ -1,16 +1,20 @@
 /* The loader's ring and workers: identical output for any number of workers (also with batches
  * split across workers and random per-item delays), resume equal to an uninterrupted run, errors at
  * exactly their batch, skip policy, timeouts with their diagnostic, shutdown mid-epoch, failed
- * create, held batches, the host device stage and the statistics. */
+ * create, held batches, the host device stage, the statistics, workers = -1 and the usable-CPU
+ * count behind it (affinity, cgroup v1 and v2 quotas). */
 /* gk-labels: unit threads */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gk_test.h"
+#include "loader/loader_int.h"
 
 /* A synthetic dataset: item i is {i, gk_item_seed(seed, epoch, i), epoch, ~i}. */
 typedef struct synth {
@@ -328,15 +332,21 @@ static void test_restore_refuses_mismatch(void **state)
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
     GK_ASSERT_CONTAINS(gk_last_error(), "seed");
     bad = st;
-    bad.world = 2;
+    bad.world = 2; /* another world size resumes from the global position (test_loader_elastic) */
+    GK_ASSERT_OK(gk_loader_restore(ld, &bad));
+    bad = st;
+    bad.position = 61; /* past the epoch's 60 samples */
+    bad.world = 3;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
-    GK_ASSERT_CONTAINS(gk_last_error(), "world");
+    GK_ASSERT_CONTAINS(gk_last_error(), "global position 61");
     bad = st;
     bad.flags = 0;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EMISMATCH);
     GK_ASSERT_CONTAINS(gk_last_error(), "flags");
     bad = st;
-    bad.version = 2;
+    bad.version = GK_LOADER_STATE_VERSION + 1;
+    GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EVERSION);
+    bad.version = 0;
     GK_ASSERT_ERR(gk_loader_restore(ld, &bad), GK_EVERSION);
     bad = st;
     bad.batch = 9;
@@ -662,6 +672,79 @@ static void test_metrics(void **state)
     gk_dataset_destroy(ds);
 }
 
+/* workers = -1: one per usable CPU but the consumer's; the figures behind it in the stats. */
+static void test_workers_auto(void **state)
+{
+    (void)state;
+    synth s;
+    synth_init(&s, 60);
+    gk_dataset *ds = synth_dataset(&s);
+    gk_loader_config cfg = base_config(-1);
+    gk_loader *ld;
+    GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    gk_loader_stats st;
+    GK_ASSERT_OK(gk_loader_get_stats(ld, &st));
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_true(st.cpus >= 1 && (long)st.cpus <= online);
+    assert_int_equal(st.workers, st.cpus > 1 ? st.cpus - 1 : 1);
+    assert_int_equal(st.spin, st.workers + 1 <= st.cpus);
+    assert_int_equal(st.cpus, gk__usable_cpus());
+    uint64_t got[18];
+    gk_batch last;
+    assert_int_equal(take(ld, &cfg, 60, 18, got, &last), 18); /* two epochs, each batch checked */
+    gk_loader_destroy(ld);
+    cfg.workers = -2;
+    GK_ASSERT_ERR(gk_loader_create(&cfg, ds, &ld), -EINVAL);
+    GK_ASSERT_CONTAINS(gk_last_error(), "workers must be -1");
+    gk_dataset_destroy(ds);
+}
+
+static void put(const char *dir, const char *rel, const char *text)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The cgroup CPU quota caps the affinity count: v2 cpu.max in the cgroup and every cgroup above
+ * it (the tightest wins, whole CPUs), v1 cfs quota / period, no quota, no files. */
+static void test_usable_cpus_from_cgroups(void **state)
+{
+    (void)state;
+    const char *d = gk_test_tmpdir("loader_cpus");
+    char cg[600], root[600], p[700];
+    snprintf(cg, sizeof cg, "%s/cgroup", d);
+    snprintf(root, sizeof root, "%s/fs", d);
+    const char *dirs[] = {"fs", "fs/a", "fs/a/b", "fs/cpu,cpuacct", "fs/cpu,cpuacct/x"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", d, dirs[i]);
+        assert_int_equal(mkdir(p, 0755), 0);
+    }
+    /* v2: 1.5 CPUs in the leaf -> 1; the parent unlimited */
+    put(d, "cgroup", "0::/a/b\n");
+    put(d, "fs/a/b/cpu.max", "150000 100000\n");
+    put(d, "fs/a/cpu.max", "max 100000\n");
+    assert_int_equal(gk__cpus_limit(cg, root, 8), 1);
+    /* v2: the parent is tighter than the leaf */
+    put(d, "fs/a/b/cpu.max", "max 100000\n");
+    put(d, "fs/a/cpu.max", "300000 100000\n");
+    assert_int_equal(gk__cpus_limit(cg, root, 8), 3);
+    assert_int_equal(gk__cpus_limit(cg, root, 2), 2); /* affinity is tighter */
+    /* v1: cpu,cpuacct controller, 2 CPUs; then no quota (-1) */
+    put(d, "cgroup", "5:memory:/m\n4:cpu,cpuacct:/x\n1:name=systemd:/\n");
+    put(d, "fs/cpu,cpuacct/x/cpu.cfs_quota_us", "200000\n");
+    put(d, "fs/cpu,cpuacct/x/cpu.cfs_period_us", "100000\n");
+    assert_int_equal(gk__cpus_limit(cg, root, 16), 2);
+    put(d, "fs/cpu,cpuacct/x/cpu.cfs_quota_us", "-1\n");
+    assert_int_equal(gk__cpus_limit(cg, root, 16), 16);
+    /* nothing readable: the affinity count */
+    snprintf(p, sizeof p, "%s/missing", d);
+    assert_int_equal(gk__cpus_limit(p, root, 5), 5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -677,6 +760,8 @@ int main(void)
         cmocka_unit_test(test_failed_create_unwinds),
         cmocka_unit_test(test_held_batches),
         cmocka_unit_test(test_host_device_stage),
+        cmocka_unit_test(test_workers_auto),
+        cmocka_unit_test(test_usable_cpus_from_cgroups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gk_test.h"
@@ -236,6 +237,62 @@ static void test_records_truncated_in_use(void **state)
     }
 }
 
+/* Changes found by the check at the first read of each epoch: a grown file, a file rewritten in
+ * place (its modification time changed), a file replaced by another one at its path. Within the
+ * epoch of the change, reads go on (the data they return is unchanged). */
+static void test_records_changed_between_epochs(void **state)
+{
+    (void)state;
+    const char *what[] = {"grown", "modified while in use", "replaced"};
+    for (int change = 0; change < 3; change++) {
+        for (int access = 0; access < 2; access++) {
+            const char *p = path_in("e.gkr");
+            write_records(p, 64, 40);
+            gk_records_options opt;
+            gk_records_options_default(&opt);
+            opt.access = (gk_records_access)access;
+            gk_dataset *ds;
+            GK_ASSERT_OK(gk_dataset_open_records(p, &opt, &ds));
+            gk_loader_config cfg;
+            gk_loader_config_default(&cfg);
+            cfg.workers = access; /* 0 and 1 */
+            cfg.batch_size = 10;
+            gk_loader *ld;
+            GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+            gk_batch b;
+            GK_ASSERT_OK(gk_loader_next(ld, NULL, 5, &b));
+            if (change == 0) {
+                FILE *f = fopen(p, "a");
+                assert_non_null(f);
+                fputc('x', f);
+                fclose(f);
+            } else if (change == 1) {
+                struct stat st;
+                assert_int_equal(stat(p, &st), 0);
+                struct timespec t[2] = {st.st_atim, st.st_mtim};
+                t[1].tv_sec += 10; /* the clock may not have moved since the write */
+                assert_int_equal(utimensat(AT_FDCWD, p, t, 0), 0);
+            } else {
+                const char *q = path_in("e2.gkr");
+                write_records(q, 64, 40);
+                assert_int_equal(rename(q, p), 0);
+            }
+            int rc, n = 1;
+            while ((rc = gk_loader_next(ld, NULL, 5, &b)) == 0) {
+                check_record(b.host, 64, b.indices[0]);
+                n++;
+            }
+            GK_ASSERT_ERR(rc, GK_ECORRUPT);
+            GK_ASSERT_CONTAINS(gk_last_error(), p);
+            GK_ASSERT_CONTAINS(gk_last_error(), what[change]);
+            GK_ASSERT_CONTAINS(gk_last_error(), "batch 0 of epoch 1");
+            assert_int_equal(n, 4); /* epoch 0 is read to its end */
+            gk_loader_destroy(ld);
+            gk_dataset_destroy(ds);
+        }
+    }
+}
+
 /* --- token shards -------------------------------------------------------------------------- */
 
 static uint32_t token_at(int shard, uint64_t i)
@@ -442,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_records_roundtrip),
         cmocka_unit_test(test_records_corrupt),
         cmocka_unit_test(test_records_truncated_in_use),
+        cmocka_unit_test(test_records_changed_between_epochs),
         cmocka_unit_test(test_tokens_match_llmc),
         cmocka_unit_test(test_tokens_corrupt),
         cmocka_unit_test(test_tokens_64bit_offsets),

@@ -2,7 +2,8 @@
  * allocator's entry points wrapped (the gk-link line below), and the wrappers count the calls
  * made while `counting` is set. After a warm-up, 1,000 batches go through next/release with 0, 1
  * and 2 workers, on the host device, the sim device and the sim device with slots from a pool,
- * and not one allocation or free may happen. */
+ * with 4 KiB records (read-ahead hints) and after a restore from another world size (a resumed
+ * epoch), and not one allocation or free may happen. */
 /* gk-labels: unit threads */
 /* gk-link: -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign,--wrap=free */
 #include <stdatomic.h>
@@ -74,13 +75,13 @@ void __wrap_free(void *p)
 #define STEADY  1000
 
 /* A record file of RECORDS records (record i filled with the byte i) at `path`. */
-static void write_records(const char *path)
+static void write_records(const char *path, size_t size, int count)
 {
     gk_records_writer *w;
-    GK_ASSERT_OK(gk_records_writer_open(path, RECORD, NULL, 0, NULL, &w));
-    unsigned char rec[RECORD];
-    for (int i = 0; i < RECORDS; i++) {
-        memset(rec, i & 0xff, sizeof rec);
+    GK_ASSERT_OK(gk_records_writer_open(path, size, NULL, 0, NULL, &w));
+    unsigned char rec[4096];
+    for (int i = 0; i < count; i++) {
+        memset(rec, i & 0xff, size);
         GK_ASSERT_OK(gk_records_writer_write(w, rec, 1));
     }
     GK_ASSERT_OK(gk_records_writer_close(w));
@@ -89,9 +90,11 @@ static void write_records(const char *path)
 /* Takes WARMUP batches, then STEADY batches while counting; returns the calls counted. Every
  * batch is checked (record i holds byte i) so the loop cannot be empty. explicit_release: the
  * caller releases each batch itself (auto_release 0) instead of the next call doing it. */
-static unsigned long steady_calls(gk_dataset *ds, gk_device *dev, gk_pool *pool, int workers,
-                                  int explicit_release, gk_metrics *reg)
+static unsigned long steady_calls_from(gk_dataset *ds, gk_device *dev, gk_pool *pool, int workers,
+                                       int explicit_release, gk_metrics *reg,
+                                       const gk_loader_state *from)
 {
+    size_t rs = gk_dataset_item_size(ds);
     gk_stream *stream = NULL;
     if (dev)
         GK_ASSERT_OK(gk_stream_create(dev, &stream));
@@ -112,6 +115,8 @@ static unsigned long steady_calls(gk_dataset *ds, gk_device *dev, gk_pool *pool,
     cfg.split_bytes = BATCH * RECORD / 2; /* with 2 workers, batches are split in two parts */
     gk_loader *ld;
     GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    if (from)
+        GK_ASSERT_OK(gk_loader_restore(ld, from));
     unsigned long before = 0;
     for (int k = 0; k < WARMUP + STEADY; k++) {
         if (k == WARMUP) {
@@ -122,7 +127,7 @@ static unsigned long steady_calls(gk_dataset *ds, gk_device *dev, gk_pool *pool,
         GK_ASSERT_OK(gk_loader_next(ld, stream, -1, &b));
         const unsigned char *h = b.host;
         for (size_t i = 0; i < b.count; i++)
-            assert_int_equal(h[i * RECORD + RECORD / 2], b.indices[i] & 0xff);
+            assert_int_equal(h[i * rs + rs / 2], b.indices[i] & 0xff);
         if (explicit_release)
             GK_ASSERT_OK(gk_loader_release(ld, &b, stream));
         if (dev && k % 50 == 0)
@@ -144,13 +149,21 @@ static unsigned long steady_calls(gk_dataset *ds, gk_device *dev, gk_pool *pool,
     return n;
 }
 
-static char path[64];
+static unsigned long steady_calls(gk_dataset *ds, gk_device *dev, gk_pool *pool, int workers,
+                                  int explicit_release, gk_metrics *reg)
+{
+    return steady_calls_from(ds, dev, pool, workers, explicit_release, reg, NULL);
+}
+
+static char path[64], path4k[64];
 
 static int setup(void **state)
 {
     (void)state;
     snprintf(path, sizeof path, "/tmp/gk_noalloc_%d.gkr", (int)getpid());
-    write_records(path);
+    write_records(path, RECORD, RECORDS);
+    snprintf(path4k, sizeof path4k, "/tmp/gk_noalloc_%d_4k.gkr", (int)getpid());
+    write_records(path4k, 4096, 512);
     return 0;
 }
 
@@ -158,6 +171,7 @@ static int teardown(void **state)
 {
     (void)state;
     unlink(path);
+    unlink(path4k);
     return 0;
 }
 
@@ -203,6 +217,37 @@ static void test_host_pread(void **state)
     gk_dataset_destroy(ds);
 }
 
+/* 4 KiB records: the read-ahead path (sorted hints, the cache probe, posix_fadvise); and a loader
+ * restored from a state saved under world size 2, whose first epoch is a resumed one. */
+static void test_hints_and_resumed_epoch(void **state)
+{
+    (void)state;
+    gk_dataset *ds;
+    GK_ASSERT_OK(gk_dataset_open_records(path4k, NULL, &ds));
+    for (int workers = 0; workers <= 2; workers++)
+        assert_int_equal(steady_calls(ds, NULL, NULL, workers, 0, NULL), 0);
+    gk_loader_config cfg;
+    gk_loader_config_default(&cfg);
+    cfg.batch_size = BATCH;
+    cfg.workers = 0;
+    cfg.shuffle = 1;
+    cfg.seed = 9;
+    cfg.world = 2;
+    gk_loader *ld;
+    GK_ASSERT_OK(gk_loader_create(&cfg, ds, &ld));
+    gk_batch b;
+    for (int k = 0; k < 3; k++)
+        GK_ASSERT_OK(gk_loader_next(ld, NULL, -1, &b));
+    GK_ASSERT_OK(gk_loader_release(ld, &b, NULL));
+    gk_loader_state st;
+    GK_ASSERT_OK(gk_loader_get_state(ld, &st));
+    gk_loader_destroy(ld);
+    assert_int_equal(st.position, 3 * BATCH * 2);
+    for (int workers = 0; workers <= 2; workers++)
+        assert_int_equal(steady_calls_from(ds, NULL, NULL, workers, 0, NULL, &st), 0);
+    gk_dataset_destroy(ds);
+}
+
 static void test_sim(void **state)
 {
     (void)state;
@@ -227,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_wrappers_count),
         cmocka_unit_test(test_host_records),
         cmocka_unit_test(test_host_pread),
+        cmocka_unit_test(test_hints_and_resumed_epoch),
         cmocka_unit_test(test_sim),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,13 +1,18 @@
 /* gpukit loader bench: runs the loader over a record file (given, or generated) and reports
  * items/s, GB/s, microseconds per batch, time to first batch and next() wait percentiles, next to
- * a single-core memcpy of the same bytes measured in the same run. */
+ * a single-core memcpy of the same bytes measured in the same run. The bench warms only what its
+ * run reads, checks a generated file against the free disk space before writing it
+ * (gk_records_writer_reserve) and removes it on every exit path (signals included), and never maps
+ * the file itself (its baseline copies from private memory), so a file cut under it is an error,
+ * not a crash. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,7 +26,9 @@ static const char loader_usage[] =
     "removed afterwards) for S seconds (default 2) and prints items/s, GB/s, microseconds per\n"
     "batch, time to first batch, wait p50/p99 in next(), and a single-core memcpy of the same\n"
     "bytes measured in the same run, with the ratio. --cold drops the file from the page cache\n"
-    "first (posix_fadvise DONTNEED); otherwise the file is read once to warm it. --device copies\n"
+    "first (posix_fadvise DONTNEED); otherwise what the run reads is read once to warm it: the\n"
+    "whole data when it fits in half the available memory, else the records of the first batches\n"
+    "in the loader's order, and the run then stops at the end of that part. --device copies\n"
     "each batch to that device (host, sim:..., cuda:N) on the loader's copy stream. --step-us T\n"
     "emulates a training step: the consumer spins T microseconds per batch, and the stall\n"
     "(time waiting in next() over wait plus step time) is reported.\n";
@@ -67,6 +74,44 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return 0;
 }
 
+/* The private folder of the generated file, removed with all it holds on every exit path (see
+ * remove_temp): the file, or the writer's temporary file beside it. */
+static char temp_dir[4096];
+
+/* Empties and removes temp_dir. Only system calls (open, getdents64, unlinkat, rmdir), so a
+ * signal handler may call it. */
+static void remove_temp(void)
+{
+    if (!temp_dir[0])
+        return;
+    int dfd = open(temp_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        char buf[4096];
+        long n;
+        while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+            for (long off = 0; off < n;) {
+                /* struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), name */
+                unsigned short reclen;
+                memcpy(&reclen, buf + off + 16, sizeof reclen);
+                const char *name = buf + off + 19;
+                if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+                    unlinkat(dfd, name, 0);
+                off += reclen;
+            }
+        }
+        close(dfd);
+    }
+    rmdir(temp_dir);
+}
+
+/* A signal that ends the process removes the generated file first, then ends it as it would. */
+static void on_fatal_signal(int sig)
+{
+    remove_temp();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 /* Writes a record file of `records` records of `rs` bytes with deterministic content. */
 static int make_file(const char *path, uint64_t rs, uint64_t records)
 {
@@ -109,61 +154,146 @@ static int make_file(const char *path, uint64_t rs, uint64_t records)
     return 0;
 }
 
-/* Warms (reads once) or drops the file from the page cache. */
-static void cache_file(const char *path, int cold)
+/* Memory that may be used to warm the file: half of MemAvailable (or of the free pages). */
+static uint64_t warm_budget(void)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return;
-    if (cold) {
-        fdatasync(fd);
-        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    } else {
-        static char buf[1 << 20];
-        while (read(fd, buf, sizeof buf) > 0)
-            ;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    uint64_t avail = (uint64_t)kb * 1024;
+    if (!avail) {
+        long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        avail = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 1ULL << 30;
     }
+    return avail / 2;
+}
+
+/* Reads [off, off + len) once (into the page cache) through buf; 0, or -1 when the file ended
+ * early (it was cut: the run reports it). */
+static int warm_range(int fd, unsigned char *buf, size_t cap, uint64_t off, uint64_t len)
+{
+    while (len) {
+        ssize_t got = pread(fd, buf, len < cap ? (size_t)len : cap, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        off += (uint64_t)got;
+        len -= (uint64_t)got;
+    }
+    return 0;
+}
+
+/* Warms what the run will read: the whole data region when it fits in the budget (an epoch reads
+ * every record), else the records of the first batches in the loader's order until the budget or
+ * max(2 s, --seconds) runs out; *limit is then the batches warmed (0: no limit). */
+static void warm(const char *path, const bench_opts *o, uint64_t *limit)
+{
+    *limit = 0;
+    gk_records_info info;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || gk_records_inspect(path, &info, NULL, 0) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return; /* opening the dataset reports the problem */
+    }
+    static unsigned char buf[1 << 20];
+    uint64_t budget = warm_budget(), data = info.record_count * info.record_size;
+    if (data <= budget) {
+        warm_range(fd, buf, sizeof buf, info.data_offset, data);
+        close(fd);
+        return;
+    }
+    gk_sampler smp;
+    uint64_t *idx = malloc(o->batch * sizeof *idx);
+    if (!idx || gk_sampler_init(&smp, info.record_count, o->batch, 1, 0, 1, o->shuffle, 0, 1, NULL,
+                                0) != 0) {
+        free(idx);
+        close(fd);
+        return;
+    }
+    double t0 = now_s(), cap = o->seconds > 2 ? o->seconds : 2;
+    uint64_t bytes = 0, b = 0;
+    for (; b < smp.batches && bytes + o->batch * info.record_size <= budget && now_s() - t0 < cap;
+         b++) {
+        size_t n = gk_sampler_batch(&smp, 0, b, idx);
+        for (size_t i = 0; i < n; i++)
+            if (warm_range(fd, buf, sizeof buf, info.data_offset + idx[i] * info.record_size,
+                           info.record_size))
+                break;
+        bytes += n * info.record_size;
+    }
+    *limit = b < smp.batches ? (b ? b : 1) : 0;
+    free(idx);
     close(fd);
 }
 
-/* Single-core memcpy of `bytes` bytes in batch-sized pieces from the file's data into a reused
- * buffer: GB/s. */
+/* Single-core memcpy of batch-sized pieces into a reused buffer, GB/s. The source is private
+ * memory holding the file's first data bytes (up to 64 MiB, at least one batch; read with pread,
+ * zeros where the file ends early), never the file's mapping, which a file cut during the run
+ * would turn into a SIGBUS. */
 static double memcpy_gbps(const char *path, size_t batch_bytes, double seconds)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return 0;
-    struct stat st;
-    fstat(fd, &st);
-    size_t len = (size_t)st.st_size;
-    unsigned char *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED)
-        return 0;
-    unsigned char *dst = malloc(batch_bytes);
-    if (!dst) {
-        munmap(map, len);
+    gk_records_info info;
+    if (gk_records_inspect(path, &info, NULL, 0) != 0)
+        memset(&info, 0, sizeof info);
+    uint64_t data = info.record_count * info.record_size;
+    size_t len = data < (64u << 20) ? (size_t)data : 64u << 20;
+    if (len < batch_bytes)
+        len = batch_bytes;
+    unsigned char *src = calloc(1, len), *dst = malloc(batch_bytes);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (!src || !dst || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        free(src);
+        free(dst);
         return 0;
     }
+    for (size_t done = 0; done < len;) {
+        ssize_t got = pread(fd, src + done, len - done, (off_t)(info.data_offset + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break; /* cut under us: the rest stays zero (a memcpy's speed does not care) */
+        done += (size_t)got;
+    }
+    close(fd);
     memset(dst, 0, batch_bytes);
-    size_t data = len - GK_RECORDS_DATA_ALIGN, off = 0;
+    size_t off = 0;
     double t0 = now_s(), t;
     uint64_t moved = 0;
     do {
         for (int i = 0; i < 16; i++) {
-            if (off + batch_bytes > data)
+            if (off + batch_bytes > len)
                 off = 0;
-            memcpy(dst, map + GK_RECORDS_DATA_ALIGN + off, batch_bytes < data ? batch_bytes : data);
+            memcpy(dst, src + off, batch_bytes);
             off += batch_bytes;
-            moved += batch_bytes < data ? batch_bytes : data;
+            moved += batch_bytes;
         }
         t = now_s() - t0;
     } while (t < seconds);
     volatile unsigned char sink = dst[batch_bytes / 2];
     (void)sink;
     free(dst);
-    munmap(map, len);
+    free(src);
     return (double)moved / t / 1e9;
+}
+
+/* Drops the file from the page cache (no root needed). */
+static void drop_cache(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    fdatasync(fd);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -190,7 +320,11 @@ static int run_bench(const bench_opts *o, const char *path)
             goto out;
         }
     }
-    cache_file(path, o->cold);
+    uint64_t limit = 0; /* batches warmed when only part of an epoch was (0: no limit) */
+    if (o->cold)
+        drop_cache(path);
+    else
+        warm(path, o, &limit);
     gk_records_options ro = {.size = sizeof(gk_records_options),
                              .access = GK_RECORDS_MMAP,
                              .random = o->shuffle,
@@ -223,7 +357,7 @@ static int run_bench(const bench_opts *o, const char *path)
     gk_batch b;
     double t0 = now_s(), t = 0, wait_total = 0;
     uint64_t items = 0, bytes = 0;
-    while (t < o->seconds || n < 20) {
+    while ((t < o->seconds || n < 20) && (!limit || n < limit)) {
         double w0 = now_s();
         int e = gk_loader_next(ld, stream, -1, &b);
         double w1 = now_s();
@@ -280,10 +414,11 @@ static int run_bench(const bench_opts *o, const char *path)
         printf("\",\"seconds\":%.3f,\"batches\":%zu,\"items_per_s\":%.0f,\"bytes_per_s\":%.0f,"
                "\"us_per_batch\":%.2f,\"first_batch_s\":%.6f,\"wait_p50_us\":%.2f,"
                "\"wait_p99_us\":%.2f,\"memcpy_bytes_per_s\":%.0f,\"ratio_to_memcpy\":%.3f,"
-               "\"worker_busy_s\":%.3f,\"worker_idle_s\":%.3f,\"step_us\":%.1f,\"stall\":%.4f}\n",
+               "\"worker_busy_s\":%.3f,\"worker_idle_s\":%.3f,\"step_us\":%.1f,\"stall\":%.4f,"
+               "\"warm_batches\":%llu}\n",
                t, n, items_s, gbps * 1e9, t / (double)n * 1e6, (double)st.first_batch_ns / 1e9, p50,
                p99, base * 1e9, ratio, (double)st.worker_busy_ns / 1e9,
-               (double)st.worker_idle_ns / 1e9, o->step_us, stall);
+               (double)st.worker_idle_ns / 1e9, o->step_us, stall, (unsigned long long)limit);
     } else {
         printf("loader bench: %llu records of %zu bytes, batch %llu, %d workers, depth %d, %s, "
                "%s cache%s%s\n",
@@ -301,6 +436,10 @@ static int run_bench(const bench_opts *o, const char *path)
         if (o->step_us > 0)
             printf("  stall            %.1f%% of the run waiting in next() (step %.0f us)\n",
                    stall * 100, o->step_us);
+        if (limit)
+            printf("  note             the run stopped after the %llu batches warmed (the data "
+                   "is larger than half the available memory)\n",
+                   (unsigned long long)limit);
     }
     rc = GK_TOOL_OK;
 out:
@@ -376,21 +515,28 @@ int gk_tool_loader(int argc, char **argv)
     }
     if (o.file)
         return run_bench(&o, o.file);
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
     /* The test file lives in a private folder of its own, so nothing else is ever replaced or
      * removed. */
-    char dir[4096], path[4200];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/gpukit-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        gk_tool_error("loader bench: cannot create a folder in %s: %s (set TMPDIR)",
-                      tmp && *tmp ? tmp : "/tmp", strerror(errno));
+    snprintf(temp_dir, sizeof temp_dir, "%s/gpukit-bench-XXXXXX", tmp);
+    if (!mkdtemp(temp_dir)) {
+        gk_tool_error("loader bench: cannot create a folder in %s: %s (set TMPDIR)", tmp,
+                      strerror(errno));
+        temp_dir[0] = '\0';
         return GK_TOOL_FAIL;
     }
-    snprintf(path, sizeof path, "%s/bench.gkr", dir);
-    int rc = GK_TOOL_FAIL;
-    if (make_file(path, o.record_size, o.records) == 0)
-        rc = run_bench(&o, path);
-    unlink(path);
-    rmdir(dir);
+    char temp_file[4200];
+    snprintf(temp_file, sizeof temp_file, "%s/bench.gkr", temp_dir);
+    /* Every exit removes it: returns below, and the signals that end the process (a file-size
+     * limit, ulimit -f, makes the write fail with EFBIG: main ignores SIGXFSZ). */
+    static const int fatal[] = {SIGINT,  SIGTERM, SIGHUP,  SIGQUIT,
+                                SIGPIPE, SIGALRM, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+        signal(fatal[i], on_fatal_signal);
+    int rc =
+        make_file(temp_file, o.record_size, o.records) ? GK_TOOL_FAIL : run_bench(&o, temp_file);
+    remove_temp();
     return rc;
 }
