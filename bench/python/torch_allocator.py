@@ -68,6 +68,9 @@ def main(argv):
 
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    for name in ("enable_flash_sdp", "enable_mem_efficient_sdp"):  # the math attention only:
+        if hasattr(torch.backends.cuda, name):                     # its backward is deterministic
+            getattr(torch.backends.cuda, name)(False)
     d = 256
     layer = torch.nn.TransformerEncoderLayer(d_model=d, nhead=8, dim_feedforward=1024,
                                              dropout=0.0, batch_first=True)
