@@ -311,6 +311,69 @@ torch_example_check() {
     fi
 }
 
+# torch_allocator_check: gpukit's pool as PyTorch's allocator (libgpukit_torch.so, from the cmake
+# build). bench/python/torch_allocator.py trains the same seeded transformer, with a sequence
+# length varying per step, once per process under PyTorch's allocator, PyTorch's with expandable
+# segments, and gpukit's; the final losses must agree; the peaks, step times and largest batches
+# go to the summary. Then whether cudnn.benchmark runs with gpukit's allocator, and the CNN and
+# transformer traces replayed through torch.empty with gpukit's pool behind it.
+torch_allocator_check() {
+    if [ ! -e "$BUILD/libgpukit_torch.so" ]; then
+        say "== torch-allocator: libgpukit_torch.so was not built (it needs the cmake build); not run"
+        SKIPPED+=("torch-allocator")
+        return
+    fi
+    if ! python3 -c 'import torch; assert torch.cuda.is_available(); torch.cuda.memory.CUDAPluggableAllocator' \
+        >"$LOGS/torch-alloc-probe.log" 2>&1; then
+        say "== torch-allocator: python3 has no PyTorch 2.x with CUDA here ($(tail -n1 "$LOGS/torch-alloc-probe.log")); not run"
+        SKIPPED+=("torch-allocator")
+        return
+    fi
+    local lib mode
+    lib="$(cd "$BUILD" && pwd)/libgpukit.so.1"
+    for mode in torch expandable gpukit cudnn; do
+        rm -f "$LOGS/torch-alloc-$mode.json"
+        step "torch-alloc-$mode" 240 env GPUKIT_LIBRARY="$lib" PYTHONPATH="$ROOT/python" \
+            PYTHONDONTWRITEBYTECODE=1 python3 bench/python/torch_allocator.py "$mode" \
+            "$LOGS/torch-alloc-$mode.json"
+    done
+    if ! python3 - "$LOGS" >"$LOGS/torch-alloc-compare.log" 2>&1 <<'PY'; then
+import json, os, sys
+runs = {}
+for mode in ("torch", "expandable", "gpukit", "cudnn"):
+    p = os.path.join(sys.argv[1], "torch-alloc-%s.json" % mode)
+    runs[mode] = json.load(open(p)) if os.path.exists(p) else None
+MiB = 2.0 ** 20
+print("%-11s %12s %12s %12s %10s %10s" % ("allocator", "final loss", "peak resv", "peak alloc",
+                                          "step ms", "max batch"))
+for mode in ("torch", "expandable", "gpukit"):
+    r = runs[mode]
+    if r is None:
+        print("%-11s (no result)" % mode)
+        continue
+    print("%-11s %12.6f %10.1f M %10.1f M %10.2f %10d" % (
+        mode, r["final_loss"], r["peak_reserved"] / MiB, r["peak_allocated"] / MiB,
+        r["step_ms_median"], r["max_batch_seq512_4GiB"]))
+if runs["cudnn"]:
+    print("cudnn.benchmark with gpukit's allocator:", runs["cudnn"]["cudnn_benchmark"])
+t, g = runs["torch"], runs["gpukit"]
+if t is None or g is None:
+    sys.exit("the torch or gpukit run gave no result")
+if abs(t["final_loss"] - g["final_loss"]) > 1e-4 * max(1.0, abs(t["final_loss"])):
+    sys.exit("final losses differ: %r (torch) and %r (gpukit)" % (t["final_loss"], g["final_loss"]))
+print("final losses agree; gpukit's peak reserved is %.3f of PyTorch's, step time %.3f of it" % (
+    g["peak_reserved"] / t["peak_reserved"], g["step_ms_median"] / t["step_ms_median"]))
+PY
+        FAILED+=("torch-allocator-compare")
+    fi
+    sed 's/^/   | /' "$LOGS/torch-alloc-compare.log" | tee -a "$SUMMARY"
+    local traces=(tests/data/cnn_train_trace.csv)
+    [ -f "$BUILD/transformer_trace.csv" ] && traces+=("$BUILD/transformer_trace.csv")
+    step torch-replay-gpukit 90 env GPUKIT_LIBRARY="$lib" PYTHONPATH="$ROOT/python" \
+        PYTHONDONTWRITEBYTECODE=1 python3 bench/pool/torch_replay.py --gpukit "${traces[@]}"
+    sed 's/^/   | /' "$LOGS/torch-replay-gpukit.log" | head -n 20 | tee -a "$SUMMARY"
+}
+
 # --- checks --------------------------------------------------------------------------------------
 if [ -n "$LIB" ]; then
     if [ "$BUILT_WITH_CMAKE" = 1 ] && [ "$HAVE_CMOCKA" = 1 ]; then
@@ -412,6 +475,7 @@ if [ -n "$LIB" ]; then
         sed 's/^/   | /' "$LOGS/top-plain.log" | tee -a "$SUMMARY"
         train_check
         torch_example_check
+        torch_allocator_check
     else
         say "== the tool was not built"
         FAILED+=("tool")

@@ -9,9 +9,10 @@ cold), torch.cuda.max_memory_reserved() and max_memory_allocated() over the whol
 allocator's device calls (num_device_alloc / num_device_free of torch.cuda.memory_stats()) in the
 cold round and per warm round.
 
-Usage: torch_replay.py [--rounds N] [--alloc-conf CONF] TRACE.csv [TRACE.csv ...]
+Usage: torch_replay.py [--rounds N] [--alloc-conf CONF | --gpukit] TRACE.csv [TRACE.csv ...]
 --alloc-conf sets PYTORCH_CUDA_ALLOC_CONF (for example expandable_segments:True) before torch is
-loaded. Uses only the standard library and torch; without torch (or without a GPU) it says so on
+loaded; --gpukit makes gpukit's pool PyTorch's allocator first (gpukit.torch.use_gpukit_allocator,
+PyTorch 2.x, the package on PYTHONPATH) and reads its statistics from gpukit.torch. Uses only the standard library and torch; without torch (or without a GPU) it says so on
 one line and exits 0.
 """
 import argparse
@@ -55,15 +56,16 @@ def percentile(sorted_values, q):
     return sorted_values[int(q * (len(sorted_values) - 1) + 0.5)]
 
 
-def replay(torch, events, rounds):
+def replay(torch, mem, events, rounds):
+    """`mem` answers memory_stats, empty_cache, ... (torch.cuda or gpukit.torch)."""
     clock = time.perf_counter_ns
     alloc_ns, free_ns = [], []
     calls = []
     torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    mem.empty_cache()
+    mem.reset_peak_memory_stats()
     for rnd in range(rounds):
-        stats = torch.cuda.memory_stats()
+        stats = mem.memory_stats()
         before = stats.get("num_device_alloc", 0) + stats.get("num_device_free", 0)
         live = {}
         for is_alloc, ptr, size in events:
@@ -87,7 +89,7 @@ def replay(torch, events, rounds):
                     free_ns.append(t1 - t0)
         live.clear()
         torch.cuda.synchronize()
-        stats = torch.cuda.memory_stats()
+        stats = mem.memory_stats()
         calls.append(stats.get("num_device_alloc", 0) + stats.get("num_device_free", 0) - before)
     alloc_ns.sort()
     free_ns.sort()
@@ -97,8 +99,8 @@ def replay(torch, events, rounds):
         "alloc_p99": percentile(alloc_ns, 0.99),
         "free_p50": percentile(free_ns, 0.50),
         "free_p99": percentile(free_ns, 0.99),
-        "max_reserved": torch.cuda.max_memory_reserved(),
-        "max_allocated": torch.cuda.max_memory_allocated(),
+        "max_reserved": mem.max_memory_reserved(),
+        "max_allocated": mem.max_memory_allocated(),
         "calls_cold": calls[0],
         "calls_warm": sum(warm) / len(warm),
     }
@@ -108,10 +110,13 @@ def main(argv):
     ap = argparse.ArgumentParser(description="Replay RMM CSV traces through torch.empty.")
     ap.add_argument("--rounds", type=int, default=5, help="rounds per trace, the first cold (5)")
     ap.add_argument("--alloc-conf", default=None, help="PYTORCH_CUDA_ALLOC_CONF for this run")
+    ap.add_argument("--gpukit", action="store_true", help="gpukit's pool as PyTorch's allocator")
     ap.add_argument("traces", nargs="+")
     args = ap.parse_args(argv)
     if args.rounds < 2:
         ap.error("--rounds must be at least 2 (one cold round, then warm ones)")
+    if args.gpukit and args.alloc_conf is not None:
+        ap.error("--gpukit and --alloc-conf choose different allocators: give one")
     traces = []
     for path in args.traces:
         try:
@@ -129,10 +134,16 @@ def main(argv):
     if not torch.cuda.is_available():
         print(f"torch_replay: torch {torch.__version__} is available but CUDA is not; nothing replayed")
         return 0
+    mem = torch.cuda
+    if args.gpukit:
+        import gpukit.torch  # noqa: PLC0415
+        gpukit.torch.use_gpukit_allocator()
+        mem = gpukit.torch
     conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+    which = "gpukit's pool (the shim)" if args.gpukit else f"PYTORCH_CUDA_ALLOC_CONF={conf!r}"
     print(
         f"torch_replay: torch {torch.__version__} (CUDA {torch.version.cuda}) on "
-        f"{torch.cuda.get_device_name(0)}, PYTORCH_CUDA_ALLOC_CONF={conf!r}, {args.rounds} rounds "
+        f"{torch.cuda.get_device_name(0)}, {which}, {args.rounds} rounds "
         f"(1 cold + {args.rounds - 1} timed)"
     )
     print(
@@ -140,7 +151,7 @@ def main(argv):
         f"{'max resv':>10s} {'max alloc':>10s} {'calls/1':>8s} {'calls/w':>8s}"
     )
     for path, events in traces:
-        r = replay(torch, events, args.rounds)
+        r = replay(torch, mem, events, args.rounds)
         print(
             f"  {os.path.basename(path)[:40]:40s} {r['alloc_p50']:9d} {r['alloc_p99']:9d} "
             f"{r['free_p50']:9d} {r['free_p99']:9d} {r['max_reserved'] / 2**20:9.1f}M "

@@ -132,12 +132,15 @@ GK_API int gk_stream_destroy(gk_device *dev, gk_stream *stream);
 
 /* A handle over a stream that someone else created and owns: on cuda, a CUstream (for example
  * PyTorch's current stream, torch.cuda.current_stream().cuda_stream), so gpukit's ordering
- * (gk_loader_next's wait, gk_event_record, gk_pool_record_stream) can be given the stream the
- * caller's work runs on. gk_stream_destroy releases the handle only (after waiting for the
+ * (gk_loader_next's wait, gk_event_record, gk_pool_malloc's stream-aware reuse,
+ * gk_pool_record_stream) can be given the stream the caller's work runs on. gk_stream_destroy releases the handle only (after waiting for the
  * stream's work, as for any stream) and never destroys the native stream, which must outlive the
  * handle. Returns 0; -EINVAL for a NULL native stream (a NULL gk_stream already means the
  * device's default stream); GK_EUNAVAIL on host and sim, whose streams are gpukit's own; or
- * -ENOMEM. Message in gk_last_error(). */
+ * -ENOMEM. Message in gk_last_error().
+ * Each call makes a new handle, and the pool keeps its cache per handle: wrap a native stream once
+ * and keep the handle (gpukit's allocator shim, gpukit/torch.h, keeps one per CUstream and
+ * device). A handle may be used from any thread, like any gk_stream. */
 GK_API int gk_stream_wrap(gk_device *dev, void *native, gk_stream **out);
 
 /* Waits until all work queued on `stream` is done. timeout in seconds; < 0 uses the device's

@@ -10,7 +10,9 @@ imported when a feature needs them). The library does the work and makes the dec
 * :mod:`gpukit.metrics` - gauges, counters and timings for ``gpukit run``;
 * :class:`Device`, :class:`Pool` - devices and gpukit's caching pool;
 * :mod:`gpukit.data` - record files (:func:`gpukit.data.pack`) and llm.c token shards;
-* :mod:`gpukit.torch` - PyTorch helpers (``report_memory``).
+* :mod:`gpukit.torch` - gpukit's pool as PyTorch's CUDA allocator (``use_gpukit_allocator``,
+  with ``memory_stats``, ``empty_cache``, snapshots and ``record_stream`` from the pool), and
+  ``report_memory``; :mod:`gpukit.cupy` - the same pool as CuPy's allocator.
 
 Importing gpukit loads libgpukit (GPUKIT_LIBRARY, beside the package, the build tree, then the
 system loader) and checks that its version is this package's; ``gpukit.library_path`` says which

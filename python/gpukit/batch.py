@@ -11,6 +11,7 @@ from ctypes import byref, c_int
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from . import _shim
 from . import _structs as S
 from ._lib import cstr, lib
 from .device import Pool
@@ -66,20 +67,27 @@ def _oom_classes(extra):
 
 
 def _torch_cuda(device):
-    """(torch, device) when the step's memory is PyTorch's on a CUDA device, else None."""
+    """(cuda, device) when the step's memory is PyTorch's on a CUDA device, else None. `cuda` is
+    torch.cuda, or gpukit.torch when gpukit's pool is PyTorch's allocator (use_gpukit_allocator:
+    PyTorch's pluggable path has no statistics); both have the calls used here."""
     torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
+    if torch is None:
+        return None
+    if _shim.active("torch"):
+        from .torch import allocator
+        return allocator, allocator.device_index(device)
+    if not torch.cuda.is_available():
         return None
     dev = torch.device(device) if device is not None else torch.device("cuda",
                                                                        torch.cuda.current_device())
-    return (torch, dev) if dev.type == "cuda" else None
+    return (torch.cuda, dev) if dev.type == "cuda" else None
 
 
 def _release(torch_dev):
     """Gives back what a failed trial held: the frames of its exception, then the cache."""
     gc.collect()
     if torch_dev is not None:
-        torch_dev[0].cuda.empty_cache()
+        torch_dev[0].empty_cache()
 
 
 def find_batch_size(step: Callable[[int], object], *, budget: Optional[int] = None,
@@ -110,6 +118,8 @@ def find_batch_size(step: Callable[[int], object], *, budget: Optional[int] = No
     * PyTorch on CUDA (`device`, default the current CUDA device), when torch is imported and a
       GPU is present: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` and a
       synchronize; the budget defaults to the device's free memory plus what PyTorch reserved.
+      With gpukit's pool as PyTorch's allocator (gpukit.torch.use_gpukit_allocator) the same
+      figures come from gpukit.torch's functions, which read the pool.
 
     Other modes need no peak: "power" and "binsearch" behave like Lightning's BatchSizeFinder,
     "decay" like accelerate's find_executable_batch_size. `margin` (default 0.04 of the budget),
@@ -139,9 +149,9 @@ def find_batch_size(step: Callable[[int], object], *, budget: Optional[int] = No
         torch_dev = _torch_cuda(device)
         if torch_dev is not None and budget is None and mode == "model":
             # What PyTorch's allocator can reach: as the C finder counts a pool's budget.
-            torch, dev = torch_dev
-            free, _total = torch.cuda.mem_get_info(dev)
-            cfg.budget = free + torch.cuda.memory_reserved(dev)
+            cuda, dev = torch_dev
+            free, _total = cuda.mem_get_info(dev)
+            cfg.budget = free + cuda.memory_reserved(dev)
     if mode == "model" and pool is None and measure is None and torch_dev is None:
         raise ValueError("find_batch_size: the model mode measures each trial's peak: give "
                          "pool= (a gpukit.Pool), measure= (a callable returning the peak bytes), "
@@ -152,8 +162,8 @@ def find_batch_size(step: Callable[[int], object], *, budget: Optional[int] = No
     def trial(_user, batch, peak):
         try:
             if torch_dev is not None:
-                torch, dev = torch_dev
-                torch.cuda.reset_peak_memory_stats(dev)
+                cuda, dev = torch_dev
+                cuda.reset_peak_memory_stats(dev)
             out_of_memory = False
             try:
                 step(int(batch))
@@ -168,9 +178,9 @@ def find_batch_size(step: Callable[[int], object], *, budget: Optional[int] = No
             if measure is not None:
                 peak[0] = int(measure())
             elif torch_dev is not None:
-                torch, dev = torch_dev
-                torch.cuda.synchronize(dev)
-                peak[0] = int(torch.cuda.max_memory_allocated(dev))
+                cuda, dev = torch_dev
+                cuda.synchronize(dev)
+                peak[0] = int(cuda.max_memory_allocated(dev))
             return 0
         except BaseException as e:  # re-raised after the C finder returns
             state["error"] = e

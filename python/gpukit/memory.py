@@ -13,6 +13,7 @@ from ctypes import byref, c_uint, c_void_p
 from dataclasses import dataclass, field
 from typing import Callable, FrozenSet, Optional
 
+from . import _shim
 from . import _structs as S
 from ._lib import lib
 from .device import Pool, _Closeable
@@ -61,7 +62,8 @@ class MemoryManager(_Closeable):
             collects and trims the pool itself.
         device: with PyTorch, the CUDA device whose ``torch.cuda.memory_stats()`` and
             ``mem_get_info()`` are read (default: the current one), when no pool or `read` is
-            given. A trim runs ``torch.cuda.empty_cache()``; PyTorch's allocator cannot give back
+            given; with gpukit's pool as PyTorch's allocator (gpukit.torch.use_gpukit_allocator)
+            gpukit.torch's functions of the same names, which read the pool. A trim runs ``torch.cuda.empty_cache()``; PyTorch's allocator cannot give back
             only its oldest blocks, so "collect" is off unless `gc_high` is given (it is then only
             reported; PyTorch's own garbage_collection_threshold setting does that job).
         read: a callable returning :class:`MemoryFigures`, for any other allocator; "collect"
@@ -96,12 +98,17 @@ class MemoryManager(_Closeable):
                 raise TypeError("MemoryManager pool must be a gpukit.Pool")
         elif read is None:
             torch = sys.modules.get("torch")
-            if torch is None or not torch.cuda.is_available():
-                raise ValueError("MemoryManager needs pool= (a gpukit.Pool), read= (a callable "
-                                 "returning MemoryFigures), or PyTorch with a CUDA device")
-            self._torch = torch
-            self._device = torch.device(device) if device is not None else \
-                torch.device("cuda", torch.cuda.current_device())
+            if torch is not None and _shim.active("torch"):
+                from .torch import allocator
+                self._torch, self._device = allocator, allocator.device_index(device)
+            else:
+                if torch is None or not torch.cuda.is_available():
+                    raise ValueError("MemoryManager needs pool= (a gpukit.Pool), read= (a "
+                                     "callable returning MemoryFigures), or PyTorch with a CUDA "
+                                     "device")
+                self._torch = torch.cuda
+                self._device = torch.device(device) if device is not None else \
+                    torch.device("cuda", torch.cuda.current_device())
             if gc_high is None:
                 gc_high = 0.0
         cfg = S.new(S.gk_pressure_config)
@@ -155,9 +162,9 @@ class MemoryManager(_Closeable):
         if self._read is not None:
             return self._read()
         if self._torch is not None:
-            torch, dev = self._torch, self._device
-            st = torch.cuda.memory_stats(dev)
-            free, total = torch.cuda.mem_get_info(dev)
+            cuda, dev = self._torch, self._device
+            st = cuda.memory_stats(dev)
+            free, total = cuda.mem_get_info(dev)
             return MemoryFigures(device_free=free, device_total=total,
                                  reserved=st.get("reserved_bytes.all.current", 0),
                                  allocated=st.get("allocated_bytes.all.current", 0),
@@ -186,7 +193,7 @@ class MemoryManager(_Closeable):
                 self._publish(fig)
         bits = actions.value
         if self._torch is not None and bits & TRIM:
-            self._torch.cuda.empty_cache()
+            self._torch.empty_cache()
         result = PressureStep(actions=frozenset(n for b, n in _NAMES if bits & b), figures=fig)
         if bits & SHRINK and advice is not None:
             result.suggested_batch, result.checkpointing = int(advice[0]), bool(advice[1])
@@ -203,12 +210,12 @@ class MemoryManager(_Closeable):
         if self._pool is not None:
             self._pool.reset_peak()
         elif self._torch is not None:
-            self._torch.cuda.reset_peak_memory_stats(self._device)
+            self._torch.reset_peak_memory_stats(self._device)
 
     def _publish(self, fig):
         from . import metrics
-        if not metrics.active():
-            return
+        if not metrics.active() or _shim.active("torch"):
+            return  # gpukit's pools under PyTorch publish their own series (pool="torch")
         if self._torch is not None:
             from .torch import alloc_figures
             f = alloc_figures(self._device)

@@ -47,6 +47,19 @@ if nm -D --defined-only "$libdir"/libgpukit.so | awk '$2 ~ /[TDB]/ {print $3}' |
     fail "symbols other than gk_* are exported"
 fi
 
+# The allocator shim beside it, exporting only gpukit/torch.h's functions (its copy of the
+# library stays inside), and loadable with no other gpukit library on the search path.
+[ -e "$libdir/libgpukit_torch.so" ] || fail "no allocator shim (libgpukit_torch.so)"
+[ -e "$tmp/prefix/include/gpukit/torch.h" ] || fail "missing include/gpukit/torch.h"
+if nm -D --defined-only "$libdir"/libgpukit_torch.so | awk '$2 ~ /[TDB]/ {print $3}' | grep -v '^gk_torch_' | grep -q .; then
+    nm -D --defined-only "$libdir"/libgpukit_torch.so | awk '$2 ~ /[TDB]/ {print $3}' | grep -v '^gk_torch_' | head
+    fail "the shim exports symbols other than gk_torch_*"
+fi
+for sym in gk_torch_malloc gk_torch_free; do
+    nm -D --defined-only "$libdir"/libgpukit_torch.so | grep -q " T $sym$" || fail "the shim lacks $sym"
+done
+ldd "$libdir/libgpukit_torch.so" | grep -q libgpukit.so && fail "the shim needs libgpukit.so at run time"
+
 # CMake find_package.
 mkdir -p "$tmp/cm"
 cat >"$tmp/cm/CMakeLists.txt" <<'CM'
@@ -74,6 +87,9 @@ import os, sys, gpukit
 assert gpukit.library_found_by == "installed with the package", gpukit.library_found_by
 lib = os.path.realpath(gpukit.library_path)
 assert lib.startswith(os.path.realpath(sys.argv[1])), lib
+from gpukit import _shim
+shim = os.path.realpath(_shim.load().path)
+assert shim == os.path.join(os.path.dirname(lib), "libgpukit_torch.so"), shim
 print("python", gpukit.__version__, lib)
 ' "$libdir") >"$tmp/py.log" 2>&1 || { cat "$tmp/py.log"; fail "the installed Python package does not import"; }
 grep -q "^python $("$tmp/prefix/bin/gpukit" --version | awk '{print $2}') " "$tmp/py.log" ||

@@ -1,6 +1,7 @@
 """PyTorch's CUDA allocator figures as gpukit's allocator gauges."""
 import torch
 
+from .. import _shim
 from .. import _structs as S
 from .. import metrics
 
@@ -17,16 +18,26 @@ _KEYS = (
 
 
 def device_index(device=None):
-    """The CUDA device index of `device` (None, an int, "cuda", "cuda:1" or a torch.device)."""
+    """The CUDA ordinal of `device` (None: the current device, or 0 without CUDA; an int, "cuda",
+    "cuda:1" or a torch.device)."""
+    if device is None:
+        return torch.cuda.current_device() if torch.cuda.is_available() else 0
     if isinstance(device, int):
         return device
-    d = torch.device(device) if device is not None else None
-    return d.index if d is not None and d.index is not None else torch.cuda.current_device()
+    d = torch.device(device)
+    if d.type != "cuda":
+        raise ValueError("gpukit.torch: %s is not a CUDA device" % d)
+    return d.index if d.index is not None else device_index(None)
 
 
 def alloc_figures(device=None):
-    """torch.cuda.memory_stats(device) as a filled gk_alloc_figures (ctypes struct)."""
-    st = torch.cuda.memory_stats(device)
+    """torch.cuda.memory_stats(device) as a filled gk_alloc_figures (ctypes struct); with
+    gpukit's allocator installed, gpukit.torch.memory_stats(device)."""
+    if _shim.active("torch"):
+        from .allocator import memory_stats  # noqa: PLC0415 (allocator imports this module)
+        st = memory_stats(device)
+    else:
+        st = torch.cuda.memory_stats(device)
     f = S.new(S.gk_alloc_figures)
     for key, name in _KEYS:
         setattr(f, name, float(st[key]) if key in st else float("nan"))
@@ -42,9 +53,10 @@ def report_memory(device=None):
     fragmentation rule compares reserved with in-use bytes.
 
     Returns True when figures were sent; False outside ``gpukit run`` (nothing is read: the
-    call costs a flag test) or without CUDA.
+    call costs a flag test), without CUDA, or with gpukit's allocator installed
+    (use_gpukit_allocator), whose pools publish their own series (pool="torch").
     """
-    if not metrics.active() or not torch.cuda.is_available():
+    if not metrics.active() or not torch.cuda.is_available() or _shim.active("torch"):
         return False
     metrics._publish_alloc("cuda:%d" % device_index(device), "torch", alloc_figures(device))
     return True
