@@ -7,7 +7,7 @@ set -euo pipefail
 
 group=${1:-test}
 
-build_pkgs=(cmake make gcc pkg-config libcmocka-dev libcjson-dev libmicrohttpd-dev libcrypt-dev
+build_pkgs=(cmake make gcc g++ pkg-config libcmocka-dev libcjson-dev libmicrohttpd-dev libcrypt-dev
     libncurses-dev libopenblas-dev)
 test_pkgs=("${build_pkgs[@]}" clang libclang-rt-14-dev clang-format valgrind curl python3 chromium prometheus tmux
     openssl apache2-utils python3-numpy python3-torch python3-pytest python3-venv python3-html5lib)

@@ -17,6 +17,7 @@
 #include "gpukit/pool.h"
 #include "gpukit/torch.h"
 #include "pool/pool_int.h"
+#include "torch_int.h"
 
 /* A CUstream and the gpukit handle that wraps it. */
 typedef struct wrapped {
@@ -61,6 +62,12 @@ static gk_logger shim_logger(void)
 }
 
 /* Keeps `text` as the last failure's text and logs it at error level. */
+/* Set while gk_torch_malloc_raise's call is on this thread: its failure travels in the exception,
+ * so it is not logged as well. */
+static _Thread_local int t_raising;
+static _Thread_local char *t_text; /* that call's failure: its text (malloc'd) and status */
+static _Thread_local int t_code;
+
 static void keep_report(int device, int code, const char *text)
 {
     char *copy = strdup(text);
@@ -70,8 +77,14 @@ static void keep_report(int device, int code, const char *text)
     g_report_len = copy ? strlen(copy) : 0;
     g_report_code = code;
     pthread_mutex_unlock(&g_lock);
+    if (t_raising) {
+        free(t_text);
+        t_text = strdup(text);
+        t_code = code;
+        return;
+    }
     gk_logger lg = shim_logger();
-    gk_log(&lg, GK_LOG_ERROR, "torch", "allocation on device %d failed (PyTorch gets NULL): %s",
+    gk_log(&lg, GK_LOG_ERROR, "torch", "allocation on device %d failed (the caller gets NULL): %s",
            device, text);
 }
 
@@ -253,6 +266,19 @@ void *gk_torch_malloc(ssize_t size, int device, void *stream)
         return NULL;
     }
     return ptr;
+}
+
+void *gk__torch_malloc_quiet(ssize_t size, int device, void *stream, char **text, int *code)
+{
+    t_raising = 1;
+    t_text = NULL;
+    t_code = 0;
+    void *p = gk_torch_malloc(size, device, stream);
+    t_raising = 0;
+    *text = t_text; /* NULL on success, or when the copy failed */
+    *code = t_code;
+    t_text = NULL;
+    return p;
 }
 
 void gk_torch_free(void *ptr, ssize_t size, int device, void *stream)

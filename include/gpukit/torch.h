@@ -6,8 +6,10 @@
  * gpukit.h. Python reaches it through gpukit.torch.use_gpukit_allocator() and gpukit.cupy.
  *
  * PyTorch loads two entry points by name (torch.cuda.memory.CUDAPluggableAllocator(path,
- * "gk_torch_malloc", "gk_torch_free")): gk_torch_malloc(size, device, stream) and
- * gk_torch_free(ptr, size, device, stream). Behind them there is one gpukit pool per CUDA device,
+ * "gk_torch_malloc_raise", "gk_torch_free")): gk_torch_malloc_raise(size, device, stream) and
+ * gk_torch_free(ptr, size, device, stream). gk_torch_malloc is the same allocation for C callers
+ * (CuPy's path, ctypes, tests): it returns NULL where gk_torch_malloc_raise throws.
+ * Behind them there is one gpukit pool per CUDA device,
  * created by the first call that needs it on the `cuda` backend (device "cuda:N", which works in
  * the device's primary context, the one PyTorch uses, so pointers are valid on both sides). The
  * stream PyTorch passes is the stream the block is allocated for: a CUstream is wrapped once per
@@ -47,9 +49,18 @@ extern "C" {
  * pointer, or NULL: for size 0 (nothing is recorded, as PyTorch's own allocator does), and when the
  * allocation fails. A failure keeps its text for gk_torch_last_report (the pool's out-of-memory
  * report, or why the device or pool could not be made or the arguments are wrong) and logs it at
- * error level: PyTorch's pluggable path does not check the pointer it gets, so the log is where a
- * failure shows first. */
+ * error level. PyTorch's pluggable path does not check the pointer it gets, which is why PyTorch is
+ * given gk_torch_malloc_raise. */
 GK_API void *gk_torch_malloc(ssize_t size, int device, void *stream);
+
+/* gk_torch_malloc for PyTorch: where gk_torch_malloc would return NULL for size > 0, it throws a
+ * C++ std::runtime_error instead (nothing is logged: the exception carries the text), whose
+ * message starts "CUDA out of memory. " for the pool's out-of-memory report (as PyTorch's own
+ * message does, so code that looks for it still works) or "CUDA allocation failed. " for any other
+ * failure, followed by the text gk_torch_last_report keeps. PyTorch's Python bindings raise it as
+ * a RuntimeError where the tensor was allocated. Only a C++ caller that catches exceptions may
+ * call it: from C or ctypes an exception ends the process. */
+GK_API void *gk_torch_malloc_raise(ssize_t size, int device, void *stream);
 
 /* Returns `ptr` to the pool of `device`. `size` and `stream` are PyTorch's record of the
  * allocation and are not needed (the pool knows the block's stream). NULL is a no-op. A pointer

@@ -66,6 +66,15 @@ def _oom_classes(extra):
     return tuple(classes)
 
 
+def _is_oom(e, classes):
+    """An out-of-memory failure: one of `classes`, or a RuntimeError whose message starts with
+    "CUDA out of memory." (gpukit's allocator inside PyTorch raises that; so did PyTorch before
+    torch.cuda.OutOfMemoryError)."""
+    if isinstance(e, classes):
+        return True
+    return isinstance(e, RuntimeError) and str(e).startswith("CUDA out of memory.")
+
+
 def _torch_cuda(device):
     """(cuda, device) when the step's memory is PyTorch's on a CUDA device, else None. `cuda` is
     torch.cuda, or gpukit.torch when gpukit's pool is PyTorch's allocator (use_gpukit_allocator:
@@ -101,7 +110,8 @@ def find_batch_size(step: Callable[[int], object], *, budget: Optional[int] = No
     possible.
 
     ``step(b)`` runs a few training steps at batch size b. Out-of-memory exceptions inside it
-    (gpukit.OutOfMemoryError, torch.cuda.OutOfMemoryError, and the classes in `oom`) are failed
+    (gpukit.OutOfMemoryError, torch.cuda.OutOfMemoryError, a RuntimeError whose message starts
+    "CUDA out of memory.", and the classes in `oom`) are failed
     trials: the exception and its frames are dropped and memory released (``gc.collect()``, and
     ``torch.cuda.empty_cache()`` for PyTorch) before the next trial. Any other exception stops
     the search and is raised again.
@@ -167,7 +177,9 @@ def find_batch_size(step: Callable[[int], object], *, budget: Optional[int] = No
             out_of_memory = False
             try:
                 step(int(batch))
-            except ooms as e:
+            except BaseException as e:
+                if not _is_oom(e, ooms):
+                    raise
                 traceback.clear_frames(e.__traceback__)  # the step's tensors live in its frames
                 out_of_memory = True
             if out_of_memory:  # the exception is gone here: its memory can be released

@@ -107,6 +107,23 @@ def test_other_modes(mode, want):
     assert r.ooms == sum(1 for b in tried if b > 300)
 
 
+def test_cuda_out_of_memory_runtime_error():
+    """gpukit's allocator inside PyTorch (and PyTorch before torch.cuda.OutOfMemoryError) raise
+    RuntimeError("CUDA out of memory. ..."): a failed trial; any other RuntimeError stops."""
+    def step(b):
+        if b > 300:
+            raise RuntimeError("CUDA out of memory. gpukit's pool could not allocate %d bytes" % b)
+
+    r = gpukit.find_batch_size(step, mode="binsearch")
+    assert r.batch == 300 and r.ooms >= 1
+
+    def broken(b):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        gpukit.find_batch_size(broken, mode="binsearch")
+
+
 def test_decay_shrinks_from_init():
     r = gpukit.find_batch_size(lambda b: (_ for _ in ()).throw(MyOOM()) if b > 100 else None,
                                mode="decay", oom=(MyOOM,))

@@ -298,7 +298,7 @@ def test_install_loads_the_shim_by_path_and_names(torch2, shim):
     alloc = gt.use_gpukit_allocator(conf="max_split_size=64MiB")
     assert torch2 == [alloc] and gt.is_active()
     assert os.path.basename(alloc.path) == "libgpukit_torch.so"
-    assert alloc.names == ("gk_torch_malloc", "gk_torch_free")
+    assert alloc.names == ("gk_torch_malloc_raise", "gk_torch_free")
     # PyTorch's calls reach the same pools as the side API.
     p = alloc.alloc(5 * MiB, 0, None)
     assert gt.memory_stats()["allocated_bytes.all.current"] == 5 * MiB
@@ -361,7 +361,7 @@ def test_scoped_mem_pool(torch2, shim, monkeypatch):
     monkeypatch.setattr(torch.cuda, "use_mem_pool", use_mem_pool, raising=False)
     with gt.gpukit_mem_pool(preset="pytorch", device=0) as pool:
         tag, fake = pool.allocator
-        assert tag == "allocator of" and fake.names == ("gk_torch_malloc", "gk_torch_free")
+        assert tag == "allocator of" and fake.names == ("gk_torch_malloc_raise", "gk_torch_free")
         assert used == [(pool, 0)]
     assert used[-1] == "left"
     assert not gt.is_active()  # scoped: torch.cuda.memory_stats() stays PyTorch's

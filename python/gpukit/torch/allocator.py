@@ -39,7 +39,7 @@ def _pluggable():
 
 
 def _new_allocator(cls):
-    return cls(_shim.load().path, "gk_torch_malloc", "gk_torch_free")
+    return cls(_shim.load().path, "gk_torch_malloc_raise", "gk_torch_free")
 
 
 def use_gpukit_allocator(preset: str = "default", conf=None):
