@@ -11,10 +11,7 @@ for b in "$build"/bench/bench_*; do
     [ -x "$b" ] || continue
     echo
     echo "== $(basename "$b")"
-    case $(basename "$b") in
-    bench_statsd_load) "$b" "$build/gpukit" ;; # it drives the tool's serve
-    *) "$b" ;;
-    esac
+    "$b"
 done
 for s in bench/*/run.sh; do
     [ -f "$s" ] || continue

@@ -126,28 +126,15 @@ static int child(int out_fd)
     return write(out_fd, &f, sizeof f) == (ssize_t)sizeof f ? 0 : 1;
 }
 
+static int child_round(void *arg, int fd)
+{
+    (void)arg;
+    return child(fd);
+}
+
 static int run_round(int on, const char *sock, figs *f)
 {
-    int fds[2];
-    if (pipe(fds))
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        close(fds[0]);
-        if (on)
-            setenv("GK_METRICS_SOCKET", sock, 1);
-        else
-            unsetenv("GK_METRICS_SOCKET");
-        _exit(child(fds[1]));
-    }
-    close(fds[1]);
-    ssize_t n = read(fds[0], f, sizeof *f);
-    close(fds[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return n == (ssize_t)sizeof *f && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+    return bench_run_child(on, sock, child_round, NULL, f, sizeof *f);
 }
 
 /* --count: fixed work for an instruction count. */

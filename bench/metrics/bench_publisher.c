@@ -159,28 +159,14 @@ static int child(double seconds, int out_fd)
     _exit(0);
 }
 
+static int child_round(void *arg, int fd)
+{
+    return child(*(double *)arg, fd);
+}
+
 static int run_round(int on, const char *sock, double seconds, result *r)
 {
-    int fds[2];
-    if (pipe(fds))
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        close(fds[0]);
-        if (on)
-            setenv("GK_METRICS_SOCKET", sock, 1);
-        else
-            unsetenv("GK_METRICS_SOCKET");
-        _exit(child(seconds, fds[1]));
-    }
-    close(fds[1]);
-    ssize_t n = read(fds[0], r, sizeof *r);
-    close(fds[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return n == (ssize_t)sizeof *r && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+    return bench_run_child(on, sock, child_round, &seconds, r, sizeof *r);
 }
 
 int main(int argc, char **argv)

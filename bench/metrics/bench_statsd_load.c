@@ -12,8 +12,9 @@
  *     settle and compares the lines sent with gpukit_statsd_lines_total and
  *     gpukit_statsd_lost_datagrams_total (deltas over the phase): sent = received + lost when
  *     nothing goes missing uncounted. It also prints the server's CPU time during the phase.
- * Usage: bench_statsd_load PATH/TO/gpukit [SECONDS [RATE,RATE,...]]
- *        (default 5 s; 50000,100000,200000,400000 lines/s; SENDERS is 8) */
+ * Usage: bench_statsd_load [PATH/TO/gpukit [SECONDS [RATE,RATE,...]]]
+ *        (default: the gpukit of this build tree; 5 s; 50000,100000,200000,400000 lines/s;
+ *        SENDERS is 8) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -355,10 +356,36 @@ static int phase(int udp, double rate, double seconds)
     return 0;
 }
 
+/* The tool of this build tree: benchmarks are built into BUILD/bench/, the tool is BUILD/gpukit. */
+static const char *tool_of_build(char *buf, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+    if (n <= 0)
+        return NULL;
+    buf[n] = '\0';
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(buf, '/');
+        if (!slash)
+            return NULL;
+        *slash = '\0';
+    }
+    size_t used = strlen(buf);
+    if (used + sizeof "/gpukit" > len)
+        return NULL;
+    memcpy(buf + used, "/gpukit", sizeof "/gpukit");
+    return buf;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: bench_statsd_load PATH/TO/gpukit [SECONDS [RATE,RATE,...]]\n");
+    char own[4096];
+    const char *gpukit = argc > 1 ? argv[1] : tool_of_build(own, sizeof own);
+    if (!gpukit || access(gpukit, X_OK) != 0) {
+        fprintf(stderr,
+                "bench_statsd_load: %s is not an executable gpukit\n"
+                "usage: bench_statsd_load [PATH/TO/gpukit [SECONDS [RATE,RATE,...]]]\n"
+                "  (default: BUILD/gpukit for this program in BUILD/bench/)\n",
+                gpukit ? gpukit : "the build tree's tool");
         return 2;
     }
     double seconds = argc > 2 ? atof(argv[2]) : 5;
@@ -374,7 +401,7 @@ int main(int argc, char **argv)
     char dir[] = "/tmp/gk-bench-load-XXXXXX";
     if (!mkdtemp(dir))
         return 1;
-    if (start_server(argv[1], dir) != 0)
+    if (start_server(gpukit, dir) != 0)
         return 1;
     printf("%d sender processes, one line a datagram, %.0f s a phase; scrapes every 20 ms "
            "(latency: connect to end of body, ms)\n\n",

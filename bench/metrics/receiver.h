@@ -1,6 +1,7 @@
 /* A StatsD receiver for the metrics benchmarks: a Unix datagram socket in a fresh folder under
  * /tmp, read by a thread that counts datagrams and lines (as a real reader, it takes every
- * datagram off the queue as soon as it arrives). */
+ * datagram off the queue as soon as it arrives); and the rounds' child processes, which publish
+ * to it or not. */
 #ifndef GK_BENCH_RECEIVER_H
 #define GK_BENCH_RECEIVER_H
 
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct bench_receiver {
@@ -79,6 +81,34 @@ static void bench_receiver_stop(bench_receiver *r)
     close(r->fd);
     unlink(r->path);
     rmdir(r->dir);
+}
+
+/* One round in a child process: GK_METRICS_SOCKET names `sock` when `on`, else it is unset (no
+ * publisher starts), and fn(arg, fd) measures and writes `size` bytes of figures to fd. Returns 0
+ * when the figures arrived whole into `out` and the child exited 0, else -1. */
+static int bench_run_child(int on, const char *sock, int (*fn)(void *arg, int fd), void *arg,
+                           void *out, size_t size)
+{
+    int fds[2];
+    if (pipe(fds))
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        close(fds[0]);
+        if (on)
+            setenv("GK_METRICS_SOCKET", sock, 1);
+        else
+            unsetenv("GK_METRICS_SOCKET");
+        _exit(fn(arg, fds[1]));
+    }
+    close(fds[1]);
+    ssize_t n = read(fds[0], out, size);
+    close(fds[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return n == (ssize_t)size && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 #endif
